@@ -1,0 +1,14 @@
+"""gpunet: train neural networks well, on an NVIDIA GPU (CuPy) or a CPU (NumPy), with the same code.
+
+Pick the device with ``gpunet.set_backend("auto" | "numpy" | "cupy")`` (or ``GPUNET_BACKEND``),
+the GPU kernel path with ``gpunet.set_kernels("auto" | "cupy" | "numba")``, and make every random
+draw reproducible with ``gpunet.seed(n)``.
+"""
+from .backend import (  # noqa: F401
+    BackendError, asarray, device_name, get_array_module, get_backend, get_xp, seed, set_backend,
+    to_numpy,
+)
+from .kernel_path import KernelFallbackWarning, get_kernels, set_kernels, use_kernels  # noqa: F401
+from . import functional  # noqa: F401
+
+__version__ = "0.1.0"

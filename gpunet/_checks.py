@@ -1,0 +1,41 @@
+"""Argument checks shared by the functional core: clear errors that name the argument."""
+from __future__ import annotations
+
+import numpy
+
+from .backend import get_array_module, is_cupy_array
+
+FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def check_array(a, name: str):
+    if not (isinstance(a, numpy.ndarray) or is_cupy_array(a)):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
+
+
+def check_float(a, name: str):
+    """``a`` must be a float32/float64 NumPy or CuPy array."""
+    check_array(a, name)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
+
+
+def check_like(a, name: str, ref, ref_name: str):
+    """``a`` must be a float array of the same shape and dtype as ``ref``."""
+    check_float(a, name)
+    if a.shape != ref.shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected the shape of {ref_name} {ref.shape}")
+    if a.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected the dtype of {ref_name} ({ref.dtype})")
+
+
+def float_inputs(**arrays):
+    """Check every named array is float32/64 and all share one device and dtype; return xp."""
+    names = list(arrays)
+    for n in names:
+        check_float(arrays[n], n)
+    try:
+        xp = get_array_module(*arrays.values())
+    except TypeError as exc:
+        raise TypeError(f"{', '.join(names)}: {exc}") from None
+    return xp

@@ -1,0 +1,172 @@
+"""Backend dispatch: one switch between NumPy (CPU) and CuPy (NVIDIA GPU).
+
+The library is written once against an array module ``xp``; this module decides which one.
+
+* ``set_backend("auto" | "numpy" | "cupy")`` (or the environment variable ``GPUNET_BACKEND``)
+  picks where new arrays live. ``auto`` takes CuPy when it imports *and* a CUDA device answers,
+  else NumPy, and logs which once.
+* ``get_array_module(*arrays)`` answers for existing arrays (like ``cupy.get_array_module``) and
+  refuses a mix of host and device arrays with a clear error instead of a CuPy traceback.
+* ``seed(n)``: one seed for every random draw of the library. Initial values are drawn on the host
+  and then moved, so the same seed gives the same weights on NumPy and on CuPy.
+
+CuPy is optional: nothing here imports it until it is needed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy
+
+__all__ = [
+    "BackendError", "set_backend", "get_backend", "get_xp", "get_array_module", "asarray",
+    "to_numpy", "is_cupy_array", "cupy_or_none", "seed", "host_rng", "device_name",
+]
+
+logger = logging.getLogger("gpunet")
+
+BACKENDS = ("auto", "numpy", "cupy")
+_CUPY_INSTALL_HINT = (
+    "install it with `pip install 'gpunet[cuda12]'` (CUDA 12 driver) or "
+    "`pip install 'gpunet[cuda13]'` (CUDA 13 driver)")
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot be used here (CuPy missing, no driver, no device)."""
+
+
+_state = {"requested": None, "resolved": None, "rng": numpy.random.default_rng()}
+_cupy_probe: dict = {}
+
+
+def _probe_cupy():
+    """Import CuPy and ask for a device once; return (module or None, reason it is unusable)."""
+    if not _cupy_probe:
+        try:
+            import cupy
+        except Exception as exc:  # ImportError, or a broken CUDA library underneath
+            _cupy_probe.update(module=None, reason=f"CuPy does not import ({exc}); {_CUPY_INSTALL_HINT}")
+        else:
+            try:
+                count = cupy.cuda.runtime.getDeviceCount()
+            except Exception as exc:
+                _cupy_probe.update(module=None, reason=(
+                    f"CuPy imports but the CUDA driver does not answer ({exc}); "
+                    "check the NVIDIA driver with `nvidia-smi`"))
+            else:
+                if count < 1:
+                    _cupy_probe.update(module=None, reason="CuPy imports but no CUDA device is visible "
+                                       "(check CUDA_VISIBLE_DEVICES and `nvidia-smi`)")
+                else:
+                    _cupy_probe.update(module=cupy, reason=None)
+    return _cupy_probe["module"], _cupy_probe["reason"]
+
+
+def cupy_or_none():
+    """The CuPy module if CuPy imports and a device answers, else None."""
+    return _probe_cupy()[0]
+
+
+def set_backend(name: str = "auto") -> str:
+    """Choose where gpunet puts new arrays: ``"auto"``, ``"numpy"`` or ``"cupy"``.
+
+    Returns the resolved name (``"numpy"`` or ``"cupy"``). Raises ``BackendError`` naming what is
+    missing when ``"cupy"`` is asked for and cannot be had.
+    """
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    name = name.lower()
+    if name == "numpy":
+        resolved = "numpy"
+    else:
+        cupy, reason = _probe_cupy()
+        if name == "cupy" and cupy is None:
+            raise BackendError(f"backend 'cupy' was requested but {reason}")
+        resolved = "cupy" if cupy is not None else "numpy"
+    _state["requested"], _state["resolved"] = name, resolved
+    if name == "auto":
+        logger.info("gpunet backend: %s (%s)", resolved,
+                    device_name() if resolved == "cupy" else f"GPU unavailable: {reason}")
+    return resolved
+
+
+def get_backend() -> str:
+    """The active backend's name, ``"numpy"`` or ``"cupy"`` (resolving ``GPUNET_BACKEND`` on first use)."""
+    if _state["resolved"] is None:
+        set_backend(os.environ.get("GPUNET_BACKEND", "auto"))
+    return _state["resolved"]
+
+
+def get_xp():
+    """The array module of the active backend."""
+    if get_backend() == "cupy":
+        return cupy_or_none()
+    return numpy
+
+
+def is_cupy_array(a) -> bool:
+    # Checked by type name so that no CuPy import is needed to answer "no".
+    return type(a).__module__.startswith("cupy") and hasattr(a, "__cuda_array_interface__")
+
+
+def get_array_module(*arrays):
+    """``cupy`` if the given arrays live on the GPU, ``numpy`` if on the host.
+
+    ``None`` and Python scalars are ignored. A mix of host and device arrays raises ``TypeError``
+    naming the positions, instead of failing later inside a kernel.
+    """
+    on_device, on_host = [], []
+    for i, a in enumerate(arrays):
+        if a is None or isinstance(a, (int, float, bool, numpy.generic)):
+            continue
+        (on_device if is_cupy_array(a) else on_host).append(i)
+    if on_device and on_host:
+        raise TypeError(
+            f"arrays on different devices: arguments {on_device} are CuPy (GPU) arrays and "
+            f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or gpunet.to_numpy()")
+    if on_device:
+        return cupy_or_none()
+    return numpy
+
+
+def asarray(a, dtype=None):
+    """Move ``a`` to the active backend (no copy if it is already there with that dtype)."""
+    xp = get_xp()
+    if xp is numpy and is_cupy_array(a):
+        a = a.get()
+    return xp.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    """Return ``a`` as a NumPy array on the host."""
+    if is_cupy_array(a):
+        return a.get()
+    return numpy.asarray(a)
+
+
+def seed(n: int) -> None:
+    """Make every random draw of gpunet reproducible from ``n``.
+
+    Initial weights and data shuffles are drawn from one host generator (PCG64) and moved to the
+    device, so the same seed gives the same values on NumPy and on CuPy. Per-step device noise
+    (dropout masks) comes from a device generator seeded from the host one.
+    """
+    if not isinstance(n, (int, numpy.integer)) or n < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {n!r}")
+    _state["rng"] = numpy.random.default_rng(int(n))
+
+
+def host_rng() -> numpy.random.Generator:
+    """The library's host random generator (reseeded by ``seed``)."""
+    return _state["rng"]
+
+
+def device_name() -> str:
+    """Human-readable name of the active device (``"CPU"`` for NumPy)."""
+    cupy = cupy_or_none()
+    if get_backend() != "cupy" or cupy is None:
+        return "CPU"
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)

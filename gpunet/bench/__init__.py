@@ -1,0 +1,1 @@
+"""Benchmarks: python -m gpunet.bench {activations,batchnorm,step}."""

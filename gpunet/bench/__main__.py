@@ -1,0 +1,32 @@
+"""python -m gpunet.bench {activations,batchnorm,step} [options]: print benchmark tables."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import gpunet
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gpunet.bench", description=__doc__)
+    parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
+    sub = parser.add_subparsers(dest="which", required=True)
+    act = sub.add_parser("activations", help="activation functions, every path, vs the copy roof")
+    act.add_argument("--max-mib", type=int, default=None,
+                     help="largest tensor in MiB (default: 256 on a GPU, 16 on a CPU)")
+    act.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    act.add_argument("--functions", default=None, help="comma-separated subset, e.g. relu,gelu")
+    act.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args(argv)
+    backend = gpunet.set_backend(args.backend)
+    print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}")
+    if args.which == "activations":
+        from . import activations
+        max_mib = args.max_mib or (256 if backend == "cupy" else 16)
+        funcs = args.functions.split(",") if args.functions else None
+        print(activations.run(max_mib=max_mib, dtype=args.dtype, functions=funcs, repeat=args.repeat))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Benchmark of the activation functions: forward and backward, every path, GB/s against the
+device-to-device copy rate of the same run (the roof), PyTorch side by side when it imports.
+
+    python -m gpunet.bench activations [--max-mib 256] [--dtype float32] [--functions relu,gelu]
+
+Bytes counted: forward reads x and writes y (2 n itemsize); backward reads dy and x and writes
+dx (3 n itemsize). The copy roof reads and writes (2 n itemsize).
+"""
+from __future__ import annotations
+
+import numpy
+
+import gpunet
+from gpunet import functional as F
+
+from .timing import fmt_table, time_call, time_torch, torch_or_none
+
+FUNCTIONS = {
+    "sigmoid": ({}, "sigmoid"), "tanh": ({}, "tanh"), "relu": ({}, "relu"),
+    "leaky_relu": ({"negative_slope": 0.01}, "leaky_relu"), "elu": ({}, "elu"), "selu": ({}, "selu"),
+    "gelu": ({}, "gelu"), "gelu_tanh": ({"approximate": "tanh"}, "gelu"),
+    "softplus": ({}, "softplus"), "silu": ({}, "silu"),
+}
+_TORCH = {"gelu_tanh": lambda F_, x: F_.gelu(x, approximate="tanh"), "tanh": lambda F_, x: x.tanh(),
+          "sigmoid": lambda F_, x: x.sigmoid()}
+
+
+def _sizes(max_mib):
+    sizes, b = [], 1024
+    while b <= max_mib * 2 ** 20:
+        sizes.append(b)
+        b *= 16 if b < 2 ** 20 else 4
+    return sizes
+
+
+def _paths(xp):
+    if xp is numpy:
+        return ["numpy"]
+    from gpunet.kernel_path import numba_cuda_problem
+    return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
+
+
+def _torch_case(torch, name, kwargs, x_np, device):
+    import torch.nn.functional as TF
+    x = torch.as_tensor(x_np, device=device).requires_grad_(True)
+    op = _TORCH.get(name, lambda F_, t: getattr(F_, FUNCTIONS[name][1])(t, **kwargs))
+    dy = torch.ones_like(x)
+
+    def fwd():
+        with torch.no_grad():
+            op(TF, x)
+
+    def bwd():   # forward + autograd backward, minus the forward time, is the backward
+        y = op(TF, x)
+        torch.autograd.grad(y, x, dy)
+    return fwd, bwd
+
+
+def run(max_mib=256, dtype="float32", functions=None, repeat=30):
+    xp = gpunet.get_xp()
+    dtype = numpy.dtype(dtype)
+    names = functions or list(FUNCTIONS)
+    torch = torch_or_none()
+    device = "cuda" if xp is not numpy else "cpu"
+    if torch is not None and device == "cuda" and not torch.cuda.is_available():
+        torch = None
+    rows = []
+    for nbytes in _sizes(max_mib):
+        n = nbytes // dtype.itemsize
+        x_host = numpy.random.default_rng(0).normal(size=n).astype(dtype)
+        x, dy = xp.asarray(x_host), xp.ones(n, dtype)
+        buf = xp.empty_like(x)
+        copy_s = time_call(lambda: xp.copyto(buf, x), xp=xp, repeat=repeat)
+        copy_gbs = 2 * nbytes / copy_s / 1e9
+        for name in names:
+            kwargs, public = FUNCTIONS[name]
+            fwd, bwd = F.ACTIVATIONS[public]
+            for path in _paths(xp):
+                with gpunet.use_kernels("numba" if path == "numba" else "cupy"):
+                    tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
+                    tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
+                gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
+                rows.append([_human(nbytes), name, path, f"{tf * 1e6:.1f}", f"{gf:.0f}",
+                             f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
+                             f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
+            if torch is not None:
+                tfwd, tfb = _torch_case(torch, name, kwargs, x_host, device)
+                tf = time_torch(torch, device, tfwd, repeat=repeat)
+                tb = max(time_torch(torch, device, tfb, repeat=repeat) - tf, 1e-9)
+                gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
+                rows.append([_human(nbytes), name, "torch", f"{tf * 1e6:.1f}", f"{gf:.0f}",
+                             f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
+                             f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
+        del x, dy, buf
+    headers = ["size", "function", "path", "fwd us", "fwd GB/s", "fwd/copy", "bwd us", "bwd GB/s",
+               "bwd/copy", "copy GB/s"]
+    return fmt_table(headers, rows)
+
+
+def _human(nbytes):
+    for unit, k in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if nbytes >= k:
+            return f"{nbytes // k} {unit}"
+    return f"{nbytes} B"

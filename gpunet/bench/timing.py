@@ -1,0 +1,80 @@
+"""Timing helpers shared by the benchmarks: CUDA events on the GPU, perf_counter on the CPU."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy
+
+
+def time_call(fn, *, xp=numpy, repeat=30, warmup=3, max_seconds=2.0) -> float:
+    """Median seconds of ``fn()`` over up to ``repeat`` runs after ``warmup`` (GPU: CUDA events)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    budget_end = time.perf_counter() + max_seconds
+    if xp is not numpy:
+        start, stop = xp.cuda.Event(), xp.cuda.Event()
+        xp.cuda.get_current_stream().synchronize()
+        for _ in range(repeat):
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(xp.cuda.get_elapsed_time(start, stop) / 1e3)
+            if time.perf_counter() > budget_end and len(times) >= 3:
+                break
+    else:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() > budget_end and len(times) >= 3:
+                break
+    return statistics.median(times)
+
+
+def torch_or_none():
+    try:
+        import torch
+        return torch
+    except Exception:
+        return None
+
+
+def torch_sync(torch, device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_torch(torch, device, fn, repeat=30, warmup=3, max_seconds=2.0) -> float:
+    """Median seconds of a torch callable (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    torch_sync(torch, device)
+    times = []
+    budget_end = time.perf_counter() + max_seconds
+    for _ in range(repeat):
+        if device == "cuda":
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            fn()
+            e.record()
+            e.synchronize()
+            times.append(s.elapsed_time(e) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        if time.perf_counter() > budget_end and len(times) >= 3:
+            break
+    return statistics.median(times)
+
+
+def fmt_table(headers, rows) -> str:
+    """A plain text table with right-aligned columns."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""PReLU: leaky ReLU with a learned slope per channel (He et al. 2015).
+
+    y = x            where x > 0
+    y = w[c] * x     where x <= 0        (c = index along axis 1, the channel axis)
+
+Shapes: ``x`` (N, C, *), ``weight`` (C,) -- or a single slope of shape (1,) or () for any ``x``
+(for 1-D ``x`` only a single slope: there is no channel axis, as in PyTorch).
+
+Backward: dx = dy where x > 0, w[c] * dy where x <= 0;  dw[c] = sum over all but axis 1 of
+x * dy where x <= 0.
+"""
+from __future__ import annotations
+
+import numpy
+
+from .._checks import check_like, float_inputs
+from ..kernel_path import resolve_path
+
+
+def _layout(x, weight):
+    """(channels, inner) for the flat-index formula c = (j // inner) % channels; checks the shape."""
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight has dtype {weight.dtype}, expected the dtype of x ({x.dtype})")
+    if weight.size == 1 and weight.ndim <= 1:
+        return 1, 1
+    channels = x.shape[1] if x.ndim >= 2 else None
+    if weight.ndim != 1 or channels is None or weight.shape[0] != channels:
+        raise ValueError(
+            f"weight must have shape ({channels},) (one slope per channel of x, axis 1) or (1,) "
+            f"(one slope); got weight shape {weight.shape} for x shape {x.shape}")
+    inner = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
+    return channels, inner
+
+
+def _ref_slopes(x, weight, channels):
+    if channels == 1:
+        return weight.reshape(())
+    return weight.reshape((1, channels) + (1,) * (x.ndim - 2))
+
+
+def prelu(x, weight):
+    """y = x if x > 0 else weight[c] * x. See the module docstring for shapes."""
+    xp = float_inputs(x=x, weight=weight)
+    channels, inner = _layout(x, weight)
+    if xp is numpy:
+        return numpy.where(x > 0, x, _ref_slopes(x, weight, channels) * x).astype(x.dtype, copy=False)
+    x, w = xp.ascontiguousarray(x), xp.ascontiguousarray(weight.ravel())
+    if resolve_path(x.size) == "numba":
+        from gpunet.kernels import numba_activations as nk
+        y = xp.empty_like(x)
+        nk.prelu_forward(x.ravel(), w, y.ravel(), channels, inner)
+        return y
+    from gpunet.kernels import cupy_activations as ck
+    return ck.prelu_forward(x, w, channels, inner)
+
+
+def prelu_backward(dy, x, weight):
+    """Returns ``(dx, dweight)``; ``dweight`` has the shape of ``weight``."""
+    xp = float_inputs(dy=dy, x=x, weight=weight)
+    check_like(dy, "dy", x, "x")
+    channels, inner = _layout(x, weight)
+    if xp is numpy:
+        slopes = _ref_slopes(x, weight, channels)
+        dx = numpy.where(x > 0, dy, numpy.where(x <= 0, slopes * dy, x)).astype(x.dtype, copy=False)
+        dw_elem = numpy.where(x > 0, 0, x * dy)
+    else:
+        dy, x, w = xp.ascontiguousarray(dy), xp.ascontiguousarray(x), xp.ascontiguousarray(weight.ravel())
+        if resolve_path(x.size) == "numba":
+            from gpunet.kernels import numba_activations as nk
+            dx, dw_elem = xp.empty_like(x), xp.empty_like(x)
+            nk.prelu_backward(dy.ravel(), x.ravel(), w, dx.ravel(), dw_elem.ravel(), channels, inner)
+        else:
+            from gpunet.kernels import cupy_activations as ck
+            dx, dw_elem = ck.prelu_backward(dy, x, w, channels, inner)
+    if channels == 1:
+        dw = dw_elem.sum()
+    else:
+        dw = dw_elem.sum(axis=(0,) + tuple(range(2, x.ndim)))
+    return dx, dw.reshape(weight.shape).astype(x.dtype, copy=False)

@@ -1,0 +1,127 @@
+"""CuPy kernels for the activation functions.
+
+Two paths, both built from the device functions of ``activations.cuh``:
+
+* ``elementwise_forward`` / ``elementwise_backward``: ``cupy.ElementwiseKernel`` -- any layout,
+  broadcasting, non-contiguous views (the generic path).
+* ``vector_forward`` / ``vector_backward``: the vectorized ``RawKernel`` of ``activations_vec.cuh``
+  -- contiguous, 16-byte-aligned float32/float64 only, one float4/double2 per thread (the fast
+  path: see shared/GPU_NOTES.md for why ElementwiseKernel is not enough).
+
+Kernels are compiled on first use and memoized per device (CuPy also caches them on disk).
+"""
+from __future__ import annotations
+
+import cupy
+
+from . import read_source, unit_source
+
+BLOCK = 256
+
+# name -> (forward operation, backward operation) of the generic path. The formulas live in
+# activations.cuh; these strings only call them.
+_ELEMENTWISE_FWD = "y = gpunet_{name}_fwd(x, (T)a, (T)b)"
+_ELEMENTWISE_BWD = "dx = gpunet_{name}_bwd(dy, x, (T)a, (T)b)"
+
+
+@cupy.memoize(for_each_device=True)
+def _elementwise_kernels(name: str):
+    preamble = read_source("activations.cuh")
+    fwd = cupy.ElementwiseKernel(
+        "T x, float64 a, float64 b", "T y", _ELEMENTWISE_FWD.format(name=name),
+        f"gpunet_{name}_fwd", preamble=preamble)
+    bwd = cupy.ElementwiseKernel(
+        "T dy, T x, float64 a, float64 b", "T dx", _ELEMENTWISE_BWD.format(name=name),
+        f"gpunet_{name}_bwd", preamble=preamble)
+    return fwd, bwd
+
+
+@cupy.memoize(for_each_device=True)
+def _module():
+    return cupy.RawModule(code=unit_source("activations"), options=("-std=c++14",))
+
+
+def _kernel(name: str):
+    return _module().get_function(name)
+
+
+def _ctype(dtype) -> str:
+    return "float" if dtype == cupy.float32 else "double"
+
+
+def vectorizable(*arrays) -> bool:
+    """True when the fast vector path applies: C-contiguous, float32/64, 16-byte aligned."""
+    return all(a.flags.c_contiguous and a.dtype in (cupy.float32, cupy.float64)
+               and a.data.ptr % 16 == 0 for a in arrays)
+
+
+def _vector_grid(n: int, dtype):
+    lanes = 4 if dtype == cupy.float32 else 2
+    threads = n // lanes + 1            # + 1: the tail thread
+    return ((threads + BLOCK - 1) // BLOCK,), (BLOCK,)
+
+
+def elementwise_forward(name, x, a=0.0, b=0.0):
+    return _elementwise_kernels(name)[0](x, a, b)
+
+
+def elementwise_backward(name, dy, x, a=0.0, b=0.0):
+    return _elementwise_kernels(name)[1](dy, x, a, b)
+
+
+def vector_forward(name, x, a=0.0, b=0.0):
+    y = cupy.empty_like(x)
+    if x.size:
+        st = x.dtype.type
+        grid, block = _vector_grid(x.size, x.dtype)
+        _kernel(f"{name}_fwd_{_ctype(x.dtype)}")(grid, block, (x, y, cupy.int64(x.size), st(a), st(b)))
+    return y
+
+
+def vector_backward(name, dy, x, a=0.0, b=0.0):
+    dx = cupy.empty_like(x)
+    if x.size:
+        st = x.dtype.type
+        grid, block = _vector_grid(x.size, x.dtype)
+        _kernel(f"{name}_bwd_{_ctype(x.dtype)}")(
+            grid, block, (dy, x, dx, cupy.int64(x.size), st(a), st(b)))
+    return dx
+
+
+def _grid(n: int):
+    return ((n + BLOCK - 1) // BLOCK,), (BLOCK,)
+
+
+def prelu_forward(x, w, channels: int, inner: int):
+    """x contiguous, w contiguous of length ``channels``."""
+    y = cupy.empty_like(x)
+    if x.size:
+        _kernel(f"prelu_fwd_{_ctype(x.dtype)}")(
+            *_grid(x.size), (x, w, y, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner)))
+    return y
+
+
+def prelu_backward(dy, x, w, channels: int, inner: int):
+    """Returns (dx, dw_elem) where dw_elem[j] = x[j] * dy[j] where x[j] <= 0, else 0."""
+    dx, dw_elem = cupy.empty_like(x), cupy.empty_like(x)
+    if x.size:
+        _kernel(f"prelu_bwd_{_ctype(x.dtype)}")(
+            *_grid(x.size),
+            (dy, x, w, dx, dw_elem, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner)))
+    return dx, dw_elem
+
+
+def maxout_forward(x, out_shape, pieces: int, inner: int):
+    y = cupy.empty(out_shape, dtype=x.dtype)
+    if y.size:
+        _kernel(f"maxout_fwd_{_ctype(x.dtype)}")(
+            *_grid(y.size), (x, y, cupy.int64(y.size), cupy.int64(pieces), cupy.int64(inner)))
+    return y
+
+
+def maxout_backward(dy, x, pieces: int, inner: int):
+    dx = cupy.empty_like(x)
+    if dy.size:
+        _kernel(f"maxout_bwd_{_ctype(x.dtype)}")(
+            *_grid(dy.size), (dy, x, dx, cupy.int64(dy.size), cupy.int64(pieces), cupy.int64(inner)))
+    return dx

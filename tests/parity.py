@@ -1,0 +1,66 @@
+"""Run one test body on every kernel path and compare, in the spirit of
+``cupy.testing.numpy_cupy_allclose``.
+
+``PATHS`` lists the paths as pytest params; the GPU ones carry the ``gpu`` mark, which conftest
+turns into a clean skip on machines without a GPU:
+
+* ``numpy``        -- the NumPy reference
+* ``cupy``         -- CuPy arrays, vectorized RawKernels where the layout allows
+* ``cupy-strided`` -- CuPy arrays as non-contiguous views: the ElementwiseKernel path
+* ``numba``        -- CuPy arrays through the Numba CUDA kernels
+
+(The Numba kernels also run without a GPU, in the simulator: tests/test_numba_sim.py.)
+"""
+import numpy
+import pytest
+
+import gpunet
+
+PATHS = [
+    pytest.param("numpy", id="numpy"),
+    pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
+    pytest.param("cupy-strided", id="cupy-strided", marks=pytest.mark.gpu),
+    pytest.param("numba", id="numba", marks=pytest.mark.gpu),
+]
+
+#: per-dtype tolerances (rtol, atol) between a path and a float64 reference
+TOL = {numpy.float32: (2e-5, 1e-6), numpy.float64: (1e-12, 1e-13), "default": (1e-5, 1e-6)}
+
+
+def tol(dtype):
+    return TOL.get(numpy.dtype(dtype).type, TOL["default"])
+
+
+def _strided_copy(xp, a):
+    """A non-contiguous view with the values of ``a`` (every other element of a larger buffer)."""
+    if a.ndim == 0:
+        return xp.asarray(a)
+    big = xp.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    view = big[..., ::2]
+    view[...] = xp.asarray(a)
+    return view
+
+
+def to_path(path, *arrays):
+    """Put NumPy ``arrays`` where ``path`` computes; None passes through."""
+    if path == "numpy":
+        return arrays
+    import cupy
+    if path == "cupy-strided":
+        return tuple(None if a is None else _strided_copy(cupy, a) for a in arrays)
+    return tuple(None if a is None else cupy.asarray(a) for a in arrays)
+
+
+def run(path, fn, *arrays, **kwargs):
+    """``fn(*arrays, **kwargs)`` on ``path``; results come back as NumPy (tuples stay tuples)."""
+    kernels = "numba" if path == "numba" else "cupy"
+    with gpunet.use_kernels(kernels):
+        out = fn(*to_path(path, *arrays), **kwargs)
+    if isinstance(out, tuple):
+        return tuple(gpunet.to_numpy(o) for o in out)
+    return gpunet.to_numpy(out)
+
+
+def assert_allclose(actual, desired, dtype, scale=1.0):
+    rtol, atol = tol(dtype)
+    numpy.testing.assert_allclose(actual, desired, rtol=rtol * scale, atol=atol * scale)

@@ -1,0 +1,113 @@
+"""Backend dispatch, kernel-path selection, seeding, and working without CuPy."""
+import logging
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import gpunet
+from gpunet import backend
+from conftest import GPU
+
+
+def test_numpy_backend_and_helpers():
+    assert gpunet.set_backend("numpy") == "numpy"
+    assert gpunet.get_backend() == "numpy"
+    a = gpunet.asarray([1.0, 2.0], dtype=numpy.float32)
+    assert isinstance(a, numpy.ndarray) and a.dtype == numpy.float32
+    assert gpunet.get_array_module(a, None, 3.0) is numpy
+    numpy.testing.assert_array_equal(gpunet.to_numpy(a), [1.0, 2.0])
+    assert gpunet.device_name() == "CPU"
+
+
+def test_unknown_backend_and_kernels_names():
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'numpy', 'cupy'\), got 'tpu'"):
+        gpunet.set_backend("tpu")
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        gpunet.set_kernels("triton")
+
+
+@pytest.mark.skipif(GPU, reason="checks the error raised where no GPU is usable")
+def test_cupy_requested_without_gpu_says_what_is_missing():
+    with pytest.raises(gpunet.BackendError, match=r"backend 'cupy' was requested but .*(CuPy|driver|device)"):
+        gpunet.set_backend("cupy")
+
+
+@pytest.mark.skipif(GPU, reason="auto falls back only where no GPU is usable")
+def test_auto_falls_back_to_numpy_and_logs_once(caplog):
+    with caplog.at_level(logging.INFO, logger="gpunet"):
+        assert gpunet.set_backend("auto") == "numpy"
+    assert any("gpunet backend: numpy" in r.getMessage() for r in caplog.records)
+
+
+def test_environment_variable_selects_backend():
+    code = "import gpunet; print(gpunet.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**_env(), "GPUNET_BACKEND": "numpy"}, check=True)
+    assert out.stdout.strip() == "numpy"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**_env(), "GPUNET_BACKEND": "opencl"})
+    assert bad.returncode != 0 and "backend must be one of" in bad.stderr
+
+
+def _env():
+    import os
+    return {k: v for k, v in os.environ.items() if k != "GPUNET_BACKEND"}
+
+
+def test_imports_and_works_with_cupy_absent():
+    code = ("import sys; sys.modules['cupy'] = None\n"
+            "import numpy, gpunet\n"
+            "from gpunet import functional as F\n"
+            "print(gpunet.set_backend('auto'), F.relu(numpy.array([-1.0, 2.0])).tolist())\n"
+            "try:\n    gpunet.set_backend('cupy')\nexcept gpunet.BackendError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    first, second = out.stdout.strip().splitlines()
+    assert first == "numpy [0.0, 2.0]"
+    assert second.startswith("ERR backend 'cupy' was requested but CuPy does not import")
+    assert "pip install 'gpunet[cuda12]'" in second
+
+
+def test_seed_makes_host_draws_reproducible():
+    gpunet.seed(123)
+    a = backend.host_rng().normal(size=5)
+    gpunet.seed(123)
+    b = backend.host_rng().normal(size=5)
+    numpy.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        gpunet.seed(-1)
+
+
+def test_use_kernels_restores_previous_choice():
+    gpunet.set_kernels("cupy")
+    with gpunet.use_kernels("numba"):
+        assert gpunet.get_kernels() == "numba"
+    assert gpunet.get_kernels() == "cupy"
+
+
+def test_numba_unusable_falls_back_with_one_warning(monkeypatch):
+    from gpunet import kernel_path
+    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "no CUDA target"})
+    monkeypatch.setitem(kernel_path._state, "warned", False)
+    gpunet.set_kernels("numba")
+    with pytest.warns(gpunet.KernelFallbackWarning, match=r"Numba CUDA kernels are unusable here \(no CUDA target\)"):
+        assert kernel_path.resolve_path(10) == "cupy"
+    assert kernel_path.resolve_path(10) == "cupy"   # once: no second warning (warnings are errors)
+
+
+@pytest.mark.gpu
+def test_cupy_round_trip_and_same_seed_same_values():
+    import cupy
+    gpunet.set_backend("cupy")
+    a = gpunet.asarray(numpy.arange(4.0))
+    assert isinstance(a, cupy.ndarray) and gpunet.get_array_module(a) is cupy
+    numpy.testing.assert_array_equal(gpunet.to_numpy(a), numpy.arange(4.0))
+    gpunet.set_backend("numpy")
+    assert isinstance(gpunet.asarray(a), numpy.ndarray)
+
+
+@pytest.mark.gpu
+def test_numba_path_really_runs_numba_on_gpu():
+    from gpunet.kernel_path import numba_cuda_problem
+    assert numba_cuda_problem() is None
