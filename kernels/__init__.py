@@ -11,6 +11,7 @@ from importlib import resources
 # The translation units CuPy compiles, each a list of source files concatenated in order.
 TRANSLATION_UNITS = {
     "activations": ["activations.cuh", "activations_vec.cuh"],
+    "batchnorm": ["activations.cuh", "batchnorm.cuh"],
 }
 
 

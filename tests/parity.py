@@ -57,7 +57,7 @@ def run(path, fn, *arrays, **kwargs):
     with gpunet.use_kernels(kernels):
         out = fn(*to_path(path, *arrays), **kwargs)
     if isinstance(out, tuple):
-        return tuple(gpunet.to_numpy(o) for o in out)
+        return tuple(None if o is None else gpunet.to_numpy(o) for o in out)
     return gpunet.to_numpy(out)
 
 

@@ -67,3 +67,36 @@ def test_numba_prelu_and_maxout(dtype):
     nk.maxout_backward(dym.ravel(), xm.ravel(), dxm.ravel(), 3, 2)
     numpy.testing.assert_array_equal(ym, F.maxout(xm, 3))
     numpy.testing.assert_array_equal(dxm, F.maxout_backward(dym, xm, 3))
+
+
+@pytest.mark.parametrize("shape", [(9, 3), (5, 2, 7), (3, 2, 3, 4)])
+@pytest.mark.parametrize("act", [0, 1, 4, 6])
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
+    from gpunet.kernels import numba_batchnorm as nb
+    from gpunet.functional.batchnorm import ACTIVATION_CODES
+    monkeypatch.setattr(nb, "MIN_PER_BLOCK", 8)    # several partial blocks per channel: Chan merges
+    monkeypatch.setattr(nb, "THREADS", 16)         # the simulator pays per thread; a power of 2 still
+    name = {v: k for k, v in ACTIVATION_CODES.items()}[act]
+    rng = numpy.random.default_rng(7)
+    x = (rng.normal(size=shape) * 3 + 5).astype(dtype)
+    N, C = shape[:2]
+    x3 = x.reshape(N, C, -1)
+    gamma, beta = rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(size=C).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    rm, rv = numpy.zeros(C, dtype), numpy.ones(C, dtype)
+    ref_rm, ref_rv = rm.copy(), rv.copy()
+    y_ref, cache = F.batch_norm_forward(x, gamma, beta, ref_rm, ref_rv, activation=name)
+    dx_ref, dg_ref, db_ref = F.batch_norm_backward(dy, cache)
+
+    mean, invstd = nb.stats(x3, rm, rv, 0.1, 1e-5)
+    y = nb.apply(x3, mean, invstd, 0, gamma, beta, act, 1e-5)
+    dx, dg, db = nb.backward(dy.reshape(x3.shape), x3, mean, invstd, gamma, beta, act, True)
+    for got, want in ((y.reshape(shape), y_ref), (rm, ref_rm), (rv, ref_rv), (dx.reshape(shape), dx_ref),
+                      (dg, dg_ref), (db, db_ref)):
+        assert_allclose(got, want.astype(numpy.float64), dtype, scale=50)
+
+    # inference: running statistics as constants
+    y_eval = nb.apply(x3, rm, rv, 1, gamma, beta, act, 1e-5)
+    y_eval_ref, _ = F.batch_norm_forward(x, gamma, beta, rm.copy(), rv.copy(), training=False, activation=name)
+    assert_allclose(y_eval.reshape(shape), y_eval_ref.astype(numpy.float64), dtype, scale=50)

@@ -10,3 +10,4 @@ from .activations import (  # noqa: F401
 )
 from .prelu import prelu, prelu_backward  # noqa: F401
 from .maxout import maxout, maxout_backward  # noqa: F401
+from .batchnorm import batch_norm_forward, batch_norm_backward, BatchNormCache  # noqa: F401

@@ -1,0 +1,248 @@
+"""Numba CUDA kernels for fused BatchNorm: the same algorithms as ``batchnorm.cuh``.
+
+Statistics: per-thread Welford in float64, merged with Chan's formula through a shared-memory tree
+(no warp shuffles, so Numba's CUDA simulator runs it in CI), one partial per block, then a small
+finalize kernel per channel (the CuPy kernels fold that into the last block instead).
+Elementwise passes: one thread per element. Arrays are contiguous (N, C, S) views.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from . import numba_activations as act
+from .numba_support import cuda, launch
+
+THREADS = 64
+MIN_PER_BLOCK = 1024
+TARGET_BLOCKS = 512
+
+
+@cuda.jit(device=True)
+def _act_fwd(code, z):
+    if code == 1:
+        return act.relu_fwd(z, 0.0, 0.0)
+    if code == 2:
+        return act.leaky_relu_fwd(z, 0.01, 0.0)
+    if code == 3:
+        return act.elu_fwd(z, 1.0, 0.0)
+    if code == 4:
+        return act.tanh_fwd(z, 0.0, 0.0)
+    if code == 5:
+        return act.sigmoid_fwd(z, 0.0, 0.0)
+    if code == 6:
+        return act.gelu_fwd(z, 0.0, 0.0)
+    if code == 7:
+        return act.silu_fwd(z, 0.0, 0.0)
+    return z
+
+
+@cuda.jit(device=True)
+def _act_bwd(code, dy, z):
+    if code == 1:
+        return act.relu_bwd(dy, z, 0.0, 0.0)
+    if code == 2:
+        return act.leaky_relu_bwd(dy, z, 0.01, 0.0)
+    if code == 3:
+        return act.elu_bwd(dy, z, 1.0, 0.0)
+    if code == 4:
+        return act.tanh_bwd(dy, z, 0.0, 0.0)
+    if code == 5:
+        return act.sigmoid_bwd(dy, z, 0.0, 0.0)
+    if code == 6:
+        return act.gelu_bwd(dy, z, 0.0, 0.0)
+    if code == 7:
+        return act.silu_bwd(dy, z, 0.0, 0.0)
+    return dy
+
+
+@cuda.jit(device=True)
+def _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+    """Chan et al.'s merge of two (count, mean, M2) summaries."""
+    if n_b == 0:
+        return n_a, mean_a, m2_a
+    if n_a == 0:
+        return n_b, mean_b, m2_b
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+@cuda.jit
+def _stats_partial(x, chunk, part):
+    """Block (p, c): Welford over values [p*chunk, (p+1)*chunk) of channel c -> part[c, p]."""
+    sh_n = cuda.shared.array(THREADS, numpy.float64)
+    sh_mean = cuda.shared.array(THREADS, numpy.float64)
+    sh_m2 = cuda.shared.array(THREADS, numpy.float64)
+    p, c, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    S = x.shape[2]
+    total = x.shape[0] * S
+    end = min((p + 1) * chunk, total)
+    n, mean, m2 = 0.0, 0.0, 0.0
+    k = p * chunk + t
+    while k < end:
+        v = float(x[k // S, c, k % S])
+        n += 1.0
+        delta = v - mean
+        mean += delta / n
+        m2 += delta * (v - mean)
+        k += THREADS
+    sh_n[t], sh_mean[t], sh_m2[t] = n, mean, m2
+    cuda.syncthreads()
+    stride = THREADS // 2
+    while stride > 0:
+        if t < stride:
+            sh_n[t], sh_mean[t], sh_m2[t] = _chan(sh_n[t], sh_mean[t], sh_m2[t],
+                                                  sh_n[t + stride], sh_mean[t + stride], sh_m2[t + stride])
+        cuda.syncthreads()
+        stride //= 2
+    if t == 0:
+        part[c, p, 0], part[c, p, 1], part[c, p, 2] = sh_n[0], sh_mean[0], sh_m2[0]
+
+
+@cuda.jit
+def _stats_finalize(part, mean_out, invstd_out, running_mean, running_var, factor, eps, update):
+    c = cuda.grid(1)
+    if c < part.shape[0]:
+        n, mean, m2 = 0.0, 0.0, 0.0
+        for p in range(part.shape[1]):
+            n, mean, m2 = _chan(n, mean, m2, part[c, p, 0], part[c, p, 1], part[c, p, 2])
+        var = m2 / n
+        mean_out[c] = mean
+        invstd_out[c] = 1.0 / math.sqrt(var + eps)
+        if update:
+            unbiased = m2 / (n - 1.0) if n > 1.0 else var
+            running_mean[c] = (1.0 - factor) * running_mean[c] + factor * mean
+            running_var[c] = (1.0 - factor) * running_var[c] + factor * unbiased
+
+
+@cuda.jit
+def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, eps):
+    j = cuda.grid(1)
+    C, S = x.shape[1], x.shape[2]
+    if j < x.size:
+        n, rest = j // (C * S), j % (C * S)
+        c, s = rest // S, rest % S
+        inv = 1.0 / math.sqrt(var_or_invstd[c] + eps) if is_var else var_or_invstd[c]
+        scale = gamma[c] * inv if affine else inv
+        shift = beta[c] if affine else 0.0
+        y[n, c, s] = _act_fwd(code, (x[n, c, s] - mean[c]) * scale + shift)
+
+
+@cuda.jit
+def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, chunk, part):
+    sh0 = cuda.shared.array(THREADS, numpy.float64)
+    sh1 = cuda.shared.array(THREADS, numpy.float64)
+    p, c, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    S = x.shape[2]
+    end = min((p + 1) * chunk, x.shape[0] * S)
+    g = gamma[c] if affine else 1.0
+    b = beta[c] if affine else 0.0
+    s0, s1 = 0.0, 0.0
+    k = p * chunk + t
+    while k < end:
+        n, s = k // S, k % S
+        xhat = (x[n, c, s] - mean[c]) * invstd[c]
+        dz = _act_bwd(code, dy[n, c, s], xhat * g + b)
+        s0 += dz
+        s1 += dz * xhat
+        k += THREADS
+    sh0[t], sh1[t] = s0, s1
+    cuda.syncthreads()
+    stride = THREADS // 2
+    while stride > 0:
+        if t < stride:
+            sh0[t] += sh0[t + stride]
+            sh1[t] += sh1[t + stride]
+        cuda.syncthreads()
+        stride //= 2
+    if t == 0:
+        part[c, p, 0], part[c, p, 1] = sh0[0], sh1[0]
+
+
+@cuda.jit
+def _bwd_finalize(part, dgamma, dbeta):
+    c = cuda.grid(1)
+    if c < part.shape[0]:
+        s0, s1 = 0.0, 0.0
+        for p in range(part.shape[1]):
+            s0 += part[c, p, 0]
+            s1 += part[c, p, 1]
+        dbeta[c] = s0
+        dgamma[c] = s1
+
+
+@cuda.jit
+def _dx(dy, x, dx, mean, invstd, gamma, beta, affine, code, dgamma, dbeta, batch_stats, inv_m):
+    j = cuda.grid(1)
+    C, S = x.shape[1], x.shape[2]
+    if j < x.size:
+        n, rest = j // (C * S), j % (C * S)
+        c, s = rest // S, rest % S
+        g = gamma[c] if affine else 1.0
+        b = beta[c] if affine else 0.0
+        xhat = (x[n, c, s] - mean[c]) * invstd[c]
+        dz = _act_bwd(code, dy[n, c, s], xhat * g + b)
+        if batch_stats:
+            dz = dz - dbeta[c] * inv_m - xhat * dgamma[c] * inv_m
+        dx[n, c, s] = g * invstd[c] * dz
+
+
+def _split(x3):
+    N, C, S = x3.shape
+    total = N * S
+    nparts = max(1, min(-(-TARGET_BLOCKS // max(C, 1)), -(-total // MIN_PER_BLOCK)))
+    chunk = max(1, -(-total // nparts))
+    return max(1, -(-total // chunk)), chunk
+
+
+def _xp(a):
+    import sys
+    if type(a).__module__.startswith("cupy"):
+        return sys.modules["cupy"]
+    return numpy
+
+
+def _blocks(n):
+    return max(1, -(-n // THREADS))
+
+
+def stats(x3, running_mean, running_var, factor, eps):
+    xp = _xp(x3)
+    C = x3.shape[1]
+    nparts, chunk = _split(x3)
+    part = xp.empty((C, nparts, 3), xp.float64)
+    mean, invstd = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype)
+    update = running_mean is not None
+    launch(_stats_partial, (nparts, C), THREADS, x3, chunk, part)
+    launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd,
+           running_mean if update else mean, running_var if update else mean,
+           float(factor), float(eps), update)
+    return mean, invstd
+
+
+def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, eps):
+    xp = _xp(x3)
+    y = xp.empty_like(x3)
+    if x3.size:
+        affine = gamma is not None
+        launch(_apply, _blocks(x3.size), THREADS, x3, y, mean, var_or_invstd, bool(is_var),
+               gamma if affine else mean, beta if affine else mean, affine, act_code, float(eps))
+    return y
+
+
+def backward(dy3, x3, mean, invstd, gamma, beta, act_code, batch_stats):
+    xp = _xp(x3)
+    N, C, S = x3.shape
+    nparts, chunk = _split(x3)
+    part = xp.empty((C, nparts, 2), xp.float64)
+    dgamma, dbeta, dx = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty_like(x3)
+    affine = gamma is not None
+    g, b = (gamma, beta) if affine else (mean, mean)
+    launch(_bwd_partial, (nparts, C), THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, chunk, part)
+    launch(_bwd_finalize, _blocks(C), THREADS, part, dgamma, dbeta)
+    if x3.size:
+        launch(_dx, _blocks(x3.size), THREADS, dy3, x3, dx, mean, invstd, g, b, affine, act_code,
+               dgamma, dbeta, bool(batch_stats), 1.0 / (N * S))
+    return dx, dgamma, dbeta
