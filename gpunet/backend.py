@@ -21,7 +21,7 @@ import numpy
 
 __all__ = [
     "BackendError", "set_backend", "get_backend", "get_xp", "get_array_module", "asarray",
-    "to_numpy", "is_cupy_array", "cupy_or_none", "seed", "host_rng", "device_name",
+    "to_numpy", "is_cupy_array", "cupy_or_none", "seed", "host_rng", "device_name", "uniform_like",
 ]
 
 logger = logging.getLogger("gpunet")
@@ -155,6 +155,7 @@ def seed(n: int) -> None:
     if not isinstance(n, (int, numpy.integer)) or n < 0:
         raise ValueError(f"seed must be a non-negative integer, got {n!r}")
     _state["rng"] = numpy.random.default_rng(int(n))
+    _state.pop("device_rng", None)
 
 
 def host_rng() -> numpy.random.Generator:
@@ -170,3 +171,16 @@ def device_name() -> str:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def uniform_like(shape, xp):
+    """U(0, 1) values of ``shape`` on ``xp``'s device, for per-step noise such as dropout masks.
+
+    NumPy draws from the host generator; CuPy from a device generator seeded from it, so runs are
+    reproducible per backend without a host-to-device copy per step.
+    """
+    if xp is numpy:
+        return host_rng().random(shape)
+    if "device_rng" not in _state:
+        _state["device_rng"] = xp.random.default_rng(int(host_rng().integers(2 ** 63)))
+    return _state["device_rng"].random(shape)

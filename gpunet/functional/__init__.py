@@ -11,3 +11,7 @@ from .activations import (  # noqa: F401
 from .prelu import prelu, prelu_backward  # noqa: F401
 from .maxout import maxout, maxout_backward  # noqa: F401
 from .batchnorm import batch_norm_forward, batch_norm_backward, BatchNormCache  # noqa: F401
+from .linear import linear_forward, linear_backward  # noqa: F401
+from .conv import conv2d_forward, conv2d_backward  # noqa: F401
+from .pooling import max_pool2d_forward, max_pool2d_backward  # noqa: F401
+from .dropout import dropout_forward, dropout_backward, dropout_mask  # noqa: F401

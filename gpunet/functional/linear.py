@@ -1,0 +1,31 @@
+"""Affine (fully connected) layer, the lecture's convention: out = x @ W + b.
+
+Shapes: x (N, D), W (D, M), b (M,) or None -> out (N, M).
+Backward: dx = dout @ W.T, dW = x.T @ dout, db = sum over N of dout.
+Matrix products go to BLAS on the CPU and cuBLAS on the GPU.
+"""
+from __future__ import annotations
+
+from .._checks import float_inputs
+
+
+def linear_forward(x, w, b=None):
+    """Returns ``(out, cache)``."""
+    float_inputs(x=x, w=w, **({} if b is None else {"b": b}))
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"linear: x must be (N, D) and w (D, M); got x {x.shape}, w {w.shape}")
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
+    out = x @ w
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache):
+    """Returns ``(dx, dw, db)`` (``db`` None without bias)."""
+    x, w, has_bias = cache
+    dx = dout @ w.T
+    dw = x.T @ dout
+    db = dout.sum(axis=0) if has_bias else None
+    return dx, dw, db

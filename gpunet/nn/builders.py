@@ -1,0 +1,40 @@
+"""Builders for the lecture's networks."""
+from __future__ import annotations
+
+import numpy
+
+from ..functional.batchnorm import ACTIVATION_CODES
+from .activation import ACTIVATION_LAYERS
+from .batchnorm import BatchNorm1d
+from .layers import Dropout, Linear
+from .module import Sequential
+
+
+def mlp(sizes, activation="relu", batchnorm=True, init="he_normal", dropout=0.0, dtype=numpy.float32):
+    """A fully connected net: [Linear -> (BatchNorm) -> activation -> (Dropout)] * k -> Linear.
+
+    ``sizes`` = [input, hidden..., classes], e.g. ``mlp([3072, 100, 100, 10])``. With
+    ``batchnorm=True`` the hidden Linear layers have no bias (BatchNorm's shift cancels it) and
+    the activation is fused into the BatchNorm kernel where it has one (relu, leaky_relu, elu, tanh,
+    sigmoid, gelu, silu): BN then activation is the lecture's order.
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, (int, numpy.integer)) or s < 1 for s in sizes):
+        raise ValueError(f"sizes must be at least [inputs, outputs] of positive integers, got {sizes}")
+    if activation not in ACTIVATION_LAYERS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {activation!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(Linear(fan_in, fan_out, bias=not batchnorm, init=init, dtype=dtype))
+        if batchnorm and activation in ACTIVATION_CODES:
+            layers.append(BatchNorm1d(fan_out, activation=activation, dtype=dtype))
+        else:
+            if batchnorm:
+                layers.append(BatchNorm1d(fan_out, dtype=dtype))
+            layers.append(ACTIVATION_LAYERS[activation]())
+        if dropout:
+            layers.append(Dropout(dropout))
+    layers.append(Linear(sizes[-2], sizes[-1], init=init, dtype=dtype))
+    return Sequential(*layers)

@@ -1,0 +1,149 @@
+"""Layers with parameters or state: Linear, Conv2d, MaxPool2d, Flatten, Dropout.
+
+Each is a thin object over the functional core (gpunet/functional): forward keeps the cache,
+backward returns dx and accumulates parameter gradients.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy
+
+from .. import functional as F
+from .. import init as initializers
+from ..backend import get_array_module, uniform_like
+from .module import Module, Parameter
+
+
+class SymmetryWarning(UserWarning):
+    """A constant weight initialization: every unit computes the same thing and gets the same
+    gradient and update, so symmetry never breaks (CS231n, weight initialization)."""
+
+
+def _init_weight(init, shape, dtype, owner):
+    if init == "zeros" or init is initializers.zeros:
+        warnings.warn(f"{owner}: init='zeros' gives every unit the same output, gradient and "
+                      "update; symmetry will not break (use 'he_normal' or 'xavier_normal')",
+                      SymmetryWarning, stacklevel=3)
+    return initializers.get_initializer(init)(shape, dtype=dtype)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class Linear(Module):
+    """y = x @ W + b with W of shape (in_features, out_features) (fan_in = in_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, init="kaiming_normal", dtype=numpy.float32):
+        super().__init__()
+        _check_positive_int(in_features, "in_features")
+        _check_positive_int(out_features, "out_features")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(_init_weight(init, (in_features, out_features), dtype, "Linear"))
+        self.bias = Parameter(initializers.zeros(out_features, dtype=dtype)) if bias else None
+        self._cache = None
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input of shape "
+                             f"(N, {self.in_features}), got {x.shape}")
+        out, self._cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.linear_backward(dout, self._cache)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    """2-D convolution, NCHW, weight (out_channels, in_channels, kh, kw)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="kaiming_normal", dtype=numpy.float32):
+        super().__init__()
+        _check_positive_int(in_channels, "in_channels")
+        _check_positive_int(out_channels, "out_channels")
+        kh, kw = F.conv._pair(kernel_size, "kernel_size")
+        self.stride, self.padding = F.conv._pair(stride, "stride"), F.conv._pair(padding, "padding")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
+        self.weight = Parameter(_init_weight(init, (out_channels, in_channels, kh, kw), dtype, "Conv2d"))
+        self.bias = Parameter(initializers.zeros(out_channels, dtype=dtype)) if bias else None
+        self._cache = None
+
+    def forward(self, x):
+        out, self._cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                            self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv2d_backward(dout, self._cache)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self._cache = None
+
+    def forward(self, x):
+        out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        return F.max_pool2d_backward(dout, self._cache)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Flatten(Module):
+    """(N, *) -> (N, prod(*))."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self._shape)
+
+
+class Dropout(Module):
+    """Inverted dropout with drop probability ``p``; identity in eval mode."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        xp = get_array_module(x)
+        mask = F.dropout_mask(x.shape, self.p, xp, x.dtype, lambda s: uniform_like(s, xp))
+        out, self._mask = F.dropout_forward(x, self.p, mask)
+        return out
+
+    def backward(self, dout):
+        return dout if self._mask is None else F.dropout_backward(dout, self._mask)
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,0 +1,223 @@
+"""The Module base: explicit forward and backward, parameters with gradients, state dicts.
+
+A module computes ``forward(x)`` (keeping what its backward needs) and ``backward(dout)``, which
+returns the gradient of the input and *accumulates* the gradients of its parameters into
+``Parameter.grad``. There is no autograd tape: every layer's backward sits next to its forward,
+which is what makes each step visible (and what the babysitting tools hook into).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy
+
+from ..backend import get_array_module, is_cupy_array, to_numpy
+
+
+class Parameter:
+    """A trainable array ``data`` and its gradient ``grad`` (None until a backward runs)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = None
+
+    def accumulate(self, g):
+        """grad += g (the first gradient is stored as is)."""
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class. Subclasses set ``Parameter`` and ``Module`` attributes (registered
+    automatically), register non-trainable state with ``register_buffer``, and implement
+    ``forward`` and ``backward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration ----------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+            return
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        buffers = self.__dict__.get("_buffers", {})
+        if name in buffers:
+            return buffers[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def register_buffer(self, name, array):
+        """Non-trainable state saved in ``state_dict`` (e.g. BatchNorm's running statistics)."""
+        self._buffers[name] = array
+
+    # -- computation -----------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- traversal -------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self):
+        return list(self._modules.values())
+
+    def named_parameters(self, prefix=""):
+        for mod_name, m in self.named_modules(prefix):
+            for name, p in m._parameters.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        for mod_name, m in self.named_modules():
+            for name, b in m._buffers.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), m, name, b
+
+    # -- modes and gradients ---------------------------------------------------------------
+    def train(self, mode=True):
+        for _, m in self.named_modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    # -- state -----------------------------------------------------------------------------
+    def state_dict(self):
+        """Parameters and buffers by name (``"0.weight"``, ``"1.running_mean"``), as arrays on
+        the module's device (not copies)."""
+        state = OrderedDict((name, p.data) for name, p in self.named_parameters())
+        for name, _, _, b in self.named_buffers():
+            state[name] = b
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        """Copy values from ``state`` (NumPy or CuPy arrays) into this module, on its device,
+        keeping each array's dtype. ``strict``: the names must match exactly."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        params = dict(self.named_parameters())
+        buffers = {name: (m, bname) for name, m, bname, _ in self.named_buffers()}
+        for name, value in state.items():
+            if name not in own:
+                continue
+            target = own[name]
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"state_dict[{name!r}] has shape {tuple(value.shape)}, "
+                                 f"the module expects {tuple(target.shape)}")
+            xp = get_array_module(target)
+            new = xp.array(to_numpy(value) if xp is numpy else xp.asarray(value), dtype=target.dtype)
+            if name in params:
+                params[name].data = new
+            else:
+                m, bname = buffers[name]
+                m._buffers[bname] = new
+        return self
+
+    def to(self, backend):
+        """Move every parameter, gradient and buffer to ``"numpy"`` or ``"cupy"``."""
+        if backend not in ("numpy", "cupy"):
+            raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
+        if backend == "cupy":
+            from ..backend import BackendError, cupy_or_none, _probe_cupy
+            cupy = cupy_or_none()
+            if cupy is None:
+                raise BackendError(f"cannot move the module to 'cupy': {_probe_cupy()[1]}")
+            move = cupy.asarray
+        else:
+            move = to_numpy
+        for p in self.parameters():
+            p.data = move(p.data)
+            if p.grad is not None:
+                p.grad = move(p.grad)
+        for _, m, bname, b in list(self.named_buffers()):
+            if b.dtype.kind == "f":   # counters (num_batches_tracked) stay on the host: no syncs
+                m._buffers[bname] = move(b)
+        for _, m in self.named_modules():
+            m._on_move()
+        return self
+
+    def _on_move(self):
+        """Hook for modules that keep device-specific state (caches, generators)."""
+
+    def device(self):
+        ps = self.parameters()
+        return "cupy" if ps and is_cupy_array(ps[0].data) else "numpy"
+
+    # -- display ---------------------------------------------------------------------------
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, m in self._modules.items():
+            lines.append("  (" + name + "): " + repr(m).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse. Names "0", "1", ..."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"Sequential takes Modules, argument {i} is {type(m).__name__}")
+            setattr(self, str(i), m)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m.forward(x)
+        return x
+
+    def backward(self, dout):
+        for m in reversed(list(self._modules.values())):
+            dout = m.backward(dout)
+        return dout

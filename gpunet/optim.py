@@ -1,0 +1,270 @@
+"""Optimizers (update rules as PyTorch defines them) and learning-rate schedules.
+
+Every optimizer takes a list of ``Parameter`` (``model.parameters()``), updates ``p.data`` in place
+from ``p.grad`` in ``step()`` (parameters without a gradient are skipped), and saves its state as a
+flat dict of arrays (``state_dict``) that fits in an ``.npz`` checkpoint.
+
+SGD:      g = grad + wd p;  buf = g (first step) else mu buf + (1 - dampening) g;
+          g = g + mu buf (nesterov) else buf;   p -= lr g
+RMSprop:  v = alpha v + (1 - alpha) g^2;  p -= lr g / (sqrt(v) + eps)
+          (centered: v - mean(g)^2 under the root; momentum: buf = mu buf + g / (...), p -= lr buf)
+Adam:     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+          p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)   (Kingma & Ba 2015)
+AdamW:    p *= 1 - lr wd, then Adam with no weight decay in g   (Loshchilov & Hutter 2019)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from .backend import get_array_module, to_numpy
+from .nn.module import Parameter
+
+
+class Optimizer:
+    _state_names: tuple = ()
+    _hyper: tuple = ("lr",)
+
+    def __init__(self, params, lr):
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        for i, p in enumerate(params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"params[{i}] is {type(p).__name__}, expected a gpunet.nn.Parameter")
+        if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"lr must be a non-negative number, got {lr!r}")
+        self.params, self.lr, self.t = params, float(lr), 0
+        self.state = [dict() for _ in params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.t += 1
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            self._update(p, p.grad, st)
+
+    def _update(self, p, g, st):
+        raise NotImplementedError
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self):
+        """Flat dict: hyperparameters, step count and per-parameter state as ``state.i.name``."""
+        out = {"t": numpy.asarray(self.t)}
+        for h in self._hyper:
+            out[h] = numpy.asarray(getattr(self, h))
+        for i, st in enumerate(self.state):
+            for name, value in st.items():
+                out[f"state.{i}.{name}"] = value
+        return out
+
+    def load_state_dict(self, state):
+        self.t = int(to_numpy(state["t"]))
+        for h in self._hyper:
+            if h in state:
+                v = to_numpy(state[h])
+                setattr(self, h, tuple(v.tolist()) if v.ndim else float(v))
+        self.state = [dict() for _ in self.params]
+        for key, value in state.items():
+            if key.startswith("state."):
+                _, i, name = key.split(".", 2)
+                i = int(i)
+                if i >= len(self.params):
+                    raise ValueError(f"optimizer state has entry {key!r} but only {len(self.params)} parameters")
+                xp = get_array_module(self.params[i].data)
+                value = xp.asarray(to_numpy(value) if xp is numpy else value, dtype=self.params[i].data.dtype)
+                if value.shape != self.params[i].data.shape:
+                    raise ValueError(f"optimizer state {key!r} has shape {value.shape}, "
+                                     f"parameter {i} has shape {self.params[i].data.shape}")
+                self.state[i][name] = value
+        return self
+
+
+def _check_nonneg(**values):
+    for k, v in values.items():
+        if not (isinstance(v, (int, float)) and v >= 0):
+            raise ValueError(f"{k} must be a non-negative number, got {v!r}")
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and weight decay."""
+    _hyper = ("lr", "momentum", "weight_decay", "dampening")
+
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+        super().__init__(params, lr)
+        _check_nonneg(momentum=momentum, weight_decay=weight_decay, dampening=dampening)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
+        self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening
+
+    def _update(self, p, g, st):
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            buf = st.get("momentum_buffer")
+            if buf is None:
+                buf = st["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.data -= self.lr * g
+
+
+class RMSprop(Optimizer):
+    """Hinton's RMSprop (PyTorch's form, eps outside the root)."""
+    _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum")
+
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(params, lr)
+        _check_nonneg(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
+        self.alpha, self.eps, self.weight_decay, self.momentum, self.centered = alpha, eps, weight_decay, momentum, centered
+
+    def _update(self, p, g, st):
+        xp = get_array_module(p.data)
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        sq = st.setdefault("square_avg", xp.zeros_like(p.data))
+        sq *= self.alpha
+        sq += (1 - self.alpha) * g * g
+        if self.centered:
+            ga = st.setdefault("grad_avg", xp.zeros_like(p.data))
+            ga *= self.alpha
+            ga += (1 - self.alpha) * g
+            avg = xp.sqrt(sq - ga * ga) + self.eps
+        else:
+            avg = xp.sqrt(sq) + self.eps
+        if self.momentum:
+            buf = st.setdefault("momentum_buffer", xp.zeros_like(p.data))
+            buf *= self.momentum
+            buf += g / avg
+            p.data -= self.lr * buf
+        else:
+            p.data -= self.lr * g / avg
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` adds wd * p to the gradient (L2, as PyTorch)."""
+    _hyper = ("lr", "betas", "eps", "weight_decay")
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        _check_nonneg(eps=eps, weight_decay=weight_decay)
+        self.betas, self.eps, self.weight_decay = tuple(float(b) for b in betas), eps, weight_decay
+
+    def _update(self, p, g, st):
+        xp = get_array_module(p.data)
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self._decoupled:
+                p.data *= 1 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p.data
+        m = st.setdefault("exp_avg", xp.zeros_like(p.data))
+        v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        step_size = self.lr / (1 - b1 ** self.t)
+        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
+        p.data -= step_size * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01, as PyTorch)."""
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+
+
+# ----------------------------------------------------------------------------- schedules
+class Schedule:
+    """Sets ``optimizer.lr = base_lr * factor(t)``; call ``step()`` once per epoch (or per
+    iteration, as you define t). ``state_dict`` holds t and base_lr."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.base_lr, self.t = optimizer, optimizer.lr, 0
+        self.optimizer.lr = self.base_lr * self.factor(0)
+
+    def factor(self, t):
+        raise NotImplementedError
+
+    def step(self):
+        self.t += 1
+        self.optimizer.lr = self.base_lr * self.factor(self.t)
+        return self.optimizer.lr
+
+    def state_dict(self):
+        return {"t": numpy.asarray(self.t), "base_lr": numpy.asarray(self.base_lr)}
+
+    def load_state_dict(self, state):
+        self.t, self.base_lr = int(to_numpy(state["t"])), float(to_numpy(state["base_lr"]))
+        self.optimizer.lr = self.base_lr * self.factor(self.t)
+
+
+class StepDecay(Schedule):
+    """lr = base * gamma ** (t // step_size)."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), gamma
+        super().__init__(optimizer)
+
+    def factor(self, t):
+        return self.gamma ** (t // self.step_size)
+
+
+class ExponentialDecay(Schedule):
+    """lr = base * gamma ** t."""
+
+    def __init__(self, optimizer, gamma):
+        self.gamma = gamma
+        super().__init__(optimizer)
+
+    def factor(self, t):
+        return self.gamma ** t
+
+
+class CosineAnnealing(Schedule):
+    """lr = eta_min + (base - eta_min) (1 + cos(pi t / T_max)) / 2, constant eta_min after T_max."""
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        if T_max < 1:
+            raise ValueError(f"T_max must be >= 1, got {T_max}")
+        self.T_max, self.eta_min = int(T_max), eta_min
+        super().__init__(optimizer)
+
+    def factor(self, t):
+        t = min(t, self.T_max)
+        lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return lr / self.base_lr if self.base_lr else 0.0
+
+
+class LinearWarmup(Schedule):
+    """lr rises linearly from start_factor * base to base over ``warmup`` steps, then follows
+    ``after`` (another schedule's factor, shifted by ``warmup``) or stays at base."""
+
+    def __init__(self, optimizer, warmup, start_factor=0.1, after=None):
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1, got {warmup}")
+        self.warmup, self.start_factor, self.after = int(warmup), start_factor, after
+        super().__init__(optimizer)
+
+    def factor(self, t):
+        if t < self.warmup:
+            return self.start_factor + (1 - self.start_factor) * t / self.warmup
+        return self.after.factor(t - self.warmup) if self.after is not None else 1.0

@@ -1,0 +1,160 @@
+"""Optimizers and schedules against hand-derived update sequences."""
+import math
+
+import numpy
+import pytest
+
+import gpunet
+from gpunet import nn, optim
+from gpunet.nn import Parameter
+
+
+def _quadratic_run(opt_factory, steps=4, p0=(1.0, -2.0), a=(1.0, 3.0)):
+    """Minimize f(p) = sum a_i p_i^2 / 2 (grad = a * p); return the parameter after each step."""
+    p = Parameter(numpy.array(p0))
+    a = numpy.array(a)
+    opt = opt_factory([p])
+    out = []
+    for _ in range(steps):
+        p.grad = a * p.data
+        opt.step()
+        out.append(p.data.copy())
+    return out
+
+
+def test_sgd_plain_momentum_nesterov_weight_decay():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    a, p = numpy.array([1.0, 3.0]), numpy.array([1.0, -2.0])
+    # hand-derived
+    plain, mom, nest = [], [], []
+    q = p.copy()
+    for _ in range(4):
+        q = q - lr * (a * q + wd * q)
+        plain.append(q.copy())
+    q, buf = p.copy(), None
+    for _ in range(4):
+        g = a * q
+        buf = g if buf is None else mu * buf + g
+        q = q - lr * buf
+        mom.append(q.copy())
+    q, buf = p.copy(), None
+    for _ in range(4):
+        g = a * q
+        buf = g if buf is None else mu * buf + g
+        q = q - lr * (g + mu * buf)
+        nest.append(q.copy())
+    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, weight_decay=wd)), plain, rtol=1e-14)
+    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu)), mom, rtol=1e-14)
+    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu, nesterov=True)), nest, rtol=1e-14)
+
+
+def test_adam_and_adamw_bias_corrected():
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+    a, p0 = numpy.array([1.0, 3.0]), numpy.array([1.0, -2.0])
+    for decoupled in (False, True):
+        q, m, v, seq = p0.copy(), 0.0, 0.0, []
+        for t in range(1, 5):
+            g = a * q
+            if decoupled:
+                q = q * (1 - lr * wd)
+            else:
+                g = g + wd * q
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            q = q - lr * mhat / (numpy.sqrt(vhat) + eps)
+            seq.append(q.copy())
+        cls = optim.AdamW if decoupled else optim.Adam
+        got = _quadratic_run(lambda ps: cls(ps, lr, weight_decay=wd))
+        numpy.testing.assert_allclose(got, seq, rtol=1e-10)
+    # first Adam step moves every coordinate by ~lr, whatever the gradient scale
+    first = _quadratic_run(lambda ps: optim.Adam(ps, 0.01), steps=1)[0]
+    numpy.testing.assert_allclose(numpy.abs(first - p0), 0.01, rtol=1e-6)
+
+
+def test_rmsprop_plain_and_momentum():
+    lr, alpha, eps, mu = 0.01, 0.99, 1e-8, 0.5
+    a, p0 = numpy.array([1.0, 3.0]), numpy.array([1.0, -2.0])
+    q, v, seq = p0.copy(), 0.0, []
+    for _ in range(4):
+        g = a * q
+        v = alpha * v + (1 - alpha) * g * g
+        q = q - lr * g / (numpy.sqrt(v) + eps)
+        seq.append(q.copy())
+    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.RMSprop(ps, lr)), seq, rtol=1e-12)
+    q, v, buf, seq = p0.copy(), 0.0, 0.0, []
+    for _ in range(4):
+        g = a * q
+        v = alpha * v + (1 - alpha) * g * g
+        buf = mu * buf + g / (numpy.sqrt(v) + eps)
+        q = q - lr * buf
+        seq.append(q.copy())
+    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.RMSprop(ps, lr, momentum=mu)), seq, rtol=1e-12)
+
+
+def test_optimizers_converge_on_a_small_net():
+    from gpunet.datasets import make_spiral
+    X, y = make_spiral(50, 3, seed=0)
+    for name, kwargs in [("sgd", {"lr": 0.5, "momentum": 0.9}), ("adam", {"lr": 0.02}),
+                         ("rmsprop", {"lr": 0.01}), ("adamw", {"lr": 0.02})]:
+        gpunet.seed(1)
+        model = nn.mlp([2, 64, 3], batchnorm=False)
+        opt = optim.OPTIMIZERS[name](model.parameters(), **kwargs)
+        loss_fn = nn.SoftmaxCrossEntropy()
+        first = None
+        for _ in range(150):
+            loss, d = loss_fn(model(X), y)
+            first = first if first is not None else float(loss)
+            model.zero_grad()
+            model.backward(d)
+            opt.step()
+        assert float(loss) < 0.5 * first, name
+
+
+def test_optimizer_state_dict_round_trip():
+    p = Parameter(numpy.array([1.0, 2.0]))
+    opt = optim.Adam([p], 0.1)
+    for _ in range(3):
+        p.grad = p.data.copy()
+        opt.step()
+    state = {k: numpy.array(v) for k, v in opt.state_dict().items()}
+    p2 = Parameter(p.data.copy())
+    opt2 = optim.Adam([p2], 0.5).load_state_dict(state)
+    assert opt2.t == 3 and opt2.lr == 0.1
+    p.grad, p2.grad = p.data.copy(), p2.data.copy()
+    opt.step(), opt2.step()
+    numpy.testing.assert_array_equal(p.data, p2.data)
+
+
+def test_optimizer_bad_arguments():
+    p = Parameter(numpy.zeros(2))
+    with pytest.raises(ValueError, match="lr must be a non-negative number"):
+        optim.SGD([p], lr=-1)
+    with pytest.raises(ValueError, match="nesterov momentum requires momentum > 0"):
+        optim.SGD([p], lr=0.1, nesterov=True)
+    with pytest.raises(TypeError, match="params\\[0\\] is ndarray"):
+        optim.SGD([numpy.zeros(2)], lr=0.1)
+    with pytest.raises(ValueError, match="betas must be two numbers"):
+        optim.Adam([p], betas=(0.9, 1.0))
+    with pytest.raises(TypeError):
+        optim.SGD([p], lr=0.1, momentun=0.9)     # unknown keyword: refused
+
+
+def test_schedules():
+    def lrs(make, n=6):
+        opt = optim.SGD([Parameter(numpy.zeros(1))], lr=1.0)
+        s = make(opt)
+        return [opt.lr] + [s.step() for _ in range(n)]
+    assert lrs(lambda o: optim.StepDecay(o, 2, 0.5)) == [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125]
+    numpy.testing.assert_allclose(lrs(lambda o: optim.ExponentialDecay(o, 0.9)), [0.9 ** t for t in range(7)])
+    numpy.testing.assert_allclose(lrs(lambda o: optim.CosineAnnealing(o, 4, eta_min=0.1)),
+                                  [0.1 + 0.9 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(7)])
+    numpy.testing.assert_allclose(lrs(lambda o: optim.LinearWarmup(o, 4, start_factor=0.2)),
+                                  [0.2, 0.4, 0.6, 0.8, 1, 1, 1])
+    opt = optim.SGD([Parameter(numpy.zeros(1))], lr=1.0)
+    s = optim.CosineAnnealing(opt, 10)
+    for _ in range(3):
+        s.step()
+    s2 = optim.CosineAnnealing(optim.SGD([Parameter(numpy.zeros(1))], lr=1.0), 10)
+    s2.load_state_dict(s.state_dict())
+    assert s2.optimizer.lr == opt.lr
