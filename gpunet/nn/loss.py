@@ -8,9 +8,10 @@ from .module import Module
 class _Loss:
     fn = None
 
-    def __call__(self, scores, y):
-        """Returns ``(loss, dscores)``."""
-        return type(self).fn(scores, y)
+    def __call__(self, scores, y, check=True):
+        """Returns ``(loss, dscores)``; ``check=False`` skips the label checks (which read the
+        labels back from the device) once the caller has validated them."""
+        return type(self).fn(scores, y, check=check)
 
     forward = __call__
 
@@ -26,8 +27,8 @@ class MulticlassSVM(_Loss):
     def __init__(self, margin=1.0):
         self.margin = margin
 
-    def __call__(self, scores, y):
-        return L.multiclass_svm(scores, y, self.margin)
+    def __call__(self, scores, y, check=True):
+        return L.multiclass_svm(scores, y, self.margin, check=check)
 
     forward = __call__
 
