@@ -17,6 +17,13 @@ def main(argv=None):
     act.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     act.add_argument("--functions", default=None, help="comma-separated subset, e.g. relu,gelu")
     act.add_argument("--repeat", type=int, default=30)
+    bn = sub.add_parser("batchnorm", help="fused BatchNorm vs the bandwidth floor and torch")
+    bn.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    bn.add_argument("--shapes", default=None, help="e.g. 4096x4096,64x256x32x32 (default: the issue's list)")
+    bn.add_argument("--repeat", type=int, default=30)
+    st = sub.add_parser("step", help="a whole MLP training step vs torch eager")
+    st.add_argument("--configs", default=None, help="batch x inputs x hidden, e.g. 256x3072x1024")
+    st.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args(argv)
     backend = gpunet.set_backend(args.backend)
     print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}")
@@ -25,7 +32,19 @@ def main(argv=None):
         max_mib = args.max_mib or (256 if backend == "cupy" else 16)
         funcs = args.functions.split(",") if args.functions else None
         print(activations.run(max_mib=max_mib, dtype=args.dtype, functions=funcs, repeat=args.repeat))
+    elif args.which == "batchnorm":
+        from . import batchnorm
+        print(batchnorm.run(dtype=args.dtype, shapes=_shapes(args.shapes), repeat=args.repeat))
+    else:
+        from . import step
+        print(step.run(configs=_shapes(args.configs), repeat=args.repeat))
     return 0
+
+
+def _shapes(text):
+    if not text:
+        return None
+    return [tuple(int(v) for v in s.split("x")) for s in text.split(",")]
 
 
 if __name__ == "__main__":
