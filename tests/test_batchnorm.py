@@ -8,6 +8,13 @@ from gpunet import functional as F
 from parity import PATHS, assert_allclose, run
 
 SHAPES = [(6, 5), (4, 3, 7), (3, 2, 4, 5)]
+
+
+@pytest.fixture(autouse=True, params=["cpu-kernels", "numpy-reference"])
+def cpu_implementation(request, monkeypatch):
+    """NumPy inputs run either the Numba CPU kernels or the vectorized NumPy reference: test both."""
+    monkeypatch.setattr(F.batchnorm, "CPU_KERNELS", request.param == "cpu-kernels")
+    return request.param
 ACTS = [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 REF_ACT = {  # independent float64 definitions
     None: lambda z: z, "relu": lambda z: numpy.maximum(z, 0), "leaky_relu": lambda z: numpy.where(z > 0, z, 0.01 * z),

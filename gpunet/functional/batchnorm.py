@@ -104,8 +104,9 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, *, training=Tr
     update = training and running_mean is not None
     code = ACTIVATION_CODES[activation]
     if xp is numpy:
-        y, mean, invstd = _reference_forward(x3, gamma, beta, running_mean, running_var, batch_stats,
-                                             update, factor, eps, activation)
+        forward = _cpu_forward if _cpu_kernels_apply(activation) else _reference_forward
+        y, mean, invstd = forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps,
+                                  activation)
     else:
         kern = _gpu_module(x3.size)
         x3 = _aligned(xp, x3)
@@ -131,8 +132,13 @@ def batch_norm_backward(dy, cache: BatchNormCache):
     dy3 = xp.ascontiguousarray(dy).reshape(x3.shape)
     invstd = cache.invstd.value() if isinstance(cache.invstd, _LazyInvstd) else cache.invstd
     if xp is numpy:
-        dx, dgamma, dbeta = _reference_backward(dy3, x3, cache.mean, invstd, cache.gamma, cache.beta,
-                                                cache.activation, cache.batch_stats)
+        if _cpu_kernels_apply(cache.activation):
+            from gpunet.kernels import cpu_batchnorm
+            dx, dgamma, dbeta = cpu_batchnorm.backward(dy3, x3, cache.mean, invstd, cache.gamma, cache.beta,
+                                                       cache.activation == "relu", cache.batch_stats)
+        else:
+            dx, dgamma, dbeta = _reference_backward(dy3, x3, cache.mean, invstd, cache.gamma, cache.beta,
+                                                    cache.activation, cache.batch_stats)
     else:
         dx, dgamma, dbeta = _gpu_module(x3.size).backward(
             _aligned(xp, dy3), x3, cache.mean, invstd, cache.gamma, cache.beta,
@@ -163,6 +169,31 @@ def _gpu_module(n):
 def _aligned(xp, a):
     """The CuPy kernels load 16-byte vectors: a view that starts mid-vector is copied."""
     return a if a.data.ptr % 16 == 0 else a.copy()
+
+
+# ----------------------------------------------------------------------------- CPU
+#: Use the Numba CPU kernels (kernels/cpu_batchnorm.py) for NumPy arrays when they apply (no
+#: activation or ReLU); False forces the vectorized NumPy reference below (tests compare both).
+CPU_KERNELS = True
+
+
+def _cpu_kernels_apply(activation):
+    return CPU_KERNELS and activation in (None, "relu")
+
+
+def _cpu_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, activation):
+    from gpunet.kernels import cpu_batchnorm
+    if batch_stats:
+        mean64, var64, unbiased = cpu_batchnorm.stats(x3)
+        if update:
+            running_mean[...] = (1 - factor) * running_mean + factor * mean64
+            running_var[...] = (1 - factor) * running_var + factor * unbiased
+        mean, invstd = mean64.astype(x3.dtype), (1.0 / numpy.sqrt(var64 + eps)).astype(x3.dtype)
+    else:
+        mean = running_mean.copy()
+        invstd = (1.0 / numpy.sqrt(running_var.astype(numpy.float64) + eps)).astype(x3.dtype)
+    y = cpu_batchnorm.apply(x3, mean, invstd, gamma, beta, activation == "relu")
+    return y, mean, invstd
 
 
 # ----------------------------------------------------------------------------- NumPy reference

@@ -1,0 +1,153 @@
+"""BatchNorm on the CPU with Numba (``njit(parallel=True)``): the same algorithm as the GPU kernels,
+faster than the vectorized NumPy reference (``python -m gpunet.bench batchnorm`` shows both).
+
+x is a contiguous (N, C, S) array. Rows are split into ``parts`` chunks run in parallel; every
+chunk reads its rows once, front to back:
+
+* statistics: per (row, channel), the S values are summarized exactly (two passes over S values
+  in cache) and merged into the chunk's per-channel (count, mean, M2) with Chan's formula, in
+  float64; the chunks are then merged the same way. No E[x^2] - E[x]^2.
+* backward sums: per-chunk float64 sums of dz and dz * xhat, added up at the end.
+* elementwise passes (normalize, dx) run over rows in parallel.
+
+Fused activation here: None or ReLU (the common case); other activations run as a NumPy pass on
+top (gpunet/functional/batchnorm.py decides).
+"""
+from __future__ import annotations
+
+import numba
+import numpy
+from numba import prange
+
+
+def _parts(N):
+    return max(1, min(N, 4 * numba.get_num_threads()))
+
+
+@numba.njit(parallel=True, cache=True)
+def _stats(x, parts):
+    N, C, S = x.shape
+    cnt = numpy.zeros(parts)
+    mean = numpy.zeros((parts, C))
+    m2 = numpy.zeros((parts, C))
+    rows = (N + parts - 1) // parts
+    for p in prange(parts):
+        n0, n1 = p * rows, min(N, (p + 1) * rows)
+        k = 0.0
+        for n in range(n0, n1):
+            na = k * S
+            nn = na + S
+            for c in range(C):
+                s_sum = 0.0
+                for s in range(S):
+                    s_sum += x[n, c, s]
+                mb = s_sum / S
+                m2b = 0.0
+                for s in range(S):
+                    d = x[n, c, s] - mb
+                    m2b += d * d
+                delta = mb - mean[p, c]
+                mean[p, c] += delta * (S / nn)
+                m2[p, c] += m2b + delta * delta * (na * S / nn)
+            k += 1.0
+        cnt[p] = k * S
+    # merge the chunks (Chan), in order
+    out_mean = numpy.zeros(C)
+    out_m2 = numpy.zeros(C)
+    total = 0.0
+    for p in range(parts):
+        if cnt[p] == 0:
+            continue
+        nn = total + cnt[p]
+        for c in range(C):
+            delta = mean[p, c] - out_mean[c]
+            out_mean[c] += delta * (cnt[p] / nn)
+            out_m2[c] += m2[p, c] + delta * delta * (total * cnt[p] / nn)
+        total = nn
+    return out_mean, out_m2, total
+
+
+@numba.njit(parallel=True, cache=True)
+def _apply(x, y, mean, scale, shift, relu):
+    N, C, S = x.shape
+    for n in prange(N):
+        for c in range(C):
+            m, sc, sh = mean[c], scale[c], shift[c]
+            for s in range(S):
+                z = (x[n, c, s] - m) * sc + sh
+                if relu and z < 0:
+                    z = 0.0
+                y[n, c, s] = z
+
+
+@numba.njit(parallel=True, cache=True)
+def _bwd_sums(dy, x, mean, invstd, gamma, beta, relu, parts):
+    N, C, S = x.shape
+    s0 = numpy.zeros((parts, C))
+    s1 = numpy.zeros((parts, C))
+    rows = (N + parts - 1) // parts
+    for p in prange(parts):
+        for n in range(p * rows, min(N, (p + 1) * rows)):
+            for c in range(C):
+                m, ist, g, b = mean[c], invstd[c], gamma[c], beta[c]
+                a0 = 0.0
+                a1 = 0.0
+                for s in range(S):
+                    xhat = (x[n, c, s] - m) * ist
+                    dz = dy[n, c, s]
+                    if relu and not (xhat * g + b > 0):
+                        dz = 0.0
+                    a0 += dz
+                    a1 += dz * xhat
+                s0[p, c] += a0
+                s1[p, c] += a1
+    return s0.sum(axis=0), s1.sum(axis=0)
+
+
+@numba.njit(parallel=True, cache=True)
+def _dx(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m):
+    N, C, S = x.shape
+    for n in prange(N):
+        for c in range(C):
+            m, ist, g, b = mean[c], invstd[c], gamma[c], beta[c]
+            k = g * ist
+            mdb, mdg = dbeta[c] * inv_m, dgamma[c] * inv_m
+            for s in range(S):
+                xhat = (x[n, c, s] - m) * ist
+                dz = dy[n, c, s]
+                if relu and not (xhat * g + b > 0):
+                    dz = 0.0
+                if batch_stats:
+                    dz = dz - mdb - xhat * mdg
+                dx[n, c, s] = k * dz
+
+
+def stats(x3):
+    """(mean, biased var, unbiased var) per channel, float64."""
+    mean, m2, count = _stats(x3, _parts(x3.shape[0]))
+    var = m2 / count
+    return mean, var, (m2 / (count - 1) if count > 1 else var)
+
+
+def apply(x3, mean, invstd, gamma, beta, relu):
+    """y = act((x - mean) * gamma * invstd + beta), in x's dtype."""
+    dt = x3.dtype
+    scale = (invstd if gamma is None else gamma * invstd).astype(dt)
+    shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt)
+    y = numpy.empty_like(x3)
+    _apply(x3, y, mean.astype(dt), scale, shift, relu)
+    return y
+
+
+def backward(dy3, x3, mean, invstd, gamma, beta, relu, batch_stats):
+    """(dx, dgamma, dbeta) with float64 sums."""
+    dt = x3.dtype
+    C = x3.shape[1]
+    g = numpy.ones(C, dt) if gamma is None else gamma
+    b = numpy.zeros(C, dt) if beta is None else beta
+    mean, invstd = mean.astype(dt), invstd.astype(dt)
+    dbeta, dgamma = _bwd_sums(dy3, x3, mean, invstd, g, b, relu, _parts(x3.shape[0]))
+    dx = numpy.empty_like(x3)
+    M = x3.shape[0] * x3.shape[2]
+    _dx(dy3, x3, dx, mean, invstd, g, b, relu, dbeta.astype(dt), dgamma.astype(dt), batch_stats, 1.0 / M)
+    return dx, dgamma.astype(dt), dbeta.astype(dt)
