@@ -18,7 +18,7 @@ import math
 
 import numpy
 
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module, is_cupy_array, to_numpy
 from .nn.module import Parameter
 
 
@@ -103,6 +103,14 @@ class SGD(Optimizer):
         self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening
 
     def _update(self, p, g, st):
+        if is_cupy_array(p.data):    # one fused launch (kernels/optim.cuh)
+            from gpunet.kernels import cupy_optim
+            first = self.momentum and "momentum_buffer" not in st
+            if first:
+                st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
+            cupy_optim.sgd(g, p.data, st.get("momentum_buffer"), self.lr, self.momentum, self.dampening,
+                           self.weight_decay, self.nesterov, first)
+            return
         if self.weight_decay:
             g = g + self.weight_decay * p.data
         if self.momentum:
@@ -163,6 +171,13 @@ class Adam(Optimizer):
     def _update(self, p, g, st):
         xp = get_array_module(p.data)
         b1, b2 = self.betas
+        if xp is not numpy:          # one fused launch (kernels/optim.cuh)
+            from gpunet.kernels import cupy_optim
+            m = st.setdefault("exp_avg", xp.zeros_like(p.data))
+            v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
+            cupy_optim.adam(g, p.data, m, v, self.lr, b1, b2, self.eps, self.weight_decay,
+                            1 - b1 ** self.t, 1 - b2 ** self.t, self._decoupled)
+            return
         if self.weight_decay:
             if self._decoupled:
                 p.data *= 1 - self.lr * self.weight_decay

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import backend
-from .backend import get_xp, to_numpy
+from .backend import get_array_module, get_xp, to_numpy
 from .checkpoint import flatten, group, load_checkpoint, save_checkpoint
 from .datasets import minibatches
 from .functional.loss import accuracy
@@ -251,6 +251,7 @@ class Trainer:
 
     def _run_epoch(self, X, y, Xv, yv, epochs, batch_size, sync_every):
         e = self.epoch + 1
+        xp = get_array_module(X)
         backend.seed(int(numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2 ** 63))
         batches = minibatches(len(X), batch_size, shuffle=True, rng=backend.host_rng())
         if len(batches) > 1 and len(batches[-1]) == 1:   # BatchNorm cannot train on one example
@@ -261,6 +262,7 @@ class Trainer:
         bar = _bar(len(batches), f"epoch {e}/{epochs}", self.progress)
         try:
             for i, idx in enumerate(batches):
+                idx = idx if xp is numpy else xp.asarray(idx)
                 with numpy.errstate(all="ignore"):   # overflow shows as a non-finite loss: reported below
                     loss = self._step(X[idx], y[idx])
                 pending.append(loss)

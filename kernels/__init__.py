@@ -12,6 +12,7 @@ from importlib import resources
 TRANSLATION_UNITS = {
     "activations": ["activations.cuh", "activations_vec.cuh"],
     "batchnorm": ["activations.cuh", "batchnorm.cuh"],
+    "optim": ["optim.cuh"],
 }
 
 

@@ -10,10 +10,13 @@ from parity import PATHS, assert_allclose, run
 SHAPES = [(6, 5), (4, 3, 7), (3, 2, 4, 5)]
 
 
-@pytest.fixture(autouse=True, params=["cpu-kernels", "numpy-reference"])
+@pytest.fixture(autouse=True, params=["cpu-serial", "cpu-parallel", "numpy-reference"])
 def cpu_implementation(request, monkeypatch):
-    """NumPy inputs run either the Numba CPU kernels or the vectorized NumPy reference: test both."""
-    monkeypatch.setattr(F.batchnorm, "CPU_KERNELS", request.param == "cpu-kernels")
+    """NumPy inputs run the Numba CPU kernels (serial below a size, parallel above) or the
+    vectorized NumPy reference: test all three on every case."""
+    from gpunet.kernels import cpu_batchnorm
+    monkeypatch.setattr(F.batchnorm, "CPU_KERNELS", request.param != "numpy-reference")
+    monkeypatch.setattr(cpu_batchnorm, "PARALLEL_MIN", 0 if request.param == "cpu-parallel" else 1 << 62)
     return request.param
 ACTS = [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 REF_ACT = {  # independent float64 definitions

@@ -18,7 +18,8 @@ NVCC = shutil.which("nvcc")
 def test_translation_unit_compiles(unit, tmp_path):
     src = tmp_path / f"{unit}.cu"
     src.write_text(kernels.unit_source(unit))
-    proc = subprocess.run([NVCC, "-std=c++14", "-arch=sm_90", "-c", str(src), "-o", str(tmp_path / "o.o")],
+    proc = subprocess.run([NVCC, "-std=c++14", "-arch=sm_90", "-DGPUNET_INSTANTIATE_FOR_TESTS", "-c", str(src),
+                           "-o", str(tmp_path / "o.o")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr.lower(), proc.stderr

@@ -158,3 +158,21 @@ def test_schedules():
     s2 = optim.CosineAnnealing(optim.SGD([Parameter(numpy.zeros(1))], lr=1.0), 10)
     s2.load_state_dict(s.state_dict())
     assert s2.optimizer.lr == opt.lr
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.SGD(ps, 0.1), lambda ps: optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01),
+    lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True), lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
+    lambda ps: optim.AdamW(ps, 0.01)])
+def test_fused_gpu_updates_match_numpy(make):
+    import cupy
+    p0 = numpy.random.default_rng(0).normal(size=(7, 5))
+    host, dev = Parameter(p0.copy()), Parameter(cupy.asarray(p0))
+    oh, od = make([host]), make([dev])
+    for k in range(4):
+        g = numpy.sin(p0 * (k + 1))
+        host.grad, dev.grad = g, cupy.asarray(g)
+        oh.step()
+        od.step()
+    numpy.testing.assert_allclose(cupy.asnumpy(dev.data), host.data, rtol=1e-12, atol=1e-14)
