@@ -319,71 +319,11 @@ __device__ __forceinline__ void gpunet_next_channel(long long C, long long S, lo
     if (++s == S) { s = 0; if (++c == C) c = 0; }
 }
 
-// y = act((x - mean[c]) * scale[c] + beta[c]); scale = gamma * invstd (per channel, recomputed).
-// Inference passes running statistics as mean and running_var as `var_or_invstd` with is_var = 1.
-template <typename T>
-__device__ __forceinline__ void gpunet_bn_coeffs(long long c, const T *mean, const T *var_or_invstd,
-                                                 int is_var, const T *gamma, const T *beta, int affine,
-                                                 double eps, T &m, T &scale, T &shift) {
-    m = mean[c];
-    T is = is_var ? T(1.0 / sqrt(double(var_or_invstd[c]) + eps)) : var_or_invstd[c];
-    scale = affine ? gamma[c] * is : is;
-    shift = affine ? beta[c] : T(0);
-}
-
-template <typename T>
-__device__ void gpunet_bn_apply(const T *x, T *y, const T *mean, const T *var_or_invstd, int is_var,
-                                const T *gamma, const T *beta, int affine, int act, double eps,
-                                long long n, long long C, long long S) {
-    const int L = GpunetVec<T>::lanes;
-    typedef typename GpunetVec<T>::type V;
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long n_vec = n / L;
-    long long j0, j1;
-    if (i < n_vec) { j0 = i * L; j1 = j0 + L; }
-    else if (i == n_vec) { j0 = n_vec * L; j1 = n; }
-    else return;
-    long long c, s;
-    gpunet_channel_of(j0, C, S, c, s);
-    if (j1 - j0 == L) {
-        GpunetLanes<T> u;
-        u.vec = reinterpret_cast<const V *>(x)[i];
-        for (int k = 0; k < L; ++k) {
-            T m, sc, sh;
-            gpunet_bn_coeffs(c, mean, var_or_invstd, is_var, gamma, beta, affine, eps, m, sc, sh);
-            u.s[k] = gpunet_act_fwd(act, (u.s[k] - m) * sc + sh);
-            gpunet_next_channel(C, S, c, s);
-        }
-        reinterpret_cast<V *>(y)[i] = u.vec;
-    } else {
-        for (long long j = j0; j < j1; ++j) {
-            T m, sc, sh;
-            gpunet_bn_coeffs(c, mean, var_or_invstd, is_var, gamma, beta, affine, eps, m, sc, sh);
-            y[j] = gpunet_act_fwd(act, (x[j] - m) * sc + sh);
-            gpunet_next_channel(C, S, c, s);
-        }
-    }
-}
-
-// dx. batch_stats = 1: dx = gamma * invstd * (dz - dbeta / M - xhat * dgamma / M);
-//     batch_stats = 0: dx = gamma * invstd * dz (statistics were constants).
-template <typename T>
-__device__ __forceinline__ T gpunet_bn_dx_one(T xv, T dyv, long long c, const T *mean, const T *invstd,
-                                              const T *gamma, const T *beta, int affine, int act,
-                                              const T *dgamma, const T *dbeta, int batch_stats,
-                                              double inv_m) {
-    T g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0), is = invstd[c];
-    T xhat, dz;
-    gpunet_bn_dz(xv, dyv, mean[c], is, g, bt, act, xhat, dz);
-    if (batch_stats) dz = dz - T(double(dbeta[c]) * inv_m) - xhat * T(double(dgamma[c]) * inv_m);
-    return g * is * dz;
-}
-
-template <typename T>
-__device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *mean, const T *invstd,
-                             const T *gamma, const T *beta, int affine, int act, const T *dgamma,
-                             const T *dbeta, int batch_stats, double inv_m, long long n, long long C,
-                             long long S) {
+// The one elementwise pass over (x[, dy]) -> out: each thread maps one vector of lanes through
+// op(x, dy, c); the last thread maps the scalar tail. HAS_DY = false reads no dy.
+template <typename T, bool HAS_DY, typename Op>
+__device__ __forceinline__ void gpunet_channel_pass(const T *x, const T *dy, T *out, long long n, long long C,
+                                                    long long S, const Op &op) {
     const int L = GpunetVec<T>::lanes;
     typedef typename GpunetVec<T>::type V;
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -397,20 +337,64 @@ __device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *mean, cons
     if (j1 - j0 == L) {
         GpunetLanes<T> ux, ud;
         ux.vec = reinterpret_cast<const V *>(x)[i];
-        ud.vec = reinterpret_cast<const V *>(dy)[i];
+        if (HAS_DY) ud.vec = reinterpret_cast<const V *>(dy)[i];
         for (int k = 0; k < L; ++k) {
-            ud.s[k] = gpunet_bn_dx_one(ux.s[k], ud.s[k], c, mean, invstd, gamma, beta, affine, act, dgamma,
-                                       dbeta, batch_stats, inv_m);
+            ux.s[k] = op(ux.s[k], HAS_DY ? ud.s[k] : T(0), c);
             gpunet_next_channel(C, S, c, s);
         }
-        reinterpret_cast<V *>(dx)[i] = ud.vec;
+        reinterpret_cast<V *>(out)[i] = ux.vec;
     } else {
         for (long long j = j0; j < j1; ++j) {
-            dx[j] = gpunet_bn_dx_one(x[j], dy[j], c, mean, invstd, gamma, beta, affine, act, dgamma, dbeta,
-                                     batch_stats, inv_m);
+            out[j] = op(x[j], HAS_DY ? dy[j] : T(0), c);
             gpunet_next_channel(C, S, c, s);
         }
     }
+}
+
+// y = act((x - mean[c]) * scale[c] + shift[c]), scale = gamma * invstd, shift = beta. Inference
+// passes the running statistics: mean = running_mean, var_or_invstd = running_var, is_var = 1.
+template <typename T> struct GpunetBnApply {
+    const T *mean, *var_or_invstd, *gamma, *beta;
+    int is_var, affine, act;
+    double eps;
+    __device__ __forceinline__ T operator()(T xv, T, long long c) const {
+        T is = is_var ? T(1.0 / sqrt(double(var_or_invstd[c]) + eps)) : var_or_invstd[c];
+        T scale = affine ? gamma[c] * is : is;
+        T shift = affine ? beta[c] : T(0);
+        return gpunet_act_fwd(act, (xv - mean[c]) * scale + shift);
+    }
+};
+
+// dx. batch_stats = 1: dx = gamma * invstd * (dz - dbeta / M - xhat * dgamma / M);
+//     batch_stats = 0: dx = gamma * invstd * dz (statistics were constants).
+template <typename T> struct GpunetBnDx {
+    const T *mean, *invstd, *gamma, *beta, *dgamma, *dbeta;
+    int affine, act, batch_stats;
+    double inv_m;
+    __device__ __forceinline__ T operator()(T xv, T dyv, long long c) const {
+        T g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0), is = invstd[c];
+        T xhat, dz;
+        gpunet_bn_dz(xv, dyv, mean[c], is, g, bt, act, xhat, dz);
+        if (batch_stats) dz = dz - T(double(dbeta[c]) * inv_m) - xhat * T(double(dgamma[c]) * inv_m);
+        return g * is * dz;
+    }
+};
+
+template <typename T>
+__device__ void gpunet_bn_apply(const T *x, T *y, const T *mean, const T *var_or_invstd, int is_var,
+                                const T *gamma, const T *beta, int affine, int act, double eps,
+                                long long n, long long C, long long S) {
+    GpunetBnApply<T> op = {mean, var_or_invstd, gamma, beta, is_var, affine, act, eps};
+    gpunet_channel_pass<T, false>(x, x, y, n, C, S, op);
+}
+
+template <typename T>
+__device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *mean, const T *invstd,
+                             const T *gamma, const T *beta, int affine, int act, const T *dgamma,
+                             const T *dbeta, int batch_stats, double inv_m, long long n, long long C,
+                             long long S) {
+    GpunetBnDx<T> op = {mean, invstd, gamma, beta, dgamma, dbeta, affine, act, batch_stats, inv_m};
+    gpunet_channel_pass<T, true>(x, dy, dx, n, C, S, op);
 }
 
 // ------------------------------------------------------------------ extern "C" entry points

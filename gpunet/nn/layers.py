@@ -33,8 +33,25 @@ def _check_positive_int(value, name):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-class Linear(Module):
+class _WeightBias(Module):
+    """A layer with ``weight`` and optional ``bias`` whose functional backward returns
+    ``(dx, dw, db)`` from the cache its forward kept."""
+    _backward_fn = None
+
+    def backward(self, dout):
+        dx, dw, db = type(self)._backward_fn(dout, self._cache)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        return dx
+
+    def _bias_data(self):
+        return None if self.bias is None else self.bias.data
+
+
+class Linear(_WeightBias):
     """y = x @ W + b with W of shape (in_features, out_features) (fan_in = in_features)."""
+    _backward_fn = staticmethod(F.linear_backward)
 
     def __init__(self, in_features, out_features, bias=True, init="kaiming_normal", dtype=numpy.float32):
         super().__init__()
@@ -49,22 +66,16 @@ class Linear(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input of shape "
                              f"(N, {self.in_features}), got {x.shape}")
-        out, self._cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        out, self._cache = F.linear_forward(x, self.weight.data, self._bias_data())
         return out
-
-    def backward(self, dout):
-        dx, dw, db = F.linear_backward(dout, self._cache)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
 
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
-class Conv2d(Module):
+class Conv2d(_WeightBias):
     """2-D convolution, NCHW, weight (out_channels, in_channels, kh, kw)."""
+    _backward_fn = staticmethod(F.conv2d_backward)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  init="kaiming_normal", dtype=numpy.float32):
@@ -79,16 +90,8 @@ class Conv2d(Module):
         self._cache = None
 
     def forward(self, x):
-        out, self._cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                            self.stride, self.padding)
+        out, self._cache = F.conv2d_forward(x, self.weight.data, self._bias_data(), self.stride, self.padding)
         return out
-
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._cache)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
-        return dx
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
