@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import cupy
 
-from . import read_source, unit_source
+from . import elementwise_ops, unit_source
 
 BLOCK = 256
-
-# name -> (forward operation, backward operation) of the generic path. The formulas live in
-# activations.cuh; these strings only call them.
-_ELEMENTWISE_FWD = "y = gpunet_{name}_fwd(x, (T)a, (T)b)"
-_ELEMENTWISE_BWD = "dx = gpunet_{name}_bwd(dy, x, (T)a, (T)b)"
 
 
 @cupy.memoize(for_each_device=True)
 def _elementwise_kernels(name: str):
-    preamble = read_source("activations.cuh")
-    fwd = cupy.ElementwiseKernel(
-        "T x, float64 a, float64 b", "T y", _ELEMENTWISE_FWD.format(name=name),
-        f"gpunet_{name}_fwd", preamble=preamble)
-    bwd = cupy.ElementwiseKernel(
-        "T dy, T x, float64 a, float64 b", "T dx", _ELEMENTWISE_BWD.format(name=name),
-        f"gpunet_{name}_bwd", preamble=preamble)
-    return fwd, bwd
+    fwd, bwd = elementwise_ops.activation_ops(name)
+    return elementwise_ops.make_kernel(cupy, fwd), elementwise_ops.make_kernel(cupy, bwd)
 
 
 @cupy.memoize(for_each_device=True)
