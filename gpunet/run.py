@@ -8,10 +8,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import numpy
-
 from . import backend, datasets, nn, optim, preprocess
-from .checkpoint import flatten, group, load_checkpoint, save_checkpoint
+from .checkpoint import group, load_checkpoint
 from .train import Trainer, evaluate
 
 DATASETS = ("digits", "spiral", "cifar10", "mnist")
@@ -118,13 +116,14 @@ def run(cfg: TrainConfig):
             json.dump(dataclasses.asdict(cfg), f, indent=2)
     trainer = Trainer(model, nn.SoftmaxCrossEntropy(), opt, schedule, checkpoint=ckpt, seed=cfg.seed,
                       progress=cfg.progress, reg=cfg.reg)
+    if pre is not None:      # the fitted preprocessing travels with the model in every checkpoint
+        trainer.extra_state["preprocess"] = pre.state_dict()
+        trainer.extra_meta["preprocess"] = cfg.preprocess
     history = trainer.fit(data["X_train"], data["y_train"], val=(data["X_val"], data["y_val"]),
                           epochs=cfg.epochs, batch_size=cfg.batch_size, resume=cfg.resume)
     _, val_acc = evaluate(model, data["X_val"], data["y_val"])
     _, test_acc = evaluate(model, data["X_test"], data["y_test"])
     if cfg.out:
-        if pre is not None and ckpt:
-            _add_preprocessor(ckpt, cfg.preprocess, pre)
         history.save_json(os.path.join(cfg.out, "history.json"))
         history.save_csv(os.path.join(cfg.out, "history.csv"))
         history.plot(os.path.join(cfg.out, "curves.png"),
@@ -138,14 +137,6 @@ def train_and_evaluate(cfg: TrainConfig) -> float:
     return run(cfg)["val_acc"]
 
 
-def _add_preprocessor(path, name, pre):
-    """Store the fitted preprocessing next to the model in the checkpoint (atomic rewrite)."""
-    arrays, meta = load_checkpoint(path)
-    arrays.update(flatten(preprocess=pre.state_dict()))
-    meta["preprocess"] = name
-    save_checkpoint(path, arrays, meta)
-
-
 def load_preprocessor(path):
     """The fitted preprocessing saved in a checkpoint by ``run`` (or None)."""
     arrays, meta = load_checkpoint(path)
@@ -153,7 +144,3 @@ def load_preprocessor(path):
     if not name or preprocess.PREPROCESSORS.get(name) is None:
         return None
     return preprocess.PREPROCESSORS[name]().load_state_dict(group(arrays, "preprocess"))
-
-
-def host_labels(y):
-    return numpy.asarray(backend.to_numpy(y))

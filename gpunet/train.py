@@ -197,6 +197,8 @@ class Trainer:
         self.progress, self.reg = _progress_enabled(progress), float(reg)
         self.sync_every = sync_every
         self.history = History()
+        #: more groups of arrays saved with every checkpoint ({"preprocess": {...}}), and meta
+        self.extra_state, self.extra_meta = {}, {}
         self.stop_training = False
         self.epoch = 0
         # labels are validated once in fit; per-step checks would read them back from the GPU
@@ -208,8 +210,8 @@ class Trainer:
         path = path or self.checkpoint
         arrays = flatten(model=self.model.state_dict(), optim=self.optimizer.state_dict(),
                          schedule=self.lr_schedule.state_dict() if self.lr_schedule else None,
-                         history=self.history.to_arrays())
-        meta = {"epoch": self.epoch, "seed": self.seed, "gpunet_version": _version(),
+                         history=self.history.to_arrays(), **self.extra_state)
+        meta = {**self.extra_meta, "epoch": self.epoch, "seed": self.seed, "gpunet_version": _version(),
                 "rng_state": _rng_state_to_json(backend.host_rng())}
         save_checkpoint(path, arrays, meta)
 

@@ -1,5 +1,4 @@
 """The lecture's toy problem: a 2-layer net learns the (not linearly separable) spiral."""
-import numpy
 
 import gpunet
 from gpunet import nn, optim

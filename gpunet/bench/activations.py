@@ -91,7 +91,6 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30):
                 rows.append([_human(nbytes), name, "torch", f"{tf * 1e6:.1f}", f"{gf:.0f}",
                              f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
                              f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
-        del x, dy, buf
     headers = ["size", "function", "path", "fwd us", "fwd GB/s", "fwd/copy", "bwd us", "bwd GB/s",
                "bwd/copy", "copy GB/s"]
     return fmt_table(headers, rows)

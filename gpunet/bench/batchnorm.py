@@ -83,7 +83,6 @@ def run(dtype="float32", shapes=None, repeat=30):
         copy_s = time_call(lambda: xp.copyto(buf, a), xp=xp, repeat=repeat)
         rate = 2 * nbytes / copy_s                      # bytes per second, read + write
         floor_f, floor_fb = 3 * nbytes / rate, 8 * nbytes / rate
-        del a, buf
         label = "x".join(map(str, shape))
 
         def add(impl, tf, tfb, tfr, tfbr):

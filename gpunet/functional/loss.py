@@ -11,8 +11,6 @@ Shapes: scores (N, C) float; y (N,) integer labels in [0, C).
 """
 from __future__ import annotations
 
-import numpy
-
 from .._checks import check_array, float_inputs
 from ..backend import get_array_module
 
