@@ -237,8 +237,8 @@ class Trainer:
         if resume and self.checkpoint and os.path.exists(self.checkpoint):
             self.restore()
         xp = get_xp()
-        X, y = xp.asarray(X_train), xp.asarray(y_train)        # moved to the device once
-        Xv, yv = (xp.asarray(val[0]), xp.asarray(val[1])) if val is not None else (None, None)
+        X, y = _to_device(xp, X_train), _to_device(xp, y_train)       # once, when it fits
+        Xv, yv = (_to_device(xp, val[0]), _to_device(xp, val[1])) if val is not None else (None, None)
         sync_every = self.sync_every or (1 if xp is numpy else 50)
         self.stop_training = False
         for cb in self.callbacks:
@@ -253,7 +253,7 @@ class Trainer:
 
     def _run_epoch(self, X, y, Xv, yv, epochs, batch_size, sync_every):
         e = self.epoch + 1
-        xp = get_array_module(X)
+        xp, data_xp = get_xp(), get_array_module(X)
         backend.seed(int(numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2 ** 63))
         batches = minibatches(len(X), batch_size, shuffle=True, rng=backend.host_rng())
         if len(batches) > 1 and len(batches[-1]) == 1:   # BatchNorm cannot train on one example
@@ -264,9 +264,12 @@ class Trainer:
         bar = _bar(len(batches), f"epoch {e}/{epochs}", self.progress)
         try:
             for i, idx in enumerate(batches):
-                idx = idx if xp is numpy else xp.asarray(idx)
+                idx = idx if data_xp is numpy else data_xp.asarray(idx)
+                xb, yb = X[idx], y[idx]
+                if data_xp is not xp:                # data too large for the device: batch by batch
+                    xb, yb = xp.asarray(xb), xp.asarray(yb)
                 with numpy.errstate(all="ignore"):   # overflow shows as a non-finite loss: reported below
-                    loss = self._step(X[idx], y[idx])
+                    loss, scores = self._step(xb, yb)
                 pending.append(loss)
                 iteration = first_iteration + i + 1
                 for cb in self.callbacks:
@@ -274,7 +277,9 @@ class Trainer:
                 if len(pending) >= sync_every or i == len(batches) - 1:
                     self._record(pending, e)
                     bar.update(len(pending))
-                    bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}")
+                    if self.progress:
+                        bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}",
+                                        batch_acc=f"{float(accuracy(scores, yb)):.3f}")
                     pending = []
         finally:
             bar.close()
@@ -311,7 +316,7 @@ class Trainer:
             loss = loss + loss_mod.l2_penalty(self.model, self.reg)
             loss_mod.l2_penalty_backward(self.model, self.reg)
         self.optimizer.step()
-        return loss
+        return loss, scores
 
     def _record(self, pending, epoch):
         """Read back a group of losses (one sync), stop on the first non-finite one."""
@@ -341,6 +346,22 @@ def fit(model, loss, optimizer, X_train, y_train, val=None, epochs=10, batch_siz
     """
     trainer = Trainer(model, loss, optimizer, lr_schedule, callbacks, checkpoint, seed, progress, reg)
     return trainer.fit(X_train, y_train, val, epochs, batch_size, resume)
+
+
+#: training data larger than this fraction of the free GPU memory stays on the host
+DEVICE_DATA_FRACTION = 0.5
+
+
+def _to_device(xp, a):
+    """``a`` on the active device, unless it would take more than DEVICE_DATA_FRACTION of the free
+    GPU memory: then it stays on the host and moves batch by batch."""
+    if xp is numpy:
+        return to_numpy(a)
+    nbytes = a.size * a.dtype.itemsize
+    free, _ = xp.cuda.runtime.memGetInfo()
+    if nbytes > DEVICE_DATA_FRACTION * free:
+        return to_numpy(a)
+    return xp.asarray(a)
 
 
 def _batched_scores(model, X, batch_size):

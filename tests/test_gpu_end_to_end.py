@@ -48,3 +48,16 @@ def test_dropout_and_seed_reproducible_on_gpu():
         outs.append(gpunet.to_numpy(layer(gpunet.asarray(numpy.ones((100, 100), numpy.float32)))))
     numpy.testing.assert_array_equal(outs[0], outs[1])
     assert abs((outs[0] == 0).mean() - 0.5) < 0.02
+
+
+def test_data_too_large_for_the_device_moves_batch_by_batch(monkeypatch):
+    from gpunet import train
+    from gpunet.datasets import make_spiral
+    monkeypatch.setattr(train, "DEVICE_DATA_FRACTION", 0.0)     # nothing "fits": stays on the host
+    gpunet.set_backend("cupy")
+    gpunet.seed(0)
+    X, y = make_spiral(100, 3, seed=0)
+    model = nn.mlp([2, 64, 3])
+    h = train.fit(model, nn.SoftmaxCrossEntropy(), optim.Adam(model.parameters(), 0.02), X, y, epochs=20,
+                  batch_size=32, progress=False, seed=0)
+    assert h.train_acc[-1] > 0.8
