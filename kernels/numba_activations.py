@@ -1,6 +1,6 @@
 """Numba CUDA kernels for the activation functions: the second GPU path, held to the CuPy one by tests.
 
-The device functions mirror ``activations.cuh`` line for line (same constants, same special cases).
+The device functions are activation_math.py compiled for CUDA (the same math as ``activations.cuh``).
 Kernels work on flat contiguous arrays; each thread handles ``ILP`` elements strided by the block
 size, so that loads stay coalesced and several are in flight per thread.
 
@@ -11,158 +11,15 @@ from __future__ import annotations
 
 import math
 
+from . import activation_math
 from .numba_support import cuda, launch
 
 ILP = 4
 BLOCK = 128
 
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
-SQRT1_2 = 0.70710678118654752440
-INV_SQRT_2PI = 0.39894228040143267794
-SQRT_2_OVER_PI = 0.79788456080286535588
-
-
-@cuda.jit(device=True)
-def _kink(x, left):
-    if x > 0:
-        return 1.0
-    if x <= 0:
-        return left
-    return x  # NaN
-
-
-@cuda.jit(device=True)
-def sigmoid_fwd(x, a, b):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@cuda.jit(device=True)
-def sigmoid_bwd(dy, x, a, b):
-    s = sigmoid_fwd(x, a, b)
-    return dy * s * (1.0 - s)
-
-
-@cuda.jit(device=True)
-def tanh_fwd(x, a, b):
-    return math.tanh(x)
-
-
-@cuda.jit(device=True)
-def tanh_bwd(dy, x, a, b):
-    t = math.tanh(x)
-    return dy * (1.0 - t * t)
-
-
-@cuda.jit(device=True)
-def relu_fwd(x, a, b):
-    return 0.0 if x < 0 else x
-
-
-@cuda.jit(device=True)
-def relu_bwd(dy, x, a, b):
-    return dy * _kink(x, 0.0)
-
-
-@cuda.jit(device=True)
-def leaky_relu_fwd(x, a, b):
-    return x if x > 0 else a * x
-
-
-@cuda.jit(device=True)
-def leaky_relu_bwd(dy, x, a, b):
-    return dy * _kink(x, a)
-
-
-@cuda.jit(device=True)
-def elu_fwd(x, a, b):
-    return x if x > 0 else a * math.expm1(x)
-
-
-@cuda.jit(device=True)
-def elu_bwd(dy, x, a, b):
-    if x > 0:
-        return dy
-    if x <= 0:
-        return dy * a * math.exp(x)
-    return x
-
-
-@cuda.jit(device=True)
-def selu_fwd(x, a, b):
-    return SELU_SCALE * elu_fwd(x, SELU_ALPHA, 0.0)
-
-
-@cuda.jit(device=True)
-def selu_bwd(dy, x, a, b):
-    return SELU_SCALE * elu_bwd(dy, x, SELU_ALPHA, 0.0)
-
-
-@cuda.jit(device=True)
-def gelu_fwd(x, a, b):
-    if math.isinf(x):
-        return x if x > 0 else 0.0
-    return 0.5 * x * (1.0 + math.erf(x * SQRT1_2))
-
-
-@cuda.jit(device=True)
-def gelu_bwd(dy, x, a, b):
-    if math.isinf(x):
-        return dy if x > 0 else 0.0
-    cdf = 0.5 * (1.0 + math.erf(x * SQRT1_2))
-    pdf = INV_SQRT_2PI * math.exp(-0.5 * x * x)
-    return dy * (cdf + x * pdf)
-
-
-@cuda.jit(device=True)
-def gelu_tanh_fwd(x, a, b):
-    if abs(x) > 10:
-        return x if x > 0 else 0.0
-    inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-    return 0.5 * x * (1.0 + math.tanh(inner))
-
-
-@cuda.jit(device=True)
-def gelu_tanh_bwd(dy, x, a, b):
-    if abs(x) > 10:
-        return dy if x > 0 else 0.0
-    x2 = x * x
-    t = math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x2 * x))
-    dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2)
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
-
-
-@cuda.jit(device=True)
-def softplus_fwd(x, a, b):
-    z = x * a
-    return x if z > b else math.log1p(math.exp(z)) / a
-
-
-@cuda.jit(device=True)
-def softplus_bwd(dy, x, a, b):
-    z = x * a
-    if z > b:
-        return dy
-    e = math.exp(z)
-    return dy * e / (e + 1.0)
-
-
-@cuda.jit(device=True)
-def silu_fwd(x, a, b):
-    if math.isinf(x):
-        return x if x > 0 else 0.0
-    return x * sigmoid_fwd(x, a, b)
-
-
-@cuda.jit(device=True)
-def silu_bwd(dy, x, a, b):
-    if math.isinf(x):
-        return dy if x > 0 else 0.0
-    s = sigmoid_fwd(x, a, b)
-    return dy * s * (1.0 + x * (1.0 - s))
+#: the device functions: the shared scalar math (activation_math.py) compiled for CUDA
+DEVICE = activation_math.compile_all(cuda.jit(device=True))
+leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bwd"]
 
 
 def _make_forward(dev):
@@ -187,20 +44,12 @@ def _make_backward(dev):
     return kernel
 
 
-_DEVICE_FUNCTIONS = {
-    "sigmoid": (sigmoid_fwd, sigmoid_bwd), "tanh": (tanh_fwd, tanh_bwd),
-    "relu": (relu_fwd, relu_bwd), "leaky_relu": (leaky_relu_fwd, leaky_relu_bwd),
-    "elu": (elu_fwd, elu_bwd), "selu": (selu_fwd, selu_bwd), "gelu": (gelu_fwd, gelu_bwd),
-    "gelu_tanh": (gelu_tanh_fwd, gelu_tanh_bwd), "softplus": (softplus_fwd, softplus_bwd),
-    "silu": (silu_fwd, silu_bwd),
-}
 _KERNELS: dict = {}
 
 
 def _kernels(name):
     if name not in _KERNELS:
-        fwd, bwd = _DEVICE_FUNCTIONS[name]
-        _KERNELS[name] = (_make_forward(fwd), _make_backward(bwd))
+        _KERNELS[name] = (_make_forward(DEVICE[f"{name}_fwd"]), _make_backward(DEVICE[f"{name}_bwd"]))
     return _KERNELS[name]
 
 

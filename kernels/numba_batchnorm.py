@@ -14,6 +14,15 @@ import numpy
 from . import numba_activations as act
 from .numba_support import cuda, launch
 
+_D = act.DEVICE
+relu_fwd, relu_bwd = _D["relu_fwd"], _D["relu_bwd"]
+leaky_relu_fwd, leaky_relu_bwd = _D["leaky_relu_fwd"], _D["leaky_relu_bwd"]
+elu_fwd, elu_bwd = _D["elu_fwd"], _D["elu_bwd"]
+tanh_fwd, tanh_bwd = _D["tanh_fwd"], _D["tanh_bwd"]
+sigmoid_fwd, sigmoid_bwd = _D["sigmoid_fwd"], _D["sigmoid_bwd"]
+gelu_fwd, gelu_bwd = _D["gelu_fwd"], _D["gelu_bwd"]
+silu_fwd, silu_bwd = _D["silu_fwd"], _D["silu_bwd"]
+
 THREADS = 64
 MIN_PER_BLOCK = 1024
 TARGET_BLOCKS = 512
@@ -22,38 +31,38 @@ TARGET_BLOCKS = 512
 @cuda.jit(device=True)
 def _act_fwd(code, z):
     if code == 1:
-        return act.relu_fwd(z, 0.0, 0.0)
+        return relu_fwd(z, 0.0, 0.0)
     if code == 2:
-        return act.leaky_relu_fwd(z, 0.01, 0.0)
+        return leaky_relu_fwd(z, 0.01, 0.0)
     if code == 3:
-        return act.elu_fwd(z, 1.0, 0.0)
+        return elu_fwd(z, 1.0, 0.0)
     if code == 4:
-        return act.tanh_fwd(z, 0.0, 0.0)
+        return tanh_fwd(z, 0.0, 0.0)
     if code == 5:
-        return act.sigmoid_fwd(z, 0.0, 0.0)
+        return sigmoid_fwd(z, 0.0, 0.0)
     if code == 6:
-        return act.gelu_fwd(z, 0.0, 0.0)
+        return gelu_fwd(z, 0.0, 0.0)
     if code == 7:
-        return act.silu_fwd(z, 0.0, 0.0)
+        return silu_fwd(z, 0.0, 0.0)
     return z
 
 
 @cuda.jit(device=True)
 def _act_bwd(code, dy, z):
     if code == 1:
-        return act.relu_bwd(dy, z, 0.0, 0.0)
+        return relu_bwd(dy, z, 0.0, 0.0)
     if code == 2:
-        return act.leaky_relu_bwd(dy, z, 0.01, 0.0)
+        return leaky_relu_bwd(dy, z, 0.01, 0.0)
     if code == 3:
-        return act.elu_bwd(dy, z, 1.0, 0.0)
+        return elu_bwd(dy, z, 1.0, 0.0)
     if code == 4:
-        return act.tanh_bwd(dy, z, 0.0, 0.0)
+        return tanh_bwd(dy, z, 0.0, 0.0)
     if code == 5:
-        return act.sigmoid_bwd(dy, z, 0.0, 0.0)
+        return sigmoid_bwd(dy, z, 0.0, 0.0)
     if code == 6:
-        return act.gelu_bwd(dy, z, 0.0, 0.0)
+        return gelu_bwd(dy, z, 0.0, 0.0)
     if code == 7:
-        return act.silu_bwd(dy, z, 0.0, 0.0)
+        return silu_bwd(dy, z, 0.0, 0.0)
     return dy
 
 

@@ -4,7 +4,8 @@
 ``PATHS`` lists the paths as pytest params; the GPU ones carry the ``gpu`` mark, which conftest
 turns into a clean skip on machines without a GPU:
 
-* ``numpy``        -- the NumPy reference
+* ``numpy``        -- the NumPy reference (Numba CPU kernels switched off)
+* ``cpu-kernels``  -- NumPy arrays through the Numba CPU kernels, whatever their size
 * ``cupy``         -- CuPy arrays, vectorized RawKernels where the layout allows
 * ``cupy-strided`` -- CuPy arrays as non-contiguous views: the ElementwiseKernel path
 * ``numba``        -- CuPy arrays through the Numba CUDA kernels
@@ -15,9 +16,12 @@ import numpy
 import pytest
 
 import gpunet
+from gpunet.functional import activations
+from gpunet.kernels.elementwise_ops import ACTIVATION_KERNELS as ALL_KERNELS
 
 PATHS = [
     pytest.param("numpy", id="numpy"),
+    pytest.param("cpu-kernels", id="cpu-kernels"),
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
     pytest.param("cupy-strided", id="cupy-strided", marks=pytest.mark.gpu),
     pytest.param("numba", id="numba", marks=pytest.mark.gpu),
@@ -43,7 +47,7 @@ def _strided_copy(xp, a):
 
 def to_path(path, *arrays):
     """Put NumPy ``arrays`` where ``path`` computes; None passes through."""
-    if path == "numpy":
+    if path in ("numpy", "cpu-kernels"):
         return arrays
     import cupy
     if path == "cupy-strided":
@@ -54,8 +58,16 @@ def to_path(path, *arrays):
 def run(path, fn, *arrays, **kwargs):
     """``fn(*arrays, **kwargs)`` on ``path``; results come back as NumPy (tuples stay tuples)."""
     kernels = "numba" if path == "numba" else "cupy"
-    with gpunet.use_kernels(kernels):
-        out = fn(*to_path(path, *arrays), **kwargs)
+    saved = activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS
+    if path == "cpu-kernels":    # every function through the Numba CPU kernels, whatever its size
+        activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS = 0, frozenset(ALL_KERNELS)
+    else:
+        activations.CPU_KERNEL_MIN = 1 << 62
+    try:
+        with gpunet.use_kernels(kernels):
+            out = fn(*to_path(path, *arrays), **kwargs)
+    finally:
+        activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS = saved
     if isinstance(out, tuple):
         return tuple(None if o is None else gpunet.to_numpy(o) for o in out)
     return gpunet.to_numpy(out)

@@ -7,7 +7,9 @@ NaN in gives NaN out; +-inf give the mathematical limits; nothing overflows.
 
 Three paths compute the same formulas:
 
-* NumPy arrays -> the NumPy reference below (``_ref_*``), vectorized, warning-free.
+* NumPy arrays -> the NumPy reference below (``_ref_*``), vectorized, warning-free; from
+  ``CPU_KERNEL_MIN`` values on, the same math fused by Numba (kernels/cpu_activations.py) for
+  the functions where that measured faster (``CPU_KERNEL_FUNCTIONS``).
 * CuPy arrays  -> ``kernels/activations.cuh`` through a vectorized RawKernel (contiguous) or an
   ElementwiseKernel (any layout), or ``kernels/numba_activations.py`` (``set_kernels("numba")``).
 
@@ -30,9 +32,27 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 # ----------------------------------------------------------------------------- dispatch
+#: NumPy arrays of at least this many values (C-contiguous) run the Numba CPU kernels
+#: (kernels/cpu_activations.py) for the functions in CPU_KERNEL_FUNCTIONS; the rest run the
+#: vectorized NumPy reference below. Chosen by measurement (1M float32 values, 2-core EPYC,
+#: ms forward/backward, reference -> kernel): relu 4.5/8.9 -> 0.7/0.8, leaky_relu 4.9/9.0 -> 0.7/0.9,
+#: gelu 12.0/17.5 -> 7.8/11.4, silu 11.7/18.0 -> 8.0/8.4; but tanh 0.75/1.3 -> 15/15 and sigmoid,
+#: elu, selu, softplus lose in one direction: NumPy's SIMD exp/tanh beat Numba's scalar libm calls.
+CPU_KERNEL_MIN = 4096
+CPU_KERNEL_FUNCTIONS = frozenset({"relu", "leaky_relu", "gelu", "silu"})
+
+
+def _cpu_kernels_apply(kernel, *arrays):
+    return (kernel in CPU_KERNEL_FUNCTIONS and arrays[0].size >= CPU_KERNEL_MIN
+            and all(a.flags.c_contiguous for a in arrays))
+
+
 def _forward(kernel, x, a, b, reference):
     xp = float_inputs(x=x)
     if xp is numpy:
+        if _cpu_kernels_apply(kernel, x):
+            from gpunet.kernels import cpu_activations
+            return cpu_activations.forward(kernel, x, a, b)
         with numpy.errstate(all="ignore"):  # the references select away every inf * 0 they make
             return numpy.asarray(reference(x, a, b), dtype=x.dtype)
     return _gpu_forward(kernel, x, a, b)
@@ -42,6 +62,9 @@ def _backward(kernel, dy, x, a, b, reference):
     xp = float_inputs(dy=dy, x=x)
     check_like(dy, "dy", x, "x")
     if xp is numpy:
+        if _cpu_kernels_apply(kernel, dy, x):
+            from gpunet.kernels import cpu_activations
+            return cpu_activations.backward(kernel, dy, x, a, b)
         with numpy.errstate(all="ignore"):
             return numpy.asarray(reference(dy, x, a, b), dtype=x.dtype)
     return _gpu_backward(kernel, dy, x, a, b)

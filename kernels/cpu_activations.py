@@ -1,0 +1,49 @@
+"""Activation functions on the CPU with Numba: the shared scalar math of activation_math.py
+compiled with ``njit``, one fused loop per call (the NumPy reference makes a temporary per
+operation). Serial on purpose: inside a training step, threads would fight NumPy's BLAS threads
+for the cores (see cpu_batchnorm.py). Kernels are compiled per function and dtype on first use.
+"""
+from __future__ import annotations
+
+import numba
+import numpy
+
+from . import activation_math
+
+DEVICE = activation_math.compile_all(numba.njit)
+_KERNELS: dict = {}
+
+
+def _make(dev_fwd, dev_bwd):
+    @numba.njit(nogil=True)
+    def fwd(x, y, a, b):
+        for i in range(x.size):
+            y[i] = dev_fwd(x[i], a, b)
+
+    @numba.njit(nogil=True)
+    def bwd(dy, x, dx, a, b):
+        for i in range(x.size):
+            dx[i] = dev_bwd(dy[i], x[i], a, b)
+    return fwd, bwd
+
+
+def _kernels(name):
+    if name not in _KERNELS:
+        _KERNELS[name] = _make(DEVICE[f"{name}_fwd"], DEVICE[f"{name}_bwd"])
+    return _KERNELS[name]
+
+
+def forward(name, x, a=0.0, b=0.0):
+    """f(x) for a C-contiguous float32/float64 array."""
+    y = numpy.empty_like(x)
+    st = x.dtype.type
+    _kernels(name)[0](x.reshape(-1), y.reshape(-1), st(a), st(b))
+    return y
+
+
+def backward(name, dy, x, a=0.0, b=0.0):
+    """dy * f'(x) for C-contiguous arrays of one shape and dtype."""
+    dx = numpy.empty_like(x)
+    st = x.dtype.type
+    _kernels(name)[1](dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b))
+    return dx
