@@ -37,23 +37,28 @@ def build_parser():
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)")
     t.add_argument("--data-dir", default=d.data_dir, help="folder with the CIFAR-10 binary or MNIST IDX files")
-    t.add_argument("--hidden", type=_hidden, default=d.hidden, help="hidden layer sizes, e.g. 128,64")
-    t.add_argument("--activation", choices=sorted(ACTIVATION_LAYERS), default=d.activation)
-    t.add_argument("--init", choices=sorted(init.INITIALIZERS), default=d.init)
-    t.add_argument("--batchnorm", type=_bool, default=d.batchnorm, metavar="on|off")
+    t.add_argument("--hidden", type=_hidden, default=d.hidden, metavar="SIZES",
+                   help="hidden layer sizes, comma-separated, e.g. 128,64")
+    t.add_argument("--activation", choices=sorted(ACTIVATION_LAYERS), default=d.activation, metavar="NAME",
+                   help=f"hidden activation: {', '.join(sorted(ACTIVATION_LAYERS))}")
+    t.add_argument("--init", choices=sorted(init.INITIALIZERS), default=d.init, metavar="NAME",
+                   help=f"weight initialization: {', '.join(sorted(init.INITIALIZERS))}")
+    t.add_argument("--batchnorm", type=_bool, default=d.batchnorm, metavar="on|off",
+                   help="BatchNorm after each hidden Linear layer (fused with the activation)")
     t.add_argument("--dropout", type=float, default=d.dropout, help="drop probability after each hidden layer")
-    t.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer)
+    t.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer, help="update rule")
     t.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     t.add_argument("--momentum", type=float, default=d.momentum, help="for sgd and rmsprop")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay in the optimizer")
     t.add_argument("--reg", type=float, default=d.reg, help="L2 strength as an explicit loss term")
     t.add_argument("--schedule", choices=sorted(SCHEDULES), default=d.schedule, help="learning-rate schedule")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--preprocess", choices=sorted(preprocess.PREPROCESSORS), default=d.preprocess)
+    t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
+    t.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per mini-batch")
+    t.add_argument("--preprocess", choices=sorted(preprocess.PREPROCESSORS), default=d.preprocess,
+                   help="fitted on the training split only, saved in the checkpoint")
     t.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=d.backend, help="auto: GPU if present")
     t.add_argument("--kernels", choices=["auto", "cupy", "numba"], default=d.kernels, help="GPU kernel path")
-    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--seed", type=int, default=d.seed, help="makes the run reproducible (init, shuffles, dropout)")
     t.add_argument("--out", default="runs/latest", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -100,7 +105,8 @@ def cmd_info(args):
     cupy, reason = _probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")
-        print("backend: numpy (CPU); kernel paths: NumPy reference")
+        print("backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, leaky_relu, gelu, "
+              "silu) and the NumPy reference")
         return 0
     print(f"cupy {cupy.__version__}")
     gpunet.set_backend("cupy")
