@@ -13,6 +13,7 @@ TRANSLATION_UNITS = {
     "activations": ["activations.cuh", "activations_vec.cuh"],
     "batchnorm": ["activations.cuh", "batchnorm.cuh"],
     "optim": ["optim.cuh"],
+    "loss": ["loss.cuh"],
 }
 
 

@@ -70,3 +70,23 @@ def test_elementwise_operations_compile(ctype, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in proc.stderr.lower(), proc.stderr[-3000:]
+
+
+import nvrtc  # noqa: E402
+
+
+@pytest.mark.skipif(not nvrtc.available(), reason="NVRTC not installed (the nvidia-cuda-nvrtc wheel)")
+@pytest.mark.parametrize("unit", sorted(kernels.TRANSLATION_UNITS))
+def test_translation_unit_compiles_with_nvrtc(unit):
+    """Exactly what cupy.RawModule compiles at run time: no host headers, no nvcc defaults."""
+    ok, log = nvrtc.compile_ptx(kernels.unit_source(unit))
+    assert ok, log
+    assert "warning" not in log.lower(), log
+
+
+@pytest.mark.skipif(not nvrtc.available(), reason="NVRTC not installed (the nvidia-cuda-nvrtc wheel)")
+@pytest.mark.parametrize("ctype", ["float", "double"])
+def test_elementwise_operations_compile_with_nvrtc(ctype):
+    from gpunet.kernels import elementwise_ops
+    ok, log = nvrtc.compile_ptx("\n".join(_emulated_elementwise(d, ctype) for d in elementwise_ops.all_ops()))
+    assert ok, log

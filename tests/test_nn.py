@@ -269,3 +269,19 @@ def test_module_to_cupy_and_back_preserves_values():
     model.to("numpy")
     for k, v in model.state_dict().items():
         numpy.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("shape", [(7, 3), (300, 10), (5, 1000)])
+def test_fused_gpu_softmax_cross_entropy_matches_numpy(shape, dtype):
+    import cupy
+    rng = numpy.random.default_rng(16)
+    s, y = (rng.normal(size=shape) * 5).astype(dtype), rng.integers(0, shape[1], shape[0])
+    loss, ds = F.loss.softmax_cross_entropy(s, y)
+    gl, gds = F.loss.softmax_cross_entropy(cupy.asarray(s), cupy.asarray(y))
+    tol = 1e-5 if dtype == numpy.float32 else 1e-12
+    assert float(gl) == pytest.approx(float(loss), rel=tol)
+    numpy.testing.assert_allclose(cupy.asnumpy(gds), ds, rtol=tol, atol=tol / shape[0])
+    s[2, 0] = numpy.nan
+    assert numpy.isnan(float(F.loss.softmax_cross_entropy(cupy.asarray(s), cupy.asarray(y))[0]))
