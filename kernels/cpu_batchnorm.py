@@ -140,12 +140,117 @@ def _dx(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, 
                 dx[n, c, s] = k * dz
 
 
+# (N, C) input (S == 1): the same algorithms with the channel loop innermost, so that it runs over
+# contiguous memory and vectorizes; statistics by two passes over small row chunks (in cache),
+# merged across chunks with Chan's formula.
+ROWS_PER_CHUNK = 32
+
+
+def _stats_rows(x, parts):
+    N, C = x.shape
+    rows = (N + parts - 1) // parts
+    cnt = numpy.zeros(parts)
+    mean = numpy.zeros((parts, C))
+    m2 = numpy.zeros((parts, C))
+    for p in prange(parts):
+        n0, n1 = p * rows, min(N, (p + 1) * rows)
+        if n1 <= n0:
+            continue
+        acc = numpy.zeros(C)
+        for n in range(n0, n1):
+            for c in range(C):
+                acc[c] += x[n, c]
+        inv = 1.0 / (n1 - n0)
+        for c in range(C):
+            mean[p, c] = acc[c] * inv
+        acc[:] = 0.0
+        for n in range(n0, n1):
+            for c in range(C):
+                d = x[n, c] - mean[p, c]
+                acc[c] += d * d
+        for c in range(C):
+            m2[p, c] = acc[c]
+        cnt[p] = n1 - n0
+    out_mean = numpy.zeros(C)
+    out_m2 = numpy.zeros(C)
+    total = 0.0
+    for p in range(parts):
+        if cnt[p] == 0:
+            continue
+        nn = total + cnt[p]
+        w_new, w_cross = cnt[p] / nn, total * cnt[p] / nn
+        for c in range(C):
+            delta = mean[p, c] - out_mean[c]
+            out_mean[c] += delta * w_new
+            out_m2[c] += m2[p, c] + delta * delta * w_cross
+        total = nn
+    return out_mean, out_m2, total
+
+
+def _apply_rows(x, y, mean, scale, shift, relu):
+    N, C = x.shape
+    for n in prange(N):
+        for c in range(C):
+            z = (x[n, c] - mean[c]) * scale[c] + shift[c]
+            y[n, c] = 0.0 if relu and z < 0 else z
+
+
+def _bwd_sums_rows(dy, x, mean, invstd, gamma, beta, relu, parts):
+    N, C = x.shape
+    rows = (N + parts - 1) // parts
+    s0 = numpy.zeros((parts, C))
+    s1 = numpy.zeros((parts, C))
+    for p in prange(parts):
+        for n in range(p * rows, min(N, (p + 1) * rows)):
+            for c in range(C):
+                xhat = (x[n, c] - mean[c]) * invstd[c]
+                dz = dy[n, c]
+                if relu and not (xhat * gamma[c] + beta[c] > 0):
+                    dz = 0.0
+                s0[p, c] += dz
+                s1[p, c] += dz * xhat
+    return s0.sum(axis=0), s1.sum(axis=0)
+
+
+def _dx_rows(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m):
+    N, C = x.shape
+    for n in prange(N):
+        for c in range(C):
+            xhat = (x[n, c] - mean[c]) * invstd[c]
+            dz = dy[n, c]
+            if relu and not (xhat * gamma[c] + beta[c] > 0):
+                dz = 0.0
+            if batch_stats:
+                dz = dz - dbeta[c] * inv_m - xhat * dgamma[c] * inv_m
+            dx[n, c] = gamma[c] * invstd[c] * dz
+
+
 _STATS, _APPLY, _BWD_SUMS, _DX = (_compiled(f) for f in (_stats, _apply, _bwd_sums, _dx))
+_ROWS = {name: _compiled(f) for name, f in (("stats", _stats_rows), ("apply", _apply_rows),
+                                           ("bwd_sums", _bwd_sums_rows), ("dx", _dx_rows))}
+
+
+def _kernel(name, x3):
+    """The (serial, parallel)-picked kernel for x3's layout: rows kernels on 2-D views for S == 1."""
+    if x3.shape[2] == 1:
+        return _pick(_ROWS[name], x3)
+    return _pick({"stats": _STATS, "apply": _APPLY, "bwd_sums": _BWD_SUMS, "dx": _DX}[name], x3)
+
+
+def _view(a):
+    return a.reshape(a.shape[0], a.shape[1]) if a.shape[2] == 1 else a
+
+
+def _row_parts(x3):
+    N = x3.shape[0]
+    if x3.shape[2] == 1:
+        return max(1, -(-N // ROWS_PER_CHUNK))
+    return _parts(N)
 
 
 def stats(x3):
     """(mean, biased var, unbiased var) per channel, float64."""
-    mean, m2, count = _pick(_STATS, x3)(x3, _parts(x3.shape[0]))
+    mean, m2, count = _kernel("stats", x3)(_view(x3), _row_parts(x3))
     var = m2 / count
     return mean, var, (m2 / (count - 1) if count > 1 else var)
 
@@ -156,7 +261,7 @@ def apply(x3, mean, invstd, gamma, beta, relu):
     scale = (invstd if gamma is None else gamma * invstd).astype(dt)
     shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt)
     y = numpy.empty_like(x3)
-    _pick(_APPLY, x3)(x3, y, mean.astype(dt), scale, shift, relu)
+    _kernel("apply", x3)(_view(x3), _view(y), mean.astype(dt), scale, shift, relu)
     return y
 
 
@@ -167,9 +272,9 @@ def backward(dy3, x3, mean, invstd, gamma, beta, relu, batch_stats):
     g = numpy.ones(C, dt) if gamma is None else gamma
     b = numpy.zeros(C, dt) if beta is None else beta
     mean, invstd = mean.astype(dt), invstd.astype(dt)
-    dbeta, dgamma = _pick(_BWD_SUMS, x3)(dy3, x3, mean, invstd, g, b, relu, _parts(x3.shape[0]))
+    dbeta, dgamma = _kernel("bwd_sums", x3)(_view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3))
     dx = numpy.empty_like(x3)
     M = x3.shape[0] * x3.shape[2]
-    _pick(_DX, x3)(dy3, x3, dx, mean, invstd, g, b, relu, dbeta.astype(dt), dgamma.astype(dt), batch_stats,
-                   1.0 / M)
+    _kernel("dx", x3)(_view(dy3), _view(x3), _view(dx), mean, invstd, g, b, relu, dbeta.astype(dt),
+                      dgamma.astype(dt), batch_stats, 1.0 / M)
     return dx, dgamma.astype(dt), dbeta.astype(dt)
