@@ -13,7 +13,7 @@ import numpy
 import gpunet
 from gpunet import functional as F
 
-from .timing import fmt_table, time_call, time_torch, torch_or_none
+from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
 FUNCTIONS = {
     "sigmoid": ({}, "sigmoid"), "tanh": ({}, "tanh"), "relu": ({}, "relu"),
@@ -64,7 +64,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30):
     device = "cuda" if xp is not numpy else "cpu"
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         torch = None
-    rows = []
+    rows = StreamedRows()
     for nbytes in _sizes(max_mib):
         n = nbytes // dtype.itemsize
         x_host = numpy.random.default_rng(0).normal(size=n).astype(dtype)

@@ -14,7 +14,7 @@ import numpy
 import gpunet
 from gpunet import functional as F
 
-from .timing import fmt_table, time_call, time_torch, torch_or_none
+from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
 SHAPES = [(4096, 4096), (256, 1024), (64, 256, 32, 32), (128, 64, 56, 56), (32, 512, 14, 14),
           (128, 2048, 4, 4), (64, 250, 7, 7), (512, 1001)]
@@ -75,7 +75,7 @@ def run(dtype="float32", shapes=None, repeat=30):
     device = "cuda" if xp is not numpy else "cpu"
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         torch = None
-    rows = []
+    rows = StreamedRows()
     for shape in shapes or SHAPES:
         n = int(numpy.prod(shape))
         nbytes = n * dtype.itemsize

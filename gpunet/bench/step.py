@@ -11,7 +11,7 @@ import numpy
 import gpunet
 from gpunet import nn, optim
 
-from .timing import fmt_table, time_call, time_torch, torch_or_none
+from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
 CONFIGS = [(64, 64, 128), (256, 3072, 1024), (4096, 3072, 4096)]     # (batch, inputs, hidden)
 
@@ -58,7 +58,7 @@ def run(configs=None, repeat=30):
         torch = None
     if configs is None:
         configs = CONFIGS if device == "cuda" else CONFIGS[:2]
-    rows = []
+    rows = StreamedRows()
     for batch, d, h in configs:
         ours = time_call(_ours(xp, batch, d, h), xp=xp, repeat=repeat)
         row = [f"{batch}", f"{d}->{h}->{h}->10", f"{ours * 1e3:.3f}"]

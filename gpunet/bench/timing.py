@@ -78,3 +78,13 @@ def fmt_table(headers, rows) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class StreamedRows(list):
+    """Rows of a table that are also printed to stderr as they are measured, so that a benchmark
+    cut short by a time limit still leaves its numbers behind."""
+
+    def append(self, row):
+        super().append(row)
+        import sys
+        print("  ".join(str(c) for c in row), file=sys.stderr, flush=True)
