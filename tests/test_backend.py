@@ -111,3 +111,12 @@ def test_cupy_round_trip_and_same_seed_same_values():
 def test_numba_path_really_runs_numba_on_gpu():
     from gpunet.kernel_path import numba_cuda_problem
     assert numba_cuda_problem() is None
+
+
+@pytest.mark.skipif(GPU, reason="checks the error raised where no GPU is usable")
+def test_module_to_cupy_without_gpu_is_a_clear_error():
+    from gpunet import nn
+    with pytest.raises(gpunet.BackendError, match="cannot move the module to 'cupy'"):
+        nn.Linear(2, 3).to("cupy")
+    with pytest.raises(ValueError, match="backend must be 'numpy' or 'cupy'"):
+        nn.Linear(2, 3).to("tpu")

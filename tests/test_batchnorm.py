@@ -259,3 +259,4 @@ def test_gpu_large_shapes_many_blocks(shape):
         want = fb(x, gamma, beta, dy)
         for a, b in zip(got, want):
             numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
