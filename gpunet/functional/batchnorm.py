@@ -115,9 +115,9 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, *, training=Tr
                                       running_var if update else None, factor, eps)
             y = kern.apply(x3, mean, invstd, 0, gamma, beta, code, eps)
         else:
-            mean, invstd = running_mean, None   # invstd from running_var, computed in backward
+            # the kernel takes running_var itself; invstd is only needed if a backward comes
+            mean, invstd = running_mean, _LazyInvstd(running_var, eps)
             y = kern.apply(x3, mean, running_var, 1, gamma, beta, code, eps)
-            invstd = _LazyInvstd(running_var, eps)
     cache = BatchNormCache(x3, x.shape, mean, invstd, gamma, beta, activation, batch_stats)
     return y.reshape(x.shape), cache
 
