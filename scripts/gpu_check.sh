@@ -27,7 +27,7 @@ run_bench() {  # seconds, then the bench arguments
   echo "== python -m gpunet.bench --backend cupy $*" | tee -a "$OUT/bench.txt"
   timeout "$limit" python3 -m gpunet.bench --backend cupy "$@" 2>&1 | tee -a "$OUT/bench.txt"
 }
-run_bench 120 activations
+run_bench 120 activations --save-table
 run_bench 90 batchnorm
 run_bench 60 step
 echo "== done: results in $OUT"

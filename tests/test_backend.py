@@ -120,3 +120,31 @@ def test_module_to_cupy_without_gpu_is_a_clear_error():
         nn.Linear(2, 3).to("cupy")
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'cupy'"):
         nn.Linear(2, 3).to("tpu")
+
+
+def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
+    from gpunet import kernel_path
+    from gpunet.bench.activations import auto_table
+    monkeypatch.setenv("GPUNET_KERNEL_TABLE", str(tmp_path / "table.json"))
+    monkeypatch.setattr(kernel_path, "_current_device", lambda: "Test GPU")
+    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": None})
+    monkeypatch.setitem(kernel_path._state, "table", None)
+    # measured: numba faster at 1M values only
+    totals = {(256, "cupy"): 1.0, (256, "numba"): 2.0, (4096, "cupy"): 1.0, (4096, "numba"): 3.0,
+              (1 << 20, "cupy"): 2.0, (1 << 20, "numba"): 1.0}
+    rows = auto_table(totals)
+    assert rows == [((1 << 20) - 1, "cupy"), (2 ** 62, "numba")]
+    kernel_path.save_table(rows)
+    gpunet.set_kernels("auto")
+    assert kernel_path.resolve_path(1000) == "cupy"
+    assert kernel_path.resolve_path(1 << 21) == "numba"
+    gpunet.set_kernels("cupy")                       # an explicit choice wins over the table
+    assert kernel_path.resolve_path(1 << 21) == "cupy"
+    # a table measured on another card is ignored
+    kernel_path.save_table(rows, device="Other GPU")
+    gpunet.set_kernels("auto")
+    assert kernel_path.resolve_path(1 << 21) == "cupy"
+    # and numba unusable: auto stays on CuPy without a warning
+    kernel_path.save_table(rows)
+    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "broken"})
+    assert kernel_path.resolve_path(1 << 21) == "cupy"

@@ -17,6 +17,8 @@ def main(argv=None):
     act.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     act.add_argument("--functions", default=None, help="comma-separated subset, e.g. relu,gelu")
     act.add_argument("--repeat", type=int, default=30)
+    act.add_argument("--save-table", action="store_true",
+                     help="GPU: write the measured size -> faster path table that set_kernels('auto') follows")
     bn = sub.add_parser("batchnorm", help="fused BatchNorm vs the bandwidth floor and torch")
     bn.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     bn.add_argument("--shapes", default=None, help="e.g. 4096x4096,64x256x32x32 (default: the issue's list)")
@@ -31,7 +33,8 @@ def main(argv=None):
         from . import activations
         max_mib = args.max_mib or (256 if backend == "cupy" else 16)
         funcs = args.functions.split(",") if args.functions else None
-        print(activations.run(max_mib=max_mib, dtype=args.dtype, functions=funcs, repeat=args.repeat))
+        print(activations.run(max_mib=max_mib, dtype=args.dtype, functions=funcs, repeat=args.repeat,
+                              save_table=args.save_table))
     elif args.which == "batchnorm":
         from . import batchnorm
         print(batchnorm.run(dtype=args.dtype, shapes=_shapes(args.shapes), repeat=args.repeat))

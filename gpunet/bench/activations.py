@@ -12,6 +12,7 @@ import numpy
 
 import gpunet
 from gpunet import functional as F
+from gpunet import kernel_path
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
@@ -56,7 +57,9 @@ def _torch_case(torch, name, kwargs, x_np, device):
     return fwd, bwd
 
 
-def run(max_mib=256, dtype="float32", functions=None, repeat=30):
+def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=False):
+    """The table as text; with ``save_table`` (GPU), also writes ``auto``'s size -> path table
+    (gpunet.kernel_path) from the fwd+bwd times summed over the functions measured."""
     xp = gpunet.get_xp()
     dtype = numpy.dtype(dtype)
     names = functions or list(FUNCTIONS)
@@ -65,6 +68,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30):
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         torch = None
     rows = StreamedRows()
+    totals = {}                                   # (elements, path) -> summed fwd + bwd seconds
     for nbytes in _sizes(max_mib):
         n = nbytes // dtype.itemsize
         x_host = numpy.random.default_rng(0).normal(size=n).astype(dtype)
@@ -84,6 +88,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30):
                         tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
                 finally:
                     F.activations.CPU_KERNEL_MIN = saved
+                totals[(n, path)] = totals.get((n, path), 0.0) + tf + tb
                 gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
                 rows.append([_human(nbytes), name, path, f"{tf * 1e6:.1f}", f"{gf:.0f}",
                              f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
@@ -98,7 +103,28 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30):
                              f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
     headers = ["size", "function", "path", "fwd us", "fwd GB/s", "fwd/copy", "bwd us", "bwd GB/s",
                "bwd/copy", "copy GB/s"]
-    return fmt_table(headers, rows)
+    text = fmt_table(headers, rows)
+    if save_table and xp is not numpy:
+        table = auto_table(totals)
+        where = kernel_path.save_table(table)
+        text += f"\nauto kernel table ({len(table)} rows) written to {where}: {table}"
+    return text
+
+
+def auto_table(totals):
+    """Rows (max_elements, faster path) from {(elements, path): seconds}: each measured size up to
+    the next one takes the path that was faster there; the largest size's choice extends beyond."""
+    sizes = sorted({n for n, _ in totals})
+    rows = []
+    for k, n in enumerate(sizes):
+        measured = {p: t for (m, p), t in totals.items() if m == n and p in ("cupy", "numba")}
+        best = min(measured, key=measured.get) if measured else "cupy"
+        upper = sizes[k + 1] - 1 if k + 1 < len(sizes) else 2 ** 62
+        if rows and rows[-1][1] == best:
+            rows[-1] = (upper, best)
+        else:
+            rows.append((upper, best))
+    return rows
 
 
 def _human(nbytes):
