@@ -44,6 +44,26 @@ def _pick(kernels, x3):
     return kernels[x3.size >= PARALLEL_MIN]
 
 
+@numba.njit(cache=True)
+def _merge_chunks(cnt, mean, m2):
+    """Chan's merge of per-chunk (count, mean, M2) rows, in order -> per-channel totals."""
+    C = mean.shape[1]
+    out_mean = numpy.zeros(C)
+    out_m2 = numpy.zeros(C)
+    total = 0.0
+    for p in range(len(cnt)):
+        if cnt[p] == 0:
+            continue
+        nn = total + cnt[p]
+        w_new, w_cross = cnt[p] / nn, total * cnt[p] / nn
+        for c in range(C):
+            delta = mean[p, c] - out_mean[c]
+            out_mean[c] += delta * w_new
+            out_m2[c] += m2[p, c] + delta * delta * w_cross
+        total = nn
+    return out_mean, out_m2, total
+
+
 def _stats(x, parts):
     N, C, S = x.shape
     cnt = numpy.zeros(parts)
@@ -72,20 +92,7 @@ def _stats(x, parts):
                 m2[p, c] += m2b + delta * delta * w_cross
             k += 1.0
         cnt[p] = k * S
-    # merge the chunks (Chan), in order
-    out_mean = numpy.zeros(C)
-    out_m2 = numpy.zeros(C)
-    total = 0.0
-    for p in range(parts):
-        if cnt[p] == 0:
-            continue
-        nn = total + cnt[p]
-        for c in range(C):
-            delta = mean[p, c] - out_mean[c]
-            out_mean[c] += delta * (cnt[p] / nn)
-            out_m2[c] += m2[p, c] + delta * delta * (total * cnt[p] / nn)
-        total = nn
-    return out_mean, out_m2, total
+    return _merge_chunks(cnt, mean, m2)
 
 
 def _apply(x, y, mean, scale, shift, relu):
@@ -171,20 +178,7 @@ def _stats_rows(x, parts):
         for c in range(C):
             m2[p, c] = acc[c]
         cnt[p] = n1 - n0
-    out_mean = numpy.zeros(C)
-    out_m2 = numpy.zeros(C)
-    total = 0.0
-    for p in range(parts):
-        if cnt[p] == 0:
-            continue
-        nn = total + cnt[p]
-        w_new, w_cross = cnt[p] / nn, total * cnt[p] / nn
-        for c in range(C):
-            delta = mean[p, c] - out_mean[c]
-            out_mean[c] += delta * w_new
-            out_m2[c] += m2[p, c] + delta * delta * w_cross
-        total = nn
-    return out_mean, out_m2, total
+    return _merge_chunks(cnt, mean, m2)
 
 
 def _apply_rows(x, y, mean, scale, shift, relu):
