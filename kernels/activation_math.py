@@ -13,31 +13,41 @@ from __future__ import annotations
 import math
 import types
 
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
-SQRT1_2 = 0.70710678118654752440
-INV_SQRT_2PI = 0.39894228040143267794
-SQRT_2_OVER_PI = 0.79788456080286535588
+import numpy
+
+#: Every constant the formulas use, by name: ``compile_all`` gives each compiled copy of the
+#: functions these values in the dtype it is compiled for, so that float32 math stays float32
+#: (a bare Python literal such as 0.5 is a float64 to Numba and promotes the whole expression).
+CONSTANTS = {
+    "ZERO": 0.0, "ONE": 1.0, "HALF": 0.5, "TEN": 10.0, "THREE": 3.0,
+    "SELU_ALPHA": 1.6732632423543772848170429916717,
+    "SELU_SCALE": 1.0507009873554804934193349852946,
+    "SQRT1_2": 0.70710678118654752440,
+    "INV_SQRT_2PI": 0.39894228040143267794,
+    "SQRT_2_OVER_PI": 0.79788456080286535588,
+    "GELU_TANH_K": 0.044715,
+}
+globals().update(CONSTANTS)     # the plain Python versions (float64) are usable as they are
 
 
 def kink(x, left):
-    if x > 0:
-        return 1.0
-    if x <= 0:
+    if x > ZERO:
+        return ONE
+    if x <= ZERO:
         return left
     return x  # NaN
 
 
 def sigmoid_fwd(x, a, b):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
+    if x >= ZERO:
+        return ONE / (ONE + math.exp(-x))
     e = math.exp(x)
-    return e / (1.0 + e)
+    return e / (ONE + e)
 
 
 def sigmoid_bwd(dy, x, a, b):
     s = sigmoid_fwd(x, a, b)
-    return dy * s * (1.0 - s)
+    return dy * s * (ONE - s)
 
 
 def tanh_fwd(x, a, b):
@@ -46,19 +56,19 @@ def tanh_fwd(x, a, b):
 
 def tanh_bwd(dy, x, a, b):
     t = math.tanh(x)
-    return dy * (1.0 - t * t)
+    return dy * (ONE - t * t)
 
 
 def relu_fwd(x, a, b):
-    return 0.0 if x < 0 else x
+    return ZERO if x < ZERO else x
 
 
 def relu_bwd(dy, x, a, b):
-    return dy * kink(x, 0.0)
+    return dy * kink(x, ZERO)
 
 
 def leaky_relu_fwd(x, a, b):
-    return x if x > 0 else a * x
+    return x if x > ZERO else a * x
 
 
 def leaky_relu_bwd(dy, x, a, b):
@@ -66,53 +76,53 @@ def leaky_relu_bwd(dy, x, a, b):
 
 
 def elu_fwd(x, a, b):
-    return x if x > 0 else a * math.expm1(x)
+    return x if x > ZERO else a * math.expm1(x)
 
 
 def elu_bwd(dy, x, a, b):
-    if x > 0:
+    if x > ZERO:
         return dy
-    if x <= 0:
+    if x <= ZERO:
         return dy * a * math.exp(x)
     return x
 
 
 def selu_fwd(x, a, b):
-    return SELU_SCALE * elu_fwd(x, SELU_ALPHA, 0.0)
+    return SELU_SCALE * elu_fwd(x, SELU_ALPHA, ZERO)
 
 
 def selu_bwd(dy, x, a, b):
-    return SELU_SCALE * elu_bwd(dy, x, SELU_ALPHA, 0.0)
+    return SELU_SCALE * elu_bwd(dy, x, SELU_ALPHA, ZERO)
 
 
 def gelu_fwd(x, a, b):
     if math.isinf(x):
-        return x if x > 0 else 0.0
-    return 0.5 * x * (1.0 + math.erf(x * SQRT1_2))
+        return x if x > ZERO else ZERO
+    return HALF * x * (ONE + math.erf(x * SQRT1_2))
 
 
 def gelu_bwd(dy, x, a, b):
     if math.isinf(x):
-        return dy if x > 0 else 0.0
-    cdf = 0.5 * (1.0 + math.erf(x * SQRT1_2))
-    pdf = INV_SQRT_2PI * math.exp(-0.5 * x * x)
+        return dy if x > ZERO else ZERO
+    cdf = HALF * (ONE + math.erf(x * SQRT1_2))
+    pdf = INV_SQRT_2PI * math.exp(-HALF * x * x)
     return dy * (cdf + x * pdf)
 
 
 def gelu_tanh_fwd(x, a, b):
-    if abs(x) > 10:
-        return x if x > 0 else 0.0
-    inner = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-    return 0.5 * x * (1.0 + math.tanh(inner))
+    if abs(x) > TEN:
+        return x if x > ZERO else ZERO
+    inner = SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)
+    return HALF * x * (ONE + math.tanh(inner))
 
 
 def gelu_tanh_bwd(dy, x, a, b):
-    if abs(x) > 10:
-        return dy if x > 0 else 0.0
+    if abs(x) > TEN:
+        return dy if x > ZERO else ZERO
     x2 = x * x
-    t = math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x2 * x))
-    dinner = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2)
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+    t = math.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_K * x2 * x))
+    dinner = SQRT_2_OVER_PI * (ONE + THREE * GELU_TANH_K * x2)
+    return dy * (HALF * (ONE + t) + HALF * x * (ONE - t * t) * dinner)
 
 
 def softplus_fwd(x, a, b):
@@ -125,20 +135,20 @@ def softplus_bwd(dy, x, a, b):
     if z > b:
         return dy
     e = math.exp(z)
-    return dy * e / (e + 1.0)
+    return dy * e / (e + ONE)
 
 
 def silu_fwd(x, a, b):
     if math.isinf(x):
-        return x if x > 0 else 0.0
+        return x if x > ZERO else ZERO
     return x * sigmoid_fwd(x, a, b)
 
 
 def silu_bwd(dy, x, a, b):
     if math.isinf(x):
-        return dy if x > 0 else 0.0
+        return dy if x > ZERO else ZERO
     s = sigmoid_fwd(x, a, b)
-    return dy * s * (1.0 + x * (1.0 - s))
+    return dy * s * (ONE + x * (ONE - s))
 
 
 #: the functions in dependency order (a function only calls those before it)
@@ -148,10 +158,11 @@ ORDER = ("kink", "sigmoid_fwd", "sigmoid_bwd", "tanh_fwd", "tanh_bwd", "relu_fwd
 NAMES = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "softplus", "silu")
 
 
-def compile_all(jit):
-    """{name: jit(function)} for every function of ORDER; calls between them go to the compiled
-    versions (each copy of a function gets a namespace holding what was compiled before it)."""
-    namespace = {k: v for k, v in globals().items() if k.isupper() or k == "math"}
+def compile_all(jit, dtype=numpy.float64):
+    """{name: jit(function)} for every function of ORDER, with CONSTANTS in ``dtype``; calls
+    between them go to the compiled versions (each copy of a function gets a namespace holding the
+    typed constants and what was compiled before it)."""
+    namespace = {"math": math, **{k: dtype(v) for k, v in CONSTANTS.items()}}
     compiled = {}
     for name in ORDER:
         fn = globals()[name]

@@ -134,7 +134,7 @@ __device__ __forceinline__ bool gpunet_last_block(unsigned int *counter, unsigne
 }
 
 // ------------------------------------------------------------------ forward statistics
-// Spatial: grid (nparts, C). Block p of channel c reads elements [p*chunk, (p+1)*chunk) of the
+// Spatial: grid (C, nparts) -- channels on x, which takes up to 2^31 - 1 blocks. Block p of channel c reads elements [p*chunk, (p+1)*chunk) of the
 // channel's N*S values; element k lives at ((k / S) * C + c) * S + k % S.
 template <typename T>
 __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, long long S, long long chunk,
@@ -142,10 +142,10 @@ __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, lo
                                         T *running_mean, T *running_var, double factor, double eps,
                                         int update_running) {
     __shared__ double sh[3][GPUNET_BN_THREADS];
-    long long c = blockIdx.y;
-    int nparts = gridDim.x;
+    long long c = blockIdx.x;
+    int nparts = gridDim.y;
     long long total = N * S;
-    long long begin = (long long)blockIdx.x * chunk;
+    long long begin = (long long)blockIdx.y * chunk;
     long long end = begin + chunk < total ? begin + chunk : total;
     GpunetWelford w = {0.0, 0.0, 0.0};
     GpunetBatch4 b; b.k = 0;
@@ -166,7 +166,7 @@ __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, lo
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        double *q = part + 3 * (c * nparts + blockIdx.x);
+        double *q = part + 3 * (c * nparts + blockIdx.y);
         q[0] = sh[0][0]; q[1] = sh[1][0]; q[2] = sh[2][0];
     }
     if (gpunet_last_block(counters + c, nparts) && threadIdx.x == 0)
@@ -234,10 +234,10 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
                                              long long N, long long C, long long S, long long chunk,
                                              double *part, unsigned int *counters, T *dgamma, T *dbeta) {
     __shared__ double sh[2][GPUNET_BN_THREADS];
-    long long c = blockIdx.y;
-    int nparts = gridDim.x;
+    long long c = blockIdx.x;
+    int nparts = gridDim.y;
     long long total = N * S;
-    long long begin = (long long)blockIdx.x * chunk;
+    long long begin = (long long)blockIdx.y * chunk;
     long long end = begin + chunk < total ? begin + chunk : total;
     T m = mean[c], is = invstd[c], g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0);
     double s0 = 0.0, s1 = 0.0;
@@ -258,7 +258,7 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        double *q = part + 2 * (c * nparts + blockIdx.x);
+        double *q = part + 2 * (c * nparts + blockIdx.y);
         q[0] = sh[0][0]; q[1] = sh[1][0];
     }
     if (gpunet_last_block(counters + c, nparts) && threadIdx.x == 0)

@@ -10,7 +10,8 @@ import numpy
 
 from . import activation_math
 
-DEVICE = activation_math.compile_all(numba.njit)
+#: the scalar math compiled per dtype: float32 stays float32 (constants included)
+DEVICE_BY_DTYPE = {dt: activation_math.compile_all(numba.njit, dt) for dt in (numpy.float32, numpy.float64)}
 _KERNELS: dict = {}
 
 
@@ -27,17 +28,19 @@ def _make(dev_fwd, dev_bwd):
     return fwd, bwd
 
 
-def _kernels(name):
-    if name not in _KERNELS:
-        _KERNELS[name] = _make(DEVICE[f"{name}_fwd"], DEVICE[f"{name}_bwd"])
-    return _KERNELS[name]
+def _kernels(name, dtype):
+    key = (name, numpy.dtype(dtype).type)
+    if key not in _KERNELS:
+        device = DEVICE_BY_DTYPE[key[1]]
+        _KERNELS[key] = _make(device[f"{name}_fwd"], device[f"{name}_bwd"])
+    return _KERNELS[key]
 
 
 def forward(name, x, a=0.0, b=0.0):
     """f(x) for a C-contiguous float32/float64 array."""
     y = numpy.empty_like(x)
     st = x.dtype.type
-    _kernels(name)[0](x.reshape(-1), y.reshape(-1), st(a), st(b))
+    _kernels(name, x.dtype)[0](x.reshape(-1), y.reshape(-1), st(a), st(b))
     return y
 
 
@@ -45,5 +48,5 @@ def backward(name, dy, x, a=0.0, b=0.0):
     """dy * f'(x) for C-contiguous arrays of one shape and dtype."""
     dx = numpy.empty_like(x)
     st = x.dtype.type
-    _kernels(name)[1](dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b))
+    _kernels(name, x.dtype)[1](dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b))
     return dx

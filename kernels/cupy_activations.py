@@ -30,7 +30,10 @@ def _module():
     return cupy.RawModule(code=unit_source("activations"), options=("-std=c++14",))
 
 
+@cupy.memoize(for_each_device=True)
 def _kernel(name: str):
+    """The compiled function, looked up once per device: a lookup per launch would cost a new
+    RawKernel object and a driver call in every step."""
     return _module().get_function(name)
 
 

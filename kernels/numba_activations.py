@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from . import activation_math
 from .numba_support import cuda, launch
 
 ILP = 4
 BLOCK = 128
 
-#: the device functions: the shared scalar math (activation_math.py) compiled for CUDA
-DEVICE = activation_math.compile_all(cuda.jit(device=True))
+#: the device functions: the shared scalar math (activation_math.py) compiled for CUDA, one set
+#: per dtype so that float32 kernels compute in float32 (their constants are float32 too)
+DEVICE_BY_DTYPE = {dt: activation_math.compile_all(cuda.jit(device=True), dt)
+                   for dt in (numpy.float32, numpy.float64)}
+DEVICE = DEVICE_BY_DTYPE[numpy.float64]
 leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bwd"]
 
 
@@ -47,10 +52,12 @@ def _make_backward(dev):
 _KERNELS: dict = {}
 
 
-def _kernels(name):
-    if name not in _KERNELS:
-        _KERNELS[name] = (_make_forward(DEVICE[f"{name}_fwd"]), _make_backward(DEVICE[f"{name}_bwd"]))
-    return _KERNELS[name]
+def _kernels(name, dtype):
+    key = (name, numpy.dtype(dtype).type)
+    if key not in _KERNELS:
+        device = DEVICE_BY_DTYPE[key[1]]
+        _KERNELS[key] = (_make_forward(device[f"{name}_fwd"]), _make_backward(device[f"{name}_bwd"]))
+    return _KERNELS[key]
 
 
 def _blocks(n):
@@ -60,13 +67,13 @@ def _blocks(n):
 def forward(name, x, y, a=0.0, b=0.0):
     """y[:] = f(x) for flat contiguous x, y (CuPy arrays on a GPU, NumPy in the simulator)."""
     st = x.dtype.type
-    launch(_kernels(name)[0], _blocks(x.size), BLOCK, x, y, st(a), st(b))
+    launch(_kernels(name, x.dtype)[0], _blocks(x.size), BLOCK, x, y, st(a), st(b))
 
 
 def backward(name, dy, x, dx, a=0.0, b=0.0):
     """dx[:] = dy * f'(x) for flat contiguous arrays."""
     st = x.dtype.type
-    launch(_kernels(name)[1], _blocks(x.size), BLOCK, dy, x, dx, st(a), st(b))
+    launch(_kernels(name, x.dtype)[1], _blocks(x.size), BLOCK, dy, x, dx, st(a), st(b))
 
 
 @cuda.jit

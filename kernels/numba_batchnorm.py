@@ -80,11 +80,12 @@ def _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 @cuda.jit
 def _stats_partial(x, chunk, part):
-    """Block (p, c): Welford over values [p*chunk, (p+1)*chunk) of channel c -> part[c, p]."""
+    """Block (c, p): Welford over values [p*chunk, (p+1)*chunk) of channel c -> part[c, p].
+    Channels on the grid's x axis (up to 2^31 - 1; y stops at 65535): wide BatchNorm1d launches."""
     sh_n = cuda.shared.array(THREADS, numpy.float64)
     sh_mean = cuda.shared.array(THREADS, numpy.float64)
     sh_m2 = cuda.shared.array(THREADS, numpy.float64)
-    p, c, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    c, p, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
     S = x.shape[2]
     total = x.shape[0] * S
     end = min((p + 1) * chunk, total)
@@ -143,7 +144,7 @@ def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, eps):
 def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, chunk, part):
     sh0 = cuda.shared.array(THREADS, numpy.float64)
     sh1 = cuda.shared.array(THREADS, numpy.float64)
-    p, c, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    c, p, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
     S = x.shape[2]
     end = min((p + 1) * chunk, x.shape[0] * S)
     g = gamma[c] if affine else 1.0
@@ -217,14 +218,20 @@ def _blocks(n):
     return max(1, -(-n // THREADS))
 
 
+def partial_grid(x3):
+    """(grid, chunk) of the per-channel partial kernels: (C, nparts) blocks."""
+    nparts, chunk = _split(x3)
+    return (x3.shape[1], nparts), chunk
+
+
 def stats(x3, running_mean, running_var, factor, eps):
     xp = _xp(x3)
     C = x3.shape[1]
-    nparts, chunk = _split(x3)
-    part = xp.empty((C, nparts, 3), xp.float64)
+    grid, chunk = partial_grid(x3)
+    part = xp.empty(grid + (3,), xp.float64)
     mean, invstd = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype)
     update = running_mean is not None
-    launch(_stats_partial, (nparts, C), THREADS, x3, chunk, part)
+    launch(_stats_partial, grid, THREADS, x3, chunk, part)
     launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd,
            running_mean if update else mean, running_var if update else mean,
            float(factor), float(eps), update)
@@ -244,12 +251,12 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, eps):
 def backward(dy3, x3, mean, invstd, gamma, beta, act_code, batch_stats):
     xp = _xp(x3)
     N, C, S = x3.shape
-    nparts, chunk = _split(x3)
-    part = xp.empty((C, nparts, 2), xp.float64)
+    grid, chunk = partial_grid(x3)
+    part = xp.empty(grid + (2,), xp.float64)
     dgamma, dbeta, dx = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty_like(x3)
     affine = gamma is not None
     g, b = (gamma, beta) if affine else (mean, mean)
-    launch(_bwd_partial, (nparts, C), THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, chunk, part)
+    launch(_bwd_partial, grid, THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, chunk, part)
     launch(_bwd_finalize, _blocks(C), THREADS, part, dgamma, dbeta)
     if x3.size:
         launch(_dx, _blocks(x3.size), THREADS, dy3, x3, dx, mean, invstd, g, b, affine, act_code,

@@ -23,12 +23,24 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
+    # BatchNorm's CPU-implementation fixture multiplies every case by 3; on the GPU paths the CPU
+    # implementation does not run, so one copy of each GPU case is enough.
+    redundant = [item for item in items if _gpu_copy_of_cpu_variant(item)]
+    if redundant:
+        config.hook.pytest_deselected(items=redundant)
+        items[:] = [item for item in items if not _gpu_copy_of_cpu_variant(item)]
     if GPU:
         return
     skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _gpu_copy_of_cpu_variant(item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return (params.get("cpu_implementation", "cpu-serial") != "cpu-serial"
+            and params.get("path", "numpy") not in ("numpy", "cpu-kernels"))
 
 
 @pytest.fixture(autouse=True)

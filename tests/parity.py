@@ -9,6 +9,8 @@ turns into a clean skip on machines without a GPU:
 * ``cupy``         -- CuPy arrays, vectorized RawKernels where the layout allows
 * ``cupy-strided`` -- CuPy arrays as non-contiguous views: the ElementwiseKernel path
 * ``numba``        -- CuPy arrays through the Numba CUDA kernels
+* ``emulated-cupy`` / ``emulated-cupy-strided`` -- the ``cupy`` paths with the CUDA C kernels run
+  on the CPU by the emulator (tests/emulator): no GPU needed, so these run everywhere
 
 (The Numba kernels also run without a GPU, in the simulator: tests/test_numba_sim.py.)
 """
@@ -25,6 +27,8 @@ PATHS = [
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
     pytest.param("cupy-strided", id="cupy-strided", marks=pytest.mark.gpu),
     pytest.param("numba", id="numba", marks=pytest.mark.gpu),
+    pytest.param("emulated-cupy", id="emulated-cupy"),
+    pytest.param("emulated-cupy-strided", id="emulated-cupy-strided"),
 ]
 
 #: per-dtype tolerances (rtol, atol) between a path and a float64 reference
@@ -46,17 +50,22 @@ def _strided_copy(xp, a):
 
 
 def to_path(path, *arrays):
-    """Put NumPy ``arrays`` where ``path`` computes; None passes through."""
+    """Put NumPy ``arrays`` where ``path`` computes; anything else (None, a Python int such as
+    maxout's ``pieces``) passes through."""
     if path in ("numpy", "cpu-kernels"):
         return arrays
     import cupy
-    if path == "cupy-strided":
-        return tuple(None if a is None else _strided_copy(cupy, a) for a in arrays)
-    return tuple(None if a is None else cupy.asarray(a) for a in arrays)
+    if path.endswith("-strided"):
+        return tuple(_strided_copy(cupy, a) if isinstance(a, numpy.ndarray) else a for a in arrays)
+    return tuple(cupy.asarray(a) if isinstance(a, numpy.ndarray) else a for a in arrays)
 
 
 def run(path, fn, *arrays, **kwargs):
     """``fn(*arrays, **kwargs)`` on ``path``; results come back as NumPy (tuples stay tuples)."""
+    if path.startswith("emulated-"):
+        from emulator import emulation
+        with emulation():
+            return run(path[len("emulated-"):], fn, *arrays, **kwargs)
     kernels = "numba" if path == "numba" else "cupy"
     saved = activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS
     if path == "cpu-kernels":    # every function through the Numba CPU kernels, whatever its size

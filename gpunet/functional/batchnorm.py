@@ -74,8 +74,6 @@ def _check(x, gamma, beta, running_mean, running_var, momentum, eps, activation)
         raise ValueError("gamma and beta must both be arrays or both be None")
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must both be arrays or both be None")
-    if running_mean is not None and not (running_mean.flags.c_contiguous and running_var.flags.c_contiguous):
-        raise ValueError("running_mean and running_var must be contiguous (they are updated in place)")
     if momentum is not None and not (0.0 <= momentum <= 1.0):
         raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
@@ -103,21 +101,30 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, *, training=Tr
     x3 = xp.ascontiguousarray(x).reshape(N, C, S)
     update = training and running_mean is not None
     code = ACTIVATION_CODES[activation]
+    # The kernels index per-channel vectors as plain arrays: strided views (G[:, 0]) are copied,
+    # and updated running statistics are written back into the caller's arrays.
+    gamma, beta, rm, rv = (None if v is None else xp.ascontiguousarray(v)
+                           for v in (gamma, beta, running_mean, running_var))
     if xp is numpy:
         forward = _cpu_forward if _cpu_kernels_apply(activation) else _reference_forward
-        y, mean, invstd = forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps,
-                                  activation)
+        y, mean, invstd = forward(x3, gamma, beta, rm, rv, batch_stats, update, factor, eps, activation)
+    elif C == 0:        # nothing to normalize, and no zero-sized grid to launch
+        y, mean, invstd = xp.empty_like(x3), xp.empty(0, x.dtype), xp.empty(0, x.dtype)
     else:
         kern = _gpu_module(x3.size)
         x3 = _aligned(xp, x3)
         if batch_stats:
-            mean, invstd = kern.stats(x3, running_mean if update else None,
-                                      running_var if update else None, factor, eps)
+            mean, invstd = kern.stats(x3, rm if update else None, rv if update else None, factor, eps)
             y = kern.apply(x3, mean, invstd, 0, gamma, beta, code, eps)
         else:
-            # the kernel takes running_var itself; invstd is only needed if a backward comes
-            mean, invstd = running_mean, _LazyInvstd(running_var, eps)
-            y = kern.apply(x3, mean, running_var, 1, gamma, beta, code, eps)
+            # copies: the cache must keep the statistics of this forward, whatever happens to the
+            # running statistics before backward; invstd is only computed if a backward comes
+            mean, invstd = rm.copy(), _LazyInvstd(rv.copy(), eps)
+            y = kern.apply(x3, mean, invstd.running_var, 1, gamma, beta, code, eps)
+    if update:
+        for mine, theirs in ((rm, running_mean), (rv, running_var)):
+            if mine is not theirs:
+                theirs[...] = mine
     cache = BatchNormCache(x3, x.shape, mean, invstd, gamma, beta, activation, batch_stats)
     return y.reshape(x.shape), cache
 
@@ -139,6 +146,8 @@ def batch_norm_backward(dy, cache: BatchNormCache):
         else:
             dx, dgamma, dbeta = _reference_backward(dy3, x3, cache.mean, invstd, cache.gamma, cache.beta,
                                                     cache.activation, cache.batch_stats)
+    elif x3.shape[1] == 0:
+        dx, dgamma, dbeta = xp.empty_like(x3), xp.empty(0, x3.dtype), xp.empty(0, x3.dtype)
     else:
         dx, dgamma, dbeta = _gpu_module(x3.size).backward(
             _aligned(xp, dy3), x3, cache.mean, invstd, cache.gamma, cache.beta,
