@@ -112,10 +112,29 @@ def cmd_info(args):
     gpunet.set_backend("cupy")
     free, total = cupy.cuda.runtime.memGetInfo()
     print(f"GPU: {gpunet.device_name()}, {total / 2 ** 30:.1f} GiB ({free / 2 ** 30:.1f} GiB free)")
+    failure = _kernel_check(cupy)
+    if failure:
+        print(f"kernel check FAILED: {failure}")
+        return 1
+    print("kernel check: relu on 4 values compiled and ran, results correct")
     problem = numba_cuda_problem()
     print("kernel paths: cupy (vectorized RawKernel + ElementwiseKernel): ok; numba: "
           + ("ok" if problem is None else f"unusable ({problem})"))
     return 0
+
+
+def _kernel_check(cupy):
+    """None if a CuPy kernel of gpunet compiles (NVRTC and the CUDA headers must be installed:
+    the ``ctk`` extra of cupy-cuda1Nx) and computes the right values here, else why not."""
+    from .functional import relu
+    try:
+        y = relu(cupy.asarray([-2.0, -0.5, 0.5, 2.0], dtype=cupy.float32))
+        values = cupy.asnumpy(y).tolist()
+    except Exception as exc:    # a missing NVRTC, a driver too old for the compiled code, ...
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if values != [0.0, 0.0, 0.5, 2.0]:
+        return f"relu gave {values}, expected [0.0, 0.0, 0.5, 2.0]"
+    return None
 
 
 def main(argv=None):

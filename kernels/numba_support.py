@@ -1,16 +1,33 @@
 """Importing and launching Numba CUDA kernels next to CuPy.
 
-* numba-cuda 0.30.4 calls ``numpy.row_stack``, which NumPy 2.5 removed: the alias is restored
-  here, before anything compiles (shared/GPU_NOTES.md). Only this module touches it.
+* numba-cuda 0.30.x calls ``numpy.row_stack``, which NumPy 2.5 removed: the alias is restored
+  here for exactly those versions, before anything compiles. Only this module touches it.
 * Kernels take CuPy arrays through ``__cuda_array_interface__`` without the per-launch stream sync
-  (``sync=False``) and run on CuPy's current stream, so they stay ordered with CuPy's work.
+  (``sync=False``) and run on CuPy's current device and stream, so they stay ordered with CuPy's
+  work (and on a multi-GPU machine, on the GPU that holds the arrays).
 * Under ``NUMBA_ENABLE_CUDASIM=1`` (CI, no GPU) kernels run in the simulator on NumPy arrays.
 """
 from __future__ import annotations
 
 import numpy
 
-if not hasattr(numpy, "row_stack"):  # removed in NumPy 2.5, still called by numba-cuda 0.30
+
+def _numba_cuda_needs_row_stack() -> bool:
+    """numba-cuda up to 0.30.x (all releases so far; it is in maintenance mode, NVIDIA/numba-cuda
+    #907) registers an overload of ``numpy.row_stack`` when its CUDA target loads, and NumPy 2.5
+    removed that alias: every kernel launch fails. Numba's own CUDA simulator (numba >= 0.67) is
+    fixed. So the alias is restored only with NumPy >= 2.5 and numba-cuda < 0.31."""
+    if hasattr(numpy, "row_stack"):
+        return False
+    try:
+        from importlib.metadata import version
+        major, minor = (int(v) for v in version("numba-cuda").split(".")[:2])
+    except Exception:       # not installed, or a version string we cannot read
+        return False
+    return (major, minor) < (0, 31)
+
+
+if _numba_cuda_needs_row_stack():
     numpy.row_stack = numpy.vstack
 
 import numba  # noqa: E402
@@ -23,13 +40,13 @@ SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 _streams: dict = {}
 
 
-def _numba_stream():
-    """Numba's view of CuPy's current stream (cached per stream pointer)."""
+def _numba_stream(device: int):
+    """Numba's view of CuPy's current stream on ``device`` (cached per device and stream)."""
     import cupy
-    ptr = cupy.cuda.get_current_stream().ptr
-    if ptr not in _streams:
-        _streams[ptr] = cuda.default_stream() if ptr == 0 else cuda.external_stream(ptr)
-    return _streams[ptr]
+    key = (device, cupy.cuda.get_current_stream().ptr)
+    if key not in _streams:
+        _streams[key] = cuda.default_stream() if key[1] == 0 else cuda.external_stream(key[1])
+    return _streams[key]
 
 
 def _as_device(a):
@@ -43,4 +60,7 @@ def launch(kernel, blocks: int, threads: int, *args):
     if SIMULATOR:
         kernel[blocks, threads](*args)
         return
-    kernel[blocks, threads, _numba_stream()](*(_as_device(a) for a in args))
+    import cupy
+    device = cupy.cuda.Device().id      # CuPy's current device, where the arrays live
+    with cuda.gpus[device]:
+        kernel[blocks, threads, _numba_stream(device)](*(_as_device(a) for a in args))

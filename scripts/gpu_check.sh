@@ -1,33 +1,60 @@
 #!/usr/bin/env bash
-# The one GPU check, for the lent GPU machine (no package registry there): offline install, the
-# gpu-marked tests, the three benchmarks; logs land under $OUT (4 files). About 8 minutes at most:
+# The one GPU check, for the lent GPU machine (no package registry there). Parts, each with its own
+# time limit, log and summary line under $OUT:
+#   install  offline editable install, `gpunet info` (which compiles and runs a kernel)
+#   cupy     pytest -m gpu, the CuPy paths          numba  pytest -m gpu, the Numba CUDA paths
+#   e2e      pytest -m gpu, end to end              bench  the three benchmarks against torch
+# GPUNET_REQUIRE_GPU=1: a skipped GPU test or a Numba-to-CuPy fallback is a failure. The full logs
+# stay in $OUT; $OUT/summary.txt has one line per part and is printed last. About 8 minutes at most:
 # run it with timeout_s=540 so that a rerun still fits a 15-minute lease.
 #   bash scripts/gpu_check.sh          (OUT defaults to ./gpu_out)
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 GPUNET_REQUIRE_GPU=1
+: > "$OUT/summary.txt"
+status=0
+
+summary() {  # part, exit code, log: the last pytest-style summary line or the exit code
+  local part=$1 rc=$2 log=$3 line
+  line=$(grep -E '([0-9]+ (passed|failed|error|errors|skipped|deselected))|no tests ran' "$log" | tail -1)
+  [ -n "$line" ] || line="(no summary line)"
+  [ "$rc" -eq 124 ] && line="TIMED OUT; $line"
+  printf '%-8s rc=%-3s %s\n' "$part" "$rc" "$line" >> "$OUT/summary.txt"
+  if [ "$rc" -ne 0 ] || [ "$line" = "(no summary line)" ]; then status=1; fi
+}
+
 {
   echo "== $(date -u +%FT%TZ)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import numpy, numba, cupy; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__)"
   python3 -c "import numba_cuda; print('numba-cuda', numba_cuda.__version__)" 2>/dev/null || echo "numba-cuda: absent"
   python3 -c "import torch; print('torch', torch.__version__)" 2>/dev/null || echo "torch: absent"
-} 2>&1 | tee "$OUT/env.txt"
+} > "$OUT/env.txt" 2>&1
 
-python3 -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -3 | tee "$OUT/install.txt"
-python3 -m gpunet info 2>&1 | tee -a "$OUT/install.txt"
+{ python3 -m pip install -q --no-build-isolation --no-deps -e . && timeout 120 python3 -m gpunet info; } > "$OUT/install.log" 2>&1
+rc=$?; printf '%-8s rc=%-3s %s\n' install "$rc" "$(tail -1 "$OUT/install.log")" >> "$OUT/summary.txt"
+[ "$rc" -eq 0 ] || status=1
 
-echo "== pytest -m gpu" | tee "$OUT/pytest.txt"
-timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider --no-header -rfE 2>&1 | tail -60 | tee -a "$OUT/pytest.txt"
-
-: > "$OUT/bench.txt"
-run_bench() {  # seconds, then the bench arguments
-  local limit=$1; shift
-  echo "== python -m gpunet.bench --backend cupy $*" | tee -a "$OUT/bench.txt"
-  timeout "$limit" python3 -m gpunet.bench --backend cupy "$@" 2>&1 | tee -a "$OUT/bench.txt"
+run_pytest() {  # part, seconds, pytest arguments...
+  local part=$1 limit=$2; shift 2
+  timeout "$limit" python3 -m pytest -m gpu -q -p no:cacheprovider --no-header -rfEs "$@" > "$OUT/$part.log" 2>&1
+  summary "$part" $? "$OUT/$part.log"
 }
-run_bench 120 activations --save-table
-run_bench 90 batchnorm
-run_bench 60 step
-echo "== done: results in $OUT"
+run_pytest cupy 150 --ignore=tests/test_gpu_end_to_end.py -k "not numba"
+run_pytest numba 120 --ignore=tests/test_gpu_end_to_end.py -k numba
+run_pytest e2e 60 tests/test_gpu_end_to_end.py
+
+: > "$OUT/bench.log"
+for spec in "100 activations --save-table" "60 batchnorm" "45 step"; do
+  set -- $spec
+  limit=$1; shift
+  echo "== python -m gpunet.bench --backend cupy $*" >> "$OUT/bench.log"
+  timeout "$limit" python3 -m gpunet.bench --backend cupy "$@" >> "$OUT/bench.log" 2>&1
+  rc=$?; printf '%-8s rc=%-3s %s\n' "bench" "$rc" "$1" >> "$OUT/summary.txt"
+  [ "$rc" -eq 0 ] || status=1
+done
+
+echo "== results in $OUT (logs: install cupy numba e2e bench)"
+cat "$OUT/summary.txt"
+exit $status

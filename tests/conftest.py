@@ -4,6 +4,8 @@ The simulator must be switched on before Numba is first imported, so this runs a
 before anything imports gpunet.
 """
 import os
+import shutil
+import subprocess
 
 
 def _gpu_present() -> bool:
@@ -14,7 +16,21 @@ def _gpu_present() -> bool:
         return False
 
 
+def _gpu_expected() -> bool:
+    """True where a GPU test must not skip: GPUNET_REQUIRE_GPU=1 (scripts/gpu_check.sh sets it),
+    or a machine whose nvidia-smi answers. There a broken CuPy is a failure, not a quiet skip."""
+    if os.environ.get("GPUNET_REQUIRE_GPU") == "1":
+        return True
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 GPU = _gpu_present()
+GPU_EXPECTED = _gpu_expected()
 if not GPU:
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -29,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
     if redundant:
         config.hook.pytest_deselected(items=redundant)
         items[:] = [item for item in items if not _gpu_copy_of_cpu_variant(item)]
-    if GPU:
+    if GPU or GPU_EXPECTED:
         return
     skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
     for item in items:
@@ -51,3 +67,19 @@ def _numpy_backend_by_default():
     gpunet.set_kernels("auto")
     gpunet.seed(0)
     yield
+
+
+def pytest_runtest_setup(item):
+    if GPU_EXPECTED and not GPU and "gpu" in item.keywords:
+        pytest.fail("a GPU is expected here (nvidia-smi answers or GPUNET_REQUIRE_GPU=1) but CuPy "
+                    "cannot use it: see `python -m gpunet info`", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Where a GPU is expected, a GPU test that skips itself has failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if GPU_EXPECTED and report.skipped and "gpu" in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = f"GPU test skipped on a GPU machine: {report.longrepr}"

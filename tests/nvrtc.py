@@ -6,14 +6,29 @@ import glob
 import os
 
 
+#: where the NVRTC wheels put the library, under each folder of the ``nvidia`` namespace package:
+#: CUDA 12 (nvidia-cuda-nvrtc-cu12) and CUDA 13 (nvidia-cuda-nvrtc 13, all libraries in cu13/lib)
+WHEEL_LAYOUTS = ("cuda_nvrtc/lib/libnvrtc.so.*", "cu13/lib/libnvrtc.so.*")
+
+
+def find_library(roots=None):
+    """Path of libnvrtc from an NVIDIA wheel under ``roots`` (default: the ``nvidia`` package's
+    folders), newest CUDA major first; None if there is none."""
+    if roots is None:
+        try:
+            import nvidia
+        except ImportError:
+            return None
+        roots = list(nvidia.__path__)
+    found = [p for root in roots for layout in WHEEL_LAYOUTS for p in glob.glob(os.path.join(root, layout))]
+    found = [p for p in found if os.path.basename(p).split(".so.")[-1].split(".")[0].isdigit()]
+    found.sort(key=lambda p: int(os.path.basename(p).split(".so.")[-1].split(".")[0]), reverse=True)
+    return found[0] if found else None
+
+
 def _library():
-    try:
-        import nvidia.cuda_nvrtc as pkg
-    except ImportError:
-        return None
-    folder = list(pkg.__path__)[0]
-    found = sorted(glob.glob(os.path.join(folder, "lib", "libnvrtc.so.*")))
-    return ctypes.CDLL(found[0]) if found else None
+    path = find_library()
+    return ctypes.CDLL(path) if path else None
 
 
 _LIB = _library()

@@ -67,6 +67,11 @@ def run(path, fn, *arrays, **kwargs):
         with emulation():
             return run(path[len("emulated-"):], fn, *arrays, **kwargs)
     kernels = "numba" if path == "numba" else "cupy"
+    if path == "numba":
+        from gpunet.kernel_path import numba_cuda_problem
+        problem = numba_cuda_problem()
+        if problem is not None:     # else every "numba" test would quietly run the CuPy kernels
+            pytest.fail(f"the Numba CUDA path is unusable here ({problem})", pytrace=False)
     saved = activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS
     if path == "cpu-kernels":    # every function through the Numba CPU kernels, whatever its size
         activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS = 0, frozenset(ALL_KERNELS)

@@ -28,12 +28,14 @@ def emulation():
     saved_probe = dict(backend._cupy_probe)
     saved_backend = dict(backend._state)
     saved_kernels = kernel_path.get_kernels()
+    saved_numba_probe = dict(kernel_path._numba_probe)
     for k in saved_modules:
         del sys.modules[k]
     for k in saved_attrs:
         delattr(gpunet.kernels, k)
     sys.modules["cupy"] = fake_cupy
     backend._cupy_probe.clear()
+    kernel_path._numba_probe.clear()
     kernel_path.set_kernels("cupy")
     try:
         yield fake_cupy
@@ -50,3 +52,5 @@ def emulation():
         backend._state.clear()
         backend._state.update(saved_backend)
         kernel_path.set_kernels(saved_kernels)
+        kernel_path._numba_probe.clear()
+        kernel_path._numba_probe.update(saved_numba_probe)

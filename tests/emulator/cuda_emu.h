@@ -3,16 +3,17 @@
 // Compiled (g++ -std=c++20) in front of the real kernel sources (kernels/*.cuh) by
 // tests/emulator/build.py. What it gives the kernels:
 //   * threadIdx / blockIdx / blockDim / gridDim. One launch runs every thread of a block as a real
-//     std::thread; the blocks run one after another in a shuffled order (the GPU promises none, so
-//     a kernel that depends on block order fails).
-//   * __syncthreads(): a barrier of the block's threads. A thread that has returned from the kernel
+//     std::thread (a pool, created once); the blocks run one after another in a shuffled order (the
+//     GPU promises none, so a kernel that depends on block order fails).
+//   * __syncthreads(): a barrier of the block's threads (an atomic word and a futex wait). A thread that has returned from the kernel
 //     counts as arrived (as exited warps do on the hardware), so an early `return` does not hang.
 //   * __shared__: one object per kernel function, which the block's threads share; blocks never
 //     overlap, so one object serves every block in turn.
 //   * atomics, __threadfence and __ldcg as sequentially consistent operations.
 //   * float4 / double2 with their 16-byte alignment; every reinterpret_cast of a pointer checks
 //     that the address is aligned for the type it is cast to (a GPU faults with "misaligned
-//     address" on the load); a fault is reported by the launch, not ignored.
+//     address" on the load); the faulting thread leaves the kernel before the access, the
+//     remaining blocks are skipped, and the launch reports the fault.
 // Warp intrinsics are not provided: no gpunet kernel uses one (a kernel that starts to will fail
 // to compile here, which is the signal to add them).
 #pragma once
@@ -46,53 +47,122 @@ inline dim3 block_dim, grid_dim;
 inline std::atomic<int> fault{0};
 inline char fault_message[512];
 
+// Thrown by a thread that faults: it leaves the kernel at once (a GPU aborts the launch), so that
+// the faulting access itself never runs on the host.
+struct KernelFault {};
+
 inline void set_fault(const char *message) {
     int expected = 0;
     if (fault.compare_exchange_strong(expected, 1))
         std::snprintf(fault_message, sizeof fault_message, "%s", message);
 }
 
-// The barrier of one block. `expected` counts the threads still running the kernel in this block.
+// The barrier of one block, on one 64-bit word (threads still in the block << 32 | arrived), so
+// that exactly one thread sees the barrier complete, whether by arriving or by leaving the
+// kernel. Waiting is C++20's atomic wait (a futex): no mutex for 256 threads to queue on.
 class BlockBarrier {
   public:
-    void reset(int n) {
-        std::lock_guard<std::mutex> lock(m_);
-        expected_ = n;
-        arrived_ = 0;
-    }
+    void reset(int n) { state_.store(std::uint64_t(n) << 32); }
     void sync() {
-        std::unique_lock<std::mutex> lock(m_);
-        unsigned long generation = generation_;
-        if (++arrived_ == expected_) {
-            release();
+        unsigned int generation = generation_.load();
+        std::uint64_t old = state_.load(), next;
+        do {
+            next = old + 1;
+        } while (!state_.compare_exchange_weak(old, next));
+        if (std::uint32_t(next) == (next >> 32)) {
+            release(next);
             return;
         }
-        if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return generation_ != generation; })) {
-            set_fault("__syncthreads() waited 60 s: a divergent barrier (not every thread of the block "
-                      "reached the same __syncthreads)");
-            release();
-        }
+        // (a divergent __syncthreads, which not every thread reaches, hangs here as on a GPU)
+        while (generation_.load() == generation) generation_.wait(generation);
     }
     void exit_block() {  // this thread returned from the kernel for the current block
-        std::lock_guard<std::mutex> lock(m_);
-        --expected_;
-        if (arrived_ > 0 && arrived_ == expected_) release();
+        std::uint64_t old = state_.load(), next;
+        do {
+            next = old - (std::uint64_t(1) << 32);
+        } while (!state_.compare_exchange_weak(old, next));
+        std::uint32_t arrived = std::uint32_t(next);
+        if (arrived > 0 && arrived == (next >> 32)) release(next);
     }
 
   private:
-    void release() {
-        arrived_ = 0;
-        ++generation_;
-        cv_.notify_all();
+    void release(std::uint64_t completed) {
+        state_.store(completed & ~std::uint64_t(0xffffffffu));  // arrived = 0, same thread count
+        generation_.fetch_add(1);
+        generation_.notify_all();
     }
-    std::mutex m_;
-    std::condition_variable cv_;
-    int expected_ = 0, arrived_ = 0;
-    unsigned long generation_ = 0;
+    std::atomic<std::uint64_t> state_{0};
+    std::atomic<unsigned int> generation_{0};
+};
+
+// Counts arrivals of all launch threads at the end of a block; the last one prepares the next.
+class EndOfBlock {
+  public:
+    void reset(int n) {
+        total_ = n;
+        arrived_.store(0);
+    }
+    template <class F> void arrive_and_wait(const F &last) {
+        unsigned int generation = generation_.load();
+        if (arrived_.fetch_add(1) + 1 == total_) {
+            arrived_.store(0);
+            last();
+            generation_.fetch_add(1);
+            generation_.notify_all();
+        } else {
+            while (generation_.load() == generation) generation_.wait(generation);
+        }
+    }
+
+  private:
+    int total_ = 0;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned int> generation_{0};
 };
 
 inline BlockBarrier block_barrier;
+inline EndOfBlock end_of_block;
 inline std::mutex launch_mutex;  // launches run one at a time, as on one stream
+
+// The launch threads are created once and kept (creating 256 threads per launch costs more than
+// most test kernels): worker t runs CUDA thread t of every block of every launch that has one.
+struct Pool {
+    std::vector<std::thread *> workers;
+    std::atomic<unsigned int> launch_generation{0};
+    std::atomic<int> running{0};
+    const std::function<void()> *kernel = nullptr;
+    const std::vector<dim3> *order = nullptr;
+    int nthreads = 0;
+};
+inline Pool pool;
+
+inline void run_thread(int t) {
+    thread_idx = dim3{t % block_dim.x, (t / block_dim.x) % block_dim.y, t / (block_dim.x * block_dim.y)};
+    for (const dim3 &b : *pool.order) {
+        block_idx = b;
+        if (fault.load() == 0) {  // after a fault, the remaining blocks do not run
+            try {
+                (*pool.kernel)();
+            } catch (const KernelFault &) {
+            }
+        }
+        block_barrier.exit_block();
+        // every thread leaves this block before any thread enters the next one
+        end_of_block.arrive_and_wait([] { block_barrier.reset(pool.nthreads); });
+    }
+}
+
+inline void worker_main(int t) {
+    unsigned int seen = 0;
+    for (;;) {
+        while (pool.launch_generation.load() == seen) pool.launch_generation.wait(seen);
+        seen = pool.launch_generation.load();
+        if (t < pool.nthreads) {
+            run_thread(t);
+            if (pool.running.fetch_sub(1) == 1) pool.running.notify_all();
+        }
+    }
+}
 
 // Run kernel() for every thread of every block. Returns 0, or 1 with fault_message set.
 inline int launch(const unsigned int *grid, const unsigned int *block, unsigned long long seed,
@@ -108,34 +178,20 @@ inline int launch(const unsigned int *grid, const unsigned int *block, unsigned 
     std::mt19937_64 rng(seed);
     std::shuffle(order.begin(), order.end(), rng);
     const int nthreads = int(block[0] * block[1] * block[2]);
-    std::mutex end_m;
-    std::condition_variable end_cv;
-    int finished = 0;
-    unsigned long round = 0;
+    while (int(pool.workers.size()) < nthreads) {
+        // never joined or destroyed: they wait for the next launch until the process exits
+        pool.workers.push_back(new std::thread(worker_main, int(pool.workers.size())));
+        pool.workers.back()->detach();
+    }
+    pool.kernel = &kernel;
+    pool.order = &order;
+    pool.nthreads = nthreads;
     block_barrier.reset(nthreads);
-    auto body = [&](int t) {
-        thread_idx = dim3{t % block[0], (t / block[0]) % block[1], t / (block[0] * block[1])};
-        for (const dim3 &b : order) {
-            block_idx = b;
-            kernel();
-            block_barrier.exit_block();
-            // every thread leaves this block before any thread enters the next one
-            std::unique_lock<std::mutex> lock(end_m);
-            unsigned long my_round = round;
-            if (++finished == nthreads) {
-                finished = 0;
-                ++round;
-                block_barrier.reset(nthreads);
-                end_cv.notify_all();
-            } else {
-                end_cv.wait(lock, [&] { return round != my_round; });
-            }
-        }
-    };
-    std::vector<std::thread> threads;
-    threads.reserve(nthreads);
-    for (int t = 0; t < nthreads; ++t) threads.emplace_back(body, t);
-    for (auto &th : threads) th.join();
+    end_of_block.reset(nthreads);
+    pool.running.store(nthreads);
+    pool.launch_generation.fetch_add(1);
+    pool.launch_generation.notify_all();
+    for (int left; (left = pool.running.load()) != 0;) pool.running.wait(left);
     return fault.load();
 }
 
@@ -149,6 +205,7 @@ template <class To, class From> inline To checked_cast(From p) {
                               "misaligned address: %p cast to a type of alignment %zu", (const void *)p,
                               alignof(Pointee));
                 set_fault(message);
+                throw KernelFault{};
             }
         }
     }

@@ -86,10 +86,11 @@ def _device(a):
 def empty(shape, dtype=float, order="C"):
     dtype = numpy.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, numpy.integer)) else tuple(shape)
-    nbytes = max(int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize, 1)
+    count = int(numpy.prod(shape, dtype=numpy.int64))
+    nbytes = max(count, 1) * dtype.itemsize
     raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
-    flat = raw[start:start + nbytes].view(dtype)[:int(numpy.prod(shape, dtype=numpy.int64))]
+    flat = raw[start:start + nbytes].view(dtype)[:count]
     return flat.reshape(shape, order=order).view(ndarray)
 
 
