@@ -8,7 +8,10 @@ from .backend import (  # noqa: F401
     BackendError, asarray, device_name, get_array_module, get_backend, get_xp, seed, set_backend,
     to_numpy,
 )
-from .kernel_path import KernelFallbackWarning, get_kernels, set_kernels, use_kernels  # noqa: F401
+from .dispatch import (  # noqa: F401
+    KernelFallbackWarning, get_cpu_kernels, get_kernels, set_cpu_kernels, set_kernels, use_cpu_kernels,
+    use_kernels,
+)
 from . import functional  # noqa: F401
 
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ CuPy is optional: nothing here imports it until it is needed.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -21,7 +22,8 @@ import numpy
 
 __all__ = [
     "BackendError", "set_backend", "get_backend", "get_xp", "get_array_module", "asarray",
-    "to_numpy", "is_cupy_array", "cupy_or_none", "seed", "host_rng", "device_name", "uniform_like",
+    "to_numpy", "is_cupy_array", "cupy_or_none", "probe_cupy", "seed", "host_rng", "local_rng",
+    "device_name", "device_name_of", "uniform_like", "DEVICE_DATA_FRACTION", "fits_on_device",
 ]
 
 logger = logging.getLogger("gpunet")
@@ -36,11 +38,11 @@ class BackendError(RuntimeError):
     """The requested backend cannot be used here (CuPy missing, no driver, no device)."""
 
 
-_state = {"requested": None, "resolved": None, "rng": numpy.random.default_rng()}
+_state = {"resolved": None, "rng": numpy.random.default_rng()}
 _cupy_probe: dict = {}
 
 
-def _probe_cupy():
+def probe_cupy():
     """Import CuPy and ask for a device once; return (module or None, reason it is unusable)."""
     if not _cupy_probe:
         try:
@@ -65,7 +67,7 @@ def _probe_cupy():
 
 def cupy_or_none():
     """The CuPy module if CuPy imports and a device answers, else None."""
-    return _probe_cupy()[0]
+    return probe_cupy()[0]
 
 
 def set_backend(name: str = "auto") -> str:
@@ -80,11 +82,11 @@ def set_backend(name: str = "auto") -> str:
     if name == "numpy":
         resolved = "numpy"
     else:
-        cupy, reason = _probe_cupy()
+        cupy, reason = probe_cupy()
         if name == "cupy" and cupy is None:
             raise BackendError(f"backend 'cupy' was requested but {reason}")
         resolved = "cupy" if cupy is not None else "numpy"
-    _state["requested"], _state["resolved"] = name, resolved
+    _state["resolved"] = resolved
     if name == "auto":
         logger.info("gpunet backend: %s (%s)", resolved,
                     device_name() if resolved == "cupy" else f"GPU unavailable: {reason}")
@@ -168,9 +170,41 @@ def device_name() -> str:
     cupy = cupy_or_none()
     if get_backend() != "cupy" or cupy is None:
         return "CPU"
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"]
+    return device_name_of(cupy)
+
+
+def device_name_of(cupy) -> str:
+    """The name of CuPy's current device."""
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+#: data larger than this fraction of the free GPU memory stays on the host (moved batch by batch)
+DEVICE_DATA_FRACTION = 0.5
+
+
+def fits_on_device(xp, nbytes: int) -> bool:
+    """The device memory policy: may ``nbytes`` of data live on ``xp``'s device? Always on the
+    host; on a GPU, up to DEVICE_DATA_FRACTION of the free memory."""
+    if xp is numpy:
+        return True
+    free, _ = xp.cuda.runtime.memGetInfo()
+    return nbytes <= DEVICE_DATA_FRACTION * free
+
+
+@contextlib.contextmanager
+def local_rng(seed_value: int):
+    """Within the block, the library's random draws (shuffles, dropout, device noise) come from a
+    generator seeded with ``seed_value``; the caller's generator is restored afterwards, untouched.
+    The training loop draws each epoch from its own, so that a resumed run repeats it exactly."""
+    saved = {k: _state[k] for k in ("rng", "device_rng") if k in _state}
+    _state["rng"] = numpy.random.default_rng(int(seed_value))
+    _state.pop("device_rng", None)
+    try:
+        yield _state["rng"]
+    finally:
+        _state.pop("device_rng", None)
+        _state.update(saved)
 
 
 def uniform_like(shape, xp):

@@ -98,11 +98,11 @@ def cmd_info(args):
     import numpy
 
     import gpunet
-    from .backend import _probe_cupy
-    from .kernel_path import numba_cuda_problem
+    from .backend import probe_cupy
+    from .dispatch import numba_cuda_problem
     print(f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy {numpy.__version__}  "
           f"numba {numba.__version__}")
-    cupy, reason = _probe_cupy()
+    cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")
         print("backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, leaky_relu, gelu, "

@@ -31,7 +31,7 @@ class DatasetError(ValueError):
     """A data file is missing, truncated or not in the expected format."""
 
 
-def _split_indices(n, fractions, seed):
+def split_indices(n, fractions, seed):
     perm = numpy.random.default_rng(seed).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
@@ -53,7 +53,7 @@ def load_digits(flatten=True):
     X = images.astype(numpy.float32)
     X = X.reshape(len(X), 64) if flatten else X.reshape(len(X), 1, 8, 8)
     y = labels.astype(numpy.int64)
-    tr, va, te = _split_indices(len(X), (0.70, 0.15), seed=20261126)
+    tr, va, te = split_indices(len(X), (0.70, 0.15), seed=20261126)
     return {"X_train": X[tr], "y_train": y[tr], "X_val": X[va], "y_val": y[va], "X_test": X[te], "y_test": y[te]}
 
 
@@ -151,11 +151,17 @@ def load_mnist(root, val_size=5000):
 
 
 # ----------------------------------------------------------------------------- batching
-def minibatches(n, batch_size, shuffle=True, rng=None, drop_last=False):
+def minibatches(n: int, batch_size: int, shuffle: bool = True, rng=None, drop_last: bool = False,
+                min_size: int = 1) -> list:
     """Index arrays of the mini-batches of one epoch over ``n`` examples. The last partial batch
-    is kept (or dropped with ``drop_last``). ``rng``: a NumPy Generator (default: gpunet's)."""
+    is kept (or dropped with ``drop_last``); one smaller than ``min_size`` is merged into the
+    batch before it (``min_size=2``: BatchNorm cannot train on one example). ``rng``: a NumPy
+    Generator (default: gpunet's)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = (rng or host_rng()).permutation(n) if shuffle else numpy.arange(n)
     stop = n - n % batch_size if drop_last else n
-    return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    batches = [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < min_size:
+        batches[-2:] = [numpy.concatenate(batches[-2:])]
+    return batches

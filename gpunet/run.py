@@ -71,7 +71,7 @@ def load_data(cfg: TrainConfig):
         data = datasets.load_digits()
     elif cfg.dataset == "spiral":
         X, y = datasets.make_spiral(300, 3, seed=0)
-        tr, va, te = datasets._split_indices(len(X), (0.7, 0.15), seed=1)
+        tr, va, te = datasets.split_indices(len(X), (0.7, 0.15), seed=1)
         data = {"X_train": X[tr], "y_train": y[tr], "X_val": X[va], "y_val": y[va], "X_test": X[te], "y_test": y[te]}
     elif cfg.dataset == "cifar10":
         data = datasets.load_cifar10(cfg.data_dir)
@@ -93,7 +93,7 @@ def run(cfg: TrainConfig):
     ``cfg.out`` set, writes config.json, history.json/.csv, curves.png and checkpoint.npz
     (model + optimizer + schedule + preprocessing + history, resumable with ``cfg.resume``)."""
     cfg.validate()
-    from .kernel_path import set_kernels
+    from .dispatch import set_kernels
     backend.set_backend(cfg.backend)
     set_kernels(cfg.kernels)
     backend.seed(cfg.seed)

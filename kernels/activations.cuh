@@ -7,8 +7,8 @@
 // those of torch.nn.functional so results compare one to one. NaN in gives NaN out; +-inf give the
 // mathematical limits. The NumPy reference of each formula is in gpunet/functional/activations.py.
 //
-// Self-contained on purpose (no #include): the same text is compiled by NVRTC through CuPy and by
-// nvcc in the tests.
+// No #include (NVRTC has no host headers): the translation units of kernels/__init__.py put
+// generated.cuh in front; the same text is compiled by NVRTC through CuPy and by nvcc in the tests.
 
 #ifndef GPUNET_ACTIVATIONS_CUH
 #define GPUNET_ACTIVATIONS_CUH
@@ -53,14 +53,13 @@ template <typename T> __device__ __forceinline__ T gpunet_elu_bwd(T dy, T x, T a
     return x > T(0) ? dy : (x <= T(0) ? dy * a * exp(x) : x);
 }
 
-// selu(x) = scale * elu(x, alpha) with the constants of Klambauer et al. 2017.
-#define GPUNET_SELU_ALPHA 1.6732632423543772848170429916717
-#define GPUNET_SELU_SCALE 1.0507009873554804934193349852946
+// selu(x) = scale * elu(x, alpha) with the constants of Klambauer et al. 2017 (gpunet_selu_alpha() and
+// gpunet_selu_scale() come from generated.cuh, written from kernels/activation_math.py's values).
 template <typename T> __device__ __forceinline__ T gpunet_selu_fwd(T x, T, T) {
-    return T(GPUNET_SELU_SCALE) * gpunet_elu_fwd(x, T(GPUNET_SELU_ALPHA), T(0));
+    return T(gpunet_selu_scale()) * gpunet_elu_fwd(x, T(gpunet_selu_alpha()), T(0));
 }
 template <typename T> __device__ __forceinline__ T gpunet_selu_bwd(T dy, T x, T, T) {
-    return T(GPUNET_SELU_SCALE) * gpunet_elu_bwd(dy, x, T(GPUNET_SELU_ALPHA), T(0));
+    return T(gpunet_selu_scale()) * gpunet_elu_bwd(dy, x, T(gpunet_selu_alpha()), T(0));
 }
 
 // gelu(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2));   gelu'(x) = Phi(x) + x phi(x).

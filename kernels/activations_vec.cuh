@@ -1,65 +1,46 @@
-// Vectorized RawKernels for contiguous float32 / float64 activations (needs activations.cuh first).
-//
-// Why: cupy.ElementwiseKernel tops out near 1.65 TB/s on an H200 while a kernel that moves one
-// 16-byte vector per thread reaches the copy rate (~4 TB/s) -- see shared/GPU_NOTES.md. Each thread
-// loads one float4 (or double2), applies the scalar device function to each lane and stores one
-// vector. The thread with index n_vec does the scalar tail (fewer than 4 or 2 elements). Callers
-// launch n_vec + 1 threads and pass 16-byte-aligned pointers (checked on the host).
+// Vectorized RawKernels for contiguous float32 / float64 activations (needs vector.cuh and
+// activations.cuh first): each activation's device function mapped by gpunet_vector_pass (one
+// 16-byte vector per thread, docs/gpu-notes.md). Callers launch n / lanes + 1 threads and pass
+// 16-byte-aligned pointers (checked on the host).
 //
 // Kernel names: NAME_fwd_float, NAME_fwd_double, NAME_bwd_float, NAME_bwd_double.
 
-#define GPUNET_VEC_PROLOGUE(LANES)                                                                \
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;                               \
-    long long n_vec = n / LANES;
-
 #define GPUNET_VEC_KERNELS(NAME)                                                                  \
-extern "C" __global__ void NAME##_fwd_float(const float* __restrict__ x, float* __restrict__ y,  \
+template <typename T> struct GpunetOp_##NAME {                                                    \
+    T a, b;                                                                                       \
+    typedef GpunetNoCursor Cursor;                                                                \
+    __device__ __forceinline__ Cursor cursor(long long) const { return Cursor(); }               \
+    __device__ __forceinline__ void advance(Cursor &) const {}                                    \
+    __device__ __forceinline__ T fwd(T x) const { return gpunet_##NAME##_fwd(x, a, b); }          \
+    __device__ __forceinline__ T bwd(T dy, T x) const { return gpunet_##NAME##_bwd(dy, x, a, b); }\
+};                                                                                                \
+template <typename T> struct GpunetFwd_##NAME : GpunetOp_##NAME<T> {                              \
+    __device__ __forceinline__ T operator()(T x, T, GpunetNoCursor &) const { return this->fwd(x); } \
+};                                                                                                \
+template <typename T> struct GpunetBwd_##NAME : GpunetOp_##NAME<T> {                              \
+    __device__ __forceinline__ T operator()(T x, T dy, GpunetNoCursor &) const {                  \
+        return this->bwd(dy, x);                                                                  \
+    }                                                                                             \
+};                                                                                                \
+extern "C" __global__ void NAME##_fwd_float(const float *__restrict__ x, float *__restrict__ y,  \
                                              long long n, float a, float b) {                     \
-    GPUNET_VEC_PROLOGUE(4)                                                                        \
-    if (i < n_vec) {                                                                              \
-        float4 v = reinterpret_cast<const float4*>(x)[i];                                         \
-        v.x = gpunet_##NAME##_fwd(v.x, a, b); v.y = gpunet_##NAME##_fwd(v.y, a, b);               \
-        v.z = gpunet_##NAME##_fwd(v.z, a, b); v.w = gpunet_##NAME##_fwd(v.w, a, b);               \
-        reinterpret_cast<float4*>(y)[i] = v;                                                      \
-    } else if (i == n_vec) {                                                                      \
-        for (long long j = n_vec * 4; j < n; ++j) y[j] = gpunet_##NAME##_fwd(x[j], a, b);         \
-    }                                                                                             \
+    GpunetFwd_##NAME<float> op; op.a = a; op.b = b;                                              \
+    gpunet_vector_pass<float, false>(x, x, y, n, op);                                             \
 }                                                                                                 \
-extern "C" __global__ void NAME##_fwd_double(const double* __restrict__ x, double* __restrict__ y,\
+extern "C" __global__ void NAME##_fwd_double(const double *__restrict__ x, double *__restrict__ y,\
                                               long long n, double a, double b) {                  \
-    GPUNET_VEC_PROLOGUE(2)                                                                        \
-    if (i < n_vec) {                                                                              \
-        double2 v = reinterpret_cast<const double2*>(x)[i];                                       \
-        v.x = gpunet_##NAME##_fwd(v.x, a, b); v.y = gpunet_##NAME##_fwd(v.y, a, b);               \
-        reinterpret_cast<double2*>(y)[i] = v;                                                     \
-    } else if (i == n_vec) {                                                                      \
-        for (long long j = n_vec * 2; j < n; ++j) y[j] = gpunet_##NAME##_fwd(x[j], a, b);         \
-    }                                                                                             \
+    GpunetFwd_##NAME<double> op; op.a = a; op.b = b;                                             \
+    gpunet_vector_pass<double, false>(x, x, y, n, op);                                            \
 }                                                                                                 \
-extern "C" __global__ void NAME##_bwd_float(const float* __restrict__ dy,                         \
-        const float* __restrict__ x, float* __restrict__ dx, long long n, float a, float b) {     \
-    GPUNET_VEC_PROLOGUE(4)                                                                        \
-    if (i < n_vec) {                                                                              \
-        float4 g = reinterpret_cast<const float4*>(dy)[i];                                        \
-        float4 v = reinterpret_cast<const float4*>(x)[i];                                         \
-        g.x = gpunet_##NAME##_bwd(g.x, v.x, a, b); g.y = gpunet_##NAME##_bwd(g.y, v.y, a, b);     \
-        g.z = gpunet_##NAME##_bwd(g.z, v.z, a, b); g.w = gpunet_##NAME##_bwd(g.w, v.w, a, b);     \
-        reinterpret_cast<float4*>(dx)[i] = g;                                                     \
-    } else if (i == n_vec) {                                                                      \
-        for (long long j = n_vec * 4; j < n; ++j) dx[j] = gpunet_##NAME##_bwd(dy[j], x[j], a, b); \
-    }                                                                                             \
+extern "C" __global__ void NAME##_bwd_float(const float *__restrict__ dy,                         \
+        const float *__restrict__ x, float *__restrict__ dx, long long n, float a, float b) {     \
+    GpunetBwd_##NAME<float> op; op.a = a; op.b = b;                                              \
+    gpunet_vector_pass<float, true>(x, dy, dx, n, op);                                            \
 }                                                                                                 \
-extern "C" __global__ void NAME##_bwd_double(const double* __restrict__ dy,                       \
-        const double* __restrict__ x, double* __restrict__ dx, long long n, double a, double b) { \
-    GPUNET_VEC_PROLOGUE(2)                                                                        \
-    if (i < n_vec) {                                                                              \
-        double2 g = reinterpret_cast<const double2*>(dy)[i];                                      \
-        double2 v = reinterpret_cast<const double2*>(x)[i];                                       \
-        g.x = gpunet_##NAME##_bwd(g.x, v.x, a, b); g.y = gpunet_##NAME##_bwd(g.y, v.y, a, b);     \
-        reinterpret_cast<double2*>(dx)[i] = g;                                                    \
-    } else if (i == n_vec) {                                                                      \
-        for (long long j = n_vec * 2; j < n; ++j) dx[j] = gpunet_##NAME##_bwd(dy[j], x[j], a, b); \
-    }                                                                                             \
+extern "C" __global__ void NAME##_bwd_double(const double *__restrict__ dy,                       \
+        const double *__restrict__ x, double *__restrict__ dx, long long n, double a, double b) { \
+    GpunetBwd_##NAME<double> op; op.a = a; op.b = b;                                             \
+    gpunet_vector_pass<double, true>(x, dy, dx, n, op);                                           \
 }
 
 GPUNET_VEC_KERNELS(sigmoid)

@@ -1,5 +1,6 @@
 // Fused batch normalization (Ioffe & Szegedy 2015) with an optional activation after it.
-// Needs activations.cuh first (the activation device functions are reused, not rewritten).
+// Needs generated.cuh, vector.cuh and activations.cuh first (the activation device functions and
+// the vector pass are reused, not rewritten).
 //
 // Layout: x contiguous, viewed as (N, C, S): channel axis 1, S = product of the spatial sizes
 // (S = 1 for (N, C)). Statistics per channel over M = N * S values.
@@ -28,37 +29,29 @@
 #define GPUNET_BN_ROWS_X 32
 #define GPUNET_BN_ROWS_Y 8
 
-// Activation codes, the same table as gpunet/functional/batchnorm.py's ACTIVATION_CODES.
-#define GPUNET_ACT_NONE 0
-#define GPUNET_ACT_RELU 1
-#define GPUNET_ACT_LEAKY_RELU 2
-#define GPUNET_ACT_ELU 3
-#define GPUNET_ACT_TANH 4
-#define GPUNET_ACT_SIGMOID 5
-#define GPUNET_ACT_GELU 6
-#define GPUNET_ACT_SILU 7
-
-template <typename T> __device__ __forceinline__ T gpunet_act_fwd(int act, T z) {
+// The fused activation: its code (GPUNET_ACT_*, generated.cuh, from kernels/__init__.py) and its
+// parameter a (leaky_relu's negative slope, elu's alpha; unused by the others).
+template <typename T> __device__ __forceinline__ T gpunet_act_fwd(int act, T z, T a) {
     switch (act) {
-        case GPUNET_ACT_RELU: return gpunet_relu_fwd(z, T(0), T(0));
-        case GPUNET_ACT_LEAKY_RELU: return gpunet_leaky_relu_fwd(z, T(0.01), T(0));
-        case GPUNET_ACT_ELU: return gpunet_elu_fwd(z, T(1), T(0));
-        case GPUNET_ACT_TANH: return gpunet_tanh_fwd(z, T(0), T(0));
-        case GPUNET_ACT_SIGMOID: return gpunet_sigmoid_fwd(z, T(0), T(0));
-        case GPUNET_ACT_GELU: return gpunet_gelu_fwd(z, T(0), T(0));
-        case GPUNET_ACT_SILU: return gpunet_silu_fwd(z, T(0), T(0));
+        case GPUNET_ACT_RELU: return gpunet_relu_fwd(z, a, T(0));
+        case GPUNET_ACT_LEAKY_RELU: return gpunet_leaky_relu_fwd(z, a, T(0));
+        case GPUNET_ACT_ELU: return gpunet_elu_fwd(z, a, T(0));
+        case GPUNET_ACT_TANH: return gpunet_tanh_fwd(z, a, T(0));
+        case GPUNET_ACT_SIGMOID: return gpunet_sigmoid_fwd(z, a, T(0));
+        case GPUNET_ACT_GELU: return gpunet_gelu_fwd(z, a, T(0));
+        case GPUNET_ACT_SILU: return gpunet_silu_fwd(z, a, T(0));
         default: return z;
     }
 }
-template <typename T> __device__ __forceinline__ T gpunet_act_bwd(int act, T dy, T z) {
+template <typename T> __device__ __forceinline__ T gpunet_act_bwd(int act, T dy, T z, T a) {
     switch (act) {
-        case GPUNET_ACT_RELU: return gpunet_relu_bwd(dy, z, T(0), T(0));
-        case GPUNET_ACT_LEAKY_RELU: return gpunet_leaky_relu_bwd(dy, z, T(0.01), T(0));
-        case GPUNET_ACT_ELU: return gpunet_elu_bwd(dy, z, T(1), T(0));
-        case GPUNET_ACT_TANH: return gpunet_tanh_bwd(dy, z, T(0), T(0));
-        case GPUNET_ACT_SIGMOID: return gpunet_sigmoid_bwd(dy, z, T(0), T(0));
-        case GPUNET_ACT_GELU: return gpunet_gelu_bwd(dy, z, T(0), T(0));
-        case GPUNET_ACT_SILU: return gpunet_silu_bwd(dy, z, T(0), T(0));
+        case GPUNET_ACT_RELU: return gpunet_relu_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_LEAKY_RELU: return gpunet_leaky_relu_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_ELU: return gpunet_elu_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_TANH: return gpunet_tanh_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_SIGMOID: return gpunet_sigmoid_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_GELU: return gpunet_gelu_bwd(dy, z, a, T(0));
+        case GPUNET_ACT_SILU: return gpunet_silu_bwd(dy, z, a, T(0));
         default: return dy;
     }
 }
@@ -211,9 +204,9 @@ __device__ void gpunet_bn_stats_rows(const T *x, long long N, long long C, long 
 // dz = dy * act'(z). Partials (2 doubles per block); the last block writes dbeta, dgamma.
 template <typename T>
 __device__ __forceinline__ void gpunet_bn_dz(T xv, T dyv, T mean, T invstd, T g, T bta, int act,
-                                             T &xhat, T &dz) {
+                                             T act_a, T &xhat, T &dz) {
     xhat = (xv - mean) * invstd;
-    dz = act == GPUNET_ACT_NONE ? dyv : gpunet_act_bwd(act, dyv, xhat * g + bta);
+    dz = act == GPUNET_ACT_NONE ? dyv : gpunet_act_bwd(act, dyv, xhat * g + bta, act_a);
 }
 
 template <typename T>
@@ -231,7 +224,7 @@ __device__ void gpunet_bn_bwd_finalize(long long c, int nparts, const double *pa
 template <typename T>
 __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *mean, const T *invstd,
                                              const T *gamma, const T *beta, int affine, int act,
-                                             long long N, long long C, long long S, long long chunk,
+                                             double act_a, long long N, long long C, long long S, long long chunk,
                                              double *part, unsigned int *counters, T *dgamma, T *dbeta) {
     __shared__ double sh[2][GPUNET_BN_THREADS];
     long long c = blockIdx.x;
@@ -244,7 +237,7 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
     for (long long k = begin + threadIdx.x; k < end; k += blockDim.x) {
         long long n = k / S, s = k - n * S, idx = (n * C + c) * S + s;
         T xhat, dz;
-        gpunet_bn_dz(x[idx], dy[idx], m, is, g, bt, act, xhat, dz);
+        gpunet_bn_dz(x[idx], dy[idx], m, is, g, bt, act, T(act_a), xhat, dz);
         s0 += double(dz);
         s1 += double(dz) * double(xhat);
     }
@@ -267,7 +260,8 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
 
 template <typename T>
 __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean, const T *invstd,
-                                          const T *gamma, const T *beta, int affine, int act, long long N,
+                                          const T *gamma, const T *beta, int affine, int act, double act_a,
+                                          long long N,
                                           long long C, long long chunk, double *part, unsigned int *counters,
                                           T *dgamma, T *dbeta) {
     __shared__ double sh[2][GPUNET_BN_ROWS_Y][GPUNET_BN_ROWS_X];
@@ -281,7 +275,7 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
         T m = mean[c], is = invstd[c], g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0);
         for (long long r = begin + ty; r < end; r += GPUNET_BN_ROWS_Y) {
             T xhat, dz;
-            gpunet_bn_dz(x[r * C + c], dy[r * C + c], m, is, g, bt, act, xhat, dz);
+            gpunet_bn_dz(x[r * C + c], dy[r * C + c], m, is, g, bt, act, T(act_a), xhat, dz);
             s0 += double(dz);
             s1 += double(dz) * double(xhat);
         }
@@ -298,83 +292,51 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
 }
 
 // ------------------------------------------------------------------ elementwise passes
-// One 16-byte vector per thread (float4 / double2); the last thread does the scalar tail. The
-// channel of element j is (j / S) % C, computed once per vector and stepped lane by lane.
-template <typename T> struct GpunetVec;
-template <> struct GpunetVec<float> { typedef float4 type; enum { lanes = 4 }; };
-template <> struct GpunetVec<double> { typedef double2 type; enum { lanes = 2 }; };
+// gpunet_vector_pass (vector.cuh) with a cursor that tracks the element's channel: the channel of
+// element j is (j / S) % C, computed once per vector and stepped lane by lane.
+struct GpunetChannel { long long c, s; };
 
-template <typename T> union GpunetLanes {
-    typename GpunetVec<T>::type vec;
-    T s[GpunetVec<T>::lanes];
-};
-
-__device__ __forceinline__ void gpunet_channel_of(long long j, long long C, long long S, long long &c,
-                                                  long long &s) {
-    long long q = j / S;
-    s = j - q * S;
-    c = q % C;
-}
-__device__ __forceinline__ void gpunet_next_channel(long long C, long long S, long long &c, long long &s) {
-    if (++s == S) { s = 0; if (++c == C) c = 0; }
-}
-
-// The one elementwise pass over (x[, dy]) -> out: each thread maps one vector of lanes through
-// op(x, dy, c); the last thread maps the scalar tail. HAS_DY = false reads no dy.
-template <typename T, bool HAS_DY, typename Op>
-__device__ __forceinline__ void gpunet_channel_pass(const T *x, const T *dy, T *out, long long n, long long C,
-                                                    long long S, const Op &op) {
-    const int L = GpunetVec<T>::lanes;
-    typedef typename GpunetVec<T>::type V;
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long n_vec = n / L;
-    long long j0, j1;
-    if (i < n_vec) { j0 = i * L; j1 = j0 + L; }
-    else if (i == n_vec) { j0 = n_vec * L; j1 = n; }
-    else return;
-    long long c, s;
-    gpunet_channel_of(j0, C, S, c, s);
-    if (j1 - j0 == L) {
-        GpunetLanes<T> ux, ud;
-        ux.vec = reinterpret_cast<const V *>(x)[i];
-        if (HAS_DY) ud.vec = reinterpret_cast<const V *>(dy)[i];
-        for (int k = 0; k < L; ++k) {
-            ux.s[k] = op(ux.s[k], HAS_DY ? ud.s[k] : T(0), c);
-            gpunet_next_channel(C, S, c, s);
-        }
-        reinterpret_cast<V *>(out)[i] = ux.vec;
-    } else {
-        for (long long j = j0; j < j1; ++j) {
-            out[j] = op(x[j], HAS_DY ? dy[j] : T(0), c);
-            gpunet_next_channel(C, S, c, s);
-        }
+template <typename T> struct GpunetChannelOp {
+    long long C, S;
+    typedef GpunetChannel Cursor;
+    __device__ __forceinline__ Cursor cursor(long long j) const {
+        long long q = j / S;
+        Cursor k = {q % C, j - q * S};
+        return k;
     }
-}
+    __device__ __forceinline__ void advance(Cursor &k) const {
+        if (++k.s == S) { k.s = 0; if (++k.c == C) k.c = 0; }
+    }
+};
 
 // y = act((x - mean[c]) * scale[c] + shift[c]), scale = gamma * invstd, shift = beta. Inference
 // passes the running statistics: mean = running_mean, var_or_invstd = running_var, is_var = 1.
-template <typename T> struct GpunetBnApply {
+template <typename T> struct GpunetBnApply : GpunetChannelOp<T> {
     const T *mean, *var_or_invstd, *gamma, *beta;
     int is_var, affine, act;
     double eps;
-    __device__ __forceinline__ T operator()(T xv, T, long long c) const {
+    T act_a;
+    __device__ __forceinline__ T operator()(T xv, T, GpunetChannel &k) const {
+        long long c = k.c;
         T is = is_var ? T(1.0 / sqrt(double(var_or_invstd[c]) + eps)) : var_or_invstd[c];
         T scale = affine ? gamma[c] * is : is;
         T shift = affine ? beta[c] : T(0);
-        return gpunet_act_fwd(act, (xv - mean[c]) * scale + shift);
+        return gpunet_act_fwd(act, (xv - mean[c]) * scale + shift, act_a);
     }
 };
 
 // dx. batch_stats = 1: dx = gamma * invstd * (dz - dbeta / M - xhat * dgamma / M);
 //     batch_stats = 0: dx = gamma * invstd * dz (statistics were constants).
-template <typename T> struct GpunetBnDx {
+template <typename T> struct GpunetBnDx : GpunetChannelOp<T> {
     const T *mean, *invstd, *gamma, *beta, *dgamma, *dbeta;
     int affine, act, batch_stats;
     double inv_m;
-    __device__ __forceinline__ T operator()(T xv, T dyv, long long c) const {
+    T act_a;
+    __device__ __forceinline__ T operator()(T xv, T dyv, GpunetChannel &k) const {
+        long long c = k.c;
         T g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0), is = invstd[c];
         T xhat, dz;
-        gpunet_bn_dz(xv, dyv, mean[c], is, g, bt, act, xhat, dz);
+        gpunet_bn_dz(xv, dyv, mean[c], is, g, bt, act, act_a, xhat, dz);
         if (batch_stats) dz = dz - T(double(dbeta[c]) * inv_m) - xhat * T(double(dgamma[c]) * inv_m);
         return g * is * dz;
     }
@@ -382,19 +344,24 @@ template <typename T> struct GpunetBnDx {
 
 template <typename T>
 __device__ void gpunet_bn_apply(const T *x, T *y, const T *mean, const T *var_or_invstd, int is_var,
-                                const T *gamma, const T *beta, int affine, int act, double eps,
-                                long long n, long long C, long long S) {
-    GpunetBnApply<T> op = {mean, var_or_invstd, gamma, beta, is_var, affine, act, eps};
-    gpunet_channel_pass<T, false>(x, x, y, n, C, S, op);
+                                const T *gamma, const T *beta, int affine, int act, double act_a,
+                                double eps, long long n, long long C, long long S) {
+    GpunetBnApply<T> op;
+    op.C = C; op.S = S; op.mean = mean; op.var_or_invstd = var_or_invstd; op.gamma = gamma;
+    op.beta = beta; op.is_var = is_var; op.affine = affine; op.act = act; op.eps = eps; op.act_a = T(act_a);
+    gpunet_vector_pass<T, false>(x, x, y, n, op);
 }
 
 template <typename T>
 __device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *mean, const T *invstd,
-                             const T *gamma, const T *beta, int affine, int act, const T *dgamma,
-                             const T *dbeta, int batch_stats, double inv_m, long long n, long long C,
-                             long long S) {
-    GpunetBnDx<T> op = {mean, invstd, gamma, beta, dgamma, dbeta, affine, act, batch_stats, inv_m};
-    gpunet_channel_pass<T, true>(x, dy, dx, n, C, S, op);
+                             const T *gamma, const T *beta, int affine, int act, double act_a,
+                             const T *dgamma, const T *dbeta, int batch_stats, double inv_m, long long n,
+                             long long C, long long S) {
+    GpunetBnDx<T> op;
+    op.C = C; op.S = S; op.mean = mean; op.invstd = invstd; op.gamma = gamma; op.beta = beta;
+    op.dgamma = dgamma; op.dbeta = dbeta; op.affine = affine; op.act = act; op.batch_stats = batch_stats;
+    op.inv_m = inv_m; op.act_a = T(act_a);
+    gpunet_vector_pass<T, true>(x, dy, dx, n, op);
 }
 
 // ------------------------------------------------------------------ extern "C" entry points
@@ -412,26 +379,30 @@ extern "C" __global__ void bn_stats_rows_##T(const T *x, long long N, long long 
                          update_running);                                                              \
 }                                                                                                      \
 extern "C" __global__ void bn_apply_##T(const T *x, T *y, const T *mean, const T *var_or_invstd,        \
-        int is_var, const T *gamma, const T *beta, int affine, int act, double eps, long long n,        \
-        long long C, long long S) {                                                                    \
-    gpunet_bn_apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, act, eps, n, C, S);         \
+        int is_var, const T *gamma, const T *beta, int affine, int act, double act_a, double eps,       \
+        long long n, long long C, long long S) {                                                       \
+    gpunet_bn_apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, act, act_a, eps, n, C, S);  \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_reduce_spatial_##T(const T *dy, const T *x, const T *mean,            \
-        const T *invstd, const T *gamma, const T *beta, int affine, int act, long long N, long long C,  \
-        long long S, long long chunk, double *part, unsigned int *counters, T *dgamma, T *dbeta) {      \
-    gpunet_bn_bwd_reduce_spatial(dy, x, mean, invstd, gamma, beta, affine, act, N, C, S, chunk, part,   \
+        const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a, long long N, \
+        long long C, long long S, long long chunk, double *part, unsigned int *counters, T *dgamma,     \
+        T *dbeta) {                                                                                    \
+    gpunet_bn_bwd_reduce_spatial(dy, x, mean, invstd, gamma, beta, affine, act, act_a, N, C, S, chunk,  \
+                                 part,                                                                 \
                                  counters, dgamma, dbeta);                                             \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_reduce_rows_##T(const T *dy, const T *x, const T *mean,               \
-        const T *invstd, const T *gamma, const T *beta, int affine, int act, long long N, long long C,  \
-        long long chunk, double *part, unsigned int *counters, T *dgamma, T *dbeta) {                  \
-    gpunet_bn_bwd_reduce_rows(dy, x, mean, invstd, gamma, beta, affine, act, N, C, chunk, part,         \
+        const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a, long long N, \
+        long long C, long long chunk, double *part, unsigned int *counters, T *dgamma, T *dbeta) {      \
+    gpunet_bn_bwd_reduce_rows(dy, x, mean, invstd, gamma, beta, affine, act, act_a, N, C, chunk, part,  \
                               counters, dgamma, dbeta);                                                \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_dx_##T(const T *dy, const T *x, T *dx, const T *mean,                 \
-        const T *invstd, const T *gamma, const T *beta, int affine, int act, const T *dgamma,           \
-        const T *dbeta, int batch_stats, double inv_m, long long n, long long C, long long S) {         \
-    gpunet_bn_dx(dy, x, dx, mean, invstd, gamma, beta, affine, act, dgamma, dbeta, batch_stats, inv_m,  \
+        const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a,              \
+        const T *dgamma, const T *dbeta, int batch_stats, double inv_m, long long n, long long C,       \
+        long long S) {                                                                                 \
+    gpunet_bn_dx(dy, x, dx, mean, invstd, gamma, beta, affine, act, act_a, dgamma, dbeta, batch_stats,  \
+                 inv_m,                                                                                \
                  n, C, S);                                                                             \
 }
 

@@ -40,8 +40,20 @@ def _compiled(fn):
     return numba.njit(cache=True)(fn), numba.njit(parallel=True)(fn)
 
 
+_threads = {"mode": "auto"}
+
+
+def set_threads(mode: str) -> None:
+    """``"auto"`` (parallel from PARALLEL_MIN values), ``"serial"`` or ``"parallel"``; set through
+    gpunet.dispatch.set_cpu_kernels ("numba", "numba-serial", "numba-parallel")."""
+    if mode not in ("auto", "serial", "parallel"):
+        raise ValueError(f"mode must be 'auto', 'serial' or 'parallel', got {mode!r}")
+    _threads["mode"] = mode
+
+
 def _pick(kernels, x3):
-    return kernels[x3.size >= PARALLEL_MIN]
+    mode = _threads["mode"]
+    return kernels[mode == "parallel" or (mode == "auto" and x3.size >= PARALLEL_MIN)]
 
 
 @numba.njit(cache=True)

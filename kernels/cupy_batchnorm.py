@@ -95,7 +95,7 @@ def stats(x3, running_mean, running_var, factor, eps):
     return mean, invstd
 
 
-def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, eps):
+def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, act_a, eps):
     """y = act((x - mean) * gamma * invstd + beta); invstd = 1/sqrt(var + eps) when is_var."""
     N, C, S = x3.shape
     y = cupy.empty_like(x3)
@@ -103,12 +103,12 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, eps):
         affine = gamma is not None
         _kernel("bn_apply", x3.dtype)(*_elementwise_grid(x3.size, x3.dtype), (
             x3, y, mean, var_or_invstd, cupy.int32(is_var), gamma if affine else mean,
-            beta if affine else mean, cupy.int32(affine), cupy.int32(act), cupy.float64(eps),
-            cupy.int64(x3.size), cupy.int64(C), cupy.int64(S)))
+            beta if affine else mean, cupy.int32(affine), cupy.int32(act), cupy.float64(act_a),
+            cupy.float64(eps), cupy.int64(x3.size), cupy.int64(C), cupy.int64(S)))
     return y
 
 
-def backward(dy3, x3, mean, invstd, gamma, beta, act, batch_stats):
+def backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
     """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel."""
     N, C, S = x3.shape
     dt = x3.dtype
@@ -119,17 +119,17 @@ def backward(dy3, x3, mean, invstd, gamma, beta, act, batch_stats):
     grid, block, nparts, chunk, groups = _reduce_launch(x3)
     part = cupy.empty(2 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
-    i64, i32 = cupy.int64, cupy.int32
+    i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64
     if S == 1:
         _kernel("bn_bwd_reduce_rows", dt)(grid, block, (
-            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), i64(N), i64(C), i64(chunk), part,
-            counters, dgamma, dbeta))
+            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), i64(N), i64(C), i64(chunk),
+            part, counters, dgamma, dbeta))
     else:
         _kernel("bn_bwd_reduce_spatial", dt)(grid, block, (
-            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), i64(N), i64(C), i64(S), i64(chunk),
-            part, counters, dgamma, dbeta))
+            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), i64(N), i64(C), i64(S),
+            i64(chunk), part, counters, dgamma, dbeta))
     if x3.size:
         _kernel("bn_bwd_dx", dt)(*_elementwise_grid(x3.size, dt), (
-            dy3, x3, dx, mean, invstd, g, b, i32(affine), i32(act), dgamma, dbeta, i32(batch_stats),
-            cupy.float64(1.0 / (N * S)), i64(x3.size), i64(C), i64(S)))
+            dy3, x3, dx, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), dgamma, dbeta,
+            i32(batch_stats), f64(1.0 / (N * S)), i64(x3.size), i64(C), i64(S)))
     return dx, dgamma, dbeta

@@ -14,9 +14,9 @@ ACTIVATION_KERNELS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "g
 def activation_ops(name):
     """(forward, backward) definitions for activation ``name``."""
     fwd = ("T x, float64 a, float64 b", "T y", f"y = gpunet_{name}_fwd(x, (T)a, (T)b)",
-           f"gpunet_ew_{name}_fwd", ("activations.cuh",))
+           f"gpunet_ew_{name}_fwd", ("generated.cuh", "activations.cuh"))
     bwd = ("T dy, T x, float64 a, float64 b", "T dx", f"dx = gpunet_{name}_bwd(dy, x, (T)a, (T)b)",
-           f"gpunet_ew_{name}_bwd", ("activations.cuh",))
+           f"gpunet_ew_{name}_bwd", ("generated.cuh", "activations.cuh"))
     return fwd, bwd
 
 

@@ -11,9 +11,11 @@ import math
 
 import numpy
 
+from . import ACTIVATION_CODES
 from . import numba_activations as act
 from .numba_support import cuda, launch
 
+# float64 device functions (module-level names: Numba resolves globals, not dict lookups)
 _D = act.DEVICE
 relu_fwd, relu_bwd = _D["relu_fwd"], _D["relu_bwd"]
 leaky_relu_fwd, leaky_relu_bwd = _D["leaky_relu_fwd"], _D["leaky_relu_bwd"]
@@ -22,6 +24,8 @@ tanh_fwd, tanh_bwd = _D["tanh_fwd"], _D["tanh_bwd"]
 sigmoid_fwd, sigmoid_bwd = _D["sigmoid_fwd"], _D["sigmoid_bwd"]
 gelu_fwd, gelu_bwd = _D["gelu_fwd"], _D["gelu_bwd"]
 silu_fwd, silu_bwd = _D["silu_fwd"], _D["silu_bwd"]
+RELU, LEAKY_RELU, ELU, TANH, SIGMOID, GELU, SILU = (
+    ACTIVATION_CODES[name] for name in ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"))
 
 THREADS = 64
 MIN_PER_BLOCK = 1024
@@ -29,40 +33,42 @@ TARGET_BLOCKS = 512
 
 
 @cuda.jit(device=True)
-def _act_fwd(code, z):
-    if code == 1:
-        return relu_fwd(z, 0.0, 0.0)
-    if code == 2:
-        return leaky_relu_fwd(z, 0.01, 0.0)
-    if code == 3:
-        return elu_fwd(z, 1.0, 0.0)
-    if code == 4:
-        return tanh_fwd(z, 0.0, 0.0)
-    if code == 5:
-        return sigmoid_fwd(z, 0.0, 0.0)
-    if code == 6:
-        return gelu_fwd(z, 0.0, 0.0)
-    if code == 7:
-        return silu_fwd(z, 0.0, 0.0)
+def _act_fwd(code, z, a):
+    """The fused activation of code ``code`` (kernels/__init__.py's ACTIVATION_CODES) with its
+    parameter ``a`` (leaky_relu's slope, elu's alpha)."""
+    if code == RELU:
+        return relu_fwd(z, a, 0.0)
+    if code == LEAKY_RELU:
+        return leaky_relu_fwd(z, a, 0.0)
+    if code == ELU:
+        return elu_fwd(z, a, 0.0)
+    if code == TANH:
+        return tanh_fwd(z, a, 0.0)
+    if code == SIGMOID:
+        return sigmoid_fwd(z, a, 0.0)
+    if code == GELU:
+        return gelu_fwd(z, a, 0.0)
+    if code == SILU:
+        return silu_fwd(z, a, 0.0)
     return z
 
 
 @cuda.jit(device=True)
-def _act_bwd(code, dy, z):
-    if code == 1:
-        return relu_bwd(dy, z, 0.0, 0.0)
-    if code == 2:
-        return leaky_relu_bwd(dy, z, 0.01, 0.0)
-    if code == 3:
-        return elu_bwd(dy, z, 1.0, 0.0)
-    if code == 4:
-        return tanh_bwd(dy, z, 0.0, 0.0)
-    if code == 5:
-        return sigmoid_bwd(dy, z, 0.0, 0.0)
-    if code == 6:
-        return gelu_bwd(dy, z, 0.0, 0.0)
-    if code == 7:
-        return silu_bwd(dy, z, 0.0, 0.0)
+def _act_bwd(code, dy, z, a):
+    if code == RELU:
+        return relu_bwd(dy, z, a, 0.0)
+    if code == LEAKY_RELU:
+        return leaky_relu_bwd(dy, z, a, 0.0)
+    if code == ELU:
+        return elu_bwd(dy, z, a, 0.0)
+    if code == TANH:
+        return tanh_bwd(dy, z, a, 0.0)
+    if code == SIGMOID:
+        return sigmoid_bwd(dy, z, a, 0.0)
+    if code == GELU:
+        return gelu_bwd(dy, z, a, 0.0)
+    if code == SILU:
+        return silu_bwd(dy, z, a, 0.0)
     return dy
 
 
@@ -112,7 +118,9 @@ def _stats_partial(x, chunk, part):
 
 
 @cuda.jit
-def _stats_finalize(part, mean_out, invstd_out, running_mean, running_var, factor, eps, update):
+def _stats_finalize(part, mean_out, invstd_out, stats64, eps):
+    """Per channel: merge the partials in order -> mean, invstd, and (mean, unbiased var) in
+    float64 for the running statistics (updated on the host side: path_numpy.update_running)."""
     c = cuda.grid(1)
     if c < part.shape[0]:
         n, mean, m2 = 0.0, 0.0, 0.0
@@ -121,14 +129,12 @@ def _stats_finalize(part, mean_out, invstd_out, running_mean, running_var, facto
         var = m2 / n
         mean_out[c] = mean
         invstd_out[c] = 1.0 / math.sqrt(var + eps)
-        if update:
-            unbiased = m2 / (n - 1.0) if n > 1.0 else var
-            running_mean[c] = (1.0 - factor) * running_mean[c] + factor * mean
-            running_var[c] = (1.0 - factor) * running_var[c] + factor * unbiased
+        stats64[c, 0] = mean
+        stats64[c, 1] = m2 / (n - 1.0) if n > 1.0 else var
 
 
 @cuda.jit
-def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, eps):
+def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, act_a, eps):
     j = cuda.grid(1)
     C, S = x.shape[1], x.shape[2]
     if j < x.size:
@@ -137,11 +143,11 @@ def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, eps):
         inv = 1.0 / math.sqrt(var_or_invstd[c] + eps) if is_var else var_or_invstd[c]
         scale = gamma[c] * inv if affine else inv
         shift = beta[c] if affine else 0.0
-        y[n, c, s] = _act_fwd(code, (x[n, c, s] - mean[c]) * scale + shift)
+        y[n, c, s] = _act_fwd(code, (x[n, c, s] - mean[c]) * scale + shift, act_a)
 
 
 @cuda.jit
-def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, chunk, part):
+def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, act_a, chunk, part):
     sh0 = cuda.shared.array(THREADS, numpy.float64)
     sh1 = cuda.shared.array(THREADS, numpy.float64)
     c, p, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
@@ -154,7 +160,7 @@ def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, chunk, part):
     while k < end:
         n, s = k // S, k % S
         xhat = (x[n, c, s] - mean[c]) * invstd[c]
-        dz = _act_bwd(code, dy[n, c, s], xhat * g + b)
+        dz = _act_bwd(code, dy[n, c, s], xhat * g + b, act_a)
         s0 += dz
         s1 += dz * xhat
         k += THREADS
@@ -184,7 +190,7 @@ def _bwd_finalize(part, dgamma, dbeta):
 
 
 @cuda.jit
-def _dx(dy, x, dx, mean, invstd, gamma, beta, affine, code, dgamma, dbeta, batch_stats, inv_m):
+def _dx(dy, x, dx, mean, invstd, gamma, beta, affine, code, act_a, dgamma, dbeta, batch_stats, inv_m):
     j = cuda.grid(1)
     C, S = x.shape[1], x.shape[2]
     if j < x.size:
@@ -193,7 +199,7 @@ def _dx(dy, x, dx, mean, invstd, gamma, beta, affine, code, dgamma, dbeta, batch
         g = gamma[c] if affine else 1.0
         b = beta[c] if affine else 0.0
         xhat = (x[n, c, s] - mean[c]) * invstd[c]
-        dz = _act_bwd(code, dy[n, c, s], xhat * g + b)
+        dz = _act_bwd(code, dy[n, c, s], xhat * g + b, act_a)
         if batch_stats:
             dz = dz - dbeta[c] * inv_m - xhat * dgamma[c] * inv_m
         dx[n, c, s] = g * invstd[c] * dz
@@ -224,31 +230,29 @@ def partial_grid(x3):
     return (x3.shape[1], nparts), chunk
 
 
-def stats(x3, running_mean, running_var, factor, eps):
+def stats(x3, eps):
+    """(mean, invstd) in x's dtype and (C, 2) float64 (mean, unbiased var) per channel."""
     xp = _xp(x3)
     C = x3.shape[1]
     grid, chunk = partial_grid(x3)
     part = xp.empty(grid + (3,), xp.float64)
-    mean, invstd = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype)
-    update = running_mean is not None
+    mean, invstd, stats64 = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty((C, 2), xp.float64)
     launch(_stats_partial, grid, THREADS, x3, chunk, part)
-    launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd,
-           running_mean if update else mean, running_var if update else mean,
-           float(factor), float(eps), update)
-    return mean, invstd
+    launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd, stats64, float(eps))
+    return mean, invstd, stats64
 
 
-def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, eps):
+def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, act_a, eps):
     xp = _xp(x3)
     y = xp.empty_like(x3)
     if x3.size:
         affine = gamma is not None
         launch(_apply, _blocks(x3.size), THREADS, x3, y, mean, var_or_invstd, bool(is_var),
-               gamma if affine else mean, beta if affine else mean, affine, act_code, float(eps))
+               gamma if affine else mean, beta if affine else mean, affine, act_code, float(act_a), float(eps))
     return y
 
 
-def backward(dy3, x3, mean, invstd, gamma, beta, act_code, batch_stats):
+def backward(dy3, x3, mean, invstd, gamma, beta, act_code, act_a, batch_stats):
     xp = _xp(x3)
     N, C, S = x3.shape
     grid, chunk = partial_grid(x3)
@@ -256,9 +260,9 @@ def backward(dy3, x3, mean, invstd, gamma, beta, act_code, batch_stats):
     dgamma, dbeta, dx = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty_like(x3)
     affine = gamma is not None
     g, b = (gamma, beta) if affine else (mean, mean)
-    launch(_bwd_partial, grid, THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, chunk, part)
+    launch(_bwd_partial, grid, THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, float(act_a), chunk, part)
     launch(_bwd_finalize, _blocks(C), THREADS, part, dgamma, dbeta)
     if x3.size:
-        launch(_dx, _blocks(x3.size), THREADS, dy3, x3, dx, mean, invstd, g, b, affine, act_code,
+        launch(_dx, _blocks(x3.size), THREADS, dy3, x3, dx, mean, invstd, g, b, affine, act_code, float(act_a),
                dgamma, dbeta, bool(batch_stats), 1.0 / (N * S))
     return dx, dgamma, dbeta

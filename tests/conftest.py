@@ -65,6 +65,7 @@ def _numpy_backend_by_default():
     import gpunet
     gpunet.set_backend("numpy")
     gpunet.set_kernels("auto")
+    gpunet.set_cpu_kernels("auto")
     gpunet.seed(0)
     yield
 

@@ -18,8 +18,6 @@ import numpy
 import pytest
 
 import gpunet
-from gpunet.functional import activations
-from gpunet.kernels.elementwise_ops import ACTIVATION_KERNELS as ALL_KERNELS
 
 PATHS = [
     pytest.param("numpy", id="numpy"),
@@ -30,6 +28,10 @@ PATHS = [
     pytest.param("emulated-cupy", id="emulated-cupy"),
     pytest.param("emulated-cupy-strided", id="emulated-cupy-strided"),
 ]
+
+#: the CPU kernel path each host path runs (gpunet.set_cpu_kernels): "numpy" whatever the size,
+#: "cpu-kernels" every function through the Numba CPU kernels whatever its size
+CPU_CHOICE = {"numpy": "numpy", "cpu-kernels": "numba"}
 
 #: per-dtype tolerances (rtol, atol) between a path and a float64 reference
 TOL = {numpy.float32: (2e-5, 1e-6), numpy.float64: (1e-12, 1e-13), "default": (1e-5, 1e-6)}
@@ -68,20 +70,12 @@ def run(path, fn, *arrays, **kwargs):
             return run(path[len("emulated-"):], fn, *arrays, **kwargs)
     kernels = "numba" if path == "numba" else "cupy"
     if path == "numba":
-        from gpunet.kernel_path import numba_cuda_problem
+        from gpunet.dispatch import numba_cuda_problem
         problem = numba_cuda_problem()
         if problem is not None:     # else every "numba" test would quietly run the CuPy kernels
             pytest.fail(f"the Numba CUDA path is unusable here ({problem})", pytrace=False)
-    saved = activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS
-    if path == "cpu-kernels":    # every function through the Numba CPU kernels, whatever its size
-        activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS = 0, frozenset(ALL_KERNELS)
-    else:
-        activations.CPU_KERNEL_MIN = 1 << 62
-    try:
-        with gpunet.use_kernels(kernels):
-            out = fn(*to_path(path, *arrays), **kwargs)
-    finally:
-        activations.CPU_KERNEL_MIN, activations.CPU_KERNEL_FUNCTIONS = saved
+    with gpunet.use_kernels(kernels), gpunet.use_cpu_kernels(CPU_CHOICE.get(path, "numpy")):
+        out = fn(*to_path(path, *arrays), **kwargs)
     if isinstance(out, tuple):
         return tuple(None if o is None else gpunet.to_numpy(o) for o in out)
     return gpunet.to_numpy(out)

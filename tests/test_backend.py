@@ -87,13 +87,13 @@ def test_use_kernels_restores_previous_choice():
 
 
 def test_numba_unusable_falls_back_with_one_warning(monkeypatch):
-    from gpunet import kernel_path
+    from gpunet import dispatch as kernel_path
     monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "no CUDA target"})
     monkeypatch.setitem(kernel_path._state, "warned", False)
     gpunet.set_kernels("numba")
     with pytest.warns(gpunet.KernelFallbackWarning, match=r"Numba CUDA kernels are unusable here \(no CUDA target\)"):
-        assert kernel_path.resolve_path(10) == "cupy"
-    assert kernel_path.resolve_path(10) == "cupy"   # once: no second warning (warnings are errors)
+        assert kernel_path.gpu_path(10) == "cupy"
+    assert kernel_path.gpu_path(10) == "cupy"   # once: no second warning (warnings are errors)
 
 
 @pytest.mark.gpu
@@ -109,7 +109,7 @@ def test_cupy_round_trip_and_same_seed_same_values():
 
 @pytest.mark.gpu
 def test_numba_path_really_runs_numba_on_gpu():
-    from gpunet.kernel_path import numba_cuda_problem
+    from gpunet.dispatch import numba_cuda_problem
     assert numba_cuda_problem() is None
 
 
@@ -123,7 +123,7 @@ def test_module_to_cupy_without_gpu_is_a_clear_error():
 
 
 def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
-    from gpunet import kernel_path
+    from gpunet import dispatch as kernel_path
     from gpunet.bench.activations import auto_table
     monkeypatch.setenv("GPUNET_KERNEL_TABLE", str(tmp_path / "table.json"))
     monkeypatch.setattr(kernel_path, "_current_device", lambda: "Test GPU")
@@ -136,15 +136,15 @@ def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
     assert rows == [((1 << 20) - 1, "cupy"), (2 ** 62, "numba")]
     kernel_path.save_table(rows)
     gpunet.set_kernels("auto")
-    assert kernel_path.resolve_path(1000) == "cupy"
-    assert kernel_path.resolve_path(1 << 21) == "numba"
+    assert kernel_path.gpu_path(1000) == "cupy"
+    assert kernel_path.gpu_path(1 << 21) == "numba"
     gpunet.set_kernels("cupy")                       # an explicit choice wins over the table
-    assert kernel_path.resolve_path(1 << 21) == "cupy"
+    assert kernel_path.gpu_path(1 << 21) == "cupy"
     # a table measured on another card is ignored
     kernel_path.save_table(rows, device="Other GPU")
     gpunet.set_kernels("auto")
-    assert kernel_path.resolve_path(1 << 21) == "cupy"
+    assert kernel_path.gpu_path(1 << 21) == "cupy"
     # and numba unusable: auto stays on CuPy without a warning
     kernel_path.save_table(rows)
     monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "broken"})
-    assert kernel_path.resolve_path(1 << 21) == "cupy"
+    assert kernel_path.gpu_path(1 << 21) == "cupy"

@@ -3,8 +3,10 @@ statistics vs a hand-computed sequence, numerics, bad input, parity across kerne
 import numpy
 import pytest
 
+import gpunet
 from gpunet import functional as F
 
+import parity
 from parity import PATHS as ALL_PATHS, assert_allclose, run
 
 # BatchNorm's CPU implementations are switched by the cpu_implementation fixture below
@@ -17,10 +19,10 @@ SHAPES = [(6, 5), (4, 3, 7), (3, 2, 4, 5)]
 def cpu_implementation(request, monkeypatch):
     """NumPy inputs run the Numba CPU kernels (serial below a size, parallel above) or the
     vectorized NumPy reference: test all three on every case."""
-    from gpunet.kernels import cpu_batchnorm
-    monkeypatch.setattr(F.batchnorm, "CPU_KERNELS", request.param != "numpy-reference")
-    monkeypatch.setattr(cpu_batchnorm, "PARALLEL_MIN", 0 if request.param == "cpu-parallel" else 1 << 62)
-    return request.param
+    choice = {"cpu-serial": "numba-serial", "cpu-parallel": "numba-parallel", "numpy-reference": "numpy"}
+    monkeypatch.setitem(parity.CPU_CHOICE, "numpy", choice[request.param])
+    with gpunet.use_cpu_kernels(choice[request.param]):
+        yield request.param
 ACTS = [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 REF_ACT = {  # independent float64 definitions
     None: lambda z: z, "relu": lambda z: numpy.maximum(z, 0), "leaky_relu": lambda z: numpy.where(z > 0, z, 0.01 * z),
@@ -260,3 +262,29 @@ def test_gpu_large_shapes_many_blocks(shape):
         for a, b in zip(got, want):
             numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("act,arg", [("leaky_relu", 0.2), ("elu", 0.5)])
+def test_fused_activation_takes_its_parameter(act, arg, path):
+    """The fused kernels take leaky_relu's slope and elu's alpha as arguments (no hard-coded 0.01
+    and 1): the result equals BatchNorm followed by the separate activation with that parameter."""
+    x, gamma, beta = _data((12, 3, 4), numpy.float64, seed=11)
+    dy = numpy.random.default_rng(12).normal(size=x.shape)
+    ref_act = {"leaky_relu": lambda z: numpy.where(z > 0, z, arg * z),
+               "elu": lambda z: numpy.where(z > 0, z, arg * numpy.expm1(numpy.minimum(z, 0)))}[act]
+    ref_dact = {"leaky_relu": lambda z: numpy.where(z > 0, 1.0, arg),
+                "elu": lambda z: numpy.where(z > 0, 1.0, arg * numpy.exp(numpy.minimum(z, 0)))}[act]
+
+    def fused(x, g, b, dy):
+        y, cache = F.batch_norm_forward(x, g, b, None, None, activation=act, activation_arg=arg)
+        return (y,) + F.batch_norm_backward(dy, cache)
+    y, dx, dg, db = run(path, fused, x, gamma, beta, dy)
+    z = naive_bn(x, gamma, beta)
+    numpy.testing.assert_allclose(y, ref_act(z), rtol=1e-10, atol=1e-12)
+    _, cache = F.batch_norm_forward(x, gamma, beta, None, None)
+    want = F.batch_norm_backward(dy * ref_dact(z), cache)       # chain rule through the plain BN
+    for got, w in zip((dx, dg, db), want):
+        numpy.testing.assert_allclose(got, w, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="activation 'relu' takes none"):
+        F.batch_norm_forward(x, gamma, beta, None, None, activation="relu", activation_arg=0.3)

@@ -3,6 +3,7 @@ switching implementations here: each example runs all three itself)."""
 import numpy
 from hypothesis import given, settings, strategies as st
 
+import gpunet
 from gpunet import functional as F
 
 
@@ -19,7 +20,6 @@ _bn_shapes = st.one_of(
 def test_cpu_kernels_match_reference_on_any_shape(shape, act, flip, dtype, seed):
     """Hypothesis: the Numba CPU kernels (serial and parallel) against the NumPy reference, on any
     layout and size, non-contiguous input included."""
-    from gpunet.kernels import cpu_batchnorm
     rng = numpy.random.default_rng(seed)
     x = (rng.normal(size=shape) * rng.uniform(0.1, 10) + rng.normal() * 5).astype(dtype)
     if flip:
@@ -28,15 +28,11 @@ def test_cpu_kernels_match_reference_on_any_shape(shape, act, flip, dtype, seed)
     C = shape[1]
     g, b = rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(size=C).astype(dtype)
     results = {}
-    old = F.batchnorm.CPU_KERNELS, cpu_batchnorm.PARALLEL_MIN
-    try:
-        for impl, (kernels, pmin) in {"ref": (False, 0), "serial": (True, 1 << 62), "parallel": (True, 0)}.items():
-            F.batchnorm.CPU_KERNELS, cpu_batchnorm.PARALLEL_MIN = kernels, pmin
+    for impl, choice in {"ref": "numpy", "serial": "numba-serial", "parallel": "numba-parallel"}.items():
+        with gpunet.use_cpu_kernels(choice):
             rm, rv = numpy.zeros(C, dtype), numpy.ones(C, dtype)
             y, cache = F.batch_norm_forward(x, g, b, rm, rv, activation=act)
             results[impl] = (y, rm, rv) + F.batch_norm_backward(dy, cache)
-    finally:
-        F.batchnorm.CPU_KERNELS, cpu_batchnorm.PARALLEL_MIN = old
     tol = 2e-4 if dtype == numpy.float32 else 1e-9
     for impl in ("serial", "parallel"):
         for got, want in zip(results[impl], results["ref"]):

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("kernels", ["cupy", "numba"])
 def test_mlp_forward_backward_step_match_numpy(kernels):
-    from gpunet.kernel_path import numba_cuda_problem
+    from gpunet.dispatch import numba_cuda_problem
     if kernels == "numba":      # a fallback would run the CuPy kernels and pass unseen
         assert numba_cuda_problem() is None, numba_cuda_problem()
     rng = numpy.random.default_rng(0)
@@ -56,7 +56,7 @@ def test_dropout_and_seed_reproducible_on_gpu():
 def test_data_too_large_for_the_device_moves_batch_by_batch(monkeypatch):
     from gpunet import train
     from gpunet.datasets import make_spiral
-    monkeypatch.setattr(train, "DEVICE_DATA_FRACTION", 0.0)     # nothing "fits": stays on the host
+    monkeypatch.setattr(gpunet.backend, "DEVICE_DATA_FRACTION", 0.0)   # nothing "fits": stays on the host
     gpunet.set_backend("cupy")
     gpunet.seed(0)
     X, y = make_spiral(100, 3, seed=0)

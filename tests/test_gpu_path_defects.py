@@ -106,7 +106,7 @@ def test_numba_launch_uses_cupys_current_device(monkeypatch):
 def test_a_numba_test_fails_instead_of_running_cupy(monkeypatch):
     """Defect 6: once the Numba path had fallen back, every later "numba" test ran the CuPy
     kernels and passed. The parity harness now fails such a test."""
-    from gpunet import kernel_path
+    from gpunet import dispatch as kernel_path
 
     import parity
     monkeypatch.setitem(kernel_path._numba_probe, "problem", "numba-cuda is broken (planted)")

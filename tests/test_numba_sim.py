@@ -74,7 +74,8 @@ def test_numba_prelu_and_maxout(dtype):
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
     from gpunet.kernels import numba_batchnorm as nb
-    from gpunet.functional.batchnorm import ACTIVATION_CODES
+    from gpunet.kernels import ACTIVATION_CODES
+    from gpunet.kernels.path_numpy import update_running
     monkeypatch.setattr(nb, "MIN_PER_BLOCK", 8)    # several partial blocks per channel: Chan merges
     monkeypatch.setattr(nb, "THREADS", 16)         # the simulator pays per thread; a power of 2 still
     name = {v: k for k, v in ACTIVATION_CODES.items()}[act]
@@ -89,14 +90,15 @@ def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
     y_ref, cache = F.batch_norm_forward(x, gamma, beta, ref_rm, ref_rv, activation=name)
     dx_ref, dg_ref, db_ref = F.batch_norm_backward(dy, cache)
 
-    mean, invstd = nb.stats(x3, rm, rv, 0.1, 1e-5)
-    y = nb.apply(x3, mean, invstd, 0, gamma, beta, act, 1e-5)
-    dx, dg, db = nb.backward(dy.reshape(x3.shape), x3, mean, invstd, gamma, beta, act, True)
+    mean, invstd, stats64 = nb.stats(x3, 1e-5)
+    update_running(rm, rv, stats64[:, 0], stats64[:, 1], 0.1)
+    y = nb.apply(x3, mean, invstd, 0, gamma, beta, act, 0.0, 1e-5)
+    dx, dg, db = nb.backward(dy.reshape(x3.shape), x3, mean, invstd, gamma, beta, act, 0.0, True)
     for got, want in ((y.reshape(shape), y_ref), (rm, ref_rm), (rv, ref_rv), (dx.reshape(shape), dx_ref),
                       (dg, dg_ref), (db, db_ref)):
         assert_allclose(got, want.astype(numpy.float64), dtype, scale=50)
 
     # inference: running statistics as constants
-    y_eval = nb.apply(x3, rm, rv, 1, gamma, beta, act, 1e-5)
+    y_eval = nb.apply(x3, rm, rv, 1, gamma, beta, act, 0.0, 1e-5)
     y_eval_ref, _ = F.batch_norm_forward(x, gamma, beta, rm.copy(), rv.copy(), training=False, activation=name)
     assert_allclose(y_eval.reshape(shape), y_eval_ref.astype(numpy.float64), dtype, scale=50)

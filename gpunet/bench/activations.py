@@ -12,7 +12,7 @@ import numpy
 
 import gpunet
 from gpunet import functional as F
-from gpunet import kernel_path
+from gpunet import dispatch
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
@@ -37,7 +37,7 @@ def _sizes(max_mib):
 def _paths(xp):
     if xp is numpy:   # the default CPU dispatch (Numba kernels where they win), and the pure reference
         return ["cpu", "numpy-ref"]
-    from gpunet.kernel_path import numba_cuda_problem
+    from gpunet.dispatch import numba_cuda_problem
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
@@ -59,7 +59,7 @@ def _torch_case(torch, name, kwargs, x_np, device):
 
 def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=False):
     """The table as text; with ``save_table`` (GPU), also writes ``auto``'s size -> path table
-    (gpunet.kernel_path) from the fwd+bwd times summed over the functions measured."""
+    (gpunet.dispatch) from the fwd+bwd times summed over the functions measured."""
     xp = gpunet.get_xp()
     dtype = numpy.dtype(dtype)
     names = functions or list(FUNCTIONS)
@@ -80,14 +80,10 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=Fals
             kwargs, public = FUNCTIONS[name]
             fwd, bwd = F.ACTIVATIONS[public]
             for path in _paths(xp):
-                saved = F.activations.CPU_KERNEL_MIN
-                F.activations.CPU_KERNEL_MIN = 1 << 62 if path == "numpy-ref" else saved
-                try:
-                    with gpunet.use_kernels("numba" if path == "numba" else "cupy"):
-                        tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
-                        tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
-                finally:
-                    F.activations.CPU_KERNEL_MIN = saved
+                with gpunet.use_kernels("numba" if path == "numba" else "cupy"), \
+                        gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"):
+                    tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
+                    tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
                 totals[(n, path)] = totals.get((n, path), 0.0) + tf + tb
                 gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
                 rows.append([_human(nbytes), name, path, f"{tf * 1e6:.1f}", f"{gf:.0f}",
@@ -106,7 +102,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=Fals
     text = fmt_table(headers, rows)
     if save_table and xp is not numpy:
         table = auto_table(totals)
-        where = kernel_path.save_table(table)
+        where = dispatch.save_table(table)
         text += f"\nauto kernel table ({len(table)} rows) written to {where}: {table}"
     return text
 

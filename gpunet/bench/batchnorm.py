@@ -23,7 +23,7 @@ SHAPES = [(4096, 4096), (256, 1024), (64, 256, 32, 32), (128, 64, 56, 56), (32, 
 def _paths(xp):
     if xp is numpy:
         return ["numba-cpu", "numpy-ref"]
-    from gpunet.kernel_path import numba_cuda_problem
+    from gpunet.dispatch import numba_cuda_problem
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
@@ -89,14 +89,11 @@ def run(dtype="float32", shapes=None, repeat=30):
             rows.append([label, impl, f"{tf * 1e3:.3f}", f"{100 * floor_f / tf:.0f}%", f"{tfb * 1e3:.3f}",
                          f"{100 * floor_fb / tfb:.0f}%", f"{tfr * 1e3:.3f}", f"{tfbr * 1e3:.3f}"])
         for path in _paths(xp):
-            F.batchnorm.CPU_KERNELS = path != "numpy-ref"
-            try:
-                with gpunet.use_kernels("numba" if path == "numba" else "cupy"):
-                    f, fb = _ours(xp, shape, dtype, None, path)
-                    fr, fbr = _ours(xp, shape, dtype, "relu", path)
-                    add(f"gpunet-{path}", *(time_call(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)))
-            finally:
-                F.batchnorm.CPU_KERNELS = True
+            with gpunet.use_kernels("numba" if path == "numba" else "cupy"), \
+                    gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"):
+                f, fb = _ours(xp, shape, dtype, None, path)
+                fr, fbr = _ours(xp, shape, dtype, "relu", path)
+                add(f"gpunet-{path}", *(time_call(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)))
         if torch is not None:
             for cudnn in ((True, False) if device == "cuda" else (False,)):
                 f, fb = _torch(torch, device, shape, dtype, False, cudnn)

@@ -13,7 +13,7 @@ from ..backend import get_array_module
 from .._checks import float_inputs
 
 
-def _pair(v, name):
+def pair(v, name):
     if isinstance(v, int):
         v = (v, v)
     if len(v) != 2 or any((not isinstance(a, int)) or a < 0 for a in v):
@@ -62,7 +62,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         raise ValueError(f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {x.shape}, w {w.shape}")
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"conv2d: b must have shape ({w.shape[0]},), got {b.shape}")
-    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    stride, padding = pair(stride, "stride"), pair(padding, "padding")
     if 0 in stride:
         raise ValueError("stride must be positive")
     kernel = w.shape[2:]

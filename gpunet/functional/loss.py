@@ -69,8 +69,3 @@ def multiclass_svm(scores, y, margin=1.0, check=True):
     dscores[rows, y] = -active.sum(axis=1)
     dscores /= N
     return loss, dscores
-
-
-def accuracy(scores, y):
-    """Fraction of rows whose arg-max score is the label (0-d array on the device)."""
-    return (scores.argmax(axis=1) == y).mean()

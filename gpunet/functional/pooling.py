@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from .._checks import float_inputs
-from .conv import _pair, im2col, col2im
+from .conv import pair, im2col, col2im
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
@@ -15,9 +15,9 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     xp = float_inputs(x=x)
     if x.ndim != 4:
         raise ValueError(f"max_pool2d: x must be (N, C, H, W), got shape {x.shape}")
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    padding = pair(padding, "padding")
     if 0 in kernel or 0 in stride:
         raise ValueError("kernel_size and stride must be positive")
     cols = im2col(x, kernel, stride, padding, pad_value=-xp.inf)   # (N, C, kh, kw, Ho, Wo)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy
 
 from .._checks import check_like, float_inputs
-from ..kernel_path import resolve_path
+from ..dispatch import kernels_for
 
 
 def _layout(x, weight):
@@ -32,46 +32,19 @@ def _layout(x, weight):
     return channels, inner
 
 
-def _ref_slopes(x, weight, channels):
-    if channels == 1:
-        return weight.reshape(())
-    return weight.reshape((1, channels) + (1,) * (x.ndim - 2))
-
-
 def prelu(x, weight):
     """y = x if x > 0 else weight[c] * x. See the module docstring for shapes."""
-    xp = float_inputs(x=x, weight=weight)
+    float_inputs(x=x, weight=weight)
     channels, inner = _layout(x, weight)
-    if xp is numpy:
-        return numpy.where(x > 0, x, _ref_slopes(x, weight, channels) * x).astype(x.dtype, copy=False)
-    x, w = xp.ascontiguousarray(x), xp.ascontiguousarray(weight.ravel())
-    if resolve_path(x.size) == "numba":
-        from gpunet.kernels import numba_activations as nk
-        y = xp.empty_like(x)
-        nk.prelu_forward(x.ravel(), w, y.ravel(), channels, inner)
-        return y
-    from gpunet.kernels import cupy_activations as ck
-    return ck.prelu_forward(x, w, channels, inner)
+    return kernels_for("prelu", x).prelu_forward(x, weight.ravel(), channels, inner)
 
 
 def prelu_backward(dy, x, weight):
     """Returns ``(dx, dweight)``; ``dweight`` has the shape of ``weight``."""
-    xp = float_inputs(dy=dy, x=x, weight=weight)
+    float_inputs(dy=dy, x=x, weight=weight)
     check_like(dy, "dy", x, "x")
     channels, inner = _layout(x, weight)
-    if xp is numpy:
-        slopes = _ref_slopes(x, weight, channels)
-        dx = numpy.where(x > 0, dy, numpy.where(x <= 0, slopes * dy, x)).astype(x.dtype, copy=False)
-        dw_elem = numpy.where(x > 0, 0, x * dy)
-    else:
-        dy, x, w = xp.ascontiguousarray(dy), xp.ascontiguousarray(x), xp.ascontiguousarray(weight.ravel())
-        if resolve_path(x.size) == "numba":
-            from gpunet.kernels import numba_activations as nk
-            dx, dw_elem = xp.empty_like(x), xp.empty_like(x)
-            nk.prelu_backward(dy.ravel(), x.ravel(), w, dx.ravel(), dw_elem.ravel(), channels, inner)
-        else:
-            from gpunet.kernels import cupy_activations as ck
-            dx, dw_elem = ck.prelu_backward(dy, x, w, channels, inner)
+    dx, dw_elem = kernels_for("prelu", dy, x).prelu_backward(dy, x, weight.ravel(), channels, inner)
     if channels == 1:
         dw = dw_elem.sum()
     else:

@@ -12,7 +12,7 @@ class _BatchNorm(Module):
     _ndims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 activation=None, dtype=numpy.float32):
+                 activation=None, activation_arg=None, dtype=numpy.float32):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, (int, numpy.integer)) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
@@ -20,6 +20,7 @@ class _BatchNorm(Module):
             raise ValueError(f"activation must be one of {list(F.batchnorm.ACTIVATION_CODES)}, got {activation!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.activation = affine, track_running_stats, activation
+        self.activation_arg = activation_arg    # leaky_relu's slope / elu's alpha (None: the default)
         self.weight = Parameter(initializers.constant(num_features, 1.0, dtype=dtype)) if affine else None
         self.bias = Parameter(initializers.zeros(num_features, dtype=dtype)) if affine else None
         if track_running_stats:
@@ -40,7 +41,7 @@ class _BatchNorm(Module):
             x, self.weight.data if self.affine else None, self.bias.data if self.affine else None,
             self.running_mean if track else None, self.running_var if track else None,
             training=self.training, momentum=self.momentum, eps=self.eps, activation=self.activation,
-            num_batches_tracked=seen)
+            activation_arg=self.activation_arg, num_batches_tracked=seen)
         if self.training and track:
             self.num_batches_tracked = numpy.asarray(seen + 1, dtype=numpy.int64)
         return y
@@ -54,6 +55,8 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         act = f", activation={self.activation!r}" if self.activation else ""
+        if self.activation_arg is not None:
+            act += f", activation_arg={self.activation_arg!r}"
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{act}"
 
 

@@ -82,8 +82,8 @@ class Conv2d(_WeightBias):
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
         _check_positive_int(out_channels, "out_channels")
-        kh, kw = F.conv._pair(kernel_size, "kernel_size")
-        self.stride, self.padding = F.conv._pair(stride, "stride"), F.conv._pair(padding, "padding")
+        kh, kw = F.conv.pair(kernel_size, "kernel_size")
+        self.stride, self.padding = F.conv.pair(stride, "stride"), F.conv.pair(padding, "padding")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.weight = Parameter(_init_weight(init, (out_channels, in_channels, kh, kw), dtype, "Conv2d"))
         self.bias = Parameter(initializers.zeros(out_channels, dtype=dtype)) if bias else None

@@ -5,7 +5,7 @@ from ..functional import loss as L
 from .module import Module
 
 
-class _Loss:
+class Loss:
     fn = None
 
     def __call__(self, scores, y, check=True):
@@ -16,12 +16,12 @@ class _Loss:
     forward = __call__
 
 
-class SoftmaxCrossEntropy(_Loss):
+class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy, mean over the batch (see gpunet.functional.loss)."""
     fn = staticmethod(L.softmax_cross_entropy)
 
 
-class MulticlassSVM(_Loss):
+class MulticlassSVM(Loss):
     """Multiclass hinge loss with margin 1, mean over the batch."""
 
     def __init__(self, margin=1.0):

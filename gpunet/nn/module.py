@@ -155,10 +155,10 @@ class Module:
         if backend not in ("numpy", "cupy"):
             raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
         if backend == "cupy":
-            from ..backend import BackendError, cupy_or_none, _probe_cupy
+            from ..backend import BackendError, cupy_or_none, probe_cupy
             cupy = cupy_or_none()
             if cupy is None:
-                raise BackendError(f"cannot move the module to 'cupy': {_probe_cupy()[1]}")
+                raise BackendError(f"cannot move the module to 'cupy': {probe_cupy()[1]}")
             move = cupy.asarray
         else:
             move = to_numpy

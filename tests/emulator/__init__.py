@@ -19,7 +19,8 @@ def _is_swapped(name: str) -> bool:
 def emulation():
     """Run the block with the emulated CuPy as ``cupy`` and the CuPy kernel path chosen."""
     import gpunet.kernels
-    from gpunet import backend, kernel_path
+    from gpunet import backend
+    from gpunet import dispatch as kernel_path
 
     from . import fake_cupy
 

@@ -1,0 +1,244 @@
+"""Which kernel path runs an operation: the one place where that is decided.
+
+Every operation of gpunet.functional makes one call, ``kernels_for(op, x)``, and calls the function
+of the same name on the module it gets. There are four such modules, the kernel paths, with the
+same functions and signatures (kernels/path_*.py):
+
+=================  =====================================================  ======================
+path               what runs                                              arrays
+=================  =====================================================  ======================
+``numpy``          vectorized NumPy expressions (kernels/path_numpy.py)   NumPy
+``numba-cpu``      Numba CPU kernels (kernels/path_numba_cpu.py)          NumPy
+``cupy``           CUDA C through CuPy (kernels/path_cupy.py)             CuPy
+``numba``          Numba CUDA kernels (kernels/path_numba_cuda.py)        CuPy
+=================  =====================================================  ======================
+
+The rules (read them top to bottom):
+
+* CuPy arrays -> the GPU choice, ``set_kernels("auto" | "cupy" | "numba")`` (``GPUNET_KERNELS``).
+  ``auto`` follows a table of the faster path per size that ``python -m gpunet.bench activations
+  --save-table`` measured on this GPU; without one it takes ``cupy``: a Numba launch costs
+  21-59 us against ~6 us for CuPy (docs/gpu-notes.md). If Numba CUDA cannot run, asking for it
+  falls back to ``cupy`` with one ``KernelFallbackWarning``.
+* NumPy arrays -> the CPU choice, ``set_cpu_kernels("auto" | "numpy" | "numba" | "numba-serial" |
+  "numba-parallel")`` (``GPUNET_CPU_KERNELS``). ``numba*`` run the Numba CPU kernels for every
+  operation they have (the activations, BatchNorm); ``-serial`` / ``-parallel`` force BatchNorm's
+  thread use, which plain ``numba`` picks by size (cpu_batchnorm.PARALLEL_MIN). ``auto`` takes the
+  Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, gelu, silu from
+  CPU_KERNEL_MIN contiguous values; BatchNorm alone or with ReLU at any size) and NumPy elsewhere
+  (NumPy's SIMD exp/tanh beat Numba's scalar libm calls for sigmoid, tanh, elu, selu, softplus).
+
+So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gelu_fwd_float``
+(``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
+kernel (``numba-cpu``); on a NumPy array of 10 values, NumPy.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from types import ModuleType
+
+from .backend import is_cupy_array
+
+__all__ = ["GPU_CHOICES", "CPU_CHOICES", "KernelFallbackWarning", "kernels_for", "path_name", "gpu_path",
+           "set_kernels", "get_kernels", "use_kernels", "set_cpu_kernels", "get_cpu_kernels",
+           "use_cpu_kernels", "numba_cuda_problem", "save_table", "table_path"]
+
+GPU_CHOICES = ("auto", "cupy", "numba")
+CPU_CHOICES = ("auto", "numpy", "numba", "numba-serial", "numba-parallel")
+
+#: operations the Numba CPU kernels implement (a BatchNorm op is "batchnorm" or "batchnorm+ACT")
+NUMBA_CPU_OPS = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh",
+                           "softplus", "silu", "batchnorm", "batchnorm+relu", "batchnorm+leaky_relu",
+                           "batchnorm+elu", "batchnorm+tanh", "batchnorm+sigmoid", "batchnorm+gelu",
+                           "batchnorm+silu"})
+#: what ``auto`` sends to the Numba CPU kernels, and from how many values. Measured (1M float32,
+#: 2-core EPYC, ms forward/backward, NumPy -> Numba): relu 4.5/8.9 -> 0.7/0.8, leaky_relu
+#: 4.9/9.0 -> 0.7/0.9, gelu 12.0/17.5 -> 7.8/11.4, silu 11.7/18.0 -> 8.0/8.4; tanh 0.75/1.3 ->
+#: 15/15 (NumPy wins). BatchNorm (+ReLU): 5-9x faster than NumPy at every size (BENCHMARKS.md).
+AUTO_NUMBA_CPU = {"relu": 4096, "leaky_relu": 4096, "gelu": 4096, "silu": 4096,
+                  "batchnorm": 0, "batchnorm+relu": 0}
+
+
+class KernelFallbackWarning(RuntimeWarning):
+    """The requested kernel path is unusable here; another one ran."""
+
+
+_state: dict = {"gpu": None, "cpu": None, "warned": False, "table": None}
+_numba_probe: dict = {}
+
+
+# ----------------------------------------------------------------------------- the choice
+def kernels_for(op: str, *arrays) -> ModuleType:
+    """The kernel path module that runs ``op`` on ``arrays`` (the first one decides the device;
+    gpunet.functional has already refused mixed devices)."""
+    return _path_module(path_name(op, *arrays))
+
+
+def path_name(op: str, *arrays) -> str:
+    """``"numpy"``, ``"numba-cpu"``, ``"cupy"`` or ``"numba"``: the rules of the module docstring."""
+    x = arrays[0]
+    if is_cupy_array(x):
+        return gpu_path(x.size)
+    choice = get_cpu_kernels()
+    if choice == "numpy" or op not in NUMBA_CPU_OPS:
+        return "numpy"
+    if choice != "auto":
+        return "numba-cpu"
+    if op in AUTO_NUMBA_CPU and x.size >= AUTO_NUMBA_CPU[op] and all(a.flags.c_contiguous for a in arrays):
+        return "numba-cpu"
+    return "numpy"
+
+
+_MODULES = {"numpy": "path_numpy", "numba-cpu": "path_numba_cpu", "cupy": "path_cupy", "numba": "path_numba_cuda"}
+
+
+def _path_module(name: str) -> ModuleType:
+    import importlib
+    return importlib.import_module(f"gpunet.kernels.{_MODULES[name]}")
+
+
+def gpu_path(n_elements: int) -> str:
+    """The GPU path (``"cupy"`` or ``"numba"``) for an operation on ``n_elements`` CuPy values."""
+    chosen = get_kernels()
+    if chosen == "numba":
+        problem = numba_cuda_problem()
+        if problem is None:
+            return "numba"
+        if not _state["warned"]:
+            _state["warned"] = True
+            warnings.warn(f"Numba CUDA kernels are unusable here ({problem}); using CuPy kernels",
+                          KernelFallbackWarning, stacklevel=4)
+        return "cupy"
+    if chosen == "auto" and _auto_choice(n_elements) == "numba" and numba_cuda_problem() is None:
+        return "numba"
+    return "cupy"
+
+
+# ----------------------------------------------------------------------------- the switches
+def _checked(name, choices, what):
+    if not isinstance(name, str) or name.lower() not in choices:
+        raise ValueError(f"{what} must be one of {choices}, got {name!r}")
+    return name.lower()
+
+
+def set_kernels(name: str = "auto") -> None:
+    """Choose the GPU kernel path: ``"auto"``, ``"cupy"`` or ``"numba"``."""
+    _state["gpu"] = _checked(name, GPU_CHOICES, "kernels")
+
+
+def get_kernels() -> str:
+    """The chosen GPU kernel path (``GPUNET_KERNELS`` on first use)."""
+    if _state["gpu"] is None:
+        set_kernels(os.environ.get("GPUNET_KERNELS", "auto"))
+    return _state["gpu"]
+
+
+def set_cpu_kernels(name: str = "auto") -> None:
+    """Choose the CPU kernel path: ``"auto"``, ``"numpy"``, ``"numba"``, ``"numba-serial"`` or
+    ``"numba-parallel"``."""
+    name = _checked(name, CPU_CHOICES, "cpu kernels")
+    from gpunet.kernels import cpu_batchnorm
+    cpu_batchnorm.set_threads({"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto"))
+    _state["cpu"] = name
+
+
+def get_cpu_kernels() -> str:
+    """The chosen CPU kernel path (``GPUNET_CPU_KERNELS`` on first use)."""
+    if _state["cpu"] is None:
+        set_cpu_kernels(os.environ.get("GPUNET_CPU_KERNELS", "auto"))
+    return _state["cpu"]
+
+
+@contextlib.contextmanager
+def use_kernels(name: str):
+    """``with use_kernels("numba"): ...`` runs the block on that GPU path, then restores the old one."""
+    old = get_kernels()
+    set_kernels(name)
+    try:
+        yield
+    finally:
+        set_kernels(old)
+
+
+@contextlib.contextmanager
+def use_cpu_kernels(name: str):
+    """``with use_cpu_kernels("numpy"): ...`` runs the block on that CPU path, then restores."""
+    old = get_cpu_kernels()
+    set_cpu_kernels(name)
+    try:
+        yield
+    finally:
+        set_cpu_kernels(old)
+
+
+# ----------------------------------------------------------------------------- Numba CUDA usable?
+def numba_cuda_problem() -> str | None:
+    """None if Numba CUDA kernels compile and run on CuPy arrays here, else the reason."""
+    if "problem" not in _numba_probe:
+        _numba_probe["problem"] = _probe_numba()
+    return _numba_probe["problem"]
+
+
+def _probe_numba() -> str | None:
+    try:
+        import cupy
+
+        from gpunet.kernels import numba_support, path_numba_cuda
+        if numba_support.SIMULATOR:
+            return "NUMBA_ENABLE_CUDASIM=1 is set (the simulator cannot take CuPy arrays)"
+        y = path_numba_cuda.activation_forward("relu", cupy.asarray([-1.0, 2.0], dtype=cupy.float32))
+        if y.get().tolist() != [0.0, 2.0]:
+            return "a Numba CUDA test kernel gave a wrong result"
+    except Exception as exc:  # any failure means: use CuPy
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- measured table
+def table_path() -> str:
+    """Where ``auto``'s measured table lives (``GPUNET_KERNEL_TABLE`` moves it)."""
+    return os.environ.get("GPUNET_KERNEL_TABLE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "gpunet", "kernel_paths.json"))
+
+
+def _current_device() -> str:
+    from .backend import cupy_or_none, device_name_of
+    cupy = cupy_or_none()
+    return "" if cupy is None else device_name_of(cupy)
+
+
+def _auto_table() -> list:
+    """[(max_elements, path), ...] measured on this device, or [] (then CuPy everywhere)."""
+    if _state["table"] is None:
+        _state["table"] = []
+        try:
+            with open(table_path()) as f:
+                data = json.load(f)
+            if data.get("device") == _current_device():
+                _state["table"] = sorted((int(n), str(p)) for n, p in data["rows"] if p in ("cupy", "numba"))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass    # no table, or not ours: the default rule
+    return _state["table"]
+
+
+def _auto_choice(n_elements: int) -> str:
+    for max_elements, path in _auto_table():
+        if n_elements <= max_elements:
+            return path
+    return "cupy"
+
+
+def save_table(rows, device: str | None = None) -> str:
+    """Write ``auto``'s table: rows of (max_elements, path), measured on ``device``."""
+    path = table_path()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"device": device if device is not None else _current_device(),
+                   "rows": [[int(n), p] for n, p in rows]}, f, indent=1)
+    os.replace(tmp, path)
+    _state["table"] = None          # reloaded on next use
+    return path

@@ -1,0 +1,55 @@
+"""``History``: what a training run did, the raw material of babysitting (CS231n): the loss of every
+iteration, and per epoch the train/val accuracy and loss, the learning rate and the wall time."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy
+
+__all__ = ["History"]
+
+
+@dataclass
+class History:
+    """What happened: the loss of every iteration, and per epoch the train/val accuracy and loss,
+    learning rate and wall time."""
+    loss: list = field(default_factory=list)
+    epoch: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+
+    _EPOCH_FIELDS = ("epoch", "train_acc", "val_acc", "val_loss", "lr", "time")
+
+    def to_arrays(self) -> dict:
+        return {k: numpy.asarray(getattr(self, k), dtype=numpy.float64) for k in ("loss",) + self._EPOCH_FIELDS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> History:
+        h = cls()
+        for k in ("loss",) + cls._EPOCH_FIELDS:
+            values = [float(v) for v in numpy.asarray(arrays.get(k, []))]
+            setattr(h, k, [int(v) for v in values] if k == "epoch" else values)
+        return h
+
+    def to_dict(self) -> dict:
+        return {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
+
+    def save_json(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f)
+
+    def save_csv(self, path) -> None:
+        """One row per epoch (the per-iteration loss is in the JSON)."""
+        with open(path, "w") as f:
+            f.write(",".join(self._EPOCH_FIELDS) + "\n")
+            for row in zip(*(getattr(self, k) for k in self._EPOCH_FIELDS)):
+                f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
+
+    def plot(self, path, title: str | None = None) -> None:
+        """Save the loss curve and the train-vs-val accuracy curves as a PNG (headless)."""
+        from .plots import plot_histories
+        plot_histories({"": self}, path, title=title)

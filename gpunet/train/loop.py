@@ -1,0 +1,294 @@
+"""The training loop: ``fit`` (or ``Trainer``), ``evaluate``, ``predict``.
+
+One epoch: a seeded shuffle into mini-batches, forward, loss, backward, optimizer step; then the
+train and validation accuracy, the schedule step, the callbacks (the checkpoint is one). Training
+data is moved to the device once (if it fits: ``backend.fits_on_device``). Losses stay on the device and are read back every
+``sync_every`` iterations (a host sync per step would make small GPU steps launch-bound).
+
+Babysitting hooks (CS231n): the per-iteration loss history, train vs val accuracy per epoch (the
+overfitting picture), a divergence stop that names the iteration, and callbacks that see the
+trainer (model, optimizer, history) after every batch and epoch -- what monitors and
+hyperparameter searches stand on.
+
+Reproducibility: the shuffle and every random draw of epoch e come from a generator of its own,
+seeded with (seed, e) (``backend.local_rng``; the caller's generator is left as it was), so a run
+resumed from the checkpoint of epoch k reaches the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy
+
+from .. import backend
+from ..backend import fits_on_device, get_array_module, get_xp, to_numpy
+from ..checkpoint import flatten, group, load_checkpoint, save_checkpoint
+from ..datasets import minibatches
+from ..metrics import accuracy
+from ..nn import loss as loss_mod
+from .callbacks import Checkpoint, StopOnDivergence
+from .history import History
+
+__all__ = ["Trainer", "fit", "evaluate", "predict"]
+
+
+def _progress_enabled(progress):
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+def _check_data(X, y, name):
+    if len(X) != len(y):
+        raise ValueError(f"{name}: X has {len(X)} examples but y has {len(y)} labels")
+    if len(X) == 0:
+        raise ValueError(f"{name}: no examples")
+    ya = to_numpy(y)
+    if ya.dtype.kind not in "iu" or ya.ndim != 1:
+        raise TypeError(f"{name}: y must be a 1-D array of integer class labels, got dtype {ya.dtype}, shape {ya.shape}")
+    if ya.min() < 0:
+        raise ValueError(f"{name}: labels must be >= 0, got {int(ya.min())}")
+    return int(ya.max())
+
+
+class Trainer:
+    """Holds what a training run needs; ``fit`` runs it. See ``fit`` for the arguments."""
+
+    def __init__(self, model, loss, optimizer, lr_schedule=None, callbacks=(), checkpoint=None, seed=None,
+                 progress=None, reg=0.0, sync_every=None):
+        self.model, self.loss, self.optimizer, self.lr_schedule = model, loss, optimizer, lr_schedule
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        # the loop's own duties as callbacks, after the user's: stop on NaN, checkpoint each epoch
+        self.callbacks = list(callbacks) + [StopOnDivergence()] + ([Checkpoint()] if self.checkpoint else [])
+        self.seed = int(seed) if seed is not None else int(numpy.random.SeedSequence().entropy % 2 ** 63)
+        self.progress, self.reg = _progress_enabled(progress), float(reg)
+        self.sync_every = sync_every
+        self.history = History()
+        #: more groups of arrays saved with every checkpoint ({"preprocess": {...}}), and meta
+        self.extra_state, self.extra_meta = {}, {}
+        self.stop_training = False
+        self.epoch = 0
+        # labels are validated once in fit; per-step checks would read them back from the GPU
+        self._loss_kwargs = {"check": False} if isinstance(loss, loss_mod.Loss) else {}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, path=None):
+        """Atomically write model, optimizer, schedule, history, RNG state and epoch."""
+        path = path or self.checkpoint
+        arrays = flatten(model=self.model.state_dict(), optim=self.optimizer.state_dict(),
+                         schedule=self.lr_schedule.state_dict() if self.lr_schedule else None,
+                         history=self.history.to_arrays(), **self.extra_state)
+        meta = {**self.extra_meta, "epoch": self.epoch, "seed": self.seed, "gpunet_version": _version(),
+                "rng_state": _rng_state_to_json(backend.host_rng())}
+        save_checkpoint(path, arrays, meta)
+
+    def restore(self, path=None):
+        """Load a checkpoint written by ``save``; training continues after its epoch."""
+        arrays, meta = load_checkpoint(path or self.checkpoint)
+        self.model.load_state_dict(group(arrays, "model"))
+        self.optimizer.load_state_dict(group(arrays, "optim"))
+        if self.lr_schedule is not None:
+            self.lr_schedule.load_state_dict(group(arrays, "schedule"))
+        self.history = History.from_arrays(group(arrays, "history"))
+        self.epoch, self.seed = int(meta["epoch"]), int(meta["seed"])
+        backend.host_rng().bit_generator.state = json.loads(meta["rng_state"])
+        return meta
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, X_train, y_train, val=None, epochs=10, batch_size=64, resume=False):
+        self._max_label = _check_data(X_train, y_train, "training data")
+        if val is not None:
+            self._max_label = max(self._max_label, _check_data(val[0], val[1], "validation data"))
+        if epochs < 0 or batch_size < 1:
+            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+        if resume and self.checkpoint and os.path.exists(self.checkpoint):
+            self.restore()
+        xp = get_xp()
+        X, y = _to_device(xp, X_train), _to_device(xp, y_train)       # once, when it fits
+        Xv, yv = (_to_device(xp, val[0]), _to_device(xp, val[1])) if val is not None else (None, None)
+        sync_every = self.sync_every or (1 if xp is numpy else 50)
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            while self.epoch < epochs and not self.stop_training:
+                self._run_epoch(X, y, Xv, yv, epochs, batch_size, sync_every)
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    def _run_epoch(self, X, y, Xv, yv, epochs, batch_size, sync_every):
+        e = self.epoch + 1
+        epoch_seed = int(numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2 ** 63)
+        with backend.local_rng(epoch_seed) as rng:
+            start = time.perf_counter()
+            self._train_batches(minibatches(len(X), batch_size, shuffle=True, rng=rng, min_size=2),
+                                X, y, e, epochs, sync_every)
+            logs = {"train_acc": evaluate(self.model, X, y, max_examples=10000)[1],
+                    "lr": self.optimizer.lr, "time": time.perf_counter() - start}
+        if Xv is not None:
+            logs["val_loss"], logs["val_acc"] = evaluate(self.model, Xv, yv, loss=self.loss)
+        else:
+            logs["val_loss"] = logs["val_acc"] = float("nan")
+        if self.lr_schedule is not None:
+            self.lr_schedule.step()
+        h = self.history
+        h.epoch.append(e)
+        for k in ("train_acc", "val_acc", "val_loss", "lr", "time"):
+            getattr(h, k).append(float(logs[k]))
+        self.epoch = e
+        if self.progress:
+            print(f"epoch {e}/{epochs}: loss {h.loss[-1]:.4f}  train acc {logs['train_acc']:.4f}  "
+                  f"val acc {logs['val_acc']:.4f}  lr {logs['lr']:.3g}  ({logs['time']:.1f} s)", file=sys.stderr)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, e, logs)
+
+    def _train_batches(self, batches, X, y, e, epochs, sync_every):
+        xp, data_xp = get_xp(), get_array_module(X)
+        self.model.train()
+        pending, first_iteration = [], len(self.history.loss)
+        bar = _bar(len(batches), f"epoch {e}/{epochs}", self.progress)
+        try:
+            for i, idx in enumerate(batches):
+                idx = idx if data_xp is numpy else data_xp.asarray(idx)
+                xb, yb = X[idx], y[idx]
+                if data_xp is not xp:                # data too large for the device: batch by batch
+                    xb, yb = xp.asarray(xb), xp.asarray(yb)
+                with numpy.errstate(all="ignore"):   # overflow shows as a non-finite loss: reported below
+                    loss, scores = self._step(xb, yb)
+                pending.append(loss)
+                iteration = first_iteration + i + 1
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, iteration, {"loss": loss})
+                if len(pending) >= sync_every or i == len(batches) - 1:
+                    self._record(pending)
+                    bar.update(len(pending))
+                    if self.progress:
+                        bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}",
+                                        batch_acc=f"{float(accuracy(scores, yb)):.3f}")
+                    pending = []
+        finally:
+            bar.close()
+
+    def _step(self, xb, yb):
+        scores = self.model.forward(xb)
+        if self._max_label >= scores.shape[1]:
+            raise ValueError(f"labels go up to {self._max_label} but the model outputs {scores.shape[1]} "
+                             f"class scores (labels must be in [0, {scores.shape[1]}))")
+        loss, dscores = self.loss(scores, yb, **self._loss_kwargs)
+        self.model.zero_grad()
+        self.model.backward(dscores)
+        if self.reg:
+            loss = loss + loss_mod.l2_penalty(self.model, self.reg)
+            loss_mod.l2_penalty_backward(self.model, self.reg)
+        self.optimizer.step()
+        return loss, scores
+
+    def _record(self, pending):
+        """Read back a group of losses (one sync); the callbacks see them first (the divergence
+        stop raises on a non-finite one)."""
+        first_iteration = len(self.history.loss) + 1
+        values = [float(v) for v in pending]
+        for cb in self.callbacks:
+            cb.on_losses(self, first_iteration, values)
+        self.history.loss.extend(values)
+
+
+def fit(model, loss, optimizer, X_train, y_train, val=None, epochs=10, batch_size=64, lr_schedule=None,
+        callbacks=(), checkpoint=None, seed=None, resume=False, progress=None, reg=0.0) -> History:
+    """Train ``model`` and return its ``History``.
+
+    Args:
+        model: a gpunet ``Module`` producing class scores (N, C).
+        loss: ``(scores, y) -> (loss, dscores)``: ``nn.SoftmaxCrossEntropy()``, ``nn.MulticlassSVM()``.
+        optimizer: an optimizer over ``model.parameters()`` (``gpunet.optim``).
+        X_train: training inputs (N, ...), NumPy or CuPy; moved to the active backend once.
+        y_train: integer class labels (N,).
+        val: ``(X_val, y_val)`` for the validation accuracy and loss of every epoch, or None.
+        epochs: the epoch to stop after (a resumed run counts the epochs already done).
+        batch_size: examples per mini-batch (a last batch of one example joins the one before).
+        lr_schedule: an ``optim`` schedule, stepped once per epoch, or None.
+        callbacks: ``Callback`` objects (EarlyStopping, monitors), called in order.
+        checkpoint: a path written atomically after every epoch, or None.
+        seed: makes the run reproducible (shuffles, dropout); None draws one.
+        resume: continue from ``checkpoint`` if it exists.
+        progress: a tqdm bar per epoch; None: when stderr is a terminal.
+        reg: L2 strength, added as an explicit loss term on the weights.
+    """
+    trainer = Trainer(model, loss, optimizer, lr_schedule, callbacks, checkpoint, seed, progress, reg)
+    return trainer.fit(X_train, y_train, val, epochs, batch_size, resume)
+
+
+def _to_device(xp, a):
+    """``a`` on the active device if it fits there (the device memory policy of
+    ``backend.fits_on_device``); else it stays on the host and moves batch by batch."""
+    if xp is numpy or not fits_on_device(xp, a.size * a.dtype.itemsize):
+        return to_numpy(a)
+    return xp.asarray(a)
+
+
+def _batched_scores(model, X, batch_size):
+    xp = get_xp()
+    out = [model.forward(xp.asarray(X[i:i + batch_size])) for i in range(0, len(X), batch_size)]
+    return xp.concatenate(out) if out else None
+
+
+def evaluate(model, X, y, loss=None, batch_size=1024, max_examples=None):
+    """``(mean loss or nan, accuracy)`` of ``model`` in eval mode on (X, y); the model's mode is
+    restored afterwards. ``max_examples`` evaluates on the first that many only."""
+    if max_examples is not None:
+        X, y = X[:max_examples], y[:max_examples]
+    was_training = model.training
+    model.eval()
+    try:
+        scores = _batched_scores(model, X, batch_size)
+    finally:
+        model.train(was_training)
+    y = get_xp().asarray(y)
+    acc = float(accuracy(scores, y))
+    value = float(loss(scores, y)[0]) if loss is not None else float("nan")
+    return value, acc
+
+
+def predict(model, X, batch_size=1024):
+    """Predicted class of each row of X (eval mode; the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _batched_scores(model, X, batch_size).argmax(axis=1)
+    finally:
+        model.train(was_training)
+
+
+class _NoBar:
+    n = 0
+
+    def update(self, k):
+        self.n += k
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, desc, enabled):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+
+
+def _rng_state_to_json(rng):
+    return json.dumps(rng.bit_generator.state)
+
+
+def _version():
+    from .. import __version__
+    return __version__

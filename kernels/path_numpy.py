@@ -1,0 +1,220 @@
+"""The vectorized NumPy path: every operation on NumPy arrays, in whole-array NumPy expressions.
+
+One of the four kernel paths (the same functions and signatures in path_numba_cpu.py,
+path_cupy.py, path_numba_cuda.py; gpunet/dispatch.py picks one per call). It is the path for
+small arrays, for the functions where NumPy's SIMD loops beat Numba's scalar ones, and the one the
+others are compared with in the tests (which hold it in turn to the independent float64
+formulas of tests/reference.py). Formulas: the docstrings of gpunet/functional/.
+
+Warning-free: every inf * 0 or overflow that an expression makes is selected away, so the
+computations run under ``errstate(all="ignore")``.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy
+
+from .activation_math import CONSTANTS
+
+SELU_ALPHA, SELU_SCALE = CONSTANTS["SELU_ALPHA"], CONSTANTS["SELU_SCALE"]
+_SQRT_2_OVER_PI = CONSTANTS["SQRT_2_OVER_PI"]
+
+
+def _kink(x, left):
+    """1 where x > 0, ``left`` where x <= 0, NaN where x is NaN."""
+    return numpy.where(x > 0, 1.0, numpy.where(x <= 0, left, x))
+
+
+@numba.vectorize(["float32(float32)", "float64(float64)"], cache=False)
+def _erf(x):  # NumPy has no erf; libm's, vectorized by Numba on the CPU
+    return math.erf(x)
+
+
+def sigmoid(x, a=0.0, b=0.0):
+    """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|) in (0, 1]: never overflows.
+    In place where possible: each temporary costs a pass over memory (half the time here)."""
+    e = numpy.asarray(numpy.abs(x))          # (a 0-d input gives a scalar: make it an array)
+    numpy.negative(e, out=e)
+    numpy.exp(e, out=e)
+    out = numpy.where(x >= 0, x.dtype.type(1), e)
+    e += 1
+    return numpy.divide(out, e, out=out)
+
+
+def _elu(x, a, b=0.0):
+    return numpy.where(x > 0, x, a * numpy.expm1(numpy.minimum(x, 0)))
+
+
+def _elu_backward(dy, x, a, b=0.0):
+    return dy * _kink(x, a * numpy.exp(numpy.minimum(x, 0)))
+
+
+def _gelu(x, a=0.0, b=0.0):
+    y = 0.5 * x * (1 + _erf(x * numpy.asarray(math.sqrt(0.5), x.dtype)))
+    return numpy.where(numpy.isinf(x), numpy.where(x > 0, x, 0), y)
+
+
+def _gelu_backward(dy, x, a=0.0, b=0.0):
+    cdf = 0.5 * (1 + _erf(x * numpy.asarray(math.sqrt(0.5), x.dtype)))
+    pdf = numpy.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return dy * numpy.where(numpy.isinf(x), numpy.where(x > 0, 1.0, 0.0), cdf + x * pdf)
+
+
+def _gelu_tanh(x, a=0.0, b=0.0):
+    xc = numpy.clip(x, -10, 10)   # past |x| = 10, tanh is exactly +-1: the limits are exact
+    y = 0.5 * xc * (1 + numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc ** 3)))
+    return numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, x, 0), y)
+
+
+def _gelu_tanh_backward(dy, x, a=0.0, b=0.0):
+    xc = numpy.clip(x, -10, 10)
+    t = numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc ** 3))
+    d = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xc * xc)
+    return dy * numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, 1.0, 0.0), d)
+
+
+def _softplus(x, a, b):
+    z = x * a
+    return numpy.where(z > b, x, numpy.log1p(numpy.exp(numpy.minimum(z, b))) / a)
+
+
+def _silu(x, a=0.0, b=0.0):
+    return numpy.where(numpy.isinf(x), numpy.where(x > 0, x, 0), x * sigmoid(x))
+
+
+def _silu_backward(dy, x, a=0.0, b=0.0):
+    s = sigmoid(x)
+    return dy * numpy.where(numpy.isinf(x), numpy.where(x > 0, 1.0, 0.0), s * (1 + x * (1 - s)))
+
+
+def _sigmoid_backward(dy, x, a=0.0, b=0.0):
+    s = sigmoid(x)
+    return dy * s * (1 - s)
+
+
+#: name -> (f(x, a, b), dy * f'(x) as g(dy, x, a, b)); a, b: the scalar parameters
+ACTIVATIONS = {
+    "sigmoid": (sigmoid, _sigmoid_backward),
+    "tanh": (lambda x, a, b: numpy.tanh(x), lambda dy, x, a, b: dy * (1 - numpy.tanh(x) ** 2)),
+    "relu": (lambda x, a, b: numpy.where(x < 0, 0, x), lambda dy, x, a, b: dy * _kink(x, 0.0)),
+    "leaky_relu": (lambda x, a, b: numpy.where(x > 0, x, a * x), lambda dy, x, a, b: dy * _kink(x, a)),
+    "elu": (_elu, _elu_backward),
+    "selu": (lambda x, a, b: SELU_SCALE * _elu(x, SELU_ALPHA),
+             lambda dy, x, a, b: SELU_SCALE * _elu_backward(dy, x, SELU_ALPHA)),
+    "gelu": (_gelu, _gelu_backward),
+    "gelu_tanh": (_gelu_tanh, _gelu_tanh_backward),
+    "softplus": (_softplus, lambda dy, x, a, b: numpy.where(x * a > b, dy, dy * sigmoid(x * a))),
+    "silu": (_silu, _silu_backward),
+}
+
+
+# ----------------------------------------------------------------------------- the path's API
+def activation_forward(name, x, a=0.0, b=0.0):
+    """f(x) for activation ``name`` (any layout; a new array of x's dtype)."""
+    with numpy.errstate(all="ignore"):
+        return numpy.asarray(ACTIVATIONS[name][0](x, a, b), dtype=x.dtype)
+
+
+def activation_backward(name, dy, x, a=0.0, b=0.0):
+    """dy * f'(x)."""
+    with numpy.errstate(all="ignore"):
+        return numpy.asarray(ACTIVATIONS[name][1](dy, x, a, b), dtype=x.dtype)
+
+
+def _slopes(x, w, channels):
+    return w.reshape(()) if channels == 1 else w.reshape((1, channels) + (1,) * (x.ndim - 2))
+
+
+def prelu_forward(x, w, channels, inner):
+    """y = x where x > 0, else w[c] * x; w has ``channels`` values (1: one shared slope)."""
+    return numpy.where(x > 0, x, _slopes(x, w, channels) * x).astype(x.dtype, copy=False)
+
+
+def prelu_backward(dy, x, w, channels, inner):
+    """(dx, dw_elem): dw_elem = x * dy where x <= 0, else 0 (summed per channel by the caller)."""
+    dx = numpy.where(x > 0, dy, numpy.where(x <= 0, _slopes(x, w, channels) * dy, x)).astype(x.dtype, copy=False)
+    return dx, numpy.where(x > 0, 0, x * dy).astype(x.dtype, copy=False)
+
+
+def maxout_forward(x, out_shape, pieces, inner):
+    """Max over each group of ``pieces`` consecutive features of axis 1."""
+    return x.reshape(out_shape[:2] + (pieces,) + out_shape[2:]).max(axis=2)
+
+
+def maxout_backward(dy, x, out_shape, pieces, inner):
+    """dy routed to each group's first maximum (a NaN wins), 0 elsewhere."""
+    grouped = x.reshape(out_shape[:2] + (pieces,) + out_shape[2:])
+    win = numpy.expand_dims(grouped.argmax(axis=2), 2)
+    dx = numpy.zeros_like(grouped)
+    numpy.put_along_axis(dx, win, numpy.expand_dims(dy, 2), axis=2)
+    return dx.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------- BatchNorm
+def update_running(running_mean, running_var, mean64, unbiased64, factor):
+    """The running statistics, in place: r = (1 - factor) r + factor * batch (unbiased variance).
+    Written once for every path that updates them outside a kernel (NumPy and CuPy arrays)."""
+    running_mean[...] = (1 - factor) * running_mean + factor * mean64
+    running_var[...] = (1 - factor) * running_var + factor * unbiased64
+
+
+def batch_stats64(x3):
+    """(mean, biased var, unbiased var) per channel of (N, C, S) x, two passes in float64."""
+    xd = x3.astype(numpy.float64)               # float64: 1e30 squared does not overflow
+    M = x3.shape[0] * x3.shape[2]
+    mean64 = xd.mean(axis=(0, 2))
+    var64 = ((xd - mean64[None, :, None]) ** 2).mean(axis=(0, 2))
+    return mean64, var64, (var64 * M / (M - 1) if M > 1 else var64)
+
+
+def _per_channel(v, dtype):
+    return numpy.asarray(v, dtype=dtype).reshape(1, -1, 1)
+
+
+def _z(x3, mean, invstd, gamma, beta):
+    xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
+    if gamma is None:
+        return xhat
+    return xhat * _per_channel(gamma, x3.dtype) + _per_channel(beta, x3.dtype)
+
+
+def invstd_of(var, eps, dtype):
+    """1 / sqrt(var + eps) in float64, returned in ``dtype`` (NumPy or CuPy arrays)."""
+    return (1.0 / (var.astype("float64") + eps) ** 0.5).astype(dtype)
+
+
+def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a):
+    """Returns ``(y, mean, invstd)`` for (N, C, S) x; see gpunet/functional/batchnorm.py.
+    ``batch_stats``: normalize with this batch's statistics (else with the running ones; then
+    invstd is None, computed by backward if one comes). ``update``: update the running statistics
+    in place. ``act``: a fused activation name or None, with parameter ``act_a``."""
+    if batch_stats:
+        mean64, var64, unbiased64 = batch_stats64(x3)
+        if update:
+            update_running(running_mean, running_var, mean64, unbiased64, factor)
+        mean, invstd = mean64.astype(x3.dtype), invstd_of(var64, eps, x3.dtype)
+        z = _z(x3, mean, invstd, gamma, beta)
+    else:
+        mean, invstd = running_mean.copy(), None
+        z = _z(x3, mean, invstd_of(running_var, eps, x3.dtype), gamma, beta)
+    return (z if act is None else activation_forward(act, z, act_a)), mean, invstd
+
+
+def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
+    """Returns ``(dx, dgamma, dbeta)``; sums in float64."""
+    xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
+    dz = dy3 if act is None else activation_backward(act, dy3, _z(x3, mean, invstd, gamma, beta), act_a)
+    dz64, xhat64 = dz.astype(numpy.float64), xhat.astype(numpy.float64)
+    dbeta = dz64.sum(axis=(0, 2))
+    dgamma = (dz64 * xhat64).sum(axis=(0, 2))
+    g = numpy.ones_like(dbeta) if gamma is None else gamma.astype(numpy.float64)
+    k = (g * invstd.astype(numpy.float64))[None, :, None]
+    if batch_stats:
+        M = x3.shape[0] * x3.shape[2]
+        dx = k * (dz64 - dbeta[None, :, None] / M - xhat64 * dgamma[None, :, None] / M)
+    else:
+        dx = k * dz64
+    dt = x3.dtype
+    return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
