@@ -3,6 +3,7 @@
 
     python examples/activations.py [--out activations.png]
 """
+
 import argparse
 
 import matplotlib
@@ -23,7 +24,9 @@ def main():
     x = gpunet.asarray(numpy.linspace(-5, 5, 1001, dtype=numpy.float32))
     ones = gpunet.get_array_module(x).ones_like(x)
     fig, axes = plt.subplots(2, 5, figsize=(18, 6.5), sharex=True)
-    for ax, (name, (fwd, bwd)) in zip(axes.flat, [*F.ACTIVATIONS.items(), ("gelu (tanh)", (None, None))]):
+    for ax, (name, (fwd, bwd)) in zip(
+        axes.flat, [*F.ACTIVATIONS.items(), ("gelu (tanh)", (None, None))]
+    ):
         if bwd is None:
             y, d = F.gelu(x, approximate="tanh"), F.gelu_backward(ones, x, approximate="tanh")
         else:
@@ -35,8 +38,10 @@ def main():
         ax.axhline(0, color="grey", lw=0.5)
         ax.axvline(0, color="grey", lw=0.5)
         ax.set_ylim(-2, 5)
-        print(f"{name:12s} f(-5)={float(y[0]):+.4f}  f(5)={float(y[-1]):+.4f}  "
-              f"f'(-5)={float(d[0]):+.4f}  f'(5)={float(d[-1]):+.4f}")
+        print(
+            f"{name:12s} f(-5)={float(y[0]):+.4f}  f(5)={float(y[-1]):+.4f}  "
+            f"f'(-5)={float(d[0]):+.4f}  f'(5)={float(d[-1]):+.4f}"
+        )
     axes.flat[0].legend()
     fig.suptitle(f"gpunet activation functions ({backend}: {gpunet.device_name()})")
     fig.tight_layout()

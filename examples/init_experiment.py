@@ -5,6 +5,7 @@ tanh at +-1, Xavier keeps tanh healthy, and ReLU needs He's factor 2.
 
     python examples/init_experiment.py [--out init_experiment.png]
 """
+
 import argparse
 
 import matplotlib
@@ -16,9 +17,13 @@ import numpy  # noqa: E402
 import gpunet  # noqa: E402
 from gpunet import nn  # noqa: E402
 
-CASES = [("tanh", "small_random", "W = 0.01 randn"), ("tanh", "normal", "W = randn"),
-         ("tanh", "xavier_normal", "Xavier"), ("relu", "xavier_normal", "Xavier, ReLU"),
-         ("relu", "he_normal", "He, ReLU")]
+CASES = [
+    ("tanh", "small_random", "W = 0.01 randn"),
+    ("tanh", "normal", "W = randn"),
+    ("tanh", "xavier_normal", "Xavier"),
+    ("relu", "xavier_normal", "Xavier, ReLU"),
+    ("relu", "he_normal", "He, ReLU"),
+]
 
 
 def layer_activations(activation, init, layers=10, width=500, n=1000):
@@ -37,7 +42,9 @@ def layer_activations(activation, init, layers=10, width=500, n=1000):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="init_experiment.png")
     args = parser.parse_args()
     print("backend:", gpunet.set_backend("auto"), gpunet.device_name())
@@ -53,7 +60,9 @@ def main():
             ax.set_yticks([])
             ax.set_title(f"layer {k + 1}\nstd {o.std():.2g}", fontsize=8)
         axes[row, 0].set_ylabel(title, fontsize=10)
-    fig.suptitle("Activations of a 10-layer, 500-unit net on unit-Gaussian input, by initialization")
+    fig.suptitle(
+        "Activations of a 10-layer, 500-unit net on unit-Gaussian input, by initialization"
+    )
     fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(f"saved {args.out}")

@@ -4,14 +4,27 @@ Pick the device with ``gpunet.set_backend("auto" | "numpy" | "cupy")`` (or ``GPU
 the GPU kernel path with ``gpunet.set_kernels("auto" | "cupy" | "numba")``, and make every random
 draw reproducible with ``gpunet.seed(n)``.
 """
+
+from . import functional  # noqa: F401
 from .backend import (  # noqa: F401
-    BackendError, asarray, device_name, get_array_module, get_backend, get_xp, seed, set_backend,
+    BackendError,
+    asarray,
+    device_name,
+    get_array_module,
+    get_backend,
+    get_xp,
+    seed,
+    set_backend,
     to_numpy,
 )
 from .dispatch import (  # noqa: F401
-    KernelFallbackWarning, get_cpu_kernels, get_kernels, set_cpu_kernels, set_kernels, use_cpu_kernels,
+    KernelFallbackWarning,
+    get_cpu_kernels,
+    get_kernels,
+    set_cpu_kernels,
+    set_kernels,
+    use_cpu_kernels,
     use_kernels,
 )
-from . import functional  # noqa: F401
 
 __version__ = "0.1.0"

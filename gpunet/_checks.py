@@ -1,4 +1,5 @@
 """Argument checks shared by the functional core: clear errors that name the argument."""
+
 from __future__ import annotations
 
 import numpy
@@ -24,9 +25,13 @@ def check_like(a, name: str, ref, ref_name: str):
     """``a`` must be a float array of the same shape and dtype as ``ref``."""
     check_float(a, name)
     if a.shape != ref.shape:
-        raise ValueError(f"{name} has shape {a.shape}, expected the shape of {ref_name} {ref.shape}")
+        raise ValueError(
+            f"{name} has shape {a.shape}, expected the shape of {ref_name} {ref.shape}"
+        )
     if a.dtype != ref.dtype:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected the dtype of {ref_name} ({ref.dtype})")
+        raise TypeError(
+            f"{name} has dtype {a.dtype}, expected the dtype of {ref_name} ({ref.dtype})"
+        )
 
 
 def float_inputs(**arrays):

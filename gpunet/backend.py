@@ -12,6 +12,7 @@ The library is written once against an array module ``xp``; this module decides 
 
 CuPy is optional: nothing here imports it until it is needed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,24 @@ import os
 import numpy
 
 __all__ = [
-    "BackendError", "set_backend", "get_backend", "get_xp", "get_array_module", "asarray",
-    "to_numpy", "is_cupy_array", "cupy_or_none", "probe_cupy", "seed", "host_rng", "local_rng",
-    "device_name", "device_name_of", "uniform_like", "DEVICE_DATA_FRACTION", "fits_on_device",
+    "BackendError",
+    "set_backend",
+    "get_backend",
+    "get_xp",
+    "get_array_module",
+    "asarray",
+    "to_numpy",
+    "is_cupy_array",
+    "cupy_or_none",
+    "probe_cupy",
+    "seed",
+    "host_rng",
+    "local_rng",
+    "device_name",
+    "device_name_of",
+    "uniform_like",
+    "DEVICE_DATA_FRACTION",
+    "fits_on_device",
 ]
 
 logger = logging.getLogger("gpunet")
@@ -31,7 +47,8 @@ logger = logging.getLogger("gpunet")
 BACKENDS = ("auto", "numpy", "cupy")
 _CUPY_INSTALL_HINT = (
     "install it with `pip install 'gpunet[cuda12]'` (CUDA 12 driver) or "
-    "`pip install 'gpunet[cuda13]'` (CUDA 13 driver)")
+    "`pip install 'gpunet[cuda13]'` (CUDA 13 driver)"
+)
 
 
 class BackendError(RuntimeError):
@@ -48,18 +65,27 @@ def probe_cupy():
         try:
             import cupy
         except Exception as exc:  # ImportError, or a broken CUDA library underneath
-            _cupy_probe.update(module=None, reason=f"CuPy does not import ({exc}); {_CUPY_INSTALL_HINT}")
+            _cupy_probe.update(
+                module=None, reason=f"CuPy does not import ({exc}); {_CUPY_INSTALL_HINT}"
+            )
         else:
             try:
                 count = cupy.cuda.runtime.getDeviceCount()
             except Exception as exc:
-                _cupy_probe.update(module=None, reason=(
-                    f"CuPy imports but the CUDA driver does not answer ({exc}); "
-                    "check the NVIDIA driver with `nvidia-smi`"))
+                _cupy_probe.update(
+                    module=None,
+                    reason=(
+                        f"CuPy imports but the CUDA driver does not answer ({exc}); "
+                        "check the NVIDIA driver with `nvidia-smi`"
+                    ),
+                )
             else:
                 if count < 1:
-                    _cupy_probe.update(module=None, reason="CuPy imports but no CUDA device is visible "
-                                       "(check CUDA_VISIBLE_DEVICES and `nvidia-smi`)")
+                    _cupy_probe.update(
+                        module=None,
+                        reason="CuPy imports but no CUDA device is visible "
+                        "(check CUDA_VISIBLE_DEVICES and `nvidia-smi`)",
+                    )
                 else:
                     _cupy_probe.update(module=cupy, reason=None)
     return _cupy_probe["module"], _cupy_probe["reason"]
@@ -88,8 +114,11 @@ def set_backend(name: str = "auto") -> str:
         resolved = "cupy" if cupy is not None else "numpy"
     _state["resolved"] = resolved
     if name == "auto":
-        logger.info("gpunet backend: %s (%s)", resolved,
-                    device_name() if resolved == "cupy" else f"GPU unavailable: {reason}")
+        logger.info(
+            "gpunet backend: %s (%s)",
+            resolved,
+            device_name() if resolved == "cupy" else f"GPU unavailable: {reason}",
+        )
     return resolved
 
 
@@ -126,7 +155,8 @@ def get_array_module(*arrays):
     if on_device and on_host:
         raise TypeError(
             f"arrays on different devices: arguments {on_device} are CuPy (GPU) arrays and "
-            f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or gpunet.to_numpy()")
+            f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or gpunet.to_numpy()"
+        )
     if on_device:
         return cupy_or_none()
     return numpy
@@ -216,5 +246,5 @@ def uniform_like(shape, xp):
     if xp is numpy:
         return host_rng().random(shape)
     if "device_rng" not in _state:
-        _state["device_rng"] = xp.random.default_rng(int(host_rng().integers(2 ** 63)))
+        _state["device_rng"] = xp.random.default_rng(int(host_rng().integers(2**63)))
     return _state["device_rng"].random(shape)

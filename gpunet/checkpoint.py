@@ -9,6 +9,7 @@
 Layout: arrays by group (``model/0.weight``, ``optim/t``, ...), ``__meta__`` (JSON text) and
 ``__sha256__``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,7 +48,9 @@ def save_checkpoint(path, arrays, meta):
             raise ValueError(f"{name!r} is a reserved checkpoint key")
         arr = numpy.asarray(to_numpy(a))
         if arr.dtype.kind == "O":
-            raise TypeError(f"checkpoint entry {name!r} is an object array; only plain arrays are saved")
+            raise TypeError(
+                f"checkpoint entry {name!r} is an object array; only plain arrays are saved"
+            )
         host[name] = arr
     host[META_KEY] = numpy.asarray(json.dumps({"format": FORMAT, **meta}))
     host[DIGEST_KEY] = numpy.asarray(_digest(host))
@@ -86,28 +89,43 @@ def load_checkpoint(path):
                 raise ValueError("a single .npy array, not an .npz archive")
             with z:
                 arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zipfile.LargeZipFile) as exc:
-        raise CheckpointError(f"{path!r} is not a readable gpunet checkpoint ({type(exc).__name__}: {exc}); "
-                              "it may be truncated, corrupt, or contain pickled objects (refused)") from None
+    except (
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        EOFError,
+        KeyError,
+        zipfile.LargeZipFile,
+    ) as exc:
+        raise CheckpointError(
+            f"{path!r} is not a readable gpunet checkpoint ({type(exc).__name__}: {exc}); "
+            "it may be truncated, corrupt, or contain pickled objects (refused)"
+        ) from None
     if META_KEY not in arrays or DIGEST_KEY not in arrays:
-        raise CheckpointError(f"{path!r} is an .npz file but not a gpunet checkpoint (no {META_KEY}/{DIGEST_KEY})")
+        raise CheckpointError(
+            f"{path!r} is an .npz file but not a gpunet checkpoint (no {META_KEY}/{DIGEST_KEY})"
+        )
     stored = str(arrays.pop(DIGEST_KEY))
     if _digest(arrays) != stored:
-        raise CheckpointError(f"{path!r} failed its integrity check (SHA-256 mismatch): it was modified or "
-                              "corrupted after gpunet wrote it")
+        raise CheckpointError(
+            f"{path!r} failed its integrity check (SHA-256 mismatch): it was modified or "
+            "corrupted after gpunet wrote it"
+        )
     try:
         meta = json.loads(str(arrays.pop(META_KEY)))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path!r}: metadata is not valid JSON ({exc})") from None
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"{path!r}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}"
+        )
     return arrays, meta
 
 
 def group(arrays, prefix):
     """The entries of one group (``"model"`` -> {"0.weight": ...}), prefix removed."""
     p = prefix + "/"
-    return {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
+    return {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}
 
 
 def flatten(**groups):

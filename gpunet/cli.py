@@ -1,4 +1,5 @@
 """The ``gpunet`` command: ``gpunet train`` and ``gpunet info`` (also ``python -m gpunet``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,9 @@ def _hidden(s):
     try:
         sizes = [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be comma-separated integers, got {s!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be comma-separated integers, got {s!r}"
+        ) from None
     if any(v < 1 for v in sizes):
         raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {s!r}")
     return sizes
@@ -28,42 +31,104 @@ def build_parser():
     from . import init, optim, preprocess
     from .nn import ACTIVATION_LAYERS
     from .run import DATASETS, SCHEDULES, TrainConfig
+
     d = TrainConfig()
-    parser = argparse.ArgumentParser(prog="gpunet", description="Train neural networks well, on a GPU or a CPU.")
+    parser = argparse.ArgumentParser(
+        prog="gpunet", description="Train neural networks well, on a GPU or a CPU."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train an MLP on a data set and save history, curves and a checkpoint",
-                       description="Train an MLP (Linear -> BatchNorm -> activation -> Dropout, repeated) and "
-                                   "write config.json, history.json/.csv, curves.png and checkpoint.npz to --out.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)")
-    t.add_argument("--data-dir", default=d.data_dir, help="folder with the CIFAR-10 binary or MNIST IDX files")
-    t.add_argument("--hidden", type=_hidden, default=d.hidden, metavar="SIZES",
-                   help="hidden layer sizes, comma-separated, e.g. 128,64")
-    t.add_argument("--activation", choices=sorted(ACTIVATION_LAYERS), default=d.activation, metavar="NAME",
-                   help=f"hidden activation: {', '.join(sorted(ACTIVATION_LAYERS))}")
-    t.add_argument("--init", choices=sorted(init.INITIALIZERS), default=d.init, metavar="NAME",
-                   help=f"weight initialization: {', '.join(sorted(init.INITIALIZERS))}")
-    t.add_argument("--batchnorm", type=_bool, default=d.batchnorm, metavar="on|off",
-                   help="BatchNorm after each hidden Linear layer (fused with the activation)")
-    t.add_argument("--dropout", type=float, default=d.dropout, help="drop probability after each hidden layer")
-    t.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer, help="update rule")
+    t = sub.add_parser(
+        "train",
+        help="train an MLP on a data set and save history, curves and a checkpoint",
+        description="Train an MLP (Linear -> BatchNorm -> activation -> Dropout, repeated) and "
+        "write config.json, history.json/.csv, curves.png and checkpoint.npz to --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument(
+        "--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)"
+    )
+    t.add_argument(
+        "--data-dir", default=d.data_dir, help="folder with the CIFAR-10 binary or MNIST IDX files"
+    )
+    t.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=d.hidden,
+        metavar="SIZES",
+        help="hidden layer sizes, comma-separated, e.g. 128,64",
+    )
+    t.add_argument(
+        "--activation",
+        choices=sorted(ACTIVATION_LAYERS),
+        default=d.activation,
+        metavar="NAME",
+        help=f"hidden activation: {', '.join(sorted(ACTIVATION_LAYERS))}",
+    )
+    t.add_argument(
+        "--init",
+        choices=sorted(init.INITIALIZERS),
+        default=d.init,
+        metavar="NAME",
+        help=f"weight initialization: {', '.join(sorted(init.INITIALIZERS))}",
+    )
+    t.add_argument(
+        "--batchnorm",
+        type=_bool,
+        default=d.batchnorm,
+        metavar="on|off",
+        help="BatchNorm after each hidden Linear layer (fused with the activation)",
+    )
+    t.add_argument(
+        "--dropout", type=float, default=d.dropout, help="drop probability after each hidden layer"
+    )
+    t.add_argument(
+        "--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer, help="update rule"
+    )
     t.add_argument("--lr", type=float, default=d.lr, help="learning rate")
     t.add_argument("--momentum", type=float, default=d.momentum, help="for sgd and rmsprop")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay in the optimizer")
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="L2 weight decay in the optimizer",
+    )
     t.add_argument("--reg", type=float, default=d.reg, help="L2 strength as an explicit loss term")
-    t.add_argument("--schedule", choices=sorted(SCHEDULES), default=d.schedule, help="learning-rate schedule")
+    t.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), default=d.schedule, help="learning-rate schedule"
+    )
     t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per mini-batch")
-    t.add_argument("--preprocess", choices=sorted(preprocess.PREPROCESSORS), default=d.preprocess,
-                   help="fitted on the training split only, saved in the checkpoint")
-    t.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=d.backend, help="auto: GPU if present")
-    t.add_argument("--kernels", choices=["auto", "cupy", "numba"], default=d.kernels, help="GPU kernel path")
-    t.add_argument("--seed", type=int, default=d.seed, help="makes the run reproducible (init, shuffles, dropout)")
+    t.add_argument(
+        "--preprocess",
+        choices=sorted(preprocess.PREPROCESSORS),
+        default=d.preprocess,
+        help="fitted on the training split only, saved in the checkpoint",
+    )
+    t.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "cupy"],
+        default=d.backend,
+        help="auto: GPU if present",
+    )
+    t.add_argument(
+        "--kernels", choices=["auto", "cupy", "numba"], default=d.kernels, help="GPU kernel path"
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="makes the run reproducible (init, shuffles, dropout)",
+    )
     t.add_argument("--out", default="runs/latest", help="output folder")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sub.add_parser("info", help="versions, backend, GPU name and memory, which kernel paths work",
-                   description="Print versions, the active backend, the GPU (name, memory) and which kernel paths work.")
+    sub.add_parser(
+        "info",
+        help="versions, backend, GPU name and memory, which kernel paths work",
+        description="Print versions, the active backend, the GPU (name, memory) and which kernel paths work.",
+    )
     return parser
 
 
@@ -71,6 +136,7 @@ def cmd_train(args):
     from .checkpoint import CheckpointError
     from .run import TrainConfig, run
     from .train import TrainingDiverged
+
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["progress"] = False if args.no_progress else None
@@ -84,8 +150,11 @@ def cmd_train(args):
         print(f"gpunet train: error: {exc}", file=sys.stderr)
         return 2
     import gpunet
-    print(f"backend {gpunet.get_backend()} ({gpunet.device_name()}); dataset {cfg.dataset}; "
-          f"{cfg.epochs} epochs in {sum(result['history'].time):.1f} s")
+
+    print(
+        f"backend {gpunet.get_backend()} ({gpunet.device_name()}); dataset {cfg.dataset}; "
+        f"{cfg.epochs} epochs in {sum(result['history'].time):.1f} s"
+    )
     print(f"val accuracy {result['val_acc']:.4f}  test accuracy {result['test_acc']:.4f}")
     print(f"wrote {cfg.out}/: config.json history.json history.csv curves.png checkpoint.npz")
     return 0
@@ -98,28 +167,36 @@ def cmd_info(args):
     import numpy
 
     import gpunet
+
     from .backend import probe_cupy
     from .dispatch import numba_cuda_problem
-    print(f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy {numpy.__version__}  "
-          f"numba {numba.__version__}")
+
+    print(
+        f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy {numpy.__version__}  "
+        f"numba {numba.__version__}"
+    )
     cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")
-        print("backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, leaky_relu, gelu, "
-              "silu) and the NumPy reference")
+        print(
+            "backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, leaky_relu, gelu, "
+            "silu) and the NumPy reference"
+        )
         return 0
     print(f"cupy {cupy.__version__}")
     gpunet.set_backend("cupy")
     free, total = cupy.cuda.runtime.memGetInfo()
-    print(f"GPU: {gpunet.device_name()}, {total / 2 ** 30:.1f} GiB ({free / 2 ** 30:.1f} GiB free)")
+    print(f"GPU: {gpunet.device_name()}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free)")
     failure = _kernel_check(cupy)
     if failure:
         print(f"kernel check FAILED: {failure}")
         return 1
     print("kernel check: relu on 4 values compiled and ran, results correct")
     problem = numba_cuda_problem()
-    print("kernel paths: cupy (vectorized RawKernel + ElementwiseKernel): ok; numba: "
-          + ("ok" if problem is None else f"unusable ({problem})"))
+    print(
+        "kernel paths: cupy (vectorized RawKernel + ElementwiseKernel): ok; numba: "
+        + ("ok" if problem is None else f"unusable ({problem})")
+    )
     return 0
 
 
@@ -127,10 +204,11 @@ def _kernel_check(cupy):
     """None if a CuPy kernel of gpunet compiles (NVRTC and the CUDA headers must be installed:
     the ``ctk`` extra of cupy-cuda1Nx) and computes the right values here, else why not."""
     from .functional import relu
+
     try:
         y = relu(cupy.asarray([-2.0, -0.5, 0.5, 2.0], dtype=cupy.float32))
         values = cupy.asnumpy(y).tolist()
-    except Exception as exc:    # a missing NVRTC, a driver too old for the compiled code, ...
+    except Exception as exc:  # a missing NVRTC, a driver too old for the compiled code, ...
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     if values != [0.0, 0.0, 0.5, 2.0]:
         return f"relu gave {values}, expected [0.0, 0.0, 0.5, 2.0]"

@@ -1,5 +1,6 @@
 """Data sets: the lecture's spiral toy data, the bundled handwritten digits, and loaders for
 CIFAR-10 and MNIST files a user already has on disk; plus seeded mini-batching."""
+
 from __future__ import annotations
 
 import numpy
@@ -14,7 +15,9 @@ def make_spiral(n_per_class=100, n_classes=3, noise=0.2, seed=None):
     Returns X (n_per_class * n_classes, 2) float32 and y (same length,) int64. Not linearly separable.
     """
     if n_per_class < 1 or n_classes < 2:
-        raise ValueError(f"need n_per_class >= 1 and n_classes >= 2, got {n_per_class}, {n_classes}")
+        raise ValueError(
+            f"need n_per_class >= 1 and n_classes >= 2, got {n_per_class}, {n_classes}"
+        )
     rng = host_rng() if seed is None else numpy.random.default_rng(seed)
     X = numpy.zeros((n_per_class * n_classes, 2))
     y = numpy.zeros(n_per_class * n_classes, dtype=numpy.int64)
@@ -35,7 +38,7 @@ def split_indices(n, fractions, seed):
     perm = numpy.random.default_rng(seed).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
-    return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
+    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
 def load_digits(flatten=True):
@@ -47,6 +50,7 @@ def load_digits(flatten=True):
     (n, 1, 8, 8) with ``flatten=False``; y int64.
     """
     from importlib import resources
+
     with resources.files("gpunet.data").joinpath("digits.npz").open("rb") as f:
         with numpy.load(f, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
@@ -54,20 +58,40 @@ def load_digits(flatten=True):
     X = X.reshape(len(X), 64) if flatten else X.reshape(len(X), 1, 8, 8)
     y = labels.astype(numpy.int64)
     tr, va, te = split_indices(len(X), (0.70, 0.15), seed=20261126)
-    return {"X_train": X[tr], "y_train": y[tr], "X_val": X[va], "y_val": y[va], "X_test": X[te], "y_test": y[te]}
+    return {
+        "X_train": X[tr],
+        "y_train": y[tr],
+        "X_val": X[va],
+        "y_val": y[va],
+        "X_test": X[te],
+        "y_test": y[te],
+    }
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 (binary)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
 def _read_cifar_batch(path):
     raw = numpy.fromfile(path, dtype=numpy.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
-        raise DatasetError(f"{path}: {raw.size} bytes is not a whole number of CIFAR-10 records of "
-                           f"{_CIFAR_RECORD} bytes (1 label byte + 3072 pixel bytes); the file is truncated "
-                           "or not the binary version")
+        raise DatasetError(
+            f"{path}: {raw.size} bytes is not a whole number of CIFAR-10 records of "
+            f"{_CIFAR_RECORD} bytes (1 label byte + 3072 pixel bytes); the file is truncated "
+            "or not the binary version"
+        )
     rec = raw.reshape(-1, _CIFAR_RECORD)
     labels = rec[:, 0].astype(numpy.int64)
     if labels.max() > 9:
@@ -81,14 +105,19 @@ def load_cifar10(root, val_size=5000):
     ``load_digits`` with X float32 (n, 3, 32, 32) in [0, 255]; the last ``val_size`` training
     images are the validation split."""
     import os
+
     names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
     candidates = [root, os.path.join(root, "cifar-10-batches-bin")]
-    folder = next((c for c in candidates if all(os.path.isfile(os.path.join(c, n)) for n in names)), None)
+    folder = next(
+        (c for c in candidates if all(os.path.isfile(os.path.join(c, n)) for n in names)), None
+    )
     if folder is None:
         missing = [n for n in names if not os.path.isfile(os.path.join(root, n))]
-        raise DatasetError(f"CIFAR-10 binary files not found under {root!r} (missing: {', '.join(missing)}). "
-                           "Expected the folder cifar-10-batches-bin of cifar-10-binary.tar.gz from "
-                           "https://www.cs.toronto.edu/~kriz/cifar.html")
+        raise DatasetError(
+            f"CIFAR-10 binary files not found under {root!r} (missing: {', '.join(missing)}). "
+            "Expected the folder cifar-10-batches-bin of cifar-10-binary.tar.gz from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html"
+        )
     parts = [_read_cifar_batch(os.path.join(folder, n)) for n in names[:5]]
     Xtr = numpy.concatenate([p[0] for p in parts])
     ytr = numpy.concatenate([p[1] for p in parts])
@@ -97,14 +126,21 @@ def load_cifar10(root, val_size=5000):
         raise ValueError(f"val_size must be in [0, {len(Xtr)}), got {val_size}")
     n = len(Xtr) - val_size
     f32 = numpy.float32
-    return {"X_train": Xtr[:n].astype(f32), "y_train": ytr[:n], "X_val": Xtr[n:].astype(f32), "y_val": ytr[n:],
-            "X_test": Xte.astype(f32), "y_test": yte}
+    return {
+        "X_train": Xtr[:n].astype(f32),
+        "y_train": ytr[:n],
+        "X_val": Xtr[n:].astype(f32),
+        "y_val": ytr[n:],
+        "X_test": Xte.astype(f32),
+        "y_test": yte,
+    }
 
 
 # ----------------------------------------------------------------------------- MNIST (IDX)
 def _read_idx(path, magic, ndim):
     import gzip
     import os
+
     for candidate in (path, path + ".gz"):
         if os.path.isfile(candidate):
             break
@@ -115,18 +151,26 @@ def _read_idx(path, magic, ndim):
         with opener(candidate, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as exc:
-        raise DatasetError(f"{candidate}: cannot read ({exc}); the file is corrupt or truncated") from None
+        raise DatasetError(
+            f"{candidate}: cannot read ({exc}); the file is corrupt or truncated"
+        ) from None
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DatasetError(f"{candidate}: {len(data)} bytes is shorter than an IDX header ({header} bytes)")
+        raise DatasetError(
+            f"{candidate}: {len(data)} bytes is shorter than an IDX header ({header} bytes)"
+        )
     found = int.from_bytes(data[:4], "big")
     if found != magic:
-        raise DatasetError(f"{candidate}: magic number {found} is not {magic} (IDX {'images' if ndim == 3 else 'labels'})")
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+        raise DatasetError(
+            f"{candidate}: magic number {found} is not {magic} (IDX {'images' if ndim == 3 else 'labels'})"
+        )
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = int(numpy.prod(dims))
     if len(data) - header != expected:
-        raise DatasetError(f"{candidate}: header says {dims} = {expected} values but the file holds "
-                           f"{len(data) - header}; it is truncated or corrupt")
+        raise DatasetError(
+            f"{candidate}: header says {dims} = {expected} values but the file holds "
+            f"{len(data) - header}; it is truncated or corrupt"
+        )
     return numpy.frombuffer(data, dtype=numpy.uint8, offset=header).reshape(dims)
 
 
@@ -138,21 +182,37 @@ def load_mnist(root, val_size=5000):
 
     def pair(prefix):
         X = _read_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte"), 2051, 3)
-        y = _read_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte"), 2049, 1).astype(numpy.int64)
+        y = _read_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte"), 2049, 1).astype(
+            numpy.int64
+        )
         if len(X) != len(y):
             raise DatasetError(f"{prefix}: {len(X)} images but {len(y)} labels")
         return X[:, None].astype(numpy.float32), y
+
     Xtr, ytr = pair("train")
     Xte, yte = pair("t10k")
     if not 0 <= val_size < len(Xtr):
         raise ValueError(f"val_size must be in [0, {len(Xtr)}), got {val_size}")
     n = len(Xtr) - val_size
-    return {"X_train": Xtr[:n], "y_train": ytr[:n], "X_val": Xtr[n:], "y_val": ytr[n:], "X_test": Xte, "y_test": yte}
+    return {
+        "X_train": Xtr[:n],
+        "y_train": ytr[:n],
+        "X_val": Xtr[n:],
+        "y_val": ytr[n:],
+        "X_test": Xte,
+        "y_test": yte,
+    }
 
 
 # ----------------------------------------------------------------------------- batching
-def minibatches(n: int, batch_size: int, shuffle: bool = True, rng=None, drop_last: bool = False,
-                min_size: int = 1) -> list:
+def minibatches(
+    n: int,
+    batch_size: int,
+    shuffle: bool = True,
+    rng=None,
+    drop_last: bool = False,
+    min_size: int = 1,
+) -> list:
     """Index arrays of the mini-batches of one epoch over ``n`` examples. The last partial batch
     is kept (or dropped with ``drop_last``); one smaller than ``min_size`` is merged into the
     batch before it (``min_size=2``: BatchNorm cannot train on one example). ``rng``: a NumPy
@@ -161,7 +221,7 @@ def minibatches(n: int, batch_size: int, shuffle: bool = True, rng=None, drop_la
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = (rng or host_rng()).permutation(n) if shuffle else numpy.arange(n)
     stop = n - n % batch_size if drop_last else n
-    batches = [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
     if len(batches) > 1 and len(batches[-1]) < min_size:
         batches[-2:] = [numpy.concatenate(batches[-2:])]
     return batches

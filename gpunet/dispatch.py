@@ -32,6 +32,7 @@ So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gel
 (``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
 kernel (``numba-cpu``); on a NumPy array of 10 values, NumPy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,24 +43,62 @@ from types import ModuleType
 
 from .backend import is_cupy_array
 
-__all__ = ["GPU_CHOICES", "CPU_CHOICES", "KernelFallbackWarning", "kernels_for", "path_name", "gpu_path",
-           "set_kernels", "get_kernels", "use_kernels", "set_cpu_kernels", "get_cpu_kernels",
-           "use_cpu_kernels", "numba_cuda_problem", "save_table", "table_path"]
+__all__ = [
+    "GPU_CHOICES",
+    "CPU_CHOICES",
+    "KernelFallbackWarning",
+    "kernels_for",
+    "path_name",
+    "gpu_path",
+    "set_kernels",
+    "get_kernels",
+    "use_kernels",
+    "set_cpu_kernels",
+    "get_cpu_kernels",
+    "use_cpu_kernels",
+    "numba_cuda_problem",
+    "save_table",
+    "table_path",
+]
 
 GPU_CHOICES = ("auto", "cupy", "numba")
 CPU_CHOICES = ("auto", "numpy", "numba", "numba-serial", "numba-parallel")
 
 #: operations the Numba CPU kernels implement (a BatchNorm op is "batchnorm" or "batchnorm+ACT")
-NUMBA_CPU_OPS = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh",
-                           "softplus", "silu", "batchnorm", "batchnorm+relu", "batchnorm+leaky_relu",
-                           "batchnorm+elu", "batchnorm+tanh", "batchnorm+sigmoid", "batchnorm+gelu",
-                           "batchnorm+silu"})
+NUMBA_CPU_OPS = frozenset(
+    {
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "gelu",
+        "gelu_tanh",
+        "softplus",
+        "silu",
+        "batchnorm",
+        "batchnorm+relu",
+        "batchnorm+leaky_relu",
+        "batchnorm+elu",
+        "batchnorm+tanh",
+        "batchnorm+sigmoid",
+        "batchnorm+gelu",
+        "batchnorm+silu",
+    }
+)
 #: what ``auto`` sends to the Numba CPU kernels, and from how many values. Measured (1M float32,
 #: 2-core EPYC, ms forward/backward, NumPy -> Numba): relu 4.5/8.9 -> 0.7/0.8, leaky_relu
 #: 4.9/9.0 -> 0.7/0.9, gelu 12.0/17.5 -> 7.8/11.4, silu 11.7/18.0 -> 8.0/8.4; tanh 0.75/1.3 ->
 #: 15/15 (NumPy wins). BatchNorm (+ReLU): 5-9x faster than NumPy at every size (BENCHMARKS.md).
-AUTO_NUMBA_CPU = {"relu": 4096, "leaky_relu": 4096, "gelu": 4096, "silu": 4096,
-                  "batchnorm": 0, "batchnorm+relu": 0}
+AUTO_NUMBA_CPU = {
+    "relu": 4096,
+    "leaky_relu": 4096,
+    "gelu": 4096,
+    "silu": 4096,
+    "batchnorm": 0,
+    "batchnorm+relu": 0,
+}
 
 
 class KernelFallbackWarning(RuntimeWarning):
@@ -87,16 +126,26 @@ def path_name(op: str, *arrays) -> str:
         return "numpy"
     if choice != "auto":
         return "numba-cpu"
-    if op in AUTO_NUMBA_CPU and x.size >= AUTO_NUMBA_CPU[op] and all(a.flags.c_contiguous for a in arrays):
+    if (
+        op in AUTO_NUMBA_CPU
+        and x.size >= AUTO_NUMBA_CPU[op]
+        and all(a.flags.c_contiguous for a in arrays)
+    ):
         return "numba-cpu"
     return "numpy"
 
 
-_MODULES = {"numpy": "path_numpy", "numba-cpu": "path_numba_cpu", "cupy": "path_cupy", "numba": "path_numba_cuda"}
+_MODULES = {
+    "numpy": "path_numpy",
+    "numba-cpu": "path_numba_cpu",
+    "cupy": "path_cupy",
+    "numba": "path_numba_cuda",
+}
 
 
 def _path_module(name: str) -> ModuleType:
     import importlib
+
     return importlib.import_module(f"gpunet.kernels.{_MODULES[name]}")
 
 
@@ -109,8 +158,11 @@ def gpu_path(n_elements: int) -> str:
             return "numba"
         if not _state["warned"]:
             _state["warned"] = True
-            warnings.warn(f"Numba CUDA kernels are unusable here ({problem}); using CuPy kernels",
-                          KernelFallbackWarning, stacklevel=4)
+            warnings.warn(
+                f"Numba CUDA kernels are unusable here ({problem}); using CuPy kernels",
+                KernelFallbackWarning,
+                stacklevel=4,
+            )
         return "cupy"
     if chosen == "auto" and _auto_choice(n_elements) == "numba" and numba_cuda_problem() is None:
         return "numba"
@@ -141,7 +193,10 @@ def set_cpu_kernels(name: str = "auto") -> None:
     ``"numba-parallel"``."""
     name = _checked(name, CPU_CHOICES, "cpu kernels")
     from gpunet.kernels import cpu_batchnorm
-    cpu_batchnorm.set_threads({"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto"))
+
+    cpu_batchnorm.set_threads(
+        {"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto")
+    )
     _state["cpu"] = name
 
 
@@ -187,9 +242,12 @@ def _probe_numba() -> str | None:
         import cupy
 
         from gpunet.kernels import numba_support, path_numba_cuda
+
         if numba_support.SIMULATOR:
             return "NUMBA_ENABLE_CUDASIM=1 is set (the simulator cannot take CuPy arrays)"
-        y = path_numba_cuda.activation_forward("relu", cupy.asarray([-1.0, 2.0], dtype=cupy.float32))
+        y = path_numba_cuda.activation_forward(
+            "relu", cupy.asarray([-1.0, 2.0], dtype=cupy.float32)
+        )
         if y.get().tolist() != [0.0, 2.0]:
             return "a Numba CUDA test kernel gave a wrong result"
     except Exception as exc:  # any failure means: use CuPy
@@ -200,12 +258,15 @@ def _probe_numba() -> str | None:
 # ----------------------------------------------------------------------------- measured table
 def table_path() -> str:
     """Where ``auto``'s measured table lives (``GPUNET_KERNEL_TABLE`` moves it)."""
-    return os.environ.get("GPUNET_KERNEL_TABLE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "gpunet", "kernel_paths.json"))
+    return os.environ.get(
+        "GPUNET_KERNEL_TABLE",
+        os.path.join(os.path.expanduser("~"), ".cache", "gpunet", "kernel_paths.json"),
+    )
 
 
 def _current_device() -> str:
     from .backend import cupy_or_none, device_name_of
+
     cupy = cupy_or_none()
     return "" if cupy is None else device_name_of(cupy)
 
@@ -218,9 +279,11 @@ def _auto_table() -> list:
             with open(table_path()) as f:
                 data = json.load(f)
             if data.get("device") == _current_device():
-                _state["table"] = sorted((int(n), str(p)) for n, p in data["rows"] if p in ("cupy", "numba"))
+                _state["table"] = sorted(
+                    (int(n), str(p)) for n, p in data["rows"] if p in ("cupy", "numba")
+                )
         except (OSError, ValueError, KeyError, TypeError):
-            pass    # no table, or not ours: the default rule
+            pass  # no table, or not ours: the default rule
     return _state["table"]
 
 
@@ -237,8 +300,14 @@ def save_table(rows, device: str | None = None) -> str:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"device": device if device is not None else _current_device(),
-                   "rows": [[int(n), p] for n, p in rows]}, f, indent=1)
+        json.dump(
+            {
+                "device": device if device is not None else _current_device(),
+                "rows": [[int(n), p] for n, p in rows],
+            },
+            f,
+            indent=1,
+        )
     os.replace(tmp, path)
-    _state["table"] = None          # reloaded on next use
+    _state["table"] = None  # reloaded on next use
     return path

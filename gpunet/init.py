@@ -15,6 +15,7 @@ The lecture (CS231n): zeros never break symmetry; 0.01 * randn makes activations
 tanh nets; Xavier/Glorot keeps the variance through tanh layers; He/Kaiming adds the factor 2 that
 ReLU needs.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,24 @@ import numpy
 
 from .backend import get_xp, host_rng
 
-__all__ = ["fans", "calculate_gain", "zeros", "constant", "normal", "uniform", "small_random",
-           "xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform", "lecun_normal",
-           "orthogonal", "truncated_normal", "get_initializer", "INITIALIZERS"]
+__all__ = [
+    "fans",
+    "calculate_gain",
+    "zeros",
+    "constant",
+    "normal",
+    "uniform",
+    "small_random",
+    "xavier_normal",
+    "xavier_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "truncated_normal",
+    "get_initializer",
+    "INITIALIZERS",
+]
 
 
 def _out(values, dtype):
@@ -43,7 +59,9 @@ def fans(shape):
     """(fan_in, fan_out) of a weight of this shape (see the module docstring)."""
     shape = _shape(shape)
     if len(shape) < 2:
-        raise ValueError(f"fan_in and fan_out need a weight with at least 2 dimensions, got shape {shape}")
+        raise ValueError(
+            f"fan_in and fan_out need a weight with at least 2 dimensions, got shape {shape}"
+        )
     if len(shape) == 2:
         return shape[0], shape[1]
     receptive = int(numpy.prod(shape[2:]))
@@ -54,8 +72,17 @@ def calculate_gain(nonlinearity, param=None):
     """The recommended gain for a nonlinearity (PyTorch's table): linear, conv*, sigmoid: 1;
     tanh: 5/3; relu: sqrt(2); leaky_relu: sqrt(2 / (1 + slope^2)) (slope = param, default 0.01);
     selu: 3/4."""
-    linear = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-              "conv_transpose2d", "conv_transpose3d", "sigmoid")
+    linear = (
+        "linear",
+        "identity",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
     if nonlinearity in linear:
         return 1.0
     if nonlinearity == "tanh":
@@ -66,7 +93,7 @@ def calculate_gain(nonlinearity, param=None):
         slope = 0.01 if param is None else param
         if isinstance(slope, bool) or not isinstance(slope, (int, float)):
             raise ValueError(f"negative slope {slope!r} is not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
@@ -172,17 +199,28 @@ def truncated_normal(shape, std=1.0, mean=0.0, a=-2.0, b=2.0, *, dtype=numpy.flo
         values[bad] = host_rng().normal(mean, std, size=int(bad.sum()))
         bad = (values < a) | (values > b)
     else:
-        raise ValueError(f"truncated_normal: [a, b] = [{a}, {b}] has almost no mass under N({mean}, {std}^2)")
+        raise ValueError(
+            f"truncated_normal: [a, b] = [{a}, {b}] has almost no mass under N({mean}, {std}^2)"
+        )
     return _out(values, dtype)
 
 
 INITIALIZERS = {
-    "zeros": zeros, "small_random": small_random, "normal": normal, "uniform": uniform,
-    "xavier_normal": xavier_normal, "xavier_uniform": xavier_uniform,
-    "glorot_normal": xavier_normal, "glorot_uniform": xavier_uniform,
-    "kaiming_normal": kaiming_normal, "kaiming_uniform": kaiming_uniform,
-    "he_normal": kaiming_normal, "he_uniform": kaiming_uniform,
-    "lecun_normal": lecun_normal, "orthogonal": orthogonal, "truncated_normal": truncated_normal,
+    "zeros": zeros,
+    "small_random": small_random,
+    "normal": normal,
+    "uniform": uniform,
+    "xavier_normal": xavier_normal,
+    "xavier_uniform": xavier_uniform,
+    "glorot_normal": xavier_normal,
+    "glorot_uniform": xavier_uniform,
+    "kaiming_normal": kaiming_normal,
+    "kaiming_uniform": kaiming_uniform,
+    "he_normal": kaiming_normal,
+    "he_uniform": kaiming_uniform,
+    "lecun_normal": lecun_normal,
+    "orthogonal": orthogonal,
+    "truncated_normal": truncated_normal,
 }
 
 

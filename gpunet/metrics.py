@@ -2,6 +2,7 @@
 
 Shapes: scores (N, C); y (N,) integer labels.
 """
+
 from __future__ import annotations
 
 from .backend import get_array_module

@@ -12,6 +12,7 @@ Adam:     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
           p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)   (Kingma & Ba 2015)
 AdamW:    p *= 1 - lr wd, then Adam with no weight decay in g   (Loshchilov & Hutter 2019)
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,9 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         for i, p in enumerate(params):
             if not isinstance(p, Parameter):
-                raise TypeError(f"params[{i}] is {type(p).__name__}, expected a gpunet.nn.Parameter")
+                raise TypeError(
+                    f"params[{i}] is {type(p).__name__}, expected a gpunet.nn.Parameter"
+                )
         if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a non-negative number, got {lr!r}")
         self.params, self.lr, self.t = params, float(lr), 0
@@ -75,12 +78,18 @@ class Optimizer:
                 _, i, name = key.split(".", 2)
                 i = int(i)
                 if i >= len(self.params):
-                    raise ValueError(f"optimizer state has entry {key!r} but only {len(self.params)} parameters")
+                    raise ValueError(
+                        f"optimizer state has entry {key!r} but only {len(self.params)} parameters"
+                    )
                 xp = get_array_module(self.params[i].data)
-                value = xp.asarray(to_numpy(value) if xp is numpy else value, dtype=self.params[i].data.dtype)
+                value = xp.asarray(
+                    to_numpy(value) if xp is numpy else value, dtype=self.params[i].data.dtype
+                )
                 if value.shape != self.params[i].data.shape:
-                    raise ValueError(f"optimizer state {key!r} has shape {value.shape}, "
-                                     f"parameter {i} has shape {self.params[i].data.shape}")
+                    raise ValueError(
+                        f"optimizer state {key!r} has shape {value.shape}, "
+                        f"parameter {i} has shape {self.params[i].data.shape}"
+                    )
                 self.state[i][name] = value
         return self
 
@@ -93,6 +102,7 @@ def _check_nonneg(**values):
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and weight decay."""
+
     _hyper = ("lr", "momentum", "weight_decay", "dampening")
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
@@ -100,16 +110,31 @@ class SGD(Optimizer):
         _check_nonneg(momentum=momentum, weight_decay=weight_decay, dampening=dampening)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
-        self.momentum, self.nesterov, self.weight_decay, self.dampening = momentum, nesterov, weight_decay, dampening
+        self.momentum, self.nesterov, self.weight_decay, self.dampening = (
+            momentum,
+            nesterov,
+            weight_decay,
+            dampening,
+        )
 
     def _update(self, p, g, st):
-        if is_cupy_array(p.data):    # one fused launch (kernels/optim.cuh)
+        if is_cupy_array(p.data):  # one fused launch (kernels/optim.cuh)
             from gpunet.kernels import cupy_optim
+
             first = self.momentum and "momentum_buffer" not in st
             if first:
                 st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
-            cupy_optim.sgd(g, p.data, st.get("momentum_buffer"), self.lr, self.momentum, self.dampening,
-                           self.weight_decay, self.nesterov, first)
+            cupy_optim.sgd(
+                g,
+                p.data,
+                st.get("momentum_buffer"),
+                self.lr,
+                self.momentum,
+                self.dampening,
+                self.weight_decay,
+                self.nesterov,
+                first,
+            )
             return
         if self.weight_decay:
             g = g + self.weight_decay * p.data
@@ -126,12 +151,21 @@ class SGD(Optimizer):
 
 class RMSprop(Optimizer):
     """Hinton's RMSprop (PyTorch's form, eps outside the root)."""
+
     _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum")
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(
+        self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False
+    ):
         super().__init__(params, lr)
         _check_nonneg(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
-        self.alpha, self.eps, self.weight_decay, self.momentum, self.centered = alpha, eps, weight_decay, momentum, centered
+        self.alpha, self.eps, self.weight_decay, self.momentum, self.centered = (
+            alpha,
+            eps,
+            weight_decay,
+            momentum,
+            centered,
+        )
 
     def _update(self, p, g, st):
         xp = get_array_module(p.data)
@@ -158,6 +192,7 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     """Adam with bias correction; ``weight_decay`` adds wd * p to the gradient (L2, as PyTorch)."""
+
     _hyper = ("lr", "betas", "eps", "weight_decay")
     _decoupled = False
 
@@ -171,12 +206,25 @@ class Adam(Optimizer):
     def _update(self, p, g, st):
         xp = get_array_module(p.data)
         b1, b2 = self.betas
-        if xp is not numpy:          # one fused launch (kernels/optim.cuh)
+        if xp is not numpy:  # one fused launch (kernels/optim.cuh)
             from gpunet.kernels import cupy_optim
+
             m = st.setdefault("exp_avg", xp.zeros_like(p.data))
             v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
-            cupy_optim.adam(g, p.data, m, v, self.lr, b1, b2, self.eps, self.weight_decay,
-                            1 - b1 ** self.t, 1 - b2 ** self.t, self._decoupled)
+            cupy_optim.adam(
+                g,
+                p.data,
+                m,
+                v,
+                self.lr,
+                b1,
+                b2,
+                self.eps,
+                self.weight_decay,
+                1 - b1**self.t,
+                1 - b2**self.t,
+                self._decoupled,
+            )
             return
         if self.weight_decay:
             if self._decoupled:
@@ -189,13 +237,14 @@ class Adam(Optimizer):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * g * g
-        step_size = self.lr / (1 - b1 ** self.t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps
+        step_size = self.lr / (1 - b1**self.t)
+        denom = xp.sqrt(v) / math.sqrt(1 - b2**self.t) + self.eps
         p.data -= step_size * m / denom
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (default 0.01, as PyTorch)."""
+
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -251,7 +300,7 @@ class ExponentialDecay(Schedule):
         super().__init__(optimizer)
 
     def factor(self, t):
-        return self.gamma ** t
+        return self.gamma**t
 
 
 class CosineAnnealing(Schedule):
@@ -265,7 +314,10 @@ class CosineAnnealing(Schedule):
 
     def factor(self, t):
         t = min(t, self.T_max)
-        lr = self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        lr = (
+            self.eta_min
+            + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+        )
         return lr / self.base_lr if self.base_lr else 0.0
 
 

@@ -12,6 +12,7 @@ model). X is (N, D) or (N, C, H, W) on either backend; statistics live on X's de
   so the covariance of transformed training data is the identity.
 * ZCAWhiten(eps): x -> (x - mean) V diag(1 / sqrt(lambda + eps)) V^T (whitened, stays in pixel space).
 """
+
 from __future__ import annotations
 
 import numpy
@@ -40,7 +41,9 @@ class _Transform:
 
     def _check_input(self, X, name="X"):
         if not hasattr(X, "shape") or X.ndim < 2:
-            raise ValueError(f"{name} must be an array of shape (N, features...), got {getattr(X, 'shape', type(X))}")
+            raise ValueError(
+                f"{name} must be an array of shape (N, features...), got {getattr(X, 'shape', type(X))}"
+            )
         if X.dtype.kind != "f":
             raise TypeError(f"{name} must be a float array, got dtype {X.dtype}")
         return get_array_module(X)
@@ -64,6 +67,7 @@ class _Transform:
 class ZeroCenter(_Transform):
     """Subtract the training mean: the mean image, or the per-channel mean (axis 1) with
     ``per_channel=True``."""
+
     _state = ("mean",)
 
     def __init__(self, per_channel=False):
@@ -93,6 +97,7 @@ class ZeroCenter(_Transform):
 
 class Standardize(_Transform):
     """Zero mean and unit variance per feature (constant features: std taken as 1)."""
+
     _state = ("mean", "std")
 
     def __init__(self):
@@ -134,6 +139,7 @@ def _eig_cov(X):
 class PCA(_Transform):
     """Project onto the top principal components (all with ``n_components=None``); ``whiten``
     divides each by sqrt(eigenvalue + eps). Output (N, k)."""
+
     _state = ("mean", "components", "scale", "in_shape")
 
     def __init__(self, n_components=None, whiten=False, eps=1e-8):
@@ -163,12 +169,17 @@ class PCA(_Transform):
         """Back to input space (exact when all components are kept)."""
         self._check_fitted()
         xp = self._check_input(Z, "Z")
-        Xd = (Z.astype("float64") / self._on(xp, self.scale)) @ self._on(xp, self.components).T + self._on(xp, self.mean)
-        return Xd.reshape((len(Z),) + tuple(int(s) for s in to_numpy(self.in_shape))).astype(Z.dtype)
+        Xd = (Z.astype("float64") / self._on(xp, self.scale)) @ self._on(
+            xp, self.components
+        ).T + self._on(xp, self.mean)
+        return Xd.reshape((len(Z),) + tuple(int(s) for s in to_numpy(self.in_shape))).astype(
+            Z.dtype
+        )
 
 
 class ZCAWhiten(_Transform):
     """ZCA whitening: decorrelate to unit variance, then rotate back to the input axes."""
+
     _state = ("mean", "W", "W_inv")
 
     def __init__(self, eps=1e-5):
@@ -191,9 +202,17 @@ class ZCAWhiten(_Transform):
     def inverse_transform(self, Z):
         self._check_fitted()
         xp = self._check_input(Z, "Z")
-        Xd = Z.reshape(len(Z), -1).astype("float64") @ self._on(xp, self.W_inv) + self._on(xp, self.mean)
+        Xd = Z.reshape(len(Z), -1).astype("float64") @ self._on(xp, self.W_inv) + self._on(
+            xp, self.mean
+        )
         return Xd.reshape(Z.shape).astype(Z.dtype)
 
 
-PREPROCESSORS = {"none": None, "zero_center": ZeroCenter, "standardize": Standardize, "pca": PCA,
-                 "pca_whiten": lambda: PCA(whiten=True), "zca": ZCAWhiten}
+PREPROCESSORS = {
+    "none": None,
+    "zero_center": ZeroCenter,
+    "standardize": Standardize,
+    "pca": PCA,
+    "pca_whiten": lambda: PCA(whiten=True),
+    "zca": ZCAWhiten,
+}

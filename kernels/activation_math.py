@@ -8,6 +8,7 @@ seeing the others' compiled versions. The formulas and special cases mirror ``ac
 Every activation NAME has NAME_fwd(x, a, b) -> f(x) and NAME_bwd(dy, x, a, b) -> dy * f'(x), with
 up to two scalar parameters a, b (see activations.cuh for which).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,11 @@ import numpy
 #: functions these values in the dtype it is compiled for, so that float32 math stays float32
 #: (a bare Python literal such as 0.5 is a float64 to Numba and promotes the whole expression).
 CONSTANTS = {
-    "ZERO": 0.0, "ONE": 1.0, "HALF": 0.5, "TEN": 10.0, "THREE": 3.0,
+    "ZERO": 0.0,
+    "ONE": 1.0,
+    "HALF": 0.5,
+    "TEN": 10.0,
+    "THREE": 3.0,
     "SELU_ALPHA": 1.6732632423543772848170429916717,
     "SELU_SCALE": 1.0507009873554804934193349852946,
     "SQRT1_2": 0.70710678118654752440,
@@ -27,7 +32,7 @@ CONSTANTS = {
     "SQRT_2_OVER_PI": 0.79788456080286535588,
     "GELU_TANH_K": 0.044715,
 }
-globals().update(CONSTANTS)     # the plain Python versions (float64) are usable as they are
+globals().update(CONSTANTS)  # the plain Python versions (float64) are usable as they are
 
 
 def kink(x, left):
@@ -152,10 +157,41 @@ def silu_bwd(dy, x, a, b):
 
 
 #: the functions in dependency order (a function only calls those before it)
-ORDER = ("kink", "sigmoid_fwd", "sigmoid_bwd", "tanh_fwd", "tanh_bwd", "relu_fwd", "relu_bwd",
-         "leaky_relu_fwd", "leaky_relu_bwd", "elu_fwd", "elu_bwd", "selu_fwd", "selu_bwd", "gelu_fwd",
-         "gelu_bwd", "gelu_tanh_fwd", "gelu_tanh_bwd", "softplus_fwd", "softplus_bwd", "silu_fwd", "silu_bwd")
-NAMES = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "softplus", "silu")
+ORDER = (
+    "kink",
+    "sigmoid_fwd",
+    "sigmoid_bwd",
+    "tanh_fwd",
+    "tanh_bwd",
+    "relu_fwd",
+    "relu_bwd",
+    "leaky_relu_fwd",
+    "leaky_relu_bwd",
+    "elu_fwd",
+    "elu_bwd",
+    "selu_fwd",
+    "selu_bwd",
+    "gelu_fwd",
+    "gelu_bwd",
+    "gelu_tanh_fwd",
+    "gelu_tanh_bwd",
+    "softplus_fwd",
+    "softplus_bwd",
+    "silu_fwd",
+    "silu_bwd",
+)
+NAMES = (
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "softplus",
+    "silu",
+)
 
 
 def compile_all(jit, dtype=numpy.float64):

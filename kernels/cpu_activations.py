@@ -3,6 +3,7 @@ compiled with ``njit``, one fused loop per call (the NumPy reference makes a tem
 operation). Serial on purpose: inside a training step, threads would fight NumPy's BLAS threads
 for the cores (see cpu_batchnorm.py). Kernels are compiled per function and dtype on first use.
 """
+
 from __future__ import annotations
 
 import numba
@@ -11,7 +12,9 @@ import numpy
 from . import activation_math
 
 #: the scalar math compiled per dtype: float32 stays float32 (constants included)
-DEVICE_BY_DTYPE = {dt: activation_math.compile_all(numba.njit, dt) for dt in (numpy.float32, numpy.float64)}
+DEVICE_BY_DTYPE = {
+    dt: activation_math.compile_all(numba.njit, dt) for dt in (numpy.float32, numpy.float64)
+}
 _KERNELS: dict = {}
 
 
@@ -25,6 +28,7 @@ def _make(dev_fwd, dev_bwd):
     def bwd(dy, x, dx, a, b):
         for i in range(x.size):
             dx[i] = dev_bwd(dy[i], x[i], a, b)
+
     return fwd, bwd
 
 

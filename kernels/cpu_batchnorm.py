@@ -13,13 +13,12 @@ chunk reads its rows once, front to back:
 Fused activation here: None or ReLU (the common case); other activations run as a NumPy pass on
 top (gpunet/functional/batchnorm.py decides).
 """
+
 from __future__ import annotations
 
 import numba
 import numpy
 from numba import prange
-
-
 
 #: Below this many values the serial versions run. Waking threads costs more than it saves on
 #: small tensors, and inside a training step the OpenMP threads (which spin after each parallel
@@ -89,7 +88,7 @@ def _stats(x, parts):
         for n in range(n0, n1):
             na = k * S
             nn = na + S
-            w_new, w_cross = S / nn, na * S / nn      # Chan's weights, the same for every channel
+            w_new, w_cross = S / nn, na * S / nn  # Chan's weights, the same for every channel
             for c in range(C):
                 s_sum = 0.0
                 for s in range(S):
@@ -232,8 +231,15 @@ def _dx_rows(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_st
 
 
 _STATS, _APPLY, _BWD_SUMS, _DX = (_compiled(f) for f in (_stats, _apply, _bwd_sums, _dx))
-_ROWS = {name: _compiled(f) for name, f in (("stats", _stats_rows), ("apply", _apply_rows),
-                                           ("bwd_sums", _bwd_sums_rows), ("dx", _dx_rows))}
+_ROWS = {
+    name: _compiled(f)
+    for name, f in (
+        ("stats", _stats_rows),
+        ("apply", _apply_rows),
+        ("bwd_sums", _bwd_sums_rows),
+        ("dx", _dx_rows),
+    )
+}
 
 
 def _kernel(name, x3):
@@ -278,9 +284,23 @@ def backward(dy3, x3, mean, invstd, gamma, beta, relu, batch_stats):
     g = numpy.ones(C, dt) if gamma is None else gamma
     b = numpy.zeros(C, dt) if beta is None else beta
     mean, invstd = mean.astype(dt), invstd.astype(dt)
-    dbeta, dgamma = _kernel("bwd_sums", x3)(_view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3))
+    dbeta, dgamma = _kernel("bwd_sums", x3)(
+        _view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3)
+    )
     dx = numpy.empty_like(x3)
     M = x3.shape[0] * x3.shape[2]
-    _kernel("dx", x3)(_view(dy3), _view(x3), _view(dx), mean, invstd, g, b, relu, dbeta.astype(dt),
-                      dgamma.astype(dt), batch_stats, 1.0 / M)
+    _kernel("dx", x3)(
+        _view(dy3),
+        _view(x3),
+        _view(dx),
+        mean,
+        invstd,
+        g,
+        b,
+        relu,
+        dbeta.astype(dt),
+        dgamma.astype(dt),
+        batch_stats,
+        1.0 / M,
+    )
     return dx, dgamma.astype(dt), dbeta.astype(dt)

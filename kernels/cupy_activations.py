@@ -6,10 +6,11 @@ Two paths, both built from the device functions of ``activations.cuh``:
   broadcasting, non-contiguous views (the generic path).
 * ``vector_forward`` / ``vector_backward``: the vectorized ``RawKernel`` of ``activations_vec.cuh``
   -- contiguous, 16-byte-aligned float32/float64 only, one float4/double2 per thread (the fast
-  path: see shared/GPU_NOTES.md for why ElementwiseKernel is not enough).
+  path: see docs/gpu-notes.md for why ElementwiseKernel is not enough).
 
 Kernels are compiled on first use and memoized per device (CuPy also caches them on disk).
 """
+
 from __future__ import annotations
 
 import cupy
@@ -43,13 +44,15 @@ def _ctype(dtype) -> str:
 
 def vectorizable(*arrays) -> bool:
     """True when the fast vector path applies: C-contiguous, float32/64, 16-byte aligned."""
-    return all(a.flags.c_contiguous and a.dtype in (cupy.float32, cupy.float64)
-               and a.data.ptr % 16 == 0 for a in arrays)
+    return all(
+        a.flags.c_contiguous and a.dtype in (cupy.float32, cupy.float64) and a.data.ptr % 16 == 0
+        for a in arrays
+    )
 
 
 def _vector_grid(n: int, dtype):
     lanes = 4 if dtype == cupy.float32 else 2
-    threads = n // lanes + 1            # + 1: the tail thread
+    threads = n // lanes + 1  # + 1: the tail thread
     return ((threads + BLOCK - 1) // BLOCK,), (BLOCK,)
 
 
@@ -66,7 +69,9 @@ def vector_forward(name, x, a=0.0, b=0.0):
     if x.size:
         st = x.dtype.type
         grid, block = _vector_grid(x.size, x.dtype)
-        _kernel(f"{name}_fwd_{_ctype(x.dtype)}")(grid, block, (x, y, cupy.int64(x.size), st(a), st(b)))
+        _kernel(f"{name}_fwd_{_ctype(x.dtype)}")(
+            grid, block, (x, y, cupy.int64(x.size), st(a), st(b))
+        )
     return y
 
 
@@ -76,7 +81,8 @@ def vector_backward(name, dy, x, a=0.0, b=0.0):
         st = x.dtype.type
         grid, block = _vector_grid(x.size, x.dtype)
         _kernel(f"{name}_bwd_{_ctype(x.dtype)}")(
-            grid, block, (dy, x, dx, cupy.int64(x.size), st(a), st(b)))
+            grid, block, (dy, x, dx, cupy.int64(x.size), st(a), st(b))
+        )
     return dx
 
 
@@ -89,7 +95,8 @@ def prelu_forward(x, w, channels: int, inner: int):
     y = cupy.empty_like(x)
     if x.size:
         _kernel(f"prelu_fwd_{_ctype(x.dtype)}")(
-            *_grid(x.size), (x, w, y, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner)))
+            *_grid(x.size), (x, w, y, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner))
+        )
     return y
 
 
@@ -99,7 +106,8 @@ def prelu_backward(dy, x, w, channels: int, inner: int):
     if x.size:
         _kernel(f"prelu_bwd_{_ctype(x.dtype)}")(
             *_grid(x.size),
-            (dy, x, w, dx, dw_elem, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner)))
+            (dy, x, w, dx, dw_elem, cupy.int64(x.size), cupy.int64(channels), cupy.int64(inner)),
+        )
     return dx, dw_elem
 
 
@@ -107,7 +115,8 @@ def maxout_forward(x, out_shape, pieces: int, inner: int):
     y = cupy.empty(out_shape, dtype=x.dtype)
     if y.size:
         _kernel(f"maxout_fwd_{_ctype(x.dtype)}")(
-            *_grid(y.size), (x, y, cupy.int64(y.size), cupy.int64(pieces), cupy.int64(inner)))
+            *_grid(y.size), (x, y, cupy.int64(y.size), cupy.int64(pieces), cupy.int64(inner))
+        )
     return y
 
 
@@ -115,5 +124,6 @@ def maxout_backward(dy, x, pieces: int, inner: int):
     dx = cupy.empty_like(x)
     if dy.size:
         _kernel(f"maxout_bwd_{_ctype(x.dtype)}")(
-            *_grid(dy.size), (dy, x, dx, cupy.int64(dy.size), cupy.int64(pieces), cupy.int64(inner)))
+            *_grid(dy.size), (dy, x, dx, cupy.int64(dy.size), cupy.int64(pieces), cupy.int64(inner))
+        )
     return dx

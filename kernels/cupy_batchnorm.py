@@ -4,16 +4,17 @@ Inputs are contiguous (N, C, S) views; the functional layer (gpunet/functional/b
 checks arguments and makes them so. Forward in training: 2 launches; backward: 2 launches;
 inference forward: 1 launch.
 """
+
 from __future__ import annotations
 
 import cupy
 
 from . import unit_source
 
-THREADS = 256          # GPUNET_BN_THREADS
+THREADS = 256  # GPUNET_BN_THREADS
 ROWS_X, ROWS_Y = 32, 8  # GPUNET_BN_ROWS_X, GPUNET_BN_ROWS_Y
-BLOCKS_PER_SM = 4       # enough resident blocks to hide memory latency
-MIN_PER_BLOCK = 2048    # fewer values than this per block is all launch and merge overhead
+BLOCKS_PER_SM = 4  # enough resident blocks to hide memory latency
+MIN_PER_BLOCK = 2048  # fewer values than this per block is all launch and merge overhead
 _counters: dict = {}
 
 
@@ -81,17 +82,50 @@ def stats(x3, running_mean, running_var, factor, eps):
     part = cupy.empty(3 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     update = running_mean is not None
-    rm = running_mean if update else mean   # never read when update == 0
+    rm = running_mean if update else mean  # never read when update == 0
     rv = running_var if update else mean
     i64 = cupy.int64
     if S == 1:
-        _kernel("bn_stats_rows", dt)(grid, block, (
-            x3, i64(N), i64(C), i64(chunk), part, counters, mean, invstd, rm, rv,
-            cupy.float64(factor), cupy.float64(eps), cupy.int32(update)))
+        _kernel("bn_stats_rows", dt)(
+            grid,
+            block,
+            (
+                x3,
+                i64(N),
+                i64(C),
+                i64(chunk),
+                part,
+                counters,
+                mean,
+                invstd,
+                rm,
+                rv,
+                cupy.float64(factor),
+                cupy.float64(eps),
+                cupy.int32(update),
+            ),
+        )
     else:
-        _kernel("bn_stats_spatial", dt)(grid, block, (
-            x3, i64(N), i64(C), i64(S), i64(chunk), part, counters, mean, invstd, rm, rv,
-            cupy.float64(factor), cupy.float64(eps), cupy.int32(update)))
+        _kernel("bn_stats_spatial", dt)(
+            grid,
+            block,
+            (
+                x3,
+                i64(N),
+                i64(C),
+                i64(S),
+                i64(chunk),
+                part,
+                counters,
+                mean,
+                invstd,
+                rm,
+                rv,
+                cupy.float64(factor),
+                cupy.float64(eps),
+                cupy.int32(update),
+            ),
+        )
     return mean, invstd
 
 
@@ -101,10 +135,25 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, act_a, eps):
     y = cupy.empty_like(x3)
     if x3.size:
         affine = gamma is not None
-        _kernel("bn_apply", x3.dtype)(*_elementwise_grid(x3.size, x3.dtype), (
-            x3, y, mean, var_or_invstd, cupy.int32(is_var), gamma if affine else mean,
-            beta if affine else mean, cupy.int32(affine), cupy.int32(act), cupy.float64(act_a),
-            cupy.float64(eps), cupy.int64(x3.size), cupy.int64(C), cupy.int64(S)))
+        _kernel("bn_apply", x3.dtype)(
+            *_elementwise_grid(x3.size, x3.dtype),
+            (
+                x3,
+                y,
+                mean,
+                var_or_invstd,
+                cupy.int32(is_var),
+                gamma if affine else mean,
+                beta if affine else mean,
+                cupy.int32(affine),
+                cupy.int32(act),
+                cupy.float64(act_a),
+                cupy.float64(eps),
+                cupy.int64(x3.size),
+                cupy.int64(C),
+                cupy.int64(S),
+            ),
+        )
     return y
 
 
@@ -121,15 +170,73 @@ def backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
     counters = _counter_buffer(groups)
     i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64
     if S == 1:
-        _kernel("bn_bwd_reduce_rows", dt)(grid, block, (
-            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), i64(N), i64(C), i64(chunk),
-            part, counters, dgamma, dbeta))
+        _kernel("bn_bwd_reduce_rows", dt)(
+            grid,
+            block,
+            (
+                dy3,
+                x3,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                i64(N),
+                i64(C),
+                i64(chunk),
+                part,
+                counters,
+                dgamma,
+                dbeta,
+            ),
+        )
     else:
-        _kernel("bn_bwd_reduce_spatial", dt)(grid, block, (
-            dy3, x3, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), i64(N), i64(C), i64(S),
-            i64(chunk), part, counters, dgamma, dbeta))
+        _kernel("bn_bwd_reduce_spatial", dt)(
+            grid,
+            block,
+            (
+                dy3,
+                x3,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                i64(N),
+                i64(C),
+                i64(S),
+                i64(chunk),
+                part,
+                counters,
+                dgamma,
+                dbeta,
+            ),
+        )
     if x3.size:
-        _kernel("bn_bwd_dx", dt)(*_elementwise_grid(x3.size, dt), (
-            dy3, x3, dx, mean, invstd, g, b, i32(affine), i32(act), f64(act_a), dgamma, dbeta,
-            i32(batch_stats), f64(1.0 / (N * S)), i64(x3.size), i64(C), i64(S)))
+        _kernel("bn_bwd_dx", dt)(
+            *_elementwise_grid(x3.size, dt),
+            (
+                dy3,
+                x3,
+                dx,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                dgamma,
+                dbeta,
+                i32(batch_stats),
+                f64(1.0 / (N * S)),
+                i64(x3.size),
+                i64(C),
+                i64(S),
+            ),
+        )
     return dx, dgamma, dbeta

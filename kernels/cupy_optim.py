@@ -1,6 +1,7 @@
 """Fused optimizer updates for CuPy parameters: one ElementwiseKernel launch per parameter, the
 math in optim.cuh (definitions in elementwise_ops.py). A small training step is bound by launches
-(shared/GPU_NOTES.md), so this matters more than the arithmetic."""
+(docs/gpu-notes.md), so this matters more than the arithmetic."""
+
 from __future__ import annotations
 
 import cupy

@@ -5,30 +5,65 @@ Each entry: (in_params, out_params, operation, kernel name, preamble source file
 lives in the .cuh files; an operation only calls it. Kernel names differ from the device
 functions they call (an extern "C" kernel of the same name would clash with the template).
 """
+
 from __future__ import annotations
 
-ACTIVATION_KERNELS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh",
-                      "softplus", "silu")
+ACTIVATION_KERNELS = (
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "softplus",
+    "silu",
+)
 
 
 def activation_ops(name):
     """(forward, backward) definitions for activation ``name``."""
-    fwd = ("T x, float64 a, float64 b", "T y", f"y = gpunet_{name}_fwd(x, (T)a, (T)b)",
-           f"gpunet_ew_{name}_fwd", ("generated.cuh", "activations.cuh"))
-    bwd = ("T dy, T x, float64 a, float64 b", "T dx", f"dx = gpunet_{name}_bwd(dy, x, (T)a, (T)b)",
-           f"gpunet_ew_{name}_bwd", ("generated.cuh", "activations.cuh"))
+    fwd = (
+        "T x, float64 a, float64 b",
+        "T y",
+        f"y = gpunet_{name}_fwd(x, (T)a, (T)b)",
+        f"gpunet_ew_{name}_fwd",
+        ("generated.cuh", "activations.cuh"),
+    )
+    bwd = (
+        "T dy, T x, float64 a, float64 b",
+        "T dx",
+        f"dx = gpunet_{name}_bwd(dy, x, (T)a, (T)b)",
+        f"gpunet_ew_{name}_bwd",
+        ("generated.cuh", "activations.cuh"),
+    )
     return fwd, bwd
 
 
 OPTIM_OPS = {
-    "sgd": ("T g, float64 lr, float64 mu, float64 damp, float64 wd, int32 nesterov, int32 first", "T p, T buf",
-            "gpunet_sgd_update(g, p, buf, lr, mu, damp, wd, nesterov, first)", "gpunet_sgd_kernel", ("optim.cuh",)),
-    "sgd_plain": ("T g, float64 lr, float64 wd", "T p", "gpunet_sgd_plain_update(g, p, lr, wd)",
-                  "gpunet_sgd_plain_kernel", ("optim.cuh",)),
-    "adam": ("T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 wd, float64 bc1, float64 bc2, "
-             "int32 decoupled", "T p, T m, T v",
-             "gpunet_adam_update(g, p, m, v, lr, b1, b2, eps, wd, bc1, bc2, decoupled)", "gpunet_adam_kernel",
-             ("optim.cuh",)),
+    "sgd": (
+        "T g, float64 lr, float64 mu, float64 damp, float64 wd, int32 nesterov, int32 first",
+        "T p, T buf",
+        "gpunet_sgd_update(g, p, buf, lr, mu, damp, wd, nesterov, first)",
+        "gpunet_sgd_kernel",
+        ("optim.cuh",),
+    ),
+    "sgd_plain": (
+        "T g, float64 lr, float64 wd",
+        "T p",
+        "gpunet_sgd_plain_update(g, p, lr, wd)",
+        "gpunet_sgd_plain_kernel",
+        ("optim.cuh",),
+    ),
+    "adam": (
+        "T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 wd, float64 bc1, float64 bc2, "
+        "int32 decoupled",
+        "T p, T m, T v",
+        "gpunet_adam_update(g, p, m, v, lr, b1, b2, eps, wd, bc1, bc2, decoupled)",
+        "gpunet_adam_kernel",
+        ("optim.cuh",),
+    ),
 }
 
 
@@ -41,6 +76,8 @@ def all_ops():
 def make_kernel(cupy, definition):
     """A cupy.ElementwiseKernel from one definition."""
     from . import read_source
+
     in_params, out_params, operation, name, files = definition
-    return cupy.ElementwiseKernel(in_params, out_params, operation, name,
-                                  preamble="\n".join(read_source(f) for f in files))
+    return cupy.ElementwiseKernel(
+        in_params, out_params, operation, name, preamble="\n".join(read_source(f) for f in files)
+    )

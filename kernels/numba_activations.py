@@ -7,6 +7,7 @@ size, so that loads stay coalesced and several are in flight per thread.
 On a GPU they take CuPy arrays without a host sync and run on CuPy's current stream (see
 ``numba_support.launch``); in CI they run in Numba's CUDA simulator on NumPy arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,10 @@ BLOCK = 128
 
 #: the device functions: the shared scalar math (activation_math.py) compiled for CUDA, one set
 #: per dtype so that float32 kernels compute in float32 (their constants are float32 too)
-DEVICE_BY_DTYPE = {dt: activation_math.compile_all(cuda.jit(device=True), dt)
-                   for dt in (numpy.float32, numpy.float64)}
+DEVICE_BY_DTYPE = {
+    dt: activation_math.compile_all(cuda.jit(device=True), dt)
+    for dt in (numpy.float32, numpy.float64)
+}
 DEVICE = DEVICE_BY_DTYPE[numpy.float64]
 leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bwd"]
 
@@ -35,6 +38,7 @@ def _make_forward(dev):
             i = start + k * cuda.blockDim.x
             if i < x.size:
                 y[i] = dev(x[i], a, b)
+
     return kernel
 
 
@@ -46,6 +50,7 @@ def _make_backward(dev):
             i = start + k * cuda.blockDim.x
             if i < x.size:
                 dx[i] = dev(dy[i], x[i], a, b)
+
     return kernel
 
 
@@ -56,7 +61,10 @@ def _kernels(name, dtype):
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
-        _KERNELS[key] = (_make_forward(device[f"{name}_fwd"]), _make_backward(device[f"{name}_bwd"]))
+        _KERNELS[key] = (
+            _make_forward(device[f"{name}_fwd"]),
+            _make_backward(device[f"{name}_bwd"]),
+        )
     return _KERNELS[key]
 
 
@@ -97,8 +105,18 @@ def prelu_forward(x, w, y, channels, inner):
 
 
 def prelu_backward(dy, x, w, dx, dw_elem, channels, inner):
-    launch(_prelu_bwd, max(1, (x.size + BLOCK - 1) // BLOCK), BLOCK, dy, x, w, dx, dw_elem,
-           channels, inner)
+    launch(
+        _prelu_bwd,
+        max(1, (x.size + BLOCK - 1) // BLOCK),
+        BLOCK,
+        dy,
+        x,
+        w,
+        dx,
+        dw_elem,
+        channels,
+        inner,
+    )
 
 
 @cuda.jit(device=True)

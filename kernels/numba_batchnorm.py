@@ -5,6 +5,7 @@ Statistics: per-thread Welford in float64, merged with Chan's formula through a 
 finalize kernel per channel (the CuPy kernels fold that into the last block instead).
 Elementwise passes: one thread per element. Arrays are contiguous (N, C, S) views.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ sigmoid_fwd, sigmoid_bwd = _D["sigmoid_fwd"], _D["sigmoid_bwd"]
 gelu_fwd, gelu_bwd = _D["gelu_fwd"], _D["gelu_bwd"]
 silu_fwd, silu_bwd = _D["silu_fwd"], _D["silu_bwd"]
 RELU, LEAKY_RELU, ELU, TANH, SIGMOID, GELU, SILU = (
-    ACTIVATION_CODES[name] for name in ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"))
+    ACTIVATION_CODES[name]
+    for name in ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu")
+)
 
 THREADS = 64
 MIN_PER_BLOCK = 1024
@@ -109,8 +112,14 @@ def _stats_partial(x, chunk, part):
     stride = THREADS // 2
     while stride > 0:
         if t < stride:
-            sh_n[t], sh_mean[t], sh_m2[t] = _chan(sh_n[t], sh_mean[t], sh_m2[t],
-                                                  sh_n[t + stride], sh_mean[t + stride], sh_m2[t + stride])
+            sh_n[t], sh_mean[t], sh_m2[t] = _chan(
+                sh_n[t],
+                sh_mean[t],
+                sh_m2[t],
+                sh_n[t + stride],
+                sh_mean[t + stride],
+                sh_m2[t + stride],
+            )
         cuda.syncthreads()
         stride //= 2
     if t == 0:
@@ -190,7 +199,9 @@ def _bwd_finalize(part, dgamma, dbeta):
 
 
 @cuda.jit
-def _dx(dy, x, dx, mean, invstd, gamma, beta, affine, code, act_a, dgamma, dbeta, batch_stats, inv_m):
+def _dx(
+    dy, x, dx, mean, invstd, gamma, beta, affine, code, act_a, dgamma, dbeta, batch_stats, inv_m
+):
     j = cuda.grid(1)
     C, S = x.shape[1], x.shape[2]
     if j < x.size:
@@ -215,6 +226,7 @@ def _split(x3):
 
 def _xp(a):
     import sys
+
     if type(a).__module__.startswith("cupy"):
         return sys.modules["cupy"]
     return numpy
@@ -236,7 +248,11 @@ def stats(x3, eps):
     C = x3.shape[1]
     grid, chunk = partial_grid(x3)
     part = xp.empty(grid + (3,), xp.float64)
-    mean, invstd, stats64 = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty((C, 2), xp.float64)
+    mean, invstd, stats64 = (
+        xp.empty(C, x3.dtype),
+        xp.empty(C, x3.dtype),
+        xp.empty((C, 2), xp.float64),
+    )
     launch(_stats_partial, grid, THREADS, x3, chunk, part)
     launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd, stats64, float(eps))
     return mean, invstd, stats64
@@ -247,8 +263,22 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, act_a, eps):
     y = xp.empty_like(x3)
     if x3.size:
         affine = gamma is not None
-        launch(_apply, _blocks(x3.size), THREADS, x3, y, mean, var_or_invstd, bool(is_var),
-               gamma if affine else mean, beta if affine else mean, affine, act_code, float(act_a), float(eps))
+        launch(
+            _apply,
+            _blocks(x3.size),
+            THREADS,
+            x3,
+            y,
+            mean,
+            var_or_invstd,
+            bool(is_var),
+            gamma if affine else mean,
+            beta if affine else mean,
+            affine,
+            act_code,
+            float(act_a),
+            float(eps),
+        )
     return y
 
 
@@ -260,9 +290,41 @@ def backward(dy3, x3, mean, invstd, gamma, beta, act_code, act_a, batch_stats):
     dgamma, dbeta, dx = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty_like(x3)
     affine = gamma is not None
     g, b = (gamma, beta) if affine else (mean, mean)
-    launch(_bwd_partial, grid, THREADS, dy3, x3, mean, invstd, g, b, affine, act_code, float(act_a), chunk, part)
+    launch(
+        _bwd_partial,
+        grid,
+        THREADS,
+        dy3,
+        x3,
+        mean,
+        invstd,
+        g,
+        b,
+        affine,
+        act_code,
+        float(act_a),
+        chunk,
+        part,
+    )
     launch(_bwd_finalize, _blocks(C), THREADS, part, dgamma, dbeta)
     if x3.size:
-        launch(_dx, _blocks(x3.size), THREADS, dy3, x3, dx, mean, invstd, g, b, affine, act_code, float(act_a),
-               dgamma, dbeta, bool(batch_stats), 1.0 / (N * S))
+        launch(
+            _dx,
+            _blocks(x3.size),
+            THREADS,
+            dy3,
+            x3,
+            dx,
+            mean,
+            invstd,
+            g,
+            b,
+            affine,
+            act_code,
+            float(act_a),
+            dgamma,
+            dbeta,
+            bool(batch_stats),
+            1.0 / (N * S),
+        )
     return dx, dgamma, dbeta

@@ -7,6 +7,7 @@
   work (and on a multi-GPU machine, on the GPU that holds the arrays).
 * Under ``NUMBA_ENABLE_CUDASIM=1`` (CI, no GPU) kernels run in the simulator on NumPy arrays.
 """
+
 from __future__ import annotations
 
 import numpy
@@ -21,8 +22,9 @@ def _numba_cuda_needs_row_stack() -> bool:
         return False
     try:
         from importlib.metadata import version
+
         major, minor = (int(v) for v in version("numba-cuda").split(".")[:2])
-    except Exception:       # not installed, or a version string we cannot read
+    except Exception:  # not installed, or a version string we cannot read
         return False
     return (major, minor) < (0, 31)
 
@@ -43,6 +45,7 @@ _streams: dict = {}
 def _numba_stream(device: int):
     """Numba's view of CuPy's current stream on ``device`` (cached per device and stream)."""
     import cupy
+
     key = (device, cupy.cuda.get_current_stream().ptr)
     if key not in _streams:
         _streams[key] = cuda.default_stream() if key[1] == 0 else cuda.external_stream(key[1])
@@ -61,6 +64,7 @@ def launch(kernel, blocks: int, threads: int, *args):
         kernel[blocks, threads](*args)
         return
     import cupy
-    device = cupy.cuda.Device().id      # CuPy's current device, where the arrays live
+
+    device = cupy.cuda.Device().id  # CuPy's current device, where the arrays live
     with cuda.gpus[device]:
         kernel[blocks, threads, _numba_stream(device)](*(_as_device(a) for a in args))

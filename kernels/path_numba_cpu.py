@@ -8,6 +8,7 @@ Maxout have no Numba CPU kernels: this path runs the NumPy code for them.
 
 Kernels take C-contiguous arrays: other layouts are copied first.
 """
+
 from __future__ import annotations
 
 import numpy
@@ -24,10 +25,14 @@ def activation_forward(name, x, a=0.0, b=0.0):
 
 
 def activation_backward(name, dy, x, a=0.0, b=0.0):
-    return cpu_activations.backward(name, numpy.ascontiguousarray(dy), numpy.ascontiguousarray(x), a, b)
+    return cpu_activations.backward(
+        name, numpy.ascontiguousarray(dy), numpy.ascontiguousarray(x), a, b
+    )
 
 
-def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a):
+def bn_forward(
+    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
+):
     """As path_numpy.bn_forward."""
     if batch_stats:
         mean64, var64, unbiased64 = cpu_batchnorm.stats(x3)
@@ -47,7 +52,7 @@ def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, 
 
 def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
     """As path_numpy.bn_backward."""
-    if act not in (None, "relu"):      # dz = dy * act'(z) in NumPy, then the plain kernels
+    if act not in (None, "relu"):  # dz = dy * act'(z) in NumPy, then the plain kernels
         z = cpu_batchnorm.apply(x3, mean, invstd, gamma, beta, False)
         dy3 = path_numpy.activation_backward(act, dy3, z, act_a)
     return cpu_batchnorm.backward(dy3, x3, mean, invstd, gamma, beta, act == "relu", batch_stats)

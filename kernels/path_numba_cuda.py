@@ -5,6 +5,7 @@ chooses). The second GPU implementation, held to the CuPy one by the tests; it c
 formulas (numba_activations.py, numba_batchnorm.py) on flat contiguous arrays, on CuPy's current
 device and stream. Running statistics are updated on the host side (path_numpy.update_running).
 """
+
 from __future__ import annotations
 
 import cupy
@@ -28,15 +29,24 @@ def activation_backward(name, dy, x, a=0.0, b=0.0):
 
 def prelu_forward(x, w, channels, inner):
     x, y = cupy.ascontiguousarray(x), cupy.empty(x.shape, x.dtype)
-    numba_activations.prelu_forward(x.ravel(), cupy.ascontiguousarray(w), y.ravel(), channels, inner)
+    numba_activations.prelu_forward(
+        x.ravel(), cupy.ascontiguousarray(w), y.ravel(), channels, inner
+    )
     return y
 
 
 def prelu_backward(dy, x, w, channels, inner):
     dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
     dx, dw_elem = cupy.empty_like(x), cupy.empty_like(x)
-    numba_activations.prelu_backward(dy.ravel(), x.ravel(), cupy.ascontiguousarray(w), dx.ravel(),
-                                     dw_elem.ravel(), channels, inner)
+    numba_activations.prelu_backward(
+        dy.ravel(),
+        x.ravel(),
+        cupy.ascontiguousarray(w),
+        dx.ravel(),
+        dw_elem.ravel(),
+        channels,
+        inner,
+    )
     return dx, dw_elem
 
 
@@ -53,16 +63,30 @@ def maxout_backward(dy, x, out_shape, pieces, inner):
     return dx
 
 
-def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a):
+def bn_forward(
+    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
+):
     code = ACTIVATION_CODES[act]
     if batch_stats:
         mean, invstd, stats64 = numba_batchnorm.stats(x3, eps)
         if update:
-            path_numpy.update_running(running_mean, running_var, stats64[:, 0], stats64[:, 1], factor)
-        return numba_batchnorm.apply(x3, mean, invstd, 0, gamma, beta, code, act_a, eps), mean, invstd
+            path_numpy.update_running(
+                running_mean, running_var, stats64[:, 0], stats64[:, 1], factor
+            )
+        return (
+            numba_batchnorm.apply(x3, mean, invstd, 0, gamma, beta, code, act_a, eps),
+            mean,
+            invstd,
+        )
     mean = running_mean.copy()
-    return numba_batchnorm.apply(x3, mean, running_var, 1, gamma, beta, code, act_a, eps), mean, None
+    return (
+        numba_batchnorm.apply(x3, mean, running_var, 1, gamma, beta, code, act_a, eps),
+        mean,
+        None,
+    )
 
 
 def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
-    return numba_batchnorm.backward(dy3, x3, mean, invstd, gamma, beta, ACTIVATION_CODES[act], act_a, batch_stats)
+    return numba_batchnorm.backward(
+        dy3, x3, mean, invstd, gamma, beta, ACTIVATION_CODES[act], act_a, batch_stats
+    )

@@ -9,6 +9,7 @@ formulas of tests/reference.py). Formulas: the docstrings of gpunet/functional/.
 Warning-free: every inf * 0 or overflow that an expression makes is selected away, so the
 computations run under ``errstate(all="ignore")``.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ def _erf(x):  # NumPy has no erf; libm's, vectorized by Numba on the CPU
 def sigmoid(x, a=0.0, b=0.0):
     """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|) in (0, 1]: never overflows.
     In place where possible: each temporary costs a pass over memory (half the time here)."""
-    e = numpy.asarray(numpy.abs(x))          # (a 0-d input gives a scalar: make it an array)
+    e = numpy.asarray(numpy.abs(x))  # (a 0-d input gives a scalar: make it an array)
     numpy.negative(e, out=e)
     numpy.exp(e, out=e)
     out = numpy.where(x >= 0, x.dtype.type(1), e)
@@ -63,14 +64,14 @@ def _gelu_backward(dy, x, a=0.0, b=0.0):
 
 
 def _gelu_tanh(x, a=0.0, b=0.0):
-    xc = numpy.clip(x, -10, 10)   # past |x| = 10, tanh is exactly +-1: the limits are exact
-    y = 0.5 * xc * (1 + numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc ** 3)))
+    xc = numpy.clip(x, -10, 10)  # past |x| = 10, tanh is exactly +-1: the limits are exact
+    y = 0.5 * xc * (1 + numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3)))
     return numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, x, 0), y)
 
 
 def _gelu_tanh_backward(dy, x, a=0.0, b=0.0):
     xc = numpy.clip(x, -10, 10)
-    t = numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc ** 3))
+    t = numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3))
     d = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xc * xc)
     return dy * numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, 1.0, 0.0), d)
 
@@ -99,10 +100,15 @@ ACTIVATIONS = {
     "sigmoid": (sigmoid, _sigmoid_backward),
     "tanh": (lambda x, a, b: numpy.tanh(x), lambda dy, x, a, b: dy * (1 - numpy.tanh(x) ** 2)),
     "relu": (lambda x, a, b: numpy.where(x < 0, 0, x), lambda dy, x, a, b: dy * _kink(x, 0.0)),
-    "leaky_relu": (lambda x, a, b: numpy.where(x > 0, x, a * x), lambda dy, x, a, b: dy * _kink(x, a)),
+    "leaky_relu": (
+        lambda x, a, b: numpy.where(x > 0, x, a * x),
+        lambda dy, x, a, b: dy * _kink(x, a),
+    ),
     "elu": (_elu, _elu_backward),
-    "selu": (lambda x, a, b: SELU_SCALE * _elu(x, SELU_ALPHA),
-             lambda dy, x, a, b: SELU_SCALE * _elu_backward(dy, x, SELU_ALPHA)),
+    "selu": (
+        lambda x, a, b: SELU_SCALE * _elu(x, SELU_ALPHA),
+        lambda dy, x, a, b: SELU_SCALE * _elu_backward(dy, x, SELU_ALPHA),
+    ),
     "gelu": (_gelu, _gelu_backward),
     "gelu_tanh": (_gelu_tanh, _gelu_tanh_backward),
     "softplus": (_softplus, lambda dy, x, a, b: numpy.where(x * a > b, dy, dy * sigmoid(x * a))),
@@ -134,7 +140,9 @@ def prelu_forward(x, w, channels, inner):
 
 def prelu_backward(dy, x, w, channels, inner):
     """(dx, dw_elem): dw_elem = x * dy where x <= 0, else 0 (summed per channel by the caller)."""
-    dx = numpy.where(x > 0, dy, numpy.where(x <= 0, _slopes(x, w, channels) * dy, x)).astype(x.dtype, copy=False)
+    dx = numpy.where(x > 0, dy, numpy.where(x <= 0, _slopes(x, w, channels) * dy, x)).astype(
+        x.dtype, copy=False
+    )
     return dx, numpy.where(x > 0, 0, x * dy).astype(x.dtype, copy=False)
 
 
@@ -162,7 +170,7 @@ def update_running(running_mean, running_var, mean64, unbiased64, factor):
 
 def batch_stats64(x3):
     """(mean, biased var, unbiased var) per channel of (N, C, S) x, two passes in float64."""
-    xd = x3.astype(numpy.float64)               # float64: 1e30 squared does not overflow
+    xd = x3.astype(numpy.float64)  # float64: 1e30 squared does not overflow
     M = x3.shape[0] * x3.shape[2]
     mean64 = xd.mean(axis=(0, 2))
     var64 = ((xd - mean64[None, :, None]) ** 2).mean(axis=(0, 2))
@@ -185,7 +193,9 @@ def invstd_of(var, eps, dtype):
     return (1.0 / (var.astype("float64") + eps) ** 0.5).astype(dtype)
 
 
-def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a):
+def bn_forward(
+    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
+):
     """Returns ``(y, mean, invstd)`` for (N, C, S) x; see gpunet/functional/batchnorm.py.
     ``batch_stats``: normalize with this batch's statistics (else with the running ones; then
     invstd is None, computed by backward if one comes). ``update``: update the running statistics
@@ -205,7 +215,11 @@ def bn_forward(x3, gamma, beta, running_mean, running_var, batch_stats, update, 
 def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
     """Returns ``(dx, dgamma, dbeta)``; sums in float64."""
     xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
-    dz = dy3 if act is None else activation_backward(act, dy3, _z(x3, mean, invstd, gamma, beta), act_a)
+    dz = (
+        dy3
+        if act is None
+        else activation_backward(act, dy3, _z(x3, mean, invstd, gamma, beta), act_a)
+    )
     dz64, xhat64 = dz.astype(numpy.float64), xhat.astype(numpy.float64)
     dbeta = dz64.sum(axis=(0, 2))
     dgamma = (dz64 * xhat64).sum(axis=(0, 2))

@@ -3,6 +3,7 @@
 The simulator must be switched on before Numba is first imported, so this runs at the very top,
 before anything imports gpunet.
 """
+
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import subprocess
 def _gpu_present() -> bool:
     try:
         import cupy
+
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
@@ -55,14 +57,16 @@ def pytest_collection_modifyitems(config, items):
 
 def _gpu_copy_of_cpu_variant(item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return (params.get("cpu_implementation", "cpu-serial") != "cpu-serial"
-            and params.get("path", "numpy") not in ("numpy", "cpu-kernels"))
+    return params.get("cpu_implementation", "cpu-serial") != "cpu-serial" and params.get(
+        "path", "numpy"
+    ) not in ("numpy", "cpu-kernels")
 
 
 @pytest.fixture(autouse=True)
 def _numpy_backend_by_default():
     """Each test starts on the NumPy backend with the default kernel path and a fixed seed."""
     import gpunet
+
     gpunet.set_backend("numpy")
     gpunet.set_kernels("auto")
     gpunet.set_cpu_kernels("auto")
@@ -72,8 +76,11 @@ def _numpy_backend_by_default():
 
 def pytest_runtest_setup(item):
     if GPU_EXPECTED and not GPU and "gpu" in item.keywords:
-        pytest.fail("a GPU is expected here (nvidia-smi answers or GPUNET_REQUIRE_GPU=1) but CuPy "
-                    "cannot use it: see `python -m gpunet info`", pytrace=False)
+        pytest.fail(
+            "a GPU is expected here (nvidia-smi answers or GPUNET_REQUIRE_GPU=1) but CuPy "
+            "cannot use it: see `python -m gpunet info`",
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

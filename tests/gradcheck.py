@@ -1,9 +1,11 @@
 """Centered finite differences for modules, float64: the gradient check of the lecture."""
+
 import numpy
 
 
 def module_gradients(module, x, dout, h=1e-6):
     """Numerical d(sum(dout * module(x)))/d(x) and /d(each parameter), in float64."""
+
     def loss():
         return float((module.forward(x) * dout).sum())
 
@@ -18,6 +20,7 @@ def module_gradients(module, x, dout, h=1e-6):
             arr[i] = old
             g[i] = (lp - lm) / (2 * h)
         return g
+
     return numeric(x), {name: numeric(p.data) for name, p in module.named_parameters()}
 
 
@@ -32,4 +35,6 @@ def check_module(module, x, seed=0, rtol=1e-5, atol=1e-7):
     ndx, nparams = module_gradients(module, x, dout)
     numpy.testing.assert_allclose(dx, ndx, rtol=rtol, atol=atol, err_msg="input gradient")
     for name, g in nparams.items():
-        numpy.testing.assert_allclose(analytic[name], g, rtol=rtol, atol=atol, err_msg=f"gradient of {name}")
+        numpy.testing.assert_allclose(
+            analytic[name], g, rtol=rtol, atol=atol, err_msg=f"gradient of {name}"
+        )

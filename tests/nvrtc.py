@@ -1,10 +1,10 @@
 """Compile CUDA C with NVRTC through ctypes -- the compiler CuPy uses at run time -- on machines
 without a GPU (NVRTC needs no device). The library comes from the nvidia-cuda-nvrtc wheel (test
 extra, Linux x86-64); ``available()`` is False elsewhere."""
+
 import ctypes
 import glob
 import os
-
 
 #: where the NVRTC wheels put the library, under each folder of the ``nvidia`` namespace package:
 #: CUDA 12 (nvidia-cuda-nvrtc-cu12) and CUDA 13 (nvidia-cuda-nvrtc 13, all libraries in cu13/lib)
@@ -20,7 +20,12 @@ def find_library(roots=None):
         except ImportError:
             return None
         roots = list(nvidia.__path__)
-    found = [p for root in roots for layout in WHEEL_LAYOUTS for p in glob.glob(os.path.join(root, layout))]
+    found = [
+        p
+        for root in roots
+        for layout in WHEEL_LAYOUTS
+        for p in glob.glob(os.path.join(root, layout))
+    ]
     found = [p for p in found if os.path.basename(p).split(".so.")[-1].split(".")[0].isdigit()]
     found.sort(key=lambda p: int(os.path.basename(p).split(".so.")[-1].split(".")[0]), reverse=True)
     return found[0] if found else None

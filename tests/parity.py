@@ -14,6 +14,7 @@ turns into a clean skip on machines without a GPU:
 
 (The Numba kernels also run without a GPU, in the simulator: tests/test_numba_sim.py.)
 """
+
 import numpy
 import pytest
 
@@ -57,6 +58,7 @@ def to_path(path, *arrays):
     if path in ("numpy", "cpu-kernels"):
         return arrays
     import cupy
+
     if path.endswith("-strided"):
         return tuple(_strided_copy(cupy, a) if isinstance(a, numpy.ndarray) else a for a in arrays)
     return tuple(cupy.asarray(a) if isinstance(a, numpy.ndarray) else a for a in arrays)
@@ -66,13 +68,15 @@ def run(path, fn, *arrays, **kwargs):
     """``fn(*arrays, **kwargs)`` on ``path``; results come back as NumPy (tuples stay tuples)."""
     if path.startswith("emulated-"):
         from emulator import emulation
+
         with emulation():
-            return run(path[len("emulated-"):], fn, *arrays, **kwargs)
+            return run(path[len("emulated-") :], fn, *arrays, **kwargs)
     kernels = "numba" if path == "numba" else "cupy"
     if path == "numba":
         from gpunet.dispatch import numba_cuda_problem
+
         problem = numba_cuda_problem()
-        if problem is not None:     # else every "numba" test would quietly run the CuPy kernels
+        if problem is not None:  # else every "numba" test would quietly run the CuPy kernels
             pytest.fail(f"the Numba CUDA path is unusable here ({problem})", pytrace=False)
     with gpunet.use_kernels(kernels), gpunet.use_cpu_kernels(CPU_CHOICE.get(path, "numpy")):
         out = fn(*to_path(path, *arrays), **kwargs)

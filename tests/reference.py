@@ -3,11 +3,12 @@
 Written apart from gpunet's own code (no shared helpers), for moderate inputs; the extreme values
 (+-inf, +-1000, NaN) are checked against known limits in the tests themselves.
 """
+
 import math
 
 import numpy
 
-SELU_ALPHA = 1.6732632423543772848170429916717   # Klambauer et al. 2017, eq. 14
+SELU_ALPHA = 1.6732632423543772848170429916717  # Klambauer et al. 2017, eq. 14
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
@@ -15,6 +16,7 @@ def _vec(f):
     def g(x, *args):
         x = numpy.asarray(x, dtype=numpy.float64)
         return numpy.vectorize(lambda v: f(float(v), *args), otypes=[numpy.float64])(x)
+
     return g
 
 
@@ -26,8 +28,14 @@ FORWARD = {
     "elu": _vec(lambda x, a=1.0: x if x > 0 else a * (math.exp(x) - 1.0)),
     "selu": _vec(lambda x: SELU_SCALE * (x if x > 0 else SELU_ALPHA * (math.exp(x) - 1.0))),
     "gelu": _vec(lambda x: x * 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))),
-    "gelu_tanh": _vec(lambda x: 0.5 * x * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))),
-    "softplus": _vec(lambda x, beta=1.0, th=20.0: x if beta * x > th else math.log(1.0 + math.exp(beta * x)) / beta),
+    "gelu_tanh": _vec(
+        lambda x: 0.5 * x * (1.0 + math.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    ),
+    "softplus": _vec(
+        lambda x, beta=1.0, th=20.0: (
+            x if beta * x > th else math.log(1.0 + math.exp(beta * x)) / beta
+        )
+    ),
     "silu": _vec(lambda x: x / (1.0 + math.exp(-x))),
 }
 

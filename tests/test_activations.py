@@ -1,14 +1,15 @@
 """Activation functions: values, gradients, limits, parity across kernel paths, bad input."""
+
 import numpy
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from parity import PATHS, assert_allclose, run
+from reference import FORWARD, numerical_derivative
 
 import gpunet
 from gpunet import functional as F
-
-from parity import PATHS, assert_allclose, run
-from reference import FORWARD, numerical_derivative
 
 DTYPES = [numpy.float32, numpy.float64]
 
@@ -17,12 +18,24 @@ CASES = {
     "sigmoid": (F.sigmoid, F.sigmoid_backward, {}, "sigmoid", False),
     "tanh": (F.tanh, F.tanh_backward, {}, "tanh", False),
     "relu": (F.relu, F.relu_backward, {}, "relu", True),
-    "leaky_relu": (F.leaky_relu, F.leaky_relu_backward, {"negative_slope": 0.2}, "leaky_relu", True),
+    "leaky_relu": (
+        F.leaky_relu,
+        F.leaky_relu_backward,
+        {"negative_slope": 0.2},
+        "leaky_relu",
+        True,
+    ),
     "elu": (F.elu, F.elu_backward, {"alpha": 1.3}, "elu", True),
     "selu": (F.selu, F.selu_backward, {}, "selu", True),
     "gelu": (F.gelu, F.gelu_backward, {}, "gelu", False),
     "gelu_tanh": (F.gelu, F.gelu_backward, {"approximate": "tanh"}, "gelu_tanh", False),
-    "softplus": (F.softplus, F.softplus_backward, {"beta": 2.0, "threshold": 5.0}, "softplus", True),
+    "softplus": (
+        F.softplus,
+        F.softplus_backward,
+        {"beta": 2.0, "threshold": 5.0},
+        "softplus",
+        True,
+    ),
     "silu": (F.silu, F.silu_backward, {}, "silu", False),
 }
 REF_ARGS = {"leaky_relu": (0.2,), "elu": (1.3,), "softplus": (2.0, 5.0)}
@@ -83,7 +96,10 @@ LIMITS = {
     "relu": ([0, 0, 1000, numpy.inf, numpy.nan], [0, 0, 1, 1, numpy.nan]),
     "leaky_relu": ([-numpy.inf, -200, 1000, numpy.inf, numpy.nan], [0.2, 0.2, 1, 1, numpy.nan]),
     "elu": ([-1.3, -1.3, 1000, numpy.inf, numpy.nan], [0, 0, 1, 1, numpy.nan]),
-    "selu": ([-_SC * _SA, -_SC * _SA, 1000 * _SC, numpy.inf, numpy.nan], [0, 0, _SC, _SC, numpy.nan]),
+    "selu": (
+        [-_SC * _SA, -_SC * _SA, 1000 * _SC, numpy.inf, numpy.nan],
+        [0, 0, _SC, _SC, numpy.nan],
+    ),
     "gelu": ([0, 0, 1000, numpy.inf, numpy.nan], [0, 0, 1, 1, numpy.nan]),
     "gelu_tanh": ([0, 0, 1000, numpy.inf, numpy.nan], [0, 0, 1, 1, numpy.nan]),
     "softplus": ([0, 0, 1000, numpy.inf, numpy.nan], [0, 0, 1, 1, numpy.nan]),
@@ -97,7 +113,7 @@ LIMITS = {
 def test_limits_nan_and_no_overflow_warning(name, dtype, path):
     fwd, bwd, kwargs, _, _ = CASES[name]
     x = EXTREMES.astype(dtype)
-    y = run(path, fwd, x, **kwargs)            # warnings are errors: no overflow warning either
+    y = run(path, fwd, x, **kwargs)  # warnings are errors: no overflow warning either
     dx = run(path, bwd, numpy.ones_like(x), x, **kwargs)
     want_y, want_d = LIMITS[name]
     numpy.testing.assert_allclose(y, numpy.asarray(want_y, dtype), rtol=1e-6)
@@ -161,7 +177,7 @@ def test_maxout_values_and_gradient_routing(shape, dtype, path):
     dx = run(path, F.maxout_backward, dy, x, 3)
     ref_y = numpy.zeros(dy_shape)
     ref_dx = numpy.zeros(shape)
-    for idx in numpy.ndindex(*dy_shape):   # explicit loops: an independent reference
+    for idx in numpy.ndindex(*dy_shape):  # explicit loops: an independent reference
         n, c, rest = idx[0], idx[1], idx[2:]
         vals = [x[(n, c * 3 + k) + rest] for k in range(3)]
         k = int(numpy.argmax(vals))
@@ -203,7 +219,7 @@ def test_any_shape_and_layout(data, name, dtype):
 def test_sigmoid_properties(x):
     s = F.sigmoid(x)
     assert ((s >= 0) & (s <= 1)).all()
-    numpy.testing.assert_allclose(s + F.sigmoid(-x), 1.0, atol=1e-12)   # symmetry
+    numpy.testing.assert_allclose(s + F.sigmoid(-x), 1.0, atol=1e-12)  # symmetry
     numpy.testing.assert_allclose(F.softplus(x) - F.softplus(-x), x, atol=1e-9)
 
 
@@ -252,13 +268,16 @@ def test_maxout_indivisible_features():
         F.maxout(numpy.ones((3, 5)), 2)
     with pytest.raises(ValueError, match="pieces must be a positive integer"):
         F.maxout(numpy.ones((3, 4)), 0)
-    with pytest.raises(ValueError, match=r"dy has shape \(3, 4\), expected the maxout output shape \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"dy has shape \(3, 4\), expected the maxout output shape \(3, 2\)"
+    ):
         F.maxout_backward(numpy.ones((3, 4)), numpy.ones((3, 4)), 2)
 
 
 @pytest.mark.gpu
 def test_mixed_devices_are_rejected():
     import cupy
+
     with pytest.raises(TypeError, match="different devices"):
         F.relu_backward(cupy.ones(3), numpy.ones(3))
     with pytest.raises(TypeError, match="different devices"):
@@ -267,8 +286,12 @@ def test_mixed_devices_are_rejected():
 
 def test_mixed_devices_message_without_gpu():
     """The device check works on array types alone: a fake device array is enough to trigger it."""
+
     class FakeCupy:  # quacks like a CuPy array for the type check
         __module__ = "cupy._core.core"
         __cuda_array_interface__ = {}
-    with pytest.raises(TypeError, match=r"arguments \[0\] are CuPy \(GPU\) arrays and \[1\] are NumPy"):
+
+    with pytest.raises(
+        TypeError, match=r"arguments \[0\] are CuPy \(GPU\) arrays and \[1\] are NumPy"
+    ):
         gpunet.get_array_module(FakeCupy(), numpy.ones(2))

@@ -1,14 +1,15 @@
 """Backend dispatch, kernel-path selection, seeding, and working without CuPy."""
+
 import logging
 import subprocess
 import sys
 
 import numpy
 import pytest
+from conftest import GPU
 
 import gpunet
 from gpunet import backend
-from conftest import GPU
 
 
 def test_numpy_backend_and_helpers():
@@ -22,7 +23,9 @@ def test_numpy_backend_and_helpers():
 
 
 def test_unknown_backend_and_kernels_names():
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'numpy', 'cupy'\), got 'tpu'"):
+    with pytest.raises(
+        ValueError, match=r"backend must be one of \('auto', 'numpy', 'cupy'\), got 'tpu'"
+    ):
         gpunet.set_backend("tpu")
     with pytest.raises(ValueError, match="kernels must be one of"):
         gpunet.set_kernels("triton")
@@ -30,7 +33,9 @@ def test_unknown_backend_and_kernels_names():
 
 @pytest.mark.skipif(GPU, reason="checks the error raised where no GPU is usable")
 def test_cupy_requested_without_gpu_says_what_is_missing():
-    with pytest.raises(gpunet.BackendError, match=r"backend 'cupy' was requested but .*(CuPy|driver|device)"):
+    with pytest.raises(
+        gpunet.BackendError, match=r"backend 'cupy' was requested but .*(CuPy|driver|device)"
+    ):
         gpunet.set_backend("cupy")
 
 
@@ -43,26 +48,40 @@ def test_auto_falls_back_to_numpy_and_logs_once(caplog):
 
 def test_environment_variable_selects_backend():
     code = "import gpunet; print(gpunet.get_backend())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**_env(), "GPUNET_BACKEND": "numpy"}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**_env(), "GPUNET_BACKEND": "numpy"},
+        check=True,
+    )
     assert out.stdout.strip() == "numpy"
-    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**_env(), "GPUNET_BACKEND": "opencl"})
+    bad = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**_env(), "GPUNET_BACKEND": "opencl"},
+    )
     assert bad.returncode != 0 and "backend must be one of" in bad.stderr
 
 
 def _env():
     import os
+
     return {k: v for k, v in os.environ.items() if k != "GPUNET_BACKEND"}
 
 
 def test_imports_and_works_with_cupy_absent():
-    code = ("import sys; sys.modules['cupy'] = None\n"
-            "import numpy, gpunet\n"
-            "from gpunet import functional as F\n"
-            "print(gpunet.set_backend('auto'), F.relu(numpy.array([-1.0, 2.0])).tolist())\n"
-            "try:\n    gpunet.set_backend('cupy')\nexcept gpunet.BackendError as e:\n    print('ERR', e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True)
+    code = (
+        "import sys; sys.modules['cupy'] = None\n"
+        "import numpy, gpunet\n"
+        "from gpunet import functional as F\n"
+        "print(gpunet.set_backend('auto'), F.relu(numpy.array([-1.0, 2.0])).tolist())\n"
+        "try:\n    gpunet.set_backend('cupy')\nexcept gpunet.BackendError as e:\n    print('ERR', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
     first, second = out.stdout.strip().splitlines()
     assert first == "numpy [0.0, 2.0]"
     assert second.startswith("ERR backend 'cupy' was requested but CuPy does not import")
@@ -88,17 +107,22 @@ def test_use_kernels_restores_previous_choice():
 
 def test_numba_unusable_falls_back_with_one_warning(monkeypatch):
     from gpunet import dispatch as kernel_path
+
     monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "no CUDA target"})
     monkeypatch.setitem(kernel_path._state, "warned", False)
     gpunet.set_kernels("numba")
-    with pytest.warns(gpunet.KernelFallbackWarning, match=r"Numba CUDA kernels are unusable here \(no CUDA target\)"):
+    with pytest.warns(
+        gpunet.KernelFallbackWarning,
+        match=r"Numba CUDA kernels are unusable here \(no CUDA target\)",
+    ):
         assert kernel_path.gpu_path(10) == "cupy"
-    assert kernel_path.gpu_path(10) == "cupy"   # once: no second warning (warnings are errors)
+    assert kernel_path.gpu_path(10) == "cupy"  # once: no second warning (warnings are errors)
 
 
 @pytest.mark.gpu
 def test_cupy_round_trip_and_same_seed_same_values():
     import cupy
+
     gpunet.set_backend("cupy")
     a = gpunet.asarray(numpy.arange(4.0))
     assert isinstance(a, cupy.ndarray) and gpunet.get_array_module(a) is cupy
@@ -110,12 +134,14 @@ def test_cupy_round_trip_and_same_seed_same_values():
 @pytest.mark.gpu
 def test_numba_path_really_runs_numba_on_gpu():
     from gpunet.dispatch import numba_cuda_problem
+
     assert numba_cuda_problem() is None
 
 
 @pytest.mark.skipif(GPU, reason="checks the error raised where no GPU is usable")
 def test_module_to_cupy_without_gpu_is_a_clear_error():
     from gpunet import nn
+
     with pytest.raises(gpunet.BackendError, match="cannot move the module to 'cupy'"):
         nn.Linear(2, 3).to("cupy")
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'cupy'"):
@@ -125,20 +151,27 @@ def test_module_to_cupy_without_gpu_is_a_clear_error():
 def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
     from gpunet import dispatch as kernel_path
     from gpunet.bench.activations import auto_table
+
     monkeypatch.setenv("GPUNET_KERNEL_TABLE", str(tmp_path / "table.json"))
     monkeypatch.setattr(kernel_path, "_current_device", lambda: "Test GPU")
     monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": None})
     monkeypatch.setitem(kernel_path._state, "table", None)
     # measured: numba faster at 1M values only
-    totals = {(256, "cupy"): 1.0, (256, "numba"): 2.0, (4096, "cupy"): 1.0, (4096, "numba"): 3.0,
-              (1 << 20, "cupy"): 2.0, (1 << 20, "numba"): 1.0}
+    totals = {
+        (256, "cupy"): 1.0,
+        (256, "numba"): 2.0,
+        (4096, "cupy"): 1.0,
+        (4096, "numba"): 3.0,
+        (1 << 20, "cupy"): 2.0,
+        (1 << 20, "numba"): 1.0,
+    }
     rows = auto_table(totals)
-    assert rows == [((1 << 20) - 1, "cupy"), (2 ** 62, "numba")]
+    assert rows == [((1 << 20) - 1, "cupy"), (2**62, "numba")]
     kernel_path.save_table(rows)
     gpunet.set_kernels("auto")
     assert kernel_path.gpu_path(1000) == "cupy"
     assert kernel_path.gpu_path(1 << 21) == "numba"
-    gpunet.set_kernels("cupy")                       # an explicit choice wins over the table
+    gpunet.set_kernels("cupy")  # an explicit choice wins over the table
     assert kernel_path.gpu_path(1 << 21) == "cupy"
     # a table measured on another card is ignored
     kernel_path.save_table(rows, device="Other GPU")

@@ -1,13 +1,14 @@
 """Fused BatchNorm: values vs a naive float64 reference, gradients vs finite differences, running
 statistics vs a hand-computed sequence, numerics, bad input, parity across kernel paths."""
+
 import numpy
+import parity
 import pytest
+from parity import PATHS as ALL_PATHS
+from parity import assert_allclose, run
 
 import gpunet
 from gpunet import functional as F
-
-import parity
-from parity import PATHS as ALL_PATHS, assert_allclose, run
 
 # BatchNorm's CPU implementations are switched by the cpu_implementation fixture below
 PATHS = [p for p in ALL_PATHS if p.values[0] != "cpu-kernels"]
@@ -19,23 +20,34 @@ SHAPES = [(6, 5), (4, 3, 7), (3, 2, 4, 5)]
 def cpu_implementation(request, monkeypatch):
     """NumPy inputs run the Numba CPU kernels (serial below a size, parallel above) or the
     vectorized NumPy reference: test all three on every case."""
-    choice = {"cpu-serial": "numba-serial", "cpu-parallel": "numba-parallel", "numpy-reference": "numpy"}
+    choice = {
+        "cpu-serial": "numba-serial",
+        "cpu-parallel": "numba-parallel",
+        "numpy-reference": "numpy",
+    }
     monkeypatch.setitem(parity.CPU_CHOICE, "numpy", choice[request.param])
     with gpunet.use_cpu_kernels(choice[request.param]):
         yield request.param
+
+
 ACTS = [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 REF_ACT = {  # independent float64 definitions
-    None: lambda z: z, "relu": lambda z: numpy.maximum(z, 0), "leaky_relu": lambda z: numpy.where(z > 0, z, 0.01 * z),
-    "elu": lambda z: numpy.where(z > 0, z, numpy.expm1(numpy.minimum(z, 0))), "tanh": numpy.tanh,
+    None: lambda z: z,
+    "relu": lambda z: numpy.maximum(z, 0),
+    "leaky_relu": lambda z: numpy.where(z > 0, z, 0.01 * z),
+    "elu": lambda z: numpy.where(z > 0, z, numpy.expm1(numpy.minimum(z, 0))),
+    "tanh": numpy.tanh,
     "sigmoid": lambda z: 1 / (1 + numpy.exp(-z)),
-    "gelu": lambda z: numpy.array([0.5 * v * (1 + __import__("math").erf(v / 2 ** 0.5)) for v in z.ravel()]).reshape(z.shape),
+    "gelu": lambda z: numpy.array(
+        [0.5 * v * (1 + __import__("math").erf(v / 2**0.5)) for v in z.ravel()]
+    ).reshape(z.shape),
     "silu": lambda z: z / (1 + numpy.exp(-z)),
 }
 
 
 def naive_bn(x, gamma, beta, mean=None, var=None, eps=1e-5, act=None):
     """CS231n-style float64 batch norm, written out per channel."""
-    x = numpy.moveaxis(numpy.asarray(x, numpy.float64), 1, -1)   # channels last
+    x = numpy.moveaxis(numpy.asarray(x, numpy.float64), 1, -1)  # channels last
     flat = x.reshape(-1, x.shape[-1])
     if mean is None:
         mean = flat.sum(0) / flat.shape[0]
@@ -48,8 +60,10 @@ def naive_bn(x, gamma, beta, mean=None, var=None, eps=1e-5, act=None):
 def _data(shape, dtype, seed=0, affine=True):
     rng = numpy.random.default_rng(seed)
     C = shape[1]
-    x = (rng.normal(size=shape) * rng.uniform(0.5, 3, size=(1, C) + (1,) * (len(shape) - 2))
-         + rng.normal(size=(1, C) + (1,) * (len(shape) - 2)) * 2).astype(dtype)
+    x = (
+        rng.normal(size=shape) * rng.uniform(0.5, 3, size=(1, C) + (1,) * (len(shape) - 2))
+        + rng.normal(size=(1, C) + (1,) * (len(shape) - 2)) * 2
+    ).astype(dtype)
     gamma = rng.uniform(0.5, 1.5, C).astype(dtype) if affine else None
     beta = rng.normal(size=C).astype(dtype) if affine else None
     return x, gamma, beta
@@ -73,6 +87,7 @@ def test_training_forward_and_running_update(act, affine, shape, dtype, path):
     def fwd(x, g, b, rm, rv):
         y, _ = F.batch_norm_forward(x, g, b, rm, rv, training=True, momentum=0.1, activation=act)
         return y, rm, rv
+
     y, rm_out, rv_out = run(path, fwd, x, gamma, beta, rm, rv)
     assert y.dtype == dtype and y.shape == shape
     assert_allclose(y, naive_bn(x, gamma, beta, act=act), dtype, scale=10)
@@ -94,17 +109,26 @@ def test_eval_forward_uses_running_statistics(act, shape, path):
     def fwd(x, g, b, rm, rv):
         y, _ = F.batch_norm_forward(x, g, b, rm, rv, training=False, activation=act)
         return y, rm, rv
+
     y, rm_out, rv_out = run(path, fwd, x, gamma, beta, rm, rv)
     assert_allclose(y, naive_bn(x, gamma, beta, rm0, rv0, act=act), numpy.float64, scale=100)
-    numpy.testing.assert_array_equal(rm_out, rm0)   # inference never touches the statistics
+    numpy.testing.assert_array_equal(rm_out, rm0)  # inference never touches the statistics
     numpy.testing.assert_array_equal(rv_out, rv0)
 
 
 def _numeric_grads(x, gamma, beta, dy, training, act, rm, rv, h=1e-6):
     def loss(x_, g_, b_):
-        y, _ = F.batch_norm_forward(x_, g_, b_, None if training else rm, None if training else rv,
-                                    training=training, activation=act)
+        y, _ = F.batch_norm_forward(
+            x_,
+            g_,
+            b_,
+            None if training else rm,
+            None if training else rv,
+            training=training,
+            activation=act,
+        )
         return float((y * dy).sum())
+
     grads = []
     for arr in (x, gamma, beta):
         if arr is None:
@@ -135,13 +159,29 @@ def test_backward_matches_finite_differences(act, training, affine, shape, path)
     dy = numpy.random.default_rng(3).normal(size=shape)
 
     def fwd_bwd(x, g, b, rm, rv, dy):
-        _, cache = F.batch_norm_forward(x, g, b, None if training else rm, None if training else rv,
-                                        training=training, activation=act)
+        _, cache = F.batch_norm_forward(
+            x,
+            g,
+            b,
+            None if training else rm,
+            None if training else rv,
+            training=training,
+            activation=act,
+        )
         return F.batch_norm_backward(dy, cache)
+
     out = run(path, fwd_bwd, x, gamma, beta, rm, rv, dy)
     dx, dgamma, dbeta = out
-    ndx, ndg, ndb = _numeric_grads(x.copy(), None if gamma is None else gamma.copy(),
-                                   None if beta is None else beta.copy(), dy, training, act, rm, rv)
+    ndx, ndg, ndb = _numeric_grads(
+        x.copy(),
+        None if gamma is None else gamma.copy(),
+        None if beta is None else beta.copy(),
+        dy,
+        training,
+        act,
+        rm,
+        rv,
+    )
     numpy.testing.assert_allclose(dx, ndx, rtol=1e-5, atol=1e-7)
     if affine:
         numpy.testing.assert_allclose(dgamma, ndg, rtol=1e-5, atol=1e-7)
@@ -165,14 +205,20 @@ def test_running_statistics_over_several_steps(momentum, path):
         exp_m, exp_v = (1 - f) * exp_m + f * m, (1 - f) * exp_v + f * v
 
         def fwd(xb, rm, rv):
-            F.batch_norm_forward(xb, None, None, rm, rv, momentum=momentum, num_batches_tracked=step)
+            F.batch_norm_forward(
+                xb, None, None, rm, rv, momentum=momentum, num_batches_tracked=step
+            )
             return rm, rv
+
         rm, rv = run(path, fwd, xb, rm, rv)
     numpy.testing.assert_allclose(rm, exp_m, rtol=1e-12)
     numpy.testing.assert_allclose(rv, exp_v, rtol=1e-12)
-    if momentum is None:   # the cumulative average is the plain mean of the batch statistics
+    if momentum is None:  # the cumulative average is the plain mean of the batch statistics
         numpy.testing.assert_allclose(
-            rm, numpy.mean([b.transpose(1, 0, 2).reshape(3, -1).mean(1) for b in batches], 0), rtol=1e-12)
+            rm,
+            numpy.mean([b.transpose(1, 0, 2).reshape(3, -1).mean(1) for b in batches], 0),
+            rtol=1e-12,
+        )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -186,11 +232,13 @@ def test_large_mean_float32_is_accurate(path):
 @pytest.mark.parametrize("path", PATHS)
 def test_constant_channel_and_huge_values(path):
     x = numpy.ones((16, 2, 3), numpy.float32) * 7.0
-    x[:, 1] = numpy.random.default_rng(6).normal(size=(16, 3)) * 1e30   # would overflow sum(x^2) in float32
+    x[:, 1] = (
+        numpy.random.default_rng(6).normal(size=(16, 3)) * 1e30
+    )  # would overflow sum(x^2) in float32
     gamma, beta = numpy.array([2.0, 1.0], numpy.float32), numpy.array([0.5, 0.0], numpy.float32)
     y = run(path, lambda x, g, b: F.batch_norm_forward(x, g, b, None, None)[0], x, gamma, beta)
     assert numpy.isfinite(y).all()
-    numpy.testing.assert_array_equal(y[:, 0], 0.5)          # constant channel: xhat = 0 -> beta
+    numpy.testing.assert_array_equal(y[:, 0], 0.5)  # constant channel: xhat = 0 -> beta
     numpy.testing.assert_allclose(y[:, 1], naive_bn(x, gamma, beta)[:, 1], atol=1e-4)
 
 
@@ -212,7 +260,9 @@ def test_one_value_per_channel_and_empty_batch():
         F.batch_norm_forward(numpy.ones((0, 3)), None, None, rm, rv)
     numpy.testing.assert_array_equal(rm, 0)
     numpy.testing.assert_array_equal(rv, 1)
-    y, _ = F.batch_norm_forward(numpy.ones((1, 3)), None, None, rm, rv, training=False)  # fine in eval
+    y, _ = F.batch_norm_forward(
+        numpy.ones((1, 3)), None, None, rm, rv, training=False
+    )  # fine in eval
     assert y.shape == (1, 3)
 
 
@@ -225,7 +275,9 @@ def test_bad_input():
     with pytest.raises(TypeError, match="x must have dtype float32 or float64, got int64"):
         F.batch_norm_forward(numpy.ones((4, 3), numpy.int64), None, None, None, None)
     with pytest.raises(TypeError, match="gamma has dtype float32, expected the dtype of x"):
-        F.batch_norm_forward(x, numpy.ones(3, numpy.float32), numpy.ones(3, numpy.float32), None, None)
+        F.batch_norm_forward(
+            x, numpy.ones(3, numpy.float32), numpy.ones(3, numpy.float32), None, None
+        )
     with pytest.raises(ValueError, match=r"x must be \(N, C\), \(N, C, L\) or \(N, C, H, W\)"):
         F.batch_norm_forward(numpy.ones(4), None, None, None, None)
     with pytest.raises(ValueError, match="activation must be one of"):
@@ -235,13 +287,16 @@ def test_bad_input():
     with pytest.raises(ValueError, match="gamma and beta must both be"):
         F.batch_norm_forward(x, numpy.ones(3), None, None, None)
     _, cache = F.batch_norm_forward(x + numpy.arange(4)[:, None], None, None, None, None)
-    with pytest.raises(ValueError, match=r"dy has shape \(4, 2\), expected the shape of x \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"dy has shape \(4, 2\), expected the shape of x \(4, 3\)"
+    ):
         F.batch_norm_backward(numpy.ones((4, 2)), cache)
 
 
 @pytest.mark.gpu
 def test_mixed_devices():
     import cupy
+
     with pytest.raises(TypeError, match="different devices"):
         F.batch_norm_forward(cupy.ones((4, 3)), numpy.ones(3), numpy.ones(3), None, None)
 
@@ -254,14 +309,15 @@ def test_gpu_large_shapes_many_blocks(shape):
     x, gamma, beta = _data(shape, numpy.float32, seed=8)
     dy = numpy.random.default_rng(9).normal(size=shape).astype(numpy.float32)
     for path in ("cupy", "numba"):
+
         def fb(x, g, b, dy):
             y, c = F.batch_norm_forward(x, g, b, None, None, activation="relu")
             return (y,) + F.batch_norm_backward(dy, c)
+
         got = run(path, fb, x, gamma, beta, dy)
         want = fb(x, gamma, beta, dy)
         for a, b in zip(got, want):
             numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -271,19 +327,24 @@ def test_fused_activation_takes_its_parameter(act, arg, path):
     and 1): the result equals BatchNorm followed by the separate activation with that parameter."""
     x, gamma, beta = _data((12, 3, 4), numpy.float64, seed=11)
     dy = numpy.random.default_rng(12).normal(size=x.shape)
-    ref_act = {"leaky_relu": lambda z: numpy.where(z > 0, z, arg * z),
-               "elu": lambda z: numpy.where(z > 0, z, arg * numpy.expm1(numpy.minimum(z, 0)))}[act]
-    ref_dact = {"leaky_relu": lambda z: numpy.where(z > 0, 1.0, arg),
-                "elu": lambda z: numpy.where(z > 0, 1.0, arg * numpy.exp(numpy.minimum(z, 0)))}[act]
+    ref_act = {
+        "leaky_relu": lambda z: numpy.where(z > 0, z, arg * z),
+        "elu": lambda z: numpy.where(z > 0, z, arg * numpy.expm1(numpy.minimum(z, 0))),
+    }[act]
+    ref_dact = {
+        "leaky_relu": lambda z: numpy.where(z > 0, 1.0, arg),
+        "elu": lambda z: numpy.where(z > 0, 1.0, arg * numpy.exp(numpy.minimum(z, 0))),
+    }[act]
 
     def fused(x, g, b, dy):
         y, cache = F.batch_norm_forward(x, g, b, None, None, activation=act, activation_arg=arg)
         return (y,) + F.batch_norm_backward(dy, cache)
+
     y, dx, dg, db = run(path, fused, x, gamma, beta, dy)
     z = naive_bn(x, gamma, beta)
     numpy.testing.assert_allclose(y, ref_act(z), rtol=1e-10, atol=1e-12)
     _, cache = F.batch_norm_forward(x, gamma, beta, None, None)
-    want = F.batch_norm_backward(dy * ref_dact(z), cache)       # chain rule through the plain BN
+    want = F.batch_norm_backward(dy * ref_dact(z), cache)  # chain rule through the plain BN
     for got, w in zip((dx, dg, db), want):
         numpy.testing.assert_allclose(got, w, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="activation 'relu' takes none"):

@@ -1,4 +1,5 @@
 """The gpunet command, end to end in a subprocess."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,14 @@ import pytest
 
 def _run(*args, cwd=None):
     env = {**os.environ, "GPUNET_BACKEND": "numpy", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "gpunet", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gpunet", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_train_default_job_reaches_95_percent(tmp_path):
@@ -23,6 +30,7 @@ def test_train_default_job_reaches_95_percent(tmp_path):
         assert (out / name).exists(), name
     assert json.loads((out / "config.json").read_text())["dataset"] == "digits"
     from gpunet.run import load_preprocessor
+
     assert load_preprocessor(out / "checkpoint.npz") is not None
     # resume of a finished run trains nothing more and gives the same result
     again = _run("train", "--out", str(out), "--no-progress", "--backend", "numpy", "--resume")
@@ -30,17 +38,62 @@ def test_train_default_job_reaches_95_percent(tmp_path):
 
 
 def test_train_options_and_divergence_message(tmp_path):
-    p = _run("train", "--dataset", "spiral", "--hidden", "32", "--activation", "tanh", "--batchnorm", "off",
-             "--optimizer", "adam", "--lr", "0.01", "--epochs", "3", "--out", str(tmp_path / "s"), "--no-progress")
+    p = _run(
+        "train",
+        "--dataset",
+        "spiral",
+        "--hidden",
+        "32",
+        "--activation",
+        "tanh",
+        "--batchnorm",
+        "off",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path / "s"),
+        "--no-progress",
+    )
     assert p.returncode == 0, p.stderr
-    bad = _run("train", "--lr", "1e9", "--batchnorm", "off", "--epochs", "3", "--schedule", "none",
-               "--out", str(tmp_path / "b"), "--no-progress")
-    assert bad.returncode == 1 and "training stopped" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _run(
+        "train",
+        "--lr",
+        "1e9",
+        "--batchnorm",
+        "off",
+        "--epochs",
+        "3",
+        "--schedule",
+        "none",
+        "--out",
+        str(tmp_path / "b"),
+        "--no-progress",
+    )
+    assert (
+        bad.returncode == 1 and "training stopped" in bad.stderr and "Traceback" not in bad.stderr
+    )
 
 
 def test_train_errors_are_clear(tmp_path):
-    p = _run("train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c"), "--no-progress")
-    assert p.returncode == 2 and "CIFAR-10 binary files not found" in p.stderr and "Traceback" not in p.stderr
+    p = _run(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "c"),
+        "--no-progress",
+    )
+    assert (
+        p.returncode == 2
+        and "CIFAR-10 binary files not found" in p.stderr
+        and "Traceback" not in p.stderr
+    )
     p = _run("train", "--hidden", "12,x")
     assert p.returncode == 2 and "hidden sizes must be comma-separated integers" in p.stderr
 

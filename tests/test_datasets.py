@@ -1,5 +1,6 @@
 """Data sets: the bundled digits, and the CIFAR-10 / MNIST loaders on small files written here in
 the real formats, including truncated and corrupt ones."""
+
 import gzip
 import os
 
@@ -34,7 +35,7 @@ def _write_cifar(folder, n_per_batch=4, seed=0):
         labels = rng.integers(0, 10, n_per_batch, dtype=numpy.uint8)
         pixels = rng.integers(0, 256, (n_per_batch, 3072), dtype=numpy.uint8)
         numpy.concatenate([labels[:, None], pixels], axis=1).tofile(os.path.join(folder, name))
-    return labels, pixels   # of the test batch
+    return labels, pixels  # of the test batch
 
 
 def test_cifar10_binary_loader(tmp_path):
@@ -43,16 +44,23 @@ def test_cifar10_binary_loader(tmp_path):
     d = D.load_cifar10(str(tmp_path), val_size=3)
     assert d["X_train"].shape == (17, 3, 32, 32) and len(d["X_val"]) == 3
     numpy.testing.assert_array_equal(d["y_test"], labels)
-    numpy.testing.assert_array_equal(d["X_test"][1].reshape(-1), pixels[1])   # channel-major, as the format
+    numpy.testing.assert_array_equal(
+        d["X_test"][1].reshape(-1), pixels[1]
+    )  # channel-major, as the format
 
 
 def test_cifar10_missing_and_truncated(tmp_path):
-    with pytest.raises(D.DatasetError, match=r"CIFAR-10 binary files not found under .*data_batch_1.bin"):
+    with pytest.raises(
+        D.DatasetError, match=r"CIFAR-10 binary files not found under .*data_batch_1.bin"
+    ):
         D.load_cifar10(str(tmp_path))
     _write_cifar(str(tmp_path))
     with open(tmp_path / "data_batch_3.bin", "r+b") as f:
         f.truncate(3073 * 2 + 100)
-    with pytest.raises(D.DatasetError, match=r"data_batch_3.bin: 6246 bytes is not a whole number of CIFAR-10 records"):
+    with pytest.raises(
+        D.DatasetError,
+        match=r"data_batch_3.bin: 6246 bytes is not a whole number of CIFAR-10 records",
+    ):
         D.load_cifar10(str(tmp_path))
 
 
@@ -63,10 +71,12 @@ def _idx(magic, array):
 
 def _write_mnist(folder, gz, n=6, m=4):
     rng = numpy.random.default_rng(1)
-    files = {"train-images-idx3-ubyte": _idx(2051, rng.integers(0, 256, (n, 28, 28))),
-             "train-labels-idx1-ubyte": _idx(2049, rng.integers(0, 10, n)),
-             "t10k-images-idx3-ubyte": _idx(2051, rng.integers(0, 256, (m, 28, 28))),
-             "t10k-labels-idx1-ubyte": _idx(2049, rng.integers(0, 10, m))}
+    files = {
+        "train-images-idx3-ubyte": _idx(2051, rng.integers(0, 256, (n, 28, 28))),
+        "train-labels-idx1-ubyte": _idx(2049, rng.integers(0, 10, n)),
+        "t10k-images-idx3-ubyte": _idx(2051, rng.integers(0, 256, (m, 28, 28))),
+        "t10k-labels-idx1-ubyte": _idx(2049, rng.integers(0, 10, m)),
+    }
     for name, data in files.items():
         if gz:
             with gzip.open(os.path.join(folder, name + ".gz"), "wb") as f:

@@ -3,16 +3,16 @@ host glue: layouts and sizes, BatchNorm split over many blocks, the loss, the fu
 small MLP end to end, and the driver's checks on every launch (each shown to catch a planted
 mistake). Every test id here contains "emulated": ``pytest -k emulated`` runs exactly these and
 the emulated paths of the parity tests."""
+
 import numpy
 import pytest
+from emulator import emulation
+from parity import assert_allclose
 
 import gpunet
 from gpunet import functional as F
 from gpunet import nn, optim
-
-from emulator import emulation
 from gpunet.functional.loss import softmax_cross_entropy as xent
-from parity import assert_allclose
 
 DTYPES = [numpy.float32, numpy.float64]
 
@@ -29,10 +29,21 @@ def _host(a):
 
 
 # ----------------------------------------------------------------------------- activations
-ACTIVATIONS = [("sigmoid", {}), ("tanh", {}), ("relu", {}), ("leaky_relu", {"negative_slope": 0.2}),
-               ("elu", {"alpha": 1.3}), ("selu", {}), ("gelu", {}), ("gelu", {"approximate": "tanh"}),
-               ("softplus", {"beta": 2.0, "threshold": 5.0}), ("silu", {})]
-SPECIAL = numpy.array([0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1000.0, -1000.0, numpy.inf, -numpy.inf, numpy.nan])
+ACTIVATIONS = [
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("relu", {}),
+    ("leaky_relu", {"negative_slope": 0.2}),
+    ("elu", {"alpha": 1.3}),
+    ("selu", {}),
+    ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}),
+    ("softplus", {"beta": 2.0, "threshold": 5.0}),
+    ("silu", {}),
+]
+SPECIAL = numpy.array(
+    [0.0, -0.0, 1e-30, -1e-30, 30.0, -30.0, 1000.0, -1000.0, numpy.inf, -numpy.inf, numpy.nan]
+)
 
 
 def _layouts(cp, host):
@@ -40,10 +51,14 @@ def _layouts(cp, host):
     big = cp.asarray(numpy.concatenate([[7.0], host.ravel()]).astype(host.dtype))
     strided = cp.zeros(2 * host.size, host.dtype)
     strided[::2] = cp.asarray(host.ravel())
-    return {"contiguous": cp.asarray(host),
-            "offset view x[1:]": big[1:].reshape(host.shape),
-            "strided": strided[::2].reshape(host.shape) if host.ndim == 1 else strided[::2],
-            "F-ordered": cp.asarray(numpy.asfortranarray(host.reshape(-1, 1) if host.ndim == 1 else host))}
+    return {
+        "contiguous": cp.asarray(host),
+        "offset view x[1:]": big[1:].reshape(host.shape),
+        "strided": strided[::2].reshape(host.shape) if host.ndim == 1 else strided[::2],
+        "F-ordered": cp.asarray(
+            numpy.asfortranarray(host.reshape(-1, 1) if host.ndim == 1 else host)
+        ),
+    }
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -51,8 +66,8 @@ def _layouts(cp, host):
 @pytest.mark.parametrize("name,kwargs", ACTIVATIONS, ids=lambda v: v if isinstance(v, str) else "")
 def test_emulated_activation_layouts_and_sizes(cp, name, kwargs, size, dtype):
     rng = numpy.random.default_rng(size)
-    host = rng.uniform(-4, 4, size).astype(dtype)     # the range of the parity tests
-    host[:min(size, SPECIAL.size)] = SPECIAL[:min(size, SPECIAL.size)]
+    host = rng.uniform(-4, 4, size).astype(dtype)  # the range of the parity tests
+    host[: min(size, SPECIAL.size)] = SPECIAL[: min(size, SPECIAL.size)]
     dy_host = rng.normal(size=size).astype(dtype)
     fwd, bwd = getattr(F, name), getattr(F, f"{name}_backward")
     for layout, x in _layouts(cp, host).items():
@@ -60,7 +75,7 @@ def test_emulated_activation_layouts_and_sizes(cp, name, kwargs, size, dtype):
         dy = cp.asarray(dy_host.reshape(x_ref.shape))
         y, dx = fwd(x, **kwargs), bwd(dy, x, **kwargs)
         assert y.dtype == dtype and y.shape == x.shape, layout
-        with numpy.errstate(all="ignore"):      # the float64 NumPy path as the reference
+        with numpy.errstate(all="ignore"):  # the float64 NumPy path as the reference
             want_y = fwd(x_ref.astype(numpy.float64), **kwargs)
             want_dx = bwd(_host(dy).astype(numpy.float64), x_ref.astype(numpy.float64), **kwargs)
         assert_allclose(_host(y), want_y, dtype)
@@ -72,7 +87,7 @@ def _bn_data(shape, dtype, seed=0):
     rng = numpy.random.default_rng(seed)
     C = shape[1]
     per_channel = (1, C) + (1,) * (len(shape) - 2)
-    x = (rng.normal(size=shape) * rng.uniform(0.5, 3, per_channel) + rng.normal(size=per_channel) * 2)
+    x = rng.normal(size=shape) * rng.uniform(0.5, 3, per_channel) + rng.normal(size=per_channel) * 2
     return x.astype(dtype), rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(size=C).astype(dtype)
 
 
@@ -80,12 +95,15 @@ def _bn_data(shape, dtype, seed=0):
 def many_blocks(monkeypatch, cp):
     """Split every channel over several blocks (the last-block merge) even on small shapes."""
     from gpunet.kernels import cupy_batchnorm
+
     monkeypatch.setattr(cupy_batchnorm, "MIN_PER_BLOCK", 64)
     monkeypatch.setattr(cupy_batchnorm, "BLOCKS_PER_SM", 8)
     return cupy_batchnorm
 
 
-@pytest.mark.parametrize("act", [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"])
+@pytest.mark.parametrize(
+    "act", [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
+)
 @pytest.mark.parametrize("shape", [(700, 37), (40, 3, 5, 7)], ids=["rows", "spatial"])
 def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act):
     """Two training steps in a row (the arrival counters must be reset by the first), then eval;
@@ -116,21 +134,33 @@ def test_emulated_batchnorm_strided_gamma_beta(cp, dtype):
     x, _, _ = _bn_data((16, 4, 3), dtype)
     G = numpy.random.default_rng(1).uniform(0.5, 2, (4, 3)).astype(dtype)
     B = numpy.random.default_rng(2).normal(size=(4, 3)).astype(dtype)
-    rm, rv = cp.zeros(8, dtype)[::2], cp.ones(8, dtype)[::2]     # strided running statistics too
+    rm, rv = cp.zeros(8, dtype)[::2], cp.ones(8, dtype)[::2]  # strided running statistics too
     y, cache = F.batch_norm_forward(cp.asarray(x), cp.asarray(G)[:, 0], cp.asarray(B)[:, 1], rm, rv)
     dx, dg, db = F.batch_norm_backward(cp.ones_like(y), cache)
     rm_ref, rv_ref = numpy.zeros(4, dtype), numpy.ones(4, dtype)
     y_ref, cache_ref = F.batch_norm_forward(x, G[:, 0].copy(), B[:, 1].copy(), rm_ref, rv_ref)
     dx_ref, dg_ref, db_ref = F.batch_norm_backward(numpy.ones_like(y_ref), cache_ref)
-    for got, want in ((y, y_ref), (dx, dx_ref), (dg, dg_ref), (db, db_ref), (rm, rm_ref), (rv, rv_ref)):
+    for got, want in (
+        (y, y_ref),
+        (dx, dx_ref),
+        (dg, dg_ref),
+        (db, db_ref),
+        (rm, rm_ref),
+        (rv, rv_ref),
+    ):
         assert_allclose(_host(got), want, dtype, scale=10)
 
 
 def test_emulated_batchnorm_no_channels(cp):
     """Defect 2: x of shape (N, 0) launched a zero-sized grid; NumPy returns empty results."""
     x = cp.zeros((5, 0), numpy.float32)
-    y, cache = F.batch_norm_forward(x, cp.ones(0, numpy.float32), cp.zeros(0, numpy.float32),
-                                    cp.zeros(0, numpy.float32), cp.ones(0, numpy.float32))
+    y, cache = F.batch_norm_forward(
+        x,
+        cp.ones(0, numpy.float32),
+        cp.zeros(0, numpy.float32),
+        cp.zeros(0, numpy.float32),
+        cp.ones(0, numpy.float32),
+    )
     dx, dg, db = F.batch_norm_backward(cp.zeros((5, 0), numpy.float32), cache)
     assert y.shape == dx.shape == (5, 0) and dg.shape == db.shape == (0,)
 
@@ -144,10 +174,12 @@ def test_emulated_batchnorm_eval_cache_keeps_its_statistics(cp):
     for device in ("numpy", "emulated"):
         xp = cp if device == "emulated" else numpy
         rm, rv = xp.asarray([0.5, -1.0, 2.0]), xp.asarray([2.0, 0.5, 1.5])
-        _, cache = F.batch_norm_forward(xp.asarray(x), xp.asarray(g), xp.asarray(b), rm, rv, training=False)
-        F.batch_norm_forward(xp.asarray(x * 5 + 3), None, None, rm, rv, momentum=0.9)   # moves them
+        _, cache = F.batch_norm_forward(
+            xp.asarray(x), xp.asarray(g), xp.asarray(b), rm, rv, training=False
+        )
+        F.batch_norm_forward(xp.asarray(x * 5 + 3), None, None, rm, rv, momentum=0.9)  # moves them
         grads[device] = _host(F.batch_norm_backward(xp.asarray(dy), cache)[0])
-    expected = dy * g / numpy.sqrt(numpy.array([2.0, 0.5, 1.5]) + 1e-5)   # the formula, eval mode
+    expected = dy * g / numpy.sqrt(numpy.array([2.0, 0.5, 1.5]) + 1e-5)  # the formula, eval mode
     numpy.testing.assert_allclose(grads["numpy"], expected, rtol=1e-12)
     numpy.testing.assert_allclose(grads["emulated"], expected, rtol=1e-12)
 
@@ -156,18 +188,23 @@ def test_emulated_wide_batchnorm_grids_are_valid():
     """Defect 3: more than 65535 channels must not put channels on a grid axis limited to 65535
     (CuPy spatial and Numba grids); checked with the driver's limits of the emulator."""
     from emulator import build, fake_cupy
+
     from gpunet.kernels import numba_batchnorm
+
     wide = numpy.empty((2, 70000, 3))
     kernel = build.Kernel("bn_partial", (), 0)
     grid, _ = numba_batchnorm.partial_grid(wide)
     fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), (numba_batchnorm.THREADS, 1, 1))
     with emulation():
         from gpunet.kernels import cupy_batchnorm
+
         for shape in ((2, 70000, 3), (2, 70000, 1)):
             grid, block = cupy_batchnorm._reduce_launch(numpy.empty(shape))[:2]
-            fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block"))
+            fake_cupy.check_launch(
+                kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block")
+            )
     with pytest.raises(fake_cupy.CUDADriverError, match="grid dimension y = 70000"):
-        fake_cupy.check_launch(kernel, (1, 70000, 1), (256, 1, 1))     # the old orientation
+        fake_cupy.check_launch(kernel, (1, 70000, 1), (256, 1, 1))  # the old orientation
 
 
 def test_emulated_kernel_functions_are_looked_up_once(cp):
@@ -179,7 +216,9 @@ def test_emulated_kernel_functions_are_looked_up_once(cp):
         x = cp.asarray(numpy.linspace(-1, 1, 64))
         for _ in range(3):
             F.relu_backward(x, F.relu(x))
-            _, cache = F.batch_norm_forward(x.reshape(8, 8), None, None, None, None, activation="relu")
+            _, cache = F.batch_norm_forward(
+                x.reshape(8, 8), None, None, None, None, activation="relu"
+            )
             F.batch_norm_backward(x.reshape(8, 8), cache)
             xent(x.reshape(8, 8), cp.asarray(numpy.arange(8) % 8))
     finally:
@@ -244,7 +283,9 @@ def test_emulated_mlp_three_steps_end_to_end(cp):
     for backend in ("numpy", "cupy"):
         gpunet.set_backend(backend)
         gpunet.seed(1)
-        model = nn.mlp([20, 32, 16, 5], activation="relu", batchnorm=True, dtype=numpy.float64).to(backend)
+        model = nn.mlp([20, 32, 16, 5], activation="relu", batchnorm=True, dtype=numpy.float64).to(
+            backend
+        )
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         for _ in range(3):
             loss, d = nn.SoftmaxCrossEntropy()(model(gpunet.asarray(x)), gpunet.asarray(y))
@@ -258,7 +299,7 @@ def test_emulated_mlp_three_steps_end_to_end(cp):
 
 
 # ----------------------------------------------------------------------------- the driver's checks
-PLANTED = r'''
+PLANTED = r"""
 extern "C" __global__ void scale(const float *x, float *y, long long n, float a) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) y[i] = a * x[i];
@@ -287,7 +328,7 @@ extern "C" __global__ void reverse_in_block(const float *x, float *y) {
     __syncthreads();
     y[blockIdx.x * blockDim.x + t] = tile[blockDim.x - 1 - t];
 }
-'''
+"""
 
 
 @pytest.fixture
@@ -299,7 +340,9 @@ def test_emulated_launch_runs_and_syncthreads_orders_the_block(planted, cp):
     x = cp.asarray(numpy.arange(512, dtype=numpy.float32))
     y = cp.empty_like(x)
     planted.get_function("reverse_in_block")((2,), (256,), (x, y))
-    numpy.testing.assert_array_equal(_host(y), numpy.concatenate([numpy.arange(255, -1, -1), numpy.arange(511, 255, -1)]))
+    numpy.testing.assert_array_equal(
+        _host(y), numpy.concatenate([numpy.arange(255, -1, -1), numpy.arange(511, 255, -1)])
+    )
     planted.get_function("scale")((1,), (32,), (x, y, cp.int64(20), cp.float32(2.0)))
     numpy.testing.assert_array_equal(_host(y)[:20], 2 * numpy.arange(20))
 
@@ -310,17 +353,26 @@ def test_emulated_wrong_argument_type_fails(planted, cp):
     with pytest.raises(TypeError, match=r"argument 2: long long \(8 bytes\) given a int32"):
         kernel((1,), (8,), (x, y, cp.int32(8), cp.float32(1)))
     with pytest.raises(TypeError, match=r"argument 3: float \(4 bytes\) given a float64"):
-        kernel((1,), (8,), (x, y, 8, 1.0))          # a Python float is passed as a double
-    with pytest.raises(TypeError, match="argument 0: const float\\* needs a float32 array, got float64"):
+        kernel((1,), (8,), (x, y, 8, 1.0))  # a Python float is passed as a double
+    with pytest.raises(
+        TypeError, match="argument 0: const float\\* needs a float32 array, got float64"
+    ):
         kernel((1,), (8,), (cp.ones(8), y, 8, cp.float32(1)))
     with pytest.raises(TypeError, match="takes 4 arguments, got 3"):
         kernel((1,), (8,), (x, y, 8))
 
 
-@pytest.mark.parametrize("grid,block,message", [
-    ((0,), (32,), "grid dimension x = 0"), ((1, 65536), (32,), "grid dimension y = 65536"),
-    ((2 ** 31,), (32,), "grid dimension x = 2147483648"), ((1,), (1025,), "block dimension x = 1025"),
-    ((1,), (64, 32), "2048 threads per block"), ((1,), (1, 1, 65), "block dimension z = 65")])
+@pytest.mark.parametrize(
+    "grid,block,message",
+    [
+        ((0,), (32,), "grid dimension x = 0"),
+        ((1, 65536), (32,), "grid dimension y = 65536"),
+        ((2**31,), (32,), "grid dimension x = 2147483648"),
+        ((1,), (1025,), "block dimension x = 1025"),
+        ((1,), (64, 32), "2048 threads per block"),
+        ((1,), (1, 1, 65), "block dimension z = 65"),
+    ],
+)
 def test_emulated_grid_limits(planted, cp, grid, block, message):
     x, y = cp.ones(8, numpy.float32), cp.empty(8, numpy.float32)
     with pytest.raises(cp.cuda.CUDADriverError, match=message):
@@ -337,7 +389,7 @@ def test_emulated_shared_memory_limit(planted, cp):
 def test_emulated_misaligned_vector_load_faults(planted, cp):
     x, y = cp.ones(17, numpy.float32), cp.empty(16, numpy.float32)
     kernel = planted.get_function("vec_copy")
-    kernel((1,), (4,), (x[:16], y, cp.int64(4)))       # aligned: fine
+    kernel((1,), (4,), (x[:16], y, cp.int64(4)))  # aligned: fine
     with pytest.raises(cp.cuda.CUDADriverError, match="misaligned address"):
         kernel((1,), (4,), (x[1:], y, cp.int64(4)))
 
@@ -355,6 +407,7 @@ def test_emulated_blocks_run_in_a_shuffled_order(planted, cp):
 def test_emulated_gpunet_info_runs_a_kernel(cp, capsys):
     """Defect 7: `gpunet info` compiles and runs a kernel, not only counts devices."""
     from gpunet import cli
+
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "kernel check: relu on 4 values compiled and ran, results correct" in out

@@ -1,4 +1,5 @@
 """The examples run end to end (small settings) and say clearly when their data is missing."""
+
 import os
 import subprocess
 import sys
@@ -10,16 +11,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(script, *args, cwd):
     env = {**os.environ, "GPUNET_BACKEND": "numpy", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", script), *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("script,args,output", [
-    ("activations.py", ["--out", "act.png"], "act.png"),
-    ("train_digits.py", ["--out", "digits", "--epochs", "5"], "digits/curves.png"),
-    ("bn_vs_no_bn.py", ["--epochs", "3", "--out", "bn.png"], "bn.png"),
-    ("init_experiment.py", ["--out", "init.png"], "init.png"),
-])
+@pytest.mark.parametrize(
+    "script,args,output",
+    [
+        ("activations.py", ["--out", "act.png"], "act.png"),
+        ("train_digits.py", ["--out", "digits", "--epochs", "5"], "digits/curves.png"),
+        ("bn_vs_no_bn.py", ["--epochs", "3", "--out", "bn.png"], "bn.png"),
+        ("init_experiment.py", ["--out", "init.png"], "init.png"),
+    ],
+)
 def test_example_runs(script, args, output, tmp_path):
     p = _run(script, *args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -35,9 +45,12 @@ def test_cifar_example_without_data(tmp_path):
 def test_init_experiment_shows_the_lecture(tmp_path):
     """Small random weights collapse, He keeps ReLU activations alive: the printed layer stds."""
     p = _run("init_experiment.py", "--out", "i.png", cwd=tmp_path)
-    stds = {line.split(" layer std:")[0].strip(): [float(v) for v in line.split(":")[1].split()]
-            for line in p.stdout.splitlines() if "layer std:" in line}
+    stds = {
+        line.split(" layer std:")[0].strip(): [float(v) for v in line.split(":")[1].split()]
+        for line in p.stdout.splitlines()
+        if "layer std:" in line
+    }
     assert stds["W = 0.01 randn"][-1] < 1e-5
-    assert min(stds["W = randn"]) > 0.95                  # saturated tanh
+    assert min(stds["W = randn"]) > 0.95  # saturated tanh
     assert stds["Xavier, ReLU"][-1] < 0.1 * stds["Xavier, ReLU"][0]
     assert 0.5 < stds["He, ReLU"][-1] / stds["He, ReLU"][0] < 2

@@ -1,5 +1,6 @@
 """End to end on the GPU (skipped without one): the same network and data give the same numbers on
 NumPy and CuPy, and the main job trains on the GPU."""
+
 import numpy
 import pytest
 
@@ -12,7 +13,8 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("kernels", ["cupy", "numba"])
 def test_mlp_forward_backward_step_match_numpy(kernels):
     from gpunet.dispatch import numba_cuda_problem
-    if kernels == "numba":      # a fallback would run the CuPy kernels and pass unseen
+
+    if kernels == "numba":  # a fallback would run the CuPy kernels and pass unseen
         assert numba_cuda_problem() is None, numba_cuda_problem()
     rng = numpy.random.default_rng(0)
     x = rng.normal(size=(64, 20)).astype(numpy.float32)
@@ -29,7 +31,10 @@ def test_mlp_forward_backward_step_match_numpy(kernels):
                 model.zero_grad()
                 model.backward(d)
                 opt.step()
-        results[backend] = (float(loss), {k: gpunet.to_numpy(v) for k, v in model.state_dict().items()})
+        results[backend] = (
+            float(loss),
+            {k: gpunet.to_numpy(v) for k, v in model.state_dict().items()},
+        )
     assert results["cupy"][0] == pytest.approx(results["numpy"][0], rel=1e-4)
     for k, v in results["numpy"][1].items():
         numpy.testing.assert_allclose(results["cupy"][1][k], v, rtol=1e-3, atol=1e-4, err_msg=k)
@@ -37,6 +42,7 @@ def test_mlp_forward_backward_step_match_numpy(kernels):
 
 def test_main_job_on_gpu(tmp_path):
     from gpunet.run import TrainConfig, run
+
     result = run(TrainConfig(backend="cupy", out=str(tmp_path), progress=False))
     assert gpunet.get_backend() == "cupy"
     assert result["test_acc"] >= 0.95
@@ -56,11 +62,23 @@ def test_dropout_and_seed_reproducible_on_gpu():
 def test_data_too_large_for_the_device_moves_batch_by_batch(monkeypatch):
     from gpunet import train
     from gpunet.datasets import make_spiral
-    monkeypatch.setattr(gpunet.backend, "DEVICE_DATA_FRACTION", 0.0)   # nothing "fits": stays on the host
+
+    monkeypatch.setattr(
+        gpunet.backend, "DEVICE_DATA_FRACTION", 0.0
+    )  # nothing "fits": stays on the host
     gpunet.set_backend("cupy")
     gpunet.seed(0)
     X, y = make_spiral(100, 3, seed=0)
     model = nn.mlp([2, 64, 3])
-    h = train.fit(model, nn.SoftmaxCrossEntropy(), optim.Adam(model.parameters(), 0.02), X, y, epochs=20,
-                  batch_size=32, progress=False, seed=0)
+    h = train.fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        optim.Adam(model.parameters(), 0.02),
+        X,
+        y,
+        epochs=20,
+        batch_size=32,
+        progress=False,
+        seed=0,
+    )
     assert h.train_acc[-1] > 0.8

@@ -1,16 +1,17 @@
 """Defects of the GPU path that need no GPU to show: float32 Numba math, the GPU test run that
 looked cleaner than it was, installs that could not compile a kernel, the Numba launch device.
 (The defects that need a kernel to run are in test_emulated.py.)"""
+
 import os
 import re
 import subprocess
 import sys
-import tomllib
 import types
 
 import numba
 import numpy
 import pytest
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +21,9 @@ def _native_ir(dispatcher, signature):
     through doubles whatever the function computes in)."""
     ir = dispatcher.inspect_llvm(signature)
     functions = re.split(r"\n(?=define )", ir)
-    return "\n".join(f for f in functions if f.startswith("define") and "cpython" not in f.splitlines()[0])
+    return "\n".join(
+        f for f in functions if f.startswith("define") and "cpython" not in f.splitlines()[0]
+    )
 
 
 def test_float32_activation_math_stays_float32():
@@ -28,6 +31,7 @@ def test_float32_activation_math_stays_float32():
     double instructions in GELU). The shared math (activation_math.py, compiled for Numba CUDA
     and CPU alike) now has no double in its float32 code."""
     from gpunet.kernels import activation_math, cpu_activations
+
     compiled = cpu_activations.DEVICE_BY_DTYPE[numpy.float32]
     for name in activation_math.ORDER:
         if name == "kink":
@@ -53,6 +57,7 @@ def test_cuda_extras_bring_nvrtc_and_headers():
 def test_nvrtc_helper_finds_both_wheel_layouts(tmp_path):
     """Defect 7: the CUDA 13 wheels put every library in nvidia/cu13/lib."""
     import nvrtc
+
     cu12 = tmp_path / "a" / "cuda_nvrtc" / "lib"
     cu13 = tmp_path / "b" / "cu13" / "lib"
     for folder, name in ((cu12, "libnvrtc.so.12"), (cu13, "libnvrtc.so.13")):
@@ -68,6 +73,7 @@ def test_numba_launch_uses_cupys_current_device(monkeypatch):
     """Defect 8: on a multi-GPU machine the Numba path launched on Numba's default device, not on
     CuPy's current one (where the arrays are)."""
     from gpunet.kernels import numba_support
+
     entered = []
 
     class Gpu:
@@ -84,17 +90,25 @@ def test_numba_launch_uses_cupys_current_device(monkeypatch):
         def __getitem__(self, config):
             def run(*args):
                 entered.append(("launch", config[2]))
+
             return run
 
     class Gpus:
         def __getitem__(self, i):
             return Gpu(i)
 
-    fake_cuda = types.SimpleNamespace(gpus=Gpus(), default_stream=lambda: "stream-on-current",
-                                      external_stream=lambda ptr: f"stream-{ptr}",
-                                      as_cuda_array=lambda a, sync: a)
-    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        Device=lambda: types.SimpleNamespace(id=1), get_current_stream=lambda: types.SimpleNamespace(ptr=0)))
+    fake_cuda = types.SimpleNamespace(
+        gpus=Gpus(),
+        default_stream=lambda: "stream-on-current",
+        external_stream=lambda ptr: f"stream-{ptr}",
+        as_cuda_array=lambda a, sync: a,
+    )
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(
+            Device=lambda: types.SimpleNamespace(id=1),
+            get_current_stream=lambda: types.SimpleNamespace(ptr=0),
+        )
+    )
     monkeypatch.setattr(numba_support, "SIMULATOR", False)
     monkeypatch.setattr(numba_support, "cuda", fake_cuda)
     monkeypatch.setattr(numba_support, "_streams", {})
@@ -106,9 +120,10 @@ def test_numba_launch_uses_cupys_current_device(monkeypatch):
 def test_a_numba_test_fails_instead_of_running_cupy(monkeypatch):
     """Defect 6: once the Numba path had fallen back, every later "numba" test ran the CuPy
     kernels and passed. The parity harness now fails such a test."""
+    import parity
+
     from gpunet import dispatch as kernel_path
 
-    import parity
     monkeypatch.setitem(kernel_path._numba_probe, "problem", "numba-cuda is broken (planted)")
     with pytest.raises(pytest.fail.Exception, match="Numba CUDA path is unusable here .*planted"):
         parity.run("numba", lambda x: x, numpy.ones(3))
@@ -118,9 +133,24 @@ def test_gpu_tests_fail_where_a_gpu_is_expected():
     """Defect 6: with GPUNET_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) or an answering
     nvidia-smi, a GPU test that cannot run is a failure, not a skip."""
     env = dict(os.environ, GPUNET_REQUIRE_GPU="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-                           "tests/test_backend.py"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "gpu",
+            "tests/test_backend.py",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stdout[-2000:]
     last = done.stdout.splitlines()[-1]
     assert re.search(r"\b\d+ (failed|errors?)\b", last) and "skipped" not in last
@@ -136,4 +166,7 @@ def test_gpu_check_script_keeps_every_summary_line():
     for part in ("cupy", "numba", "e2e"):
         assert re.search(rf"run_pytest {part} \d+", script)
     assert "exit $status" in script
-    assert subprocess.run(["bash", "-n", os.path.join(ROOT, "scripts", "gpu_check.sh")]).returncode == 0
+    assert (
+        subprocess.run(["bash", "-n", os.path.join(ROOT, "scripts", "gpu_check.sh")]).returncode
+        == 0
+    )

@@ -1,4 +1,5 @@
 """Initializers against the published formulas (Glorot 2010, He 2015, LeCun 1998, Saxe 2014)."""
+
 import math
 
 import numpy
@@ -8,8 +9,8 @@ from scipy import stats
 import gpunet
 from gpunet import init
 
-SHAPE_2D = (400, 300)         # Linear: (fan_in, fan_out)
-SHAPE_4D = (64, 32, 3, 3)     # Conv: fan_in = 32*9 = 288, fan_out = 64*9 = 576
+SHAPE_2D = (400, 300)  # Linear: (fan_in, fan_out)
+SHAPE_4D = (64, 32, 3, 3)  # Conv: fan_in = 32*9 = 288, fan_out = 64*9 = 576
 
 
 def test_fans():
@@ -24,7 +25,7 @@ def test_calculate_gain_table():
     assert init.calculate_gain("conv2d") == 1
     assert init.calculate_gain("tanh") == pytest.approx(5 / 3)
     assert init.calculate_gain("relu") == pytest.approx(math.sqrt(2))
-    assert init.calculate_gain("leaky_relu") == pytest.approx(math.sqrt(2 / (1 + 0.01 ** 2)))
+    assert init.calculate_gain("leaky_relu") == pytest.approx(math.sqrt(2 / (1 + 0.01**2)))
     assert init.calculate_gain("leaky_relu", 0.2) == pytest.approx(math.sqrt(2 / 1.04))
     assert init.calculate_gain("selu") == pytest.approx(0.75)
     with pytest.raises(ValueError, match="unsupported nonlinearity 'swish'"):
@@ -36,7 +37,9 @@ def _ks_normal(values, std):
 
 
 def _ks_uniform(values, a):
-    return stats.kstest(numpy.asarray(values, numpy.float64).ravel(), "uniform", args=(-a, 2 * a)).pvalue
+    return stats.kstest(
+        numpy.asarray(values, numpy.float64).ravel(), "uniform", args=(-a, 2 * a)
+    ).pvalue
 
 
 @pytest.mark.parametrize("shape", [SHAPE_2D, SHAPE_4D])
@@ -48,7 +51,10 @@ def test_normal_initializers_follow_their_formulas(shape):
         (init.xavier_normal(shape, gain=5 / 3), 5 / 3 * math.sqrt(2 / (fan_in + fan_out))),
         (init.kaiming_normal(shape), math.sqrt(2 / fan_in)),
         (init.kaiming_normal(shape, mode="fan_out"), math.sqrt(2 / fan_out)),
-        (init.kaiming_normal(shape, a=0.2, nonlinearity="leaky_relu"), math.sqrt(2 / 1.04) / math.sqrt(fan_in)),
+        (
+            init.kaiming_normal(shape, a=0.2, nonlinearity="leaky_relu"),
+            math.sqrt(2 / 1.04) / math.sqrt(fan_in),
+        ),
         (init.lecun_normal(shape), 1 / math.sqrt(fan_in)),
         (init.small_random(shape), 0.01),
     ]
@@ -57,7 +63,7 @@ def test_normal_initializers_follow_their_formulas(shape):
         assert abs(values.mean()) < 4 * std / math.sqrt(values.size)
         assert abs(values.std() / std - 1) < 0.01
         assert _ks_normal(values, std) > 1e-3
-        assert _ks_normal(values, std * 1.1) < 1e-3      # the test can tell a 10% wrong std apart
+        assert _ks_normal(values, std * 1.1) < 1e-3  # the test can tell a 10% wrong std apart
 
 
 def test_uniform_initializers_follow_their_formulas():

@@ -1,13 +1,14 @@
 """Layers, the Module machinery, losses and the mlp builder."""
+
 import math
 
 import numpy
 import pytest
+from gradcheck import check_module
 
 import gpunet
 from gpunet import functional as F
 from gpunet import nn
-from gradcheck import check_module
 
 F64 = numpy.float64
 
@@ -40,7 +41,9 @@ def test_conv2d_matches_direct_loops():
         for f in range(4):
             for i in range(out.shape[2]):
                 for j in range(out.shape[3]):
-                    ref[n, f, i, j] = (xp[n, :, 2 * i:2 * i + 3, 2 * j:2 * j + 2] * w[f]).sum() + b[f]
+                    ref[n, f, i, j] = (
+                        xp[n, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 2] * w[f]
+                    ).sum() + b[f]
     numpy.testing.assert_allclose(out, ref, rtol=1e-12)
 
 
@@ -66,7 +69,9 @@ def test_dropout_with_fixed_mask_gradient_and_eval_identity():
     for i in numpy.ndindex(*x.shape):
         e = numpy.zeros_like(x)
         e[i] = h
-        num[i] = ((F.dropout_forward(x + e, 0.5, mask)[0] - F.dropout_forward(x - e, 0.5, mask)[0]) * dout).sum() / (2 * h)
+        num[i] = (
+            (F.dropout_forward(x + e, 0.5, mask)[0] - F.dropout_forward(x - e, 0.5, mask)[0]) * dout
+        ).sum() / (2 * h)
     numpy.testing.assert_allclose(F.dropout_backward(dout, cache), num, rtol=1e-6)
     layer = nn.Dropout(0.5).eval()
     assert layer(x) is x
@@ -80,9 +85,22 @@ def test_dropout_keeps_expectation():
     assert abs((out == 0).mean() - 0.3) < 0.01
 
 
-@pytest.mark.parametrize("layer", [nn.ReLU(), nn.LeakyReLU(negative_slope=0.1), nn.ELU(alpha=0.7), nn.SELU(),
-                                   nn.GELU(), nn.GELU(approximate="tanh"), nn.Sigmoid(), nn.Tanh(),
-                                   nn.Softplus(beta=2.0), nn.SiLU()], ids=repr)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.ReLU(),
+        nn.LeakyReLU(negative_slope=0.1),
+        nn.ELU(alpha=0.7),
+        nn.SELU(),
+        nn.GELU(),
+        nn.GELU(approximate="tanh"),
+        nn.Sigmoid(),
+        nn.Tanh(),
+        nn.Softplus(beta=2.0),
+        nn.SiLU(),
+    ],
+    ids=repr,
+)
 def test_activation_layer_gradients(layer):
     check_module(layer, _x((3, 4), away_from_zero=True))
 
@@ -98,7 +116,9 @@ def test_whole_mlp_with_batchnorm_gradients():
     gpunet.seed(7)
     model = nn.mlp([5, 6, 4, 3], activation="tanh", batchnorm=True, dtype=F64)
     check_module(model, _x((8, 5)), rtol=1e-5, atol=1e-7)
-    model2 = nn.mlp([5, 6, 3], activation="selu", batchnorm=True, dtype=F64)   # BN then a separate layer
+    model2 = nn.mlp(
+        [5, 6, 3], activation="selu", batchnorm=True, dtype=F64
+    )  # BN then a separate layer
     assert isinstance(model2[2], nn.SELU)
     check_module(model2, _x((8, 5)))
 
@@ -111,8 +131,12 @@ def test_batchnorm_layers_modes_and_buffers():
     assert int(bn.num_batches_tracked) == 1
     bn.eval()
     y_eval = bn(x)
-    numpy.testing.assert_allclose(y_eval, (x - bn.running_mean[None, :, None, None])
-                                  / numpy.sqrt(bn.running_var[None, :, None, None] + 1e-5), rtol=1e-10)
+    numpy.testing.assert_allclose(
+        y_eval,
+        (x - bn.running_mean[None, :, None, None])
+        / numpy.sqrt(bn.running_var[None, :, None, None] + 1e-5),
+        rtol=1e-10,
+    )
     with pytest.raises(ValueError, match="BatchNorm2d expects 4-D input"):
         bn(numpy.ones((2, 3)))
     with pytest.raises(ValueError, match=r"BatchNorm1d\(3\) got 4 channels"):
@@ -121,14 +145,16 @@ def test_batchnorm_layers_modes_and_buffers():
     batches = [_x((6, 2), seed=s) for s in range(3)]
     for b in batches:
         bn_cma(b)
-    numpy.testing.assert_allclose(bn_cma.running_mean, numpy.mean([b.mean(0) for b in batches], 0), rtol=1e-12)
+    numpy.testing.assert_allclose(
+        bn_cma.running_mean, numpy.mean([b.mean(0) for b in batches], 0), rtol=1e-12
+    )
     check_module(nn.BatchNorm1d(3, activation="relu", dtype=F64), _x((6, 3, 2)))
 
 
 def test_module_state_dict_round_trip_is_exact():
     gpunet.seed(8)
     a = nn.mlp([4, 8, 3], dtype=F64)
-    a(_x((5, 4)))            # moves running statistics away from their initial values
+    a(_x((5, 4)))  # moves running statistics away from their initial values
     gpunet.seed(9)
     b = nn.mlp([4, 8, 3], dtype=F64)
     b.load_state_dict({k: v.copy() for k, v in a.state_dict().items()})
@@ -141,13 +167,23 @@ def test_module_state_dict_round_trip_is_exact():
         b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "2.bias"})
     bad = dict(a.state_dict())
     bad["0.weight"] = numpy.ones((3, 3))
-    with pytest.raises(ValueError, match=r"state_dict\['0.weight'\] has shape \(3, 3\), the module expects \(4, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"state_dict\['0.weight'\] has shape \(3, 3\), the module expects \(4, 8\)",
+    ):
         b.load_state_dict(bad)
 
 
 def test_parameters_train_eval_zero_grad_and_names():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
-    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
+    assert [n for n, _ in model.named_parameters()] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "3.weight",
+        "3.bias",
+    ]
     model.eval()
     assert not any(m.training for _, m in model.named_modules())
     model.train()
@@ -172,7 +208,9 @@ def test_zero_init_warns_about_symmetry():
 
 
 def test_layer_bad_input():
-    with pytest.raises(ValueError, match=r"Linear\(3, 4\) expects input of shape \(N, 3\), got \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Linear\(3, 4\) expects input of shape \(N, 3\), got \(2, 5\)"
+    ):
         nn.Linear(3, 4)(numpy.ones((2, 5), numpy.float32))
     with pytest.raises(ValueError, match="in_features must be a positive integer"):
         nn.Linear(0, 4)
@@ -204,7 +242,10 @@ def test_softmax_cross_entropy_value_gradient_and_shift():
     for i in numpy.ndindex(*s.shape):
         e = numpy.zeros_like(s)
         e[i] = 1e-6
-        num[i] = (float(F.loss.softmax_cross_entropy(s + e, y)[0]) - float(F.loss.softmax_cross_entropy(s - e, y)[0])) / 2e-6
+        num[i] = (
+            float(F.loss.softmax_cross_entropy(s + e, y)[0])
+            - float(F.loss.softmax_cross_entropy(s - e, y)[0])
+        ) / 2e-6
     numpy.testing.assert_allclose(ds, num, rtol=1e-6, atol=1e-9)
     shifted, ds2 = F.loss.softmax_cross_entropy(s + 1e7, y)
     assert abs(float(shifted) - float(loss)) < 1e-8 and numpy.isfinite(ds2).all()
@@ -219,7 +260,7 @@ def test_initial_loss_is_log_c_and_regularization_raises_it():
     loss, _ = nn.SoftmaxCrossEntropy()(model(x), y)
     assert abs(float(loss) - math.log(10)) < 0.01
     assert float(loss + nn.l2_penalty(model, 1e3)) > float(loss) + 0.1
-    assert len(nn.loss.regularized_weights(model)) == 2     # weights only, no biases
+    assert len(nn.loss.regularized_weights(model)) == 2  # weights only, no biases
 
 
 def test_l2_penalty_gradient():
@@ -276,6 +317,7 @@ def test_module_to_cupy_and_back_preserves_values():
 @pytest.mark.parametrize("shape", [(7, 3), (300, 10), (5, 1000)])
 def test_fused_gpu_softmax_cross_entropy_matches_numpy(shape, dtype):
     import cupy
+
     rng = numpy.random.default_rng(16)
     s, y = (rng.normal(size=shape) * 5).astype(dtype), rng.integers(0, shape[1], shape[0])
     loss, ds = F.loss.softmax_cross_entropy(s, y)

@@ -1,4 +1,5 @@
 """Optimizers and schedules against hand-derived update sequences."""
+
 import math
 
 import numpy
@@ -43,9 +44,15 @@ def test_sgd_plain_momentum_nesterov_weight_decay():
         buf = g if buf is None else mu * buf + g
         q = q - lr * (g + mu * buf)
         nest.append(q.copy())
-    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, weight_decay=wd)), plain, rtol=1e-14)
-    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu)), mom, rtol=1e-14)
-    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu, nesterov=True)), nest, rtol=1e-14)
+    numpy.testing.assert_allclose(
+        _quadratic_run(lambda ps: optim.SGD(ps, lr, weight_decay=wd)), plain, rtol=1e-14
+    )
+    numpy.testing.assert_allclose(
+        _quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu)), mom, rtol=1e-14
+    )
+    numpy.testing.assert_allclose(
+        _quadratic_run(lambda ps: optim.SGD(ps, lr, momentum=mu, nesterov=True)), nest, rtol=1e-14
+    )
 
 
 def test_adam_and_adamw_bias_corrected():
@@ -61,7 +68,7 @@ def test_adam_and_adamw_bias_corrected():
                 g = g + wd * q
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
-            mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            mhat, vhat = m / (1 - b1**t), v / (1 - b2**t)
             q = q - lr * mhat / (numpy.sqrt(vhat) + eps)
             seq.append(q.copy())
         cls = optim.AdamW if decoupled else optim.Adam
@@ -89,14 +96,21 @@ def test_rmsprop_plain_and_momentum():
         buf = mu * buf + g / (numpy.sqrt(v) + eps)
         q = q - lr * buf
         seq.append(q.copy())
-    numpy.testing.assert_allclose(_quadratic_run(lambda ps: optim.RMSprop(ps, lr, momentum=mu)), seq, rtol=1e-12)
+    numpy.testing.assert_allclose(
+        _quadratic_run(lambda ps: optim.RMSprop(ps, lr, momentum=mu)), seq, rtol=1e-12
+    )
 
 
 def test_optimizers_converge_on_a_small_net():
     from gpunet.datasets import make_spiral
+
     X, y = make_spiral(50, 3, seed=0)
-    for name, kwargs in [("sgd", {"lr": 0.5, "momentum": 0.9}), ("adam", {"lr": 0.02}),
-                         ("rmsprop", {"lr": 0.01}), ("adamw", {"lr": 0.02})]:
+    for name, kwargs in [
+        ("sgd", {"lr": 0.5, "momentum": 0.9}),
+        ("adam", {"lr": 0.02}),
+        ("rmsprop", {"lr": 0.01}),
+        ("adamw", {"lr": 0.02}),
+    ]:
         gpunet.seed(1)
         model = nn.mlp([2, 64, 3], batchnorm=False)
         opt = optim.OPTIMIZERS[name](model.parameters(), **kwargs)
@@ -137,7 +151,7 @@ def test_optimizer_bad_arguments():
     with pytest.raises(ValueError, match="betas must be two numbers"):
         optim.Adam([p], betas=(0.9, 1.0))
     with pytest.raises(TypeError):
-        optim.SGD([p], lr=0.1, momentun=0.9)     # unknown keyword: refused
+        optim.SGD([p], lr=0.1, momentun=0.9)  # unknown keyword: refused
 
 
 def test_schedules():
@@ -145,12 +159,18 @@ def test_schedules():
         opt = optim.SGD([Parameter(numpy.zeros(1))], lr=1.0)
         s = make(opt)
         return [opt.lr] + [s.step() for _ in range(n)]
+
     assert lrs(lambda o: optim.StepDecay(o, 2, 0.5)) == [1, 1, 0.5, 0.5, 0.25, 0.25, 0.125]
-    numpy.testing.assert_allclose(lrs(lambda o: optim.ExponentialDecay(o, 0.9)), [0.9 ** t for t in range(7)])
-    numpy.testing.assert_allclose(lrs(lambda o: optim.CosineAnnealing(o, 4, eta_min=0.1)),
-                                  [0.1 + 0.9 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(7)])
-    numpy.testing.assert_allclose(lrs(lambda o: optim.LinearWarmup(o, 4, start_factor=0.2)),
-                                  [0.2, 0.4, 0.6, 0.8, 1, 1, 1])
+    numpy.testing.assert_allclose(
+        lrs(lambda o: optim.ExponentialDecay(o, 0.9)), [0.9**t for t in range(7)]
+    )
+    numpy.testing.assert_allclose(
+        lrs(lambda o: optim.CosineAnnealing(o, 4, eta_min=0.1)),
+        [0.1 + 0.9 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(7)],
+    )
+    numpy.testing.assert_allclose(
+        lrs(lambda o: optim.LinearWarmup(o, 4, start_factor=0.2)), [0.2, 0.4, 0.6, 0.8, 1, 1, 1]
+    )
     opt = optim.SGD([Parameter(numpy.zeros(1))], lr=1.0)
     s = optim.CosineAnnealing(opt, 10)
     for _ in range(3):
@@ -161,12 +181,19 @@ def test_schedules():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.SGD(ps, 0.1), lambda ps: optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01),
-    lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True), lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
-    lambda ps: optim.AdamW(ps, 0.01)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, 0.1),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
+        lambda ps: optim.AdamW(ps, 0.01),
+    ],
+)
 def test_fused_gpu_updates_match_numpy(make):
     import cupy
+
     p0 = numpy.random.default_rng(0).normal(size=(7, 5))
     host, dev = Parameter(p0.copy()), Parameter(cupy.asarray(p0))
     oh, od = make([host]), make([dev])
@@ -183,6 +210,7 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
     """Two identical nets on the same data: one updated by the optimizer, one by the update rule
     written out by hand from the same gradients; their weights agree after every step."""
     from gpunet.datasets import make_spiral
+
     X, y = make_spiral(20, 3, seed=0)
     X = X.astype(numpy.float64)
     nets = []
@@ -191,8 +219,11 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
         nets.append(nn.mlp([2, 8, 3], batchnorm=False, dtype=numpy.float64))
     net, ref = nets
     lr, mu, b1, b2, eps = 0.1, 0.9, 0.9, 0.999, 1e-8
-    opt = optim.SGD(net.parameters(), lr, momentum=mu, nesterov=True) if name == "sgd_nesterov" \
+    opt = (
+        optim.SGD(net.parameters(), lr, momentum=mu, nesterov=True)
+        if name == "sgd_nesterov"
         else optim.Adam(net.parameters(), lr)
+    )
     state = [dict() for _ in ref.parameters()]
     for t in range(1, 5):
         for model in (net, ref):
@@ -208,6 +239,10 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
             else:
                 st["m"] = b1 * st.get("m", 0) + (1 - b1) * g
                 st["v"] = b2 * st.get("v", 0) + (1 - b2) * g * g
-                p.data = p.data - lr * (st["m"] / (1 - b1 ** t)) / (numpy.sqrt(st["v"] / (1 - b2 ** t)) + eps)
+                p.data = p.data - lr * (st["m"] / (1 - b1**t)) / (
+                    numpy.sqrt(st["v"] / (1 - b2**t)) + eps
+                )
         for (k, a), (_, b) in zip(net.named_parameters(), ref.named_parameters()):
-            numpy.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-14, err_msg=f"{k} at step {t}")
+            numpy.testing.assert_allclose(
+                a.data, b.data, rtol=1e-12, atol=1e-14, err_msg=f"{k} at step {t}"
+            )

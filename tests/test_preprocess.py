@@ -1,4 +1,5 @@
 """Preprocessing: the math of each transform, inverse round trips, fit on the training data only."""
+
 import numpy
 import pytest
 
@@ -44,7 +45,7 @@ def test_pca_whiten_gives_identity_covariance():
     Z = pca.transform(X)
     numpy.testing.assert_allclose(_cov(Z), numpy.eye(5), atol=1e-6)
     numpy.testing.assert_allclose(pca.inverse_transform(Z), X, atol=1e-8)
-    dec = P.PCA().fit(X).transform(X)      # decorrelated, not scaled: diagonal, descending variance
+    dec = P.PCA().fit(X).transform(X)  # decorrelated, not scaled: diagonal, descending variance
     c = _cov(dec)
     numpy.testing.assert_allclose(c - numpy.diag(numpy.diag(c)), 0, atol=1e-8)
     assert (numpy.diff(numpy.diag(c)) <= 0).all()
@@ -58,7 +59,7 @@ def test_zca_whitening_identity_covariance_and_stays_close():
     zca = P.ZCAWhiten(eps=1e-9).fit(X)
     Z = zca.transform(X)
     numpy.testing.assert_allclose(_cov(Z), numpy.eye(5), atol=1e-6)
-    W = zca.W                                   # ZCA's whitening matrix is symmetric
+    W = zca.W  # ZCA's whitening matrix is symmetric
     numpy.testing.assert_allclose(W, W.T, atol=1e-10)
     numpy.testing.assert_allclose(zca.inverse_transform(Z), X, atol=1e-6)
 
@@ -67,9 +68,9 @@ def test_fit_on_train_only_and_state_round_trip():
     X = _correlated(seed=2)
     train, test = X[:1000], X[1000:] + 100.0
     s = P.Standardize().fit(train)
-    numpy.testing.assert_allclose(s.mean, train.mean(0))        # test data never touched the statistics
+    numpy.testing.assert_allclose(s.mean, train.mean(0))  # test data never touched the statistics
     Zt = s.transform(test)
-    assert Zt.mean() > 10                                       # the shift of the test data shows
+    assert Zt.mean() > 10  # the shift of the test data shows
     s2 = P.Standardize().load_state_dict(s.state_dict())
     numpy.testing.assert_array_equal(s2.transform(test), Zt)
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -1,4 +1,5 @@
 """The README's Python example runs as written."""
+
 import os
 import re
 import subprocess
@@ -12,8 +13,14 @@ def test_readme_python_example_runs(tmp_path):
         text = f.read()
     code = re.search(r"## From Python\n\n```python\n(.*?)```", text, re.S).group(1)
     env = {**os.environ, "GPUNET_BACKEND": "numpy", "MPLBACKEND": "Agg"}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                       timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     accuracy = float(p.stdout.strip().strip("()").split(",")[1])
     assert accuracy >= 0.95

@@ -1,5 +1,6 @@
 """The training loop: accuracy, resume = uninterrupted, divergence stop, callbacks, checkpoints
 (atomic, no unpickling, tamper-evident), history outputs."""
+
 import os
 import pickle
 import zipfile
@@ -17,7 +18,10 @@ from gpunet.train import Callback, EarlyStopping, Trainer, TrainingDiverged, eva
 def _digits():
     d = load_digits()
     mean, std = d["X_train"].mean(0), d["X_train"].std(0) + 1e-3
-    return {k: ((v - mean) / std).astype(numpy.float32) if k.startswith("X") else v for k, v in d.items()}
+    return {
+        k: ((v - mean) / std).astype(numpy.float32) if k.startswith("X") else v
+        for k, v in d.items()
+    }
 
 
 def _setup(lr=0.1, seed=0, dropout=0.1):
@@ -30,14 +34,25 @@ def _setup(lr=0.1, seed=0, dropout=0.1):
 def test_fit_reaches_95_percent_on_digits():
     d = _digits()
     model, opt, sched = _setup()
-    h = fit(model, nn.SoftmaxCrossEntropy(), opt, d["X_train"], d["y_train"], val=(d["X_val"], d["y_val"]),
-            epochs=6, batch_size=32, lr_schedule=sched, seed=1, progress=False)
+    h = fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        opt,
+        d["X_train"],
+        d["y_train"],
+        val=(d["X_val"], d["y_val"]),
+        epochs=6,
+        batch_size=32,
+        lr_schedule=sched,
+        seed=1,
+        progress=False,
+    )
     assert evaluate(model, d["X_test"], d["y_test"])[1] >= 0.95
     assert len(h.loss) == 6 * 40 and h.epoch == [1, 2, 3, 4, 5, 6]
     assert numpy.mean(h.loss[-40:]) < numpy.mean(h.loss[:40]) / 5
     assert len(h.val_acc) == 6 and h.lr[0] == pytest.approx(0.1)
     assert predict(model, d["X_test"]).shape == d["y_test"].shape
-    assert model.training                      # evaluate/predict restore the mode
+    assert model.training  # evaluate/predict restore the mode
 
 
 class _Interrupt(Callback):
@@ -46,26 +61,63 @@ class _Interrupt(Callback):
 
     def on_epoch_end(self, trainer, epoch, logs):
         if epoch == self.at_epoch:
-            raise KeyboardInterrupt   # before this epoch's checkpoint is written
+            raise KeyboardInterrupt  # before this epoch's checkpoint is written
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     d = _digits()
     X, y, val = d["X_train"][:300], d["y_train"][:300], (d["X_val"], d["y_val"])
     model, opt, sched = _setup()
-    h_full = fit(model, nn.SoftmaxCrossEntropy(), opt, X, y, val=val, epochs=5, batch_size=32,
-                 lr_schedule=sched, seed=7, progress=False)
+    h_full = fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        opt,
+        X,
+        y,
+        val=val,
+        epochs=5,
+        batch_size=32,
+        lr_schedule=sched,
+        seed=7,
+        progress=False,
+    )
     full = {k: v.copy() for k, v in model.state_dict().items()}
 
     ckpt = tmp_path / "ck.npz"
-    model, opt, sched = _setup()                     # the same start, interrupted in epoch 3
+    model, opt, sched = _setup()  # the same start, interrupted in epoch 3
     with pytest.raises(KeyboardInterrupt):
-        fit(model, nn.SoftmaxCrossEntropy(), opt, X, y, val=val, epochs=5, batch_size=32, lr_schedule=sched,
-            seed=7, checkpoint=ckpt, callbacks=[_Interrupt(3)], progress=False)
-    assert C.load_checkpoint(ckpt)[1]["epoch"] == 2   # interrupted during epoch 3
-    model, opt, sched = _setup(seed=999)             # a different init: the checkpoint must restore it all
-    h_res = fit(model, nn.SoftmaxCrossEntropy(), opt, X, y, val=val, epochs=5, batch_size=32, lr_schedule=sched,
-                seed=None, checkpoint=ckpt, resume=True, progress=False)
+        fit(
+            model,
+            nn.SoftmaxCrossEntropy(),
+            opt,
+            X,
+            y,
+            val=val,
+            epochs=5,
+            batch_size=32,
+            lr_schedule=sched,
+            seed=7,
+            checkpoint=ckpt,
+            callbacks=[_Interrupt(3)],
+            progress=False,
+        )
+    assert C.load_checkpoint(ckpt)[1]["epoch"] == 2  # interrupted during epoch 3
+    model, opt, sched = _setup(seed=999)  # a different init: the checkpoint must restore it all
+    h_res = fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        opt,
+        X,
+        y,
+        val=val,
+        epochs=5,
+        batch_size=32,
+        lr_schedule=sched,
+        seed=None,
+        checkpoint=ckpt,
+        resume=True,
+        progress=False,
+    )
     for k, v in model.state_dict().items():
         numpy.testing.assert_array_equal(v, full[k], err_msg=k)
     assert h_res.loss == h_full.loss and h_res.val_acc == h_full.val_acc
@@ -81,11 +133,25 @@ def test_divergence_stops_with_iteration_and_keeps_last_checkpoint(tmp_path):
     class Explode(Callback):
         def on_epoch_end(self, trainer, epoch, logs):
             if epoch == 2:
-                trainer.optimizer.lr = 1e6          # a learning rate that blows up
-    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at iteration \d+ \(epoch 3\).*try lr / 10"):
-        fit(model, nn.SoftmaxCrossEntropy(), opt, d["X_train"], d["y_train"], epochs=10, batch_size=64,
-            checkpoint=ckpt, seed=0, callbacks=[Explode()], progress=False)
-    arrays, meta = C.load_checkpoint(ckpt)            # the last good checkpoint is intact
+                trainer.optimizer.lr = 1e6  # a learning rate that blows up
+
+    with pytest.raises(
+        TrainingDiverged, match=r"loss became (nan|inf) at iteration \d+ \(epoch 3\).*try lr / 10"
+    ):
+        fit(
+            model,
+            nn.SoftmaxCrossEntropy(),
+            opt,
+            d["X_train"],
+            d["y_train"],
+            epochs=10,
+            batch_size=64,
+            checkpoint=ckpt,
+            seed=0,
+            callbacks=[Explode()],
+            progress=False,
+        )
+    arrays, meta = C.load_checkpoint(ckpt)  # the last good checkpoint is intact
     assert meta["epoch"] == 2
     assert all(numpy.isfinite(v).all() for k, v in arrays.items() if k.startswith("model/"))
 
@@ -94,13 +160,32 @@ def test_early_stopping_restores_best_weights():
     d = _digits()
     model, opt, _ = _setup()
     es = EarlyStopping(patience=2)
-    h = fit(model, nn.SoftmaxCrossEntropy(), opt, d["X_train"][:200], d["y_train"][:200],
-            val=(d["X_val"], d["y_val"]), epochs=50, batch_size=32, callbacks=[es], seed=0, progress=False)
+    h = fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        opt,
+        d["X_train"][:200],
+        d["y_train"][:200],
+        val=(d["X_val"], d["y_val"]),
+        epochs=50,
+        batch_size=32,
+        callbacks=[es],
+        seed=0,
+        progress=False,
+    )
     assert len(h.epoch) < 50
     assert evaluate(model, d["X_val"], d["y_val"])[1] == pytest.approx(es.best)
     with pytest.raises(ValueError, match="EarlyStopping monitors 'val_acc'"):
-        fit(model, nn.SoftmaxCrossEntropy(), opt, d["X_train"][:64], d["y_train"][:64], epochs=1,
-            callbacks=[EarlyStopping()], progress=False)
+        fit(
+            model,
+            nn.SoftmaxCrossEntropy(),
+            opt,
+            d["X_train"][:64],
+            d["y_train"][:64],
+            epochs=1,
+            callbacks=[EarlyStopping()],
+            progress=False,
+        )
 
 
 def test_checkpoint_atomic_write_survives_a_crash(tmp_path, monkeypatch):
@@ -109,13 +194,14 @@ def test_checkpoint_atomic_write_survives_a_crash(tmp_path, monkeypatch):
 
     def crash(*a, **k):
         raise OSError("simulated crash before the rename")
+
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         C.save_checkpoint(path, {"model/w": numpy.arange(5.0)}, {"epoch": 2})
     monkeypatch.undo()
-    arrays, meta = C.load_checkpoint(path)              # the old checkpoint, whole
+    arrays, meta = C.load_checkpoint(path)  # the old checkpoint, whole
     assert meta["epoch"] == 1 and arrays["model/w"].tolist() == [0, 1, 2]
-    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]   # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temp file left behind
 
 
 def test_checkpoint_refuses_pickles_truncation_and_tampering(tmp_path):
@@ -159,8 +245,17 @@ def test_history_outputs(tmp_path):
     X, y = make_spiral(60, 3, seed=0)
     gpunet.seed(0)
     model = nn.mlp([2, 32, 3])
-    h = fit(model, nn.SoftmaxCrossEntropy(), optim.Adam(model.parameters(), 0.01), X, y, val=(X, y),
-            epochs=3, batch_size=30, progress=False)
+    h = fit(
+        model,
+        nn.SoftmaxCrossEntropy(),
+        optim.Adam(model.parameters(), 0.01),
+        X,
+        y,
+        val=(X, y),
+        epochs=3,
+        batch_size=30,
+        progress=False,
+    )
     h.plot(tmp_path / "curves.png")
     h.save_csv(tmp_path / "h.csv")
     h.save_json(tmp_path / "h.json")
@@ -184,5 +279,7 @@ def test_bad_training_input():
 def test_progress_bar_runs(capsys):
     X, y = make_spiral(20, 3, seed=0)
     model = nn.mlp([2, 8, 3])
-    Trainer(model, nn.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), 0.1), progress=True).fit(X, y, epochs=1)
+    Trainer(model, nn.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), 0.1), progress=True).fit(
+        X, y, epochs=1
+    )
     assert "epoch 1/1" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """One-to-one checks against PyTorch's definitions, where torch imports (skipped otherwise)."""
+
 import numpy
 import pytest
 
@@ -20,7 +21,12 @@ PAIRS = [
     (F.selu, F.selu_backward, {}, TF.selu),
     (F.gelu, F.gelu_backward, {}, TF.gelu),
     (F.gelu, F.gelu_backward, {"approximate": "tanh"}, lambda t: TF.gelu(t, approximate="tanh")),
-    (F.softplus, F.softplus_backward, {"beta": 2.0, "threshold": 5.0}, lambda t: TF.softplus(t, 2.0, 5.0)),
+    (
+        F.softplus,
+        F.softplus_backward,
+        {"beta": 2.0, "threshold": 5.0},
+        lambda t: TF.softplus(t, 2.0, 5.0),
+    ),
     (F.silu, F.silu_backward, {}, TF.silu),
 ]
 
@@ -64,7 +70,9 @@ def test_batchnorm_matches_torch(shape, training, momentum):
     factor = momentum if momentum is not None else 1 / 3
     y_t = TF.batch_norm(t, trm, trv, tg, tb, training=training, momentum=factor, eps=1e-5)
     gx, gg, gb = torch.autograd.grad(y_t, (t, tg, tb), torch.tensor(dy))
-    y, cache = F.batch_norm_forward(x, g, b, rm, rv, training=training, momentum=momentum, num_batches_tracked=2)
+    y, cache = F.batch_norm_forward(
+        x, g, b, rm, rv, training=training, momentum=momentum, num_batches_tracked=2
+    )
     dx, dg, db = F.batch_norm_backward(dy, cache)
     numpy.testing.assert_allclose(y, y_t.detach().numpy(), rtol=1e-10, atol=1e-12)
     numpy.testing.assert_allclose(rm, trm.numpy(), rtol=1e-12)
@@ -74,14 +82,24 @@ def test_batchnorm_matches_torch(shape, training, momentum):
     numpy.testing.assert_allclose(db, gb.numpy(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("ours,theirs", [
-    (lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-     lambda ps: torch.optim.SGD(ps, 0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
-    (lambda ps: optim.RMSprop(ps, 0.01, momentum=0.5, centered=True, weight_decay=0.1),
-     lambda ps: torch.optim.RMSprop(ps, 0.01, momentum=0.5, centered=True, weight_decay=0.1)),
-    (lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1), lambda ps: torch.optim.Adam(ps, 0.01, weight_decay=0.1)),
-    (lambda ps: optim.AdamW(ps, 0.01), lambda ps: torch.optim.AdamW(ps, 0.01)),
-])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (
+            lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+            lambda ps: torch.optim.SGD(ps, 0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        ),
+        (
+            lambda ps: optim.RMSprop(ps, 0.01, momentum=0.5, centered=True, weight_decay=0.1),
+            lambda ps: torch.optim.RMSprop(ps, 0.01, momentum=0.5, centered=True, weight_decay=0.1),
+        ),
+        (
+            lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
+            lambda ps: torch.optim.Adam(ps, 0.01, weight_decay=0.1),
+        ),
+        (lambda ps: optim.AdamW(ps, 0.01), lambda ps: torch.optim.AdamW(ps, 0.01)),
+    ],
+)
 def test_optimizers_match_torch(ours, theirs):
     p0 = numpy.array([1.0, -2.0, 0.5])
     p = Parameter(p0.copy())
@@ -97,8 +115,16 @@ def test_optimizers_match_torch(ours, theirs):
 
 
 def test_gains_and_fans_match_torch():
-    for nl, param in [("linear", None), ("tanh", None), ("relu", None), ("leaky_relu", 0.2), ("selu", None)]:
-        assert init.calculate_gain(nl, param) == pytest.approx(torch.nn.init.calculate_gain(nl, param))
+    for nl, param in [
+        ("linear", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", 0.2),
+        ("selu", None),
+    ]:
+        assert init.calculate_gain(nl, param) == pytest.approx(
+            torch.nn.init.calculate_gain(nl, param)
+        )
     w = torch.empty(64, 32, 3, 3)
     fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
     assert init.fans((64, 32, 3, 3)) == (fan_in, fan_out)

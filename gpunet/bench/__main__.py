@@ -1,4 +1,5 @@
 """python -m gpunet.bench {activations,batchnorm,step} [options]: print benchmark tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,16 +13,25 @@ def main(argv=None):
     parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
     sub = parser.add_subparsers(dest="which", required=True)
     act = sub.add_parser("activations", help="activation functions, every path, vs the copy roof")
-    act.add_argument("--max-mib", type=int, default=None,
-                     help="largest tensor in MiB (default: 256 on a GPU, 16 on a CPU)")
+    act.add_argument(
+        "--max-mib",
+        type=int,
+        default=None,
+        help="largest tensor in MiB (default: 256 on a GPU, 16 on a CPU)",
+    )
     act.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     act.add_argument("--functions", default=None, help="comma-separated subset, e.g. relu,gelu")
     act.add_argument("--repeat", type=int, default=30)
-    act.add_argument("--save-table", action="store_true",
-                     help="GPU: write the measured size -> faster path table that set_kernels('auto') follows")
+    act.add_argument(
+        "--save-table",
+        action="store_true",
+        help="GPU: write the measured size -> faster path table that set_kernels('auto') follows",
+    )
     bn = sub.add_parser("batchnorm", help="fused BatchNorm vs the bandwidth floor and torch")
     bn.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    bn.add_argument("--shapes", default=None, help="e.g. 4096x4096,64x256x32x32 (default: the issue's list)")
+    bn.add_argument(
+        "--shapes", default=None, help="e.g. 4096x4096,64x256x32x32 (default: the issue's list)"
+    )
     bn.add_argument("--repeat", type=int, default=30)
     st = sub.add_parser("step", help="a whole MLP training step vs torch eager")
     st.add_argument("--configs", default=None, help="batch x inputs x hidden, e.g. 256x3072x1024")
@@ -31,15 +41,25 @@ def main(argv=None):
     print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}")
     if args.which == "activations":
         from . import activations
+
         max_mib = args.max_mib or (256 if backend == "cupy" else 16)
         funcs = args.functions.split(",") if args.functions else None
-        print(activations.run(max_mib=max_mib, dtype=args.dtype, functions=funcs, repeat=args.repeat,
-                              save_table=args.save_table))
+        print(
+            activations.run(
+                max_mib=max_mib,
+                dtype=args.dtype,
+                functions=funcs,
+                repeat=args.repeat,
+                save_table=args.save_table,
+            )
+        )
     elif args.which == "batchnorm":
         from . import batchnorm
+
         print(batchnorm.run(dtype=args.dtype, shapes=_shapes(args.shapes), repeat=args.repeat))
     else:
         from . import step
+
         print(step.run(configs=_shapes(args.configs), repeat=args.repeat))
     return 0
 

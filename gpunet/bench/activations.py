@@ -6,43 +6,57 @@ device-to-device copy rate of the same run (the roof), PyTorch side by side when
 Bytes counted: forward reads x and writes y (2 n itemsize); backward reads dy and x and writes
 dx (3 n itemsize). The copy roof reads and writes (2 n itemsize).
 """
+
 from __future__ import annotations
 
 import numpy
 
 import gpunet
-from gpunet import functional as F
 from gpunet import dispatch
+from gpunet import functional as F
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
 FUNCTIONS = {
-    "sigmoid": ({}, "sigmoid"), "tanh": ({}, "tanh"), "relu": ({}, "relu"),
-    "leaky_relu": ({"negative_slope": 0.01}, "leaky_relu"), "elu": ({}, "elu"), "selu": ({}, "selu"),
-    "gelu": ({}, "gelu"), "gelu_tanh": ({"approximate": "tanh"}, "gelu"),
-    "softplus": ({}, "softplus"), "silu": ({}, "silu"),
+    "sigmoid": ({}, "sigmoid"),
+    "tanh": ({}, "tanh"),
+    "relu": ({}, "relu"),
+    "leaky_relu": ({"negative_slope": 0.01}, "leaky_relu"),
+    "elu": ({}, "elu"),
+    "selu": ({}, "selu"),
+    "gelu": ({}, "gelu"),
+    "gelu_tanh": ({"approximate": "tanh"}, "gelu"),
+    "softplus": ({}, "softplus"),
+    "silu": ({}, "silu"),
 }
-_TORCH = {"gelu_tanh": lambda F_, x: F_.gelu(x, approximate="tanh"), "tanh": lambda F_, x: x.tanh(),
-          "sigmoid": lambda F_, x: x.sigmoid()}
+_TORCH = {
+    "gelu_tanh": lambda F_, x: F_.gelu(x, approximate="tanh"),
+    "tanh": lambda F_, x: x.tanh(),
+    "sigmoid": lambda F_, x: x.sigmoid(),
+}
 
 
 def _sizes(max_mib):
     sizes, b = [], 1024
-    while b <= max_mib * 2 ** 20:
+    while b <= max_mib * 2**20:
         sizes.append(b)
-        b *= 16 if b < 2 ** 20 else 4
+        b *= 16 if b < 2**20 else 4
     return sizes
 
 
 def _paths(xp):
-    if xp is numpy:   # the default CPU dispatch (Numba kernels where they win), and the pure reference
+    if (
+        xp is numpy
+    ):  # the default CPU dispatch (Numba kernels where they win), and the pure reference
         return ["cpu", "numpy-ref"]
     from gpunet.dispatch import numba_cuda_problem
+
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
 def _torch_case(torch, name, kwargs, x_np, device):
     import torch.nn.functional as TF
+
     x = torch.as_tensor(x_np, device=device).requires_grad_(True)
     op = _TORCH.get(name, lambda F_, t: getattr(F_, FUNCTIONS[name][1])(t, **kwargs))
     dy = torch.ones_like(x)
@@ -51,9 +65,10 @@ def _torch_case(torch, name, kwargs, x_np, device):
         with torch.no_grad():
             op(TF, x)
 
-    def bwd():   # forward + autograd backward, minus the forward time, is the backward
+    def bwd():  # forward + autograd backward, minus the forward time, is the backward
         y = op(TF, x)
         torch.autograd.grad(y, x, dy)
+
     return fwd, bwd
 
 
@@ -68,7 +83,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=Fals
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         torch = None
     rows = StreamedRows()
-    totals = {}                                   # (elements, path) -> summed fwd + bwd seconds
+    totals = {}  # (elements, path) -> summed fwd + bwd seconds
     for nbytes in _sizes(max_mib):
         n = nbytes // dtype.itemsize
         x_host = numpy.random.default_rng(0).normal(size=n).astype(dtype)
@@ -80,25 +95,59 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=Fals
             kwargs, public = FUNCTIONS[name]
             fwd, bwd = F.ACTIVATIONS[public]
             for path in _paths(xp):
-                with gpunet.use_kernels("numba" if path == "numba" else "cupy"), \
-                        gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"):
+                with (
+                    gpunet.use_kernels("numba" if path == "numba" else "cupy"),
+                    gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"),
+                ):
                     tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
                     tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
                 totals[(n, path)] = totals.get((n, path), 0.0) + tf + tb
                 gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
-                rows.append([_human(nbytes), name, path, f"{tf * 1e6:.1f}", f"{gf:.0f}",
-                             f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
-                             f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
+                rows.append(
+                    [
+                        _human(nbytes),
+                        name,
+                        path,
+                        f"{tf * 1e6:.1f}",
+                        f"{gf:.0f}",
+                        f"{100 * gf / copy_gbs:.0f}%",
+                        f"{tb * 1e6:.1f}",
+                        f"{gb:.0f}",
+                        f"{100 * gb / copy_gbs:.0f}%",
+                        f"{copy_gbs:.0f}",
+                    ]
+                )
             if torch is not None:
                 tfwd, tfb = _torch_case(torch, name, kwargs, x_host, device)
                 tf = time_torch(torch, device, tfwd, repeat=repeat)
                 tb = max(time_torch(torch, device, tfb, repeat=repeat) - tf, 1e-9)
                 gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
-                rows.append([_human(nbytes), name, "torch", f"{tf * 1e6:.1f}", f"{gf:.0f}",
-                             f"{100 * gf / copy_gbs:.0f}%", f"{tb * 1e6:.1f}", f"{gb:.0f}",
-                             f"{100 * gb / copy_gbs:.0f}%", f"{copy_gbs:.0f}"])
-    headers = ["size", "function", "path", "fwd us", "fwd GB/s", "fwd/copy", "bwd us", "bwd GB/s",
-               "bwd/copy", "copy GB/s"]
+                rows.append(
+                    [
+                        _human(nbytes),
+                        name,
+                        "torch",
+                        f"{tf * 1e6:.1f}",
+                        f"{gf:.0f}",
+                        f"{100 * gf / copy_gbs:.0f}%",
+                        f"{tb * 1e6:.1f}",
+                        f"{gb:.0f}",
+                        f"{100 * gb / copy_gbs:.0f}%",
+                        f"{copy_gbs:.0f}",
+                    ]
+                )
+    headers = [
+        "size",
+        "function",
+        "path",
+        "fwd us",
+        "fwd GB/s",
+        "fwd/copy",
+        "bwd us",
+        "bwd GB/s",
+        "bwd/copy",
+        "copy GB/s",
+    ]
     text = fmt_table(headers, rows)
     if save_table and xp is not numpy:
         table = auto_table(totals)
@@ -115,7 +164,7 @@ def auto_table(totals):
     for k, n in enumerate(sizes):
         measured = {p: t for (m, p), t in totals.items() if m == n and p in ("cupy", "numba")}
         best = min(measured, key=measured.get) if measured else "cupy"
-        upper = sizes[k + 1] - 1 if k + 1 < len(sizes) else 2 ** 62
+        upper = sizes[k + 1] - 1 if k + 1 < len(sizes) else 2**62
         if rows and rows[-1][1] == best:
             rows[-1] = (upper, best)
         else:
@@ -124,7 +173,7 @@ def auto_table(totals):
 
 
 def _human(nbytes):
-    for unit, k in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    for unit, k in (("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= k:
             return f"{nbytes // k} {unit}"
     return f"{nbytes} B"

@@ -7,6 +7,7 @@ Floor: the bytes that must move at the copy rate measured in the same run -- for
 over x (read for statistics, read + write y), forward+backward 8 (3 + backward's 5: read x, dy
 for the sums; read x, dy, write dx).
 """
+
 from __future__ import annotations
 
 import numpy
@@ -16,14 +17,23 @@ from gpunet import functional as F
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
-SHAPES = [(4096, 4096), (256, 1024), (64, 256, 32, 32), (128, 64, 56, 56), (32, 512, 14, 14),
-          (128, 2048, 4, 4), (64, 250, 7, 7), (512, 1001)]
+SHAPES = [
+    (4096, 4096),
+    (256, 1024),
+    (64, 256, 32, 32),
+    (128, 64, 56, 56),
+    (32, 512, 14, 14),
+    (128, 2048, 4, 4),
+    (64, 250, 7, 7),
+    (512, 1001),
+]
 
 
 def _paths(xp):
     if xp is numpy:
         return ["numba-cpu", "numpy-ref"]
     from gpunet.dispatch import numba_cuda_problem
+
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
@@ -41,18 +51,23 @@ def _ours(xp, shape, dtype, act, path):
     def fwd_bwd():
         _, cache = fwd()
         return F.batch_norm_backward(dy, cache)
+
     return fwd, fwd_bwd
 
 
 def _torch(torch, device, shape, dtype, relu, cudnn):
     import torch.nn.functional as TF
+
     rng = numpy.random.default_rng(0)
     C = shape[1]
     x = torch.as_tensor(rng.normal(size=shape).astype(dtype), device=device).requires_grad_(True)
     dy = torch.as_tensor(rng.normal(size=shape).astype(dtype), device=device)
     g = torch.ones(C, dtype=x.dtype, device=device, requires_grad=True)
     b = torch.zeros(C, dtype=x.dtype, device=device, requires_grad=True)
-    rm, rv = torch.zeros(C, dtype=x.dtype, device=device), torch.ones(C, dtype=x.dtype, device=device)
+    rm, rv = (
+        torch.zeros(C, dtype=x.dtype, device=device),
+        torch.ones(C, dtype=x.dtype, device=device),
+    )
 
     def fwd():
         with torch.backends.cudnn.flags(enabled=cudnn), torch.no_grad():
@@ -65,6 +80,7 @@ def _torch(torch, device, shape, dtype, relu, cudnn):
             if relu:
                 y = TF.relu(y)
             torch.autograd.grad(y, (x, g, b), dy)
+
     return fwd, fwd_bwd
 
 
@@ -81,26 +97,57 @@ def run(dtype="float32", shapes=None, repeat=30):
         nbytes = n * dtype.itemsize
         a, buf = xp.ones(n, dtype), xp.empty(n, dtype)
         copy_s = time_call(lambda: xp.copyto(buf, a), xp=xp, repeat=repeat)
-        rate = 2 * nbytes / copy_s                      # bytes per second, read + write
+        rate = 2 * nbytes / copy_s  # bytes per second, read + write
         floor_f, floor_fb = 3 * nbytes / rate, 8 * nbytes / rate
         label = "x".join(map(str, shape))
 
         def add(impl, tf, tfb, tfr, tfbr):
-            rows.append([label, impl, f"{tf * 1e3:.3f}", f"{100 * floor_f / tf:.0f}%", f"{tfb * 1e3:.3f}",
-                         f"{100 * floor_fb / tfb:.0f}%", f"{tfr * 1e3:.3f}", f"{tfbr * 1e3:.3f}"])
+            rows.append(
+                [
+                    label,
+                    impl,
+                    f"{tf * 1e3:.3f}",
+                    f"{100 * floor_f / tf:.0f}%",
+                    f"{tfb * 1e3:.3f}",
+                    f"{100 * floor_fb / tfb:.0f}%",
+                    f"{tfr * 1e3:.3f}",
+                    f"{tfbr * 1e3:.3f}",
+                ]
+            )
+
         for path in _paths(xp):
-            with gpunet.use_kernels("numba" if path == "numba" else "cupy"), \
-                    gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"):
+            with (
+                gpunet.use_kernels("numba" if path == "numba" else "cupy"),
+                gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"),
+            ):
                 f, fb = _ours(xp, shape, dtype, None, path)
                 fr, fbr = _ours(xp, shape, dtype, "relu", path)
-                add(f"gpunet-{path}", *(time_call(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)))
+                add(
+                    f"gpunet-{path}",
+                    *(time_call(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)),
+                )
         if torch is not None:
-            for cudnn in ((True, False) if device == "cuda" else (False,)):
+            for cudnn in (True, False) if device == "cuda" else (False,):
                 f, fb = _torch(torch, device, shape, dtype, False, cudnn)
                 fr, fbr = _torch(torch, device, shape, dtype, True, cudnn)
-                name = "torch-cudnn" if cudnn else ("torch-native" if device == "cuda" else "torch-cpu")
+                name = (
+                    "torch-cudnn"
+                    if cudnn
+                    else ("torch-native" if device == "cuda" else "torch-cpu")
+                )
                 add(name, *(time_torch(torch, device, t, repeat=repeat) for t in (f, fb, fr, fbr)))
-        rows.append([f"(floor {floor_f * 1e3:.3f} / {floor_fb * 1e3:.3f} ms at {rate / 1e9:.0f} GB/s)"] + [""] * 7)
-    headers = ["shape", "impl", "fwd ms", "fwd/floor", "fwd+bwd ms", "fwd+bwd/floor", "BN+ReLU fwd ms",
-               "BN+ReLU fwd+bwd ms"]
+        rows.append(
+            [f"(floor {floor_f * 1e3:.3f} / {floor_fb * 1e3:.3f} ms at {rate / 1e9:.0f} GB/s)"]
+            + [""] * 7
+        )
+    headers = [
+        "shape",
+        "impl",
+        "fwd ms",
+        "fwd/floor",
+        "fwd+bwd ms",
+        "fwd+bwd/floor",
+        "BN+ReLU fwd ms",
+        "BN+ReLU fwd+bwd ms",
+    ]
     return fmt_table(headers, rows)

@@ -4,6 +4,7 @@ net in PyTorch eager when torch imports.
 
     python -m gpunet.bench step [--configs 256x3072x1024,4096x3072x4096]
 """
+
 from __future__ import annotations
 
 import numpy
@@ -13,7 +14,7 @@ from gpunet import nn, optim
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
-CONFIGS = [(64, 64, 128), (256, 3072, 1024), (4096, 3072, 4096)]     # (batch, inputs, hidden)
+CONFIGS = [(64, 64, 128), (256, 3072, 1024), (4096, 3072, 4096)]  # (batch, inputs, hidden)
 
 
 def _ours(xp, batch, d, h):
@@ -30,14 +31,22 @@ def _ours(xp, batch, d, h):
         model.zero_grad()
         model.backward(dscores)
         opt.step()
+
     return step
 
 
 def _torch(torch, device, batch, d, h):
     tnn = torch.nn
     torch.manual_seed(0)
-    model = tnn.Sequential(tnn.Linear(d, h, bias=False), tnn.BatchNorm1d(h), tnn.ReLU(),
-                           tnn.Linear(h, h, bias=False), tnn.BatchNorm1d(h), tnn.ReLU(), tnn.Linear(h, 10)).to(device)
+    model = tnn.Sequential(
+        tnn.Linear(d, h, bias=False),
+        tnn.BatchNorm1d(h),
+        tnn.ReLU(),
+        tnn.Linear(h, h, bias=False),
+        tnn.BatchNorm1d(h),
+        tnn.ReLU(),
+        tnn.Linear(h, 10),
+    ).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, d, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -47,6 +56,7 @@ def _torch(torch, device, batch, d, h):
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
+
     return step
 
 

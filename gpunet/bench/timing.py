@@ -1,4 +1,5 @@
 """Timing helpers shared by the benchmarks: CUDA events on the GPU, perf_counter on the CPU."""
+
 from __future__ import annotations
 
 import statistics
@@ -37,6 +38,7 @@ def time_call(fn, *, xp=numpy, repeat=30, warmup=3, max_seconds=2.0) -> float:
 def torch_or_none():
     try:
         import torch
+
         return torch
     except Exception:
         return None
@@ -87,4 +89,5 @@ class StreamedRows(list):
     def append(self, row):
         super().append(row)
         import sys
+
         print("  ".join(str(c) for c in row), file=sys.stderr, flush=True)

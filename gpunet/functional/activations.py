@@ -14,6 +14,7 @@ The lecture (CS231n, Training Neural Networks I): sigmoid and tanh saturate and 
 sigmoid is not zero-centered; ReLU does not saturate for x > 0 but units can die; Leaky ReLU, ELU,
 SELU, GELU keep a gradient for x < 0. Use ReLU; try Leaky ReLU / ELU / GELU; no sigmoid inside.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,9 @@ def _backward(name: str, dy, x, a: float = 0.0, b: float = 0.0):
 
 
 def _finite(value, name: str) -> float:
-    if not isinstance(value, (int, float, numpy.floating, numpy.integer)) or not math.isfinite(value):
+    if not isinstance(value, (int, float, numpy.floating, numpy.integer)) or not math.isfinite(
+        value
+    ):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
@@ -153,8 +156,13 @@ def silu_backward(dy, x):
 
 #: name -> (forward, backward) of every activation with no tensor parameter.
 ACTIVATIONS = {
-    "sigmoid": (sigmoid, sigmoid_backward), "tanh": (tanh, tanh_backward),
-    "relu": (relu, relu_backward), "leaky_relu": (leaky_relu, leaky_relu_backward),
-    "elu": (elu, elu_backward), "selu": (selu, selu_backward), "gelu": (gelu, gelu_backward),
-    "softplus": (softplus, softplus_backward), "silu": (silu, silu_backward),
+    "sigmoid": (sigmoid, sigmoid_backward),
+    "tanh": (tanh, tanh_backward),
+    "relu": (relu, relu_backward),
+    "leaky_relu": (leaky_relu, leaky_relu_backward),
+    "elu": (elu, elu_backward),
+    "selu": (selu, selu_backward),
+    "gelu": (gelu, gelu_backward),
+    "softplus": (softplus, softplus_backward),
+    "silu": (silu, silu_backward),
 }

@@ -25,6 +25,7 @@ Welford/Chan in float64 in the kernels. Each call runs on the path that
 kernels/path_numpy.py, path_numba_cpu.py (cpu_batchnorm.py), path_cupy.py (batchnorm.cuh) or
 path_numba_cuda.py (numba_batchnorm.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,7 @@ __all__ = ["ACTIVATION_CODES", "BatchNormCache", "batch_norm_forward", "batch_no
 class BatchNormCache:
     """What backward needs: x as (N, C, S), the statistics used, and the options. ``invstd`` is
     None after an inference forward: backward computes it from ``var`` (a copy of running_var)."""
+
     x3: object
     shape: tuple
     mean: object
@@ -61,15 +63,32 @@ def _check(x, gamma, beta, running_mean, running_var, momentum, eps, activation)
     check_array(x, "x")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"x must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
-    xp = float_inputs(x=x, **{k: v for k, v in (("gamma", gamma), ("beta", beta),
-                                                ("running_mean", running_mean),
-                                                ("running_var", running_var)) if v is not None})
+    xp = float_inputs(
+        x=x,
+        **{
+            k: v
+            for k, v in (
+                ("gamma", gamma),
+                ("beta", beta),
+                ("running_mean", running_mean),
+                ("running_var", running_var),
+            )
+            if v is not None
+        },
+    )
     C = x.shape[1]
-    for name, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+    for name, a in (
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
         if a is None:
             continue
         if a.shape != (C,):
-            raise ValueError(f"{name} must have shape ({C},) (one value per channel of x, axis 1), got {a.shape}")
+            raise ValueError(
+                f"{name} must have shape ({C},) (one value per channel of x, axis 1), got {a.shape}"
+            )
         if a.dtype != x.dtype:
             raise TypeError(f"{name} has dtype {a.dtype}, expected the dtype of x ({x.dtype})")
     if (gamma is None) != (beta is None):
@@ -90,15 +109,29 @@ def _activation_arg(activation, activation_arg):
     if activation_arg is None:
         return FUSED_ACTIVATION_DEFAULTS.get(activation, 0.0)
     if activation not in FUSED_ACTIVATION_DEFAULTS:
-        raise ValueError(f"activation_arg is the parameter of {sorted(FUSED_ACTIVATION_DEFAULTS)}; "
-                         f"activation {activation!r} takes none")
+        raise ValueError(
+            f"activation_arg is the parameter of {sorted(FUSED_ACTIVATION_DEFAULTS)}; "
+            f"activation {activation!r} takes none"
+        )
     if not (isinstance(activation_arg, (int, float)) and math.isfinite(activation_arg)):
         raise ValueError(f"activation_arg must be a finite number, got {activation_arg!r}")
     return float(activation_arg)
 
 
-def batch_norm_forward(x, gamma, beta, running_mean, running_var, *, training=True, momentum=0.1,
-                       eps=1e-5, activation=None, activation_arg=None, num_batches_tracked=0):
+def batch_norm_forward(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    *,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    activation=None,
+    activation_arg=None,
+    num_batches_tracked=0,
+):
     """Returns ``(y, cache)``; see the module docstring. ``running_mean``/``running_var`` are
     updated in place when training. ``activation_arg``: the fused activation's parameter
     (leaky_relu's negative_slope, default 0.01; elu's alpha, default 1). ``num_batches_tracked``
@@ -109,36 +142,47 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, *, training=Tr
     S = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
     batch_stats = training or running_mean is None
     if batch_stats and N * S == 0:
-        raise ValueError(f"x has an empty batch (shape {x.shape}): batch statistics need values; "
-                         "running statistics are left untouched")
+        raise ValueError(
+            f"x has an empty batch (shape {x.shape}): batch statistics need values; "
+            "running statistics are left untouched"
+        )
     if training and N * S == 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {x.shape}")
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input of shape {x.shape}"
+        )
     factor = momentum if momentum is not None else 1.0 / (num_batches_tracked + 1)
     x3 = xp.ascontiguousarray(x).reshape(N, C, S)
     update = training and running_mean is not None
     # The kernels index per-channel vectors as plain arrays: strided views (G[:, 0]) are copied,
     # and updated running statistics are written back into the caller's arrays.
-    gamma, beta, rm, rv = (None if v is None else xp.ascontiguousarray(v)
-                           for v in (gamma, beta, running_mean, running_var))
-    if C == 0:          # nothing to normalize (and no zero-sized grid to launch)
+    gamma, beta, rm, rv = (
+        None if v is None else xp.ascontiguousarray(v)
+        for v in (gamma, beta, running_mean, running_var)
+    )
+    if C == 0:  # nothing to normalize (and no zero-sized grid to launch)
         y, mean, invstd = xp.empty_like(x3), xp.empty(0, x.dtype), xp.empty(0, x.dtype)
     else:
         op = "batchnorm" if activation is None else f"batchnorm+{activation}"
-        y, mean, invstd = kernels_for(op, x3).bn_forward(x3, gamma, beta, rm, rv, batch_stats, update,
-                                                         factor, eps, activation, act_a)
+        y, mean, invstd = kernels_for(op, x3).bn_forward(
+            x3, gamma, beta, rm, rv, batch_stats, update, factor, eps, activation, act_a
+        )
     if update:
         for mine, theirs in ((rm, running_mean), (rv, running_var)):
             if mine is not theirs:
                 theirs[...] = mine
     var = None if invstd is not None else rv.copy()
-    cache = BatchNormCache(x3, x.shape, mean, invstd, var, eps, gamma, beta, activation, act_a, batch_stats)
+    cache = BatchNormCache(
+        x3, x.shape, mean, invstd, var, eps, gamma, beta, activation, act_a, batch_stats
+    )
     return y.reshape(x.shape), cache
 
 
 def batch_norm_backward(dy, cache: BatchNormCache):
     """Returns ``(dx, dgamma, dbeta)`` (``dgamma``/``dbeta`` None without affine)."""
     if not isinstance(cache, BatchNormCache):
-        raise TypeError(f"cache must be the BatchNormCache returned by batch_norm_forward, got {type(cache).__name__}")
+        raise TypeError(
+            f"cache must be the BatchNormCache returned by batch_norm_forward, got {type(cache).__name__}"
+        )
     x3 = cache.x3
     xp = float_inputs(dy=dy, x=x3)
     check_like(dy, "dy", x3.reshape(cache.shape), "x")
@@ -146,11 +190,21 @@ def batch_norm_backward(dy, cache: BatchNormCache):
     if x3.shape[1] == 0:
         dx, dgamma, dbeta = xp.empty_like(x3), xp.empty(0, x3.dtype), xp.empty(0, x3.dtype)
     else:
-        invstd = cache.invstd if cache.invstd is not None else invstd_of(cache.var, cache.eps, x3.dtype)
+        invstd = (
+            cache.invstd if cache.invstd is not None else invstd_of(cache.var, cache.eps, x3.dtype)
+        )
         op = "batchnorm" if cache.activation is None else f"batchnorm+{cache.activation}"
         dx, dgamma, dbeta = kernels_for(op, dy3, x3).bn_backward(
-            dy3, x3, cache.mean, invstd, cache.gamma, cache.beta, cache.activation, cache.activation_arg,
-            cache.batch_stats)
+            dy3,
+            x3,
+            cache.mean,
+            invstd,
+            cache.gamma,
+            cache.beta,
+            cache.activation,
+            cache.activation_arg,
+            cache.batch_stats,
+        )
     if cache.gamma is None:
         dgamma = dbeta = None
     return dx.reshape(cache.shape), dgamma, dbeta

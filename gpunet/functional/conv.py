@@ -7,10 +7,11 @@ out[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xpad[n, c, i*stride + p, 
 im2col gathers the kh*kw shifted views into cols (N, C, kh, kw, Ho, Wo) with kh*kw strided copies;
 the product is a tensordot (cuBLAS on the GPU). Backward scatters dcols back with kh*kw strided adds.
 """
+
 from __future__ import annotations
 
-from ..backend import get_array_module
 from .._checks import float_inputs
+from ..backend import get_array_module
 
 
 def pair(v, name):
@@ -34,11 +35,15 @@ def im2col(x, kernel, stride, padding, pad_value=0.0):
     Ho, Wo = output_size(H, W, kernel, stride, padding)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"kernel {kernel} with padding {padding} does not fit the input {H}x{W}")
-    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value) if ph or pw else x
+    xpad = (
+        xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
+        if ph or pw
+        else x
+    )
     cols = xp.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
     for p in range(kh):
         for q in range(kw):
-            cols[:, :, p, q] = xpad[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw]
+            cols[:, :, p, q] = xpad[:, :, p : p + sh * Ho : sh, q : q + sw * Wo : sw]
     return cols
 
 
@@ -51,15 +56,17 @@ def col2im(dcols, x_shape, kernel, stride, padding):
     dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dcols.dtype)
     for p in range(kh):
         for q in range(kw):
-            dxpad[:, :, p:p + sh * Ho:sh, q:q + sw * Wo:sw] += dcols[:, :, p, q]
-    return dxpad[:, :, ph:ph + H, pw:pw + W]
+            dxpad[:, :, p : p + sh * Ho : sh, q : q + sw * Wo : sw] += dcols[:, :, p, q]
+    return dxpad[:, :, ph : ph + H, pw : pw + W]
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """Returns ``(out, cache)``."""
     xp = float_inputs(x=x, w=w, **({} if b is None else {"b": b}))
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
-        raise ValueError(f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {x.shape}, w {w.shape}")
+        raise ValueError(
+            f"conv2d: x must be (N, C, H, W) and w (F, C, kh, kw); got x {x.shape}, w {w.shape}"
+        )
     if b is not None and b.shape != (w.shape[0],):
         raise ValueError(f"conv2d: b must have shape ({w.shape[0]},), got {b.shape}")
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
@@ -67,7 +74,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         raise ValueError("stride must be positive")
     kernel = w.shape[2:]
     cols = im2col(x, kernel, stride, padding)
-    out = xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3]))      # (F, N, Ho, Wo)
+    out = xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3]))  # (F, N, Ho, Wo)
     out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
@@ -78,8 +85,8 @@ def conv2d_backward(dout, cache):
     """Returns ``(dx, dw, db)``."""
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)
-    dw = xp.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))     # (F, C, kh, kw)
-    dcols = xp.tensordot(w, dout, axes=([0], [1]))                # (C, kh, kw, N, Ho, Wo)
+    dw = xp.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))  # (F, C, kh, kw)
+    dcols = xp.tensordot(w, dout, axes=([0], [1]))  # (C, kh, kw, N, Ho, Wo)
     dx = col2im(dcols.transpose(3, 0, 1, 2, 4, 5), x_shape, w.shape[2:], stride, padding)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return xp.ascontiguousarray(dx), dw, db

@@ -3,10 +3,11 @@
 
     out = x * mask,   mask = (u >= p) / (1 - p),  u ~ U(0, 1)        dx = dout * mask
 """
+
 from __future__ import annotations
 
-from ..backend import get_array_module
 from .._checks import float_inputs
+from ..backend import get_array_module
 
 
 def dropout_mask(shape, p, xp, dtype, rng):

@@ -4,6 +4,7 @@ Shapes: x (N, D), W (D, M), b (M,) or None -> out (N, M).
 Backward: dx = dout @ W.T, dW = x.T @ dout, db = sum over N of dout.
 Matrix products go to BLAS on the CPU and cuBLAS on the GPU.
 """
+
 from __future__ import annotations
 
 from .._checks import float_inputs

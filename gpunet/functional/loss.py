@@ -9,6 +9,7 @@ Multiclass SVM (Weston-Watkins hinge): L_i = sum_{j != y_i} max(0, s_j - s_{y_i}
 
 Shapes: scores (N, C) float; y (N,) integer labels in [0, C).
 """
+
 from __future__ import annotations
 
 import numpy
@@ -27,9 +28,13 @@ def check_labels(scores, y):
     if y.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     if y.shape != (scores.shape[0],):
-        raise ValueError(f"y must have shape ({scores.shape[0]},) (one label per row of scores), got {y.shape}")
+        raise ValueError(
+            f"y must have shape ({scores.shape[0]},) (one label per row of scores), got {y.shape}"
+        )
     if y.size and (int(y.min()) < 0 or int(y.max()) >= scores.shape[1]):
-        raise ValueError(f"labels in y must be in [0, {scores.shape[1]}), got min {int(y.min())}, max {int(y.max())}")
+        raise ValueError(
+            f"labels in y must be in [0, {scores.shape[1]}), got min {int(y.min())}, max {int(y.max())}"
+        )
     if scores.shape[0] == 0:
         raise ValueError("scores has no rows: the mean loss of an empty batch is undefined")
 
@@ -39,8 +44,9 @@ def softmax_cross_entropy(scores, y, check=True):
     if check:
         check_labels(scores, y)
     xp = get_array_module(scores)
-    if xp is not numpy:      # one fused kernel instead of ~14 small launches (kernels/loss.cuh)
+    if xp is not numpy:  # one fused kernel instead of ~14 small launches (kernels/loss.cuh)
         from gpunet.kernels import cupy_loss
+
         return cupy_loss.softmax_cross_entropy(scores, y)
     N = scores.shape[0]
     shifted = scores - scores.max(axis=1, keepdims=True)

@@ -7,6 +7,7 @@ The feature axis (axis 1) of ``x`` holds C groups of ``pieces`` consecutive feat
 Backward: the gradient goes to the winning piece (the first maximum; a NaN wins), zero elsewhere.
 Maxout neither saturates nor dies, at ``pieces`` times the parameters of the layer before it.
 """
+
 from __future__ import annotations
 
 import numpy
@@ -21,8 +22,9 @@ def _split(x, pieces):
     if x.ndim < 2:
         raise ValueError(f"x must have a feature axis (shape (N, F, ...)), got shape {x.shape}")
     if x.shape[1] % pieces:
-        raise ValueError(f"the feature axis of x (axis 1, size {x.shape[1]}) is not divisible by "
-                         f"pieces={pieces}")
+        raise ValueError(
+            f"the feature axis of x (axis 1, size {x.shape[1]}) is not divisible by pieces={pieces}"
+        )
     channels = x.shape[1] // pieces
     inner = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
     return (x.shape[0], channels) + x.shape[2:], int(pieces), inner

@@ -3,11 +3,12 @@
 Backward routes each output gradient to the first maximum of its window (ties: the first, in
 row-major window order), accumulating where windows overlap.
 """
+
 from __future__ import annotations
 
-from ..backend import get_array_module
 from .._checks import float_inputs
-from .conv import pair, im2col, col2im
+from ..backend import get_array_module
+from .conv import col2im, im2col, pair
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
@@ -20,7 +21,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     padding = pair(padding, "padding")
     if 0 in kernel or 0 in stride:
         raise ValueError("kernel_size and stride must be positive")
-    cols = im2col(x, kernel, stride, padding, pad_value=-xp.inf)   # (N, C, kh, kw, Ho, Wo)
+    cols = im2col(x, kernel, stride, padding, pad_value=-xp.inf)  # (N, C, kh, kw, Ho, Wo)
     N, C, kh, kw, Ho, Wo = cols.shape
     flat = cols.reshape(N, C, kh * kw, Ho, Wo)
     arg = flat.argmax(axis=2)

@@ -9,6 +9,7 @@ Shapes: ``x`` (N, C, *), ``weight`` (C,) -- or a single slope of shape (1,) or (
 Backward: dx = dy where x > 0, w[c] * dy where x <= 0;  dw[c] = sum over all but axis 1 of
 x * dy where x <= 0.
 """
+
 from __future__ import annotations
 
 import numpy
@@ -27,7 +28,8 @@ def _layout(x, weight):
     if weight.ndim != 1 or channels is None or weight.shape[0] != channels:
         raise ValueError(
             f"weight must have shape ({channels},) (one slope per channel of x, axis 1) or (1,) "
-            f"(one slope); got weight shape {weight.shape} for x shape {x.shape}")
+            f"(one slope); got weight shape {weight.shape} for x shape {x.shape}"
+        )
     inner = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
     return channels, inner
 

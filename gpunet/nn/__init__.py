@@ -1,9 +1,21 @@
 """Modules: layers, activations, BatchNorm, losses, and the ``mlp`` builder."""
-from .module import Module, Parameter, Sequential  # noqa: F401
-from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, SymmetryWarning  # noqa: F401
+
 from .activation import (  # noqa: F401
-    ELU, GELU, SELU, ACTIVATION_LAYERS, LeakyReLU, Maxout, PReLU, ReLU, Sigmoid, SiLU, Softplus, Tanh,
+    ACTIVATION_LAYERS,
+    ELU,
+    GELU,
+    SELU,
+    LeakyReLU,
+    Maxout,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
 )
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
-from .loss import MulticlassSVM, SoftmaxCrossEntropy, l2_penalty, l2_penalty_backward  # noqa: F401
 from .builders import mlp  # noqa: F401
+from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, SymmetryWarning  # noqa: F401
+from .loss import MulticlassSVM, SoftmaxCrossEntropy, l2_penalty, l2_penalty_backward  # noqa: F401
+from .module import Module, Parameter, Sequential  # noqa: F401

@@ -1,4 +1,5 @@
 """One layer class per activation function of gpunet.functional (the formulas are there)."""
+
 from __future__ import annotations
 
 import numpy
@@ -9,6 +10,7 @@ from .module import Module, Parameter
 
 class _Elementwise(Module):
     """forward(x) = f(x, **params); backward(dout) = f_backward(dout, x, **params)."""
+
     fn = staticmethod(F.relu)
     fn_backward = staticmethod(F.relu_backward)
 
@@ -34,20 +36,42 @@ def _layer(name, fn, fn_backward, doc, **defaults):
         if unknown:
             raise TypeError(f"{name} got unexpected arguments {sorted(unknown)}")
         _Elementwise.__init__(self, **{**defaults, **params})
-    return type(name, (_Elementwise,), {"fn": staticmethod(fn), "fn_backward": staticmethod(fn_backward),
-                                        "__init__": __init__, "__doc__": doc})
+
+    return type(
+        name,
+        (_Elementwise,),
+        {
+            "fn": staticmethod(fn),
+            "fn_backward": staticmethod(fn_backward),
+            "__init__": __init__,
+            "__doc__": doc,
+        },
+    )
 
 
 ReLU = _layer("ReLU", F.relu, F.relu_backward, "max(x, 0).")
 Sigmoid = _layer("Sigmoid", F.sigmoid, F.sigmoid_backward, "1 / (1 + exp(-x)).")
 Tanh = _layer("Tanh", F.tanh, F.tanh_backward, "tanh(x).")
-LeakyReLU = _layer("LeakyReLU", F.leaky_relu, F.leaky_relu_backward, "x if x > 0 else slope x.",
-                   negative_slope=0.01)
+LeakyReLU = _layer(
+    "LeakyReLU",
+    F.leaky_relu,
+    F.leaky_relu_backward,
+    "x if x > 0 else slope x.",
+    negative_slope=0.01,
+)
 ELU = _layer("ELU", F.elu, F.elu_backward, "x if x > 0 else alpha (exp(x) - 1).", alpha=1.0)
 SELU = _layer("SELU", F.selu, F.selu_backward, "scale * elu(x, alpha), self-normalizing constants.")
-GELU = _layer("GELU", F.gelu, F.gelu_backward, "x Phi(x) (or its tanh approximation).", approximate="none")
-Softplus = _layer("Softplus", F.softplus, F.softplus_backward, "log(1 + exp(beta x)) / beta.",
-                  beta=1.0, threshold=20.0)
+GELU = _layer(
+    "GELU", F.gelu, F.gelu_backward, "x Phi(x) (or its tanh approximation).", approximate="none"
+)
+Softplus = _layer(
+    "Softplus",
+    F.softplus,
+    F.softplus_backward,
+    "log(1 + exp(beta x)) / beta.",
+    beta=1.0,
+    threshold=20.0,
+)
 SiLU = _layer("SiLU", F.silu, F.silu_backward, "x sigmoid(x).")
 
 
@@ -57,6 +81,7 @@ class PReLU(Module):
     def __init__(self, num_parameters=1, init=0.25, dtype=numpy.float32):
         super().__init__()
         from .. import init as initializers
+
         self.weight = Parameter(initializers.constant(num_parameters, init, dtype=dtype))
         self._x = None
 
@@ -93,5 +118,15 @@ class Maxout(Module):
 
 
 #: activation name (as in gpunet.functional / mlp(activation=...)) -> layer class
-ACTIVATION_LAYERS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leaky_relu": LeakyReLU, "elu": ELU,
-                     "selu": SELU, "gelu": GELU, "softplus": Softplus, "silu": SiLU, "prelu": PReLU}
+ACTIVATION_LAYERS = {
+    "relu": ReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "leaky_relu": LeakyReLU,
+    "elu": ELU,
+    "selu": SELU,
+    "gelu": GELU,
+    "softplus": Softplus,
+    "silu": SiLU,
+    "prelu": PReLU,
+}

@@ -1,4 +1,5 @@
 """Builders for the lecture's networks."""
+
 from __future__ import annotations
 
 import numpy
@@ -10,7 +11,9 @@ from .layers import Dropout, Linear
 from .module import Sequential
 
 
-def mlp(sizes, activation="relu", batchnorm=True, init="he_normal", dropout=0.0, dtype=numpy.float32):
+def mlp(
+    sizes, activation="relu", batchnorm=True, init="he_normal", dropout=0.0, dtype=numpy.float32
+):
     """A fully connected net: [Linear -> (BatchNorm) -> activation -> (Dropout)] * k -> Linear.
 
     ``sizes`` = [input, hidden..., classes], e.g. ``mlp([3072, 100, 100, 10])``. With
@@ -19,10 +22,16 @@ def mlp(sizes, activation="relu", batchnorm=True, init="he_normal", dropout=0.0,
     sigmoid, gelu, silu): BN then activation is the lecture's order.
     """
     sizes = list(sizes)
-    if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, (int, numpy.integer)) or s < 1 for s in sizes):
-        raise ValueError(f"sizes must be at least [inputs, outputs] of positive integers, got {sizes}")
+    if len(sizes) < 2 or any(
+        isinstance(s, bool) or not isinstance(s, (int, numpy.integer)) or s < 1 for s in sizes
+    ):
+        raise ValueError(
+            f"sizes must be at least [inputs, outputs] of positive integers, got {sizes}"
+        )
     if activation not in ACTIVATION_LAYERS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {activation!r}")
+        raise ValueError(
+            f"activation must be one of {sorted(ACTIVATION_LAYERS)}, got {activation!r}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     layers = []

@@ -3,6 +3,7 @@
 Each is a thin object over the functional core (gpunet/functional): forward keeps the cache,
 backward returns dx and accumulates parameter gradients.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -22,9 +23,12 @@ class SymmetryWarning(UserWarning):
 
 def _init_weight(init, shape, dtype, owner):
     if init == "zeros" or init is initializers.zeros:
-        warnings.warn(f"{owner}: init='zeros' gives every unit the same output, gradient and "
-                      "update; symmetry will not break (use 'he_normal' or 'xavier_normal')",
-                      SymmetryWarning, stacklevel=3)
+        warnings.warn(
+            f"{owner}: init='zeros' gives every unit the same output, gradient and "
+            "update; symmetry will not break (use 'he_normal' or 'xavier_normal')",
+            SymmetryWarning,
+            stacklevel=3,
+        )
     return initializers.get_initializer(init)(shape, dtype=dtype)
 
 
@@ -36,6 +40,7 @@ def _check_positive_int(value, name):
 class _WeightBias(Module):
     """A layer with ``weight`` and optional ``bias`` whose functional backward returns
     ``(dx, dw, db)`` from the cache its forward kept."""
+
     _backward_fn = None
 
     def backward(self, dout):
@@ -51,9 +56,12 @@ class _WeightBias(Module):
 
 class Linear(_WeightBias):
     """y = x @ W + b with W of shape (in_features, out_features) (fan_in = in_features)."""
+
     _backward_fn = staticmethod(F.linear_backward)
 
-    def __init__(self, in_features, out_features, bias=True, init="kaiming_normal", dtype=numpy.float32):
+    def __init__(
+        self, in_features, out_features, bias=True, init="kaiming_normal", dtype=numpy.float32
+    ):
         super().__init__()
         _check_positive_int(in_features, "in_features")
         _check_positive_int(out_features, "out_features")
@@ -64,8 +72,10 @@ class Linear(_WeightBias):
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"Linear({self.in_features}, {self.out_features}) expects input of shape "
-                             f"(N, {self.in_features}), got {x.shape}")
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) expects input of shape "
+                f"(N, {self.in_features}), got {x.shape}"
+            )
         out, self._cache = F.linear_forward(x, self.weight.data, self._bias_data())
         return out
 
@@ -75,27 +85,43 @@ class Linear(_WeightBias):
 
 class Conv2d(_WeightBias):
     """2-D convolution, NCHW, weight (out_channels, in_channels, kh, kw)."""
+
     _backward_fn = staticmethod(F.conv2d_backward)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 init="kaiming_normal", dtype=numpy.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        init="kaiming_normal",
+        dtype=numpy.float32,
+    ):
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
         _check_positive_int(out_channels, "out_channels")
         kh, kw = F.conv.pair(kernel_size, "kernel_size")
         self.stride, self.padding = F.conv.pair(stride, "stride"), F.conv.pair(padding, "padding")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
-        self.weight = Parameter(_init_weight(init, (out_channels, in_channels, kh, kw), dtype, "Conv2d"))
+        self.weight = Parameter(
+            _init_weight(init, (out_channels, in_channels, kh, kw), dtype, "Conv2d")
+        )
         self.bias = Parameter(initializers.zeros(out_channels, dtype=dtype)) if bias else None
         self._cache = None
 
     def forward(self, x):
-        out, self._cache = F.conv2d_forward(x, self.weight.data, self._bias_data(), self.stride, self.padding)
+        out, self._cache = F.conv2d_forward(
+            x, self.weight.data, self._bias_data(), self.stride, self.padding
+        )
         return out
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
 
 
 class MaxPool2d(Module):

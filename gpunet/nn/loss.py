@@ -1,4 +1,5 @@
 """Losses as modules, and L2 regularization as an explicit loss term."""
+
 from __future__ import annotations
 
 from ..functional import loss as L
@@ -18,6 +19,7 @@ class Loss:
 
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy, mean over the batch (see gpunet.functional.loss)."""
+
     fn = staticmethod(L.softmax_cross_entropy)
 
 

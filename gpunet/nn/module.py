@@ -5,6 +5,7 @@ returns the gradient of the input and *accumulates* the gradients of its paramet
 ``Parameter.grad``. There is no autograd tape: every layer's backward sits next to its forward,
 which is what makes each step visible (and what the babysitting tools hook into).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -139,10 +140,14 @@ class Module:
                 continue
             target = own[name]
             if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"state_dict[{name!r}] has shape {tuple(value.shape)}, "
-                                 f"the module expects {tuple(target.shape)}")
+                raise ValueError(
+                    f"state_dict[{name!r}] has shape {tuple(value.shape)}, "
+                    f"the module expects {tuple(target.shape)}"
+                )
             xp = get_array_module(target)
-            new = xp.array(to_numpy(value) if xp is numpy else xp.asarray(value), dtype=target.dtype)
+            new = xp.array(
+                to_numpy(value) if xp is numpy else xp.asarray(value), dtype=target.dtype
+            )
             if name in params:
                 params[name].data = new
             else:
@@ -156,6 +161,7 @@ class Module:
             raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
         if backend == "cupy":
             from ..backend import BackendError, cupy_or_none, probe_cupy
+
             cupy = cupy_or_none()
             if cupy is None:
                 raise BackendError(f"cannot move the module to 'cupy': {probe_cupy()[1]}")
@@ -167,7 +173,7 @@ class Module:
             if p.grad is not None:
                 p.grad = move(p.grad)
         for _, m, bname, b in list(self.named_buffers()):
-            if b.dtype.kind == "f":   # counters (num_batches_tracked) stay on the host: no syncs
+            if b.dtype.kind == "f":  # counters (num_batches_tracked) stay on the host: no syncs
                 m._buffers[bname] = move(b)
         for _, m in self.named_modules():
             m._on_move()

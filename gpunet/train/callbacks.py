@@ -2,6 +2,7 @@
 every batch, every read-back of losses and every epoch. EarlyStopping, the divergence stop and
 checkpointing are callbacks; so are the babysitting monitors.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,19 +41,29 @@ class EarlyStopping(Callback):
     def __init__(self, monitor="val_acc", patience=5, mode="max", min_delta=0.0, restore_best=True):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        self.monitor, self.patience, self.mode, self.min_delta, self.restore_best = monitor, patience, mode, min_delta, restore_best
+        self.monitor, self.patience, self.mode, self.min_delta, self.restore_best = (
+            monitor,
+            patience,
+            mode,
+            min_delta,
+            restore_best,
+        )
         self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
 
     def _better(self, v):
         if self.best is None:
             return True
-        return v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
+        return (
+            v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
+        )
 
     def on_epoch_end(self, trainer, epoch, logs):
         v = logs.get(self.monitor)
         if v is None or math.isnan(v):
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which this run does not report "
-                             f"(pass val=(X_val, y_val) to fit for val_acc / val_loss)")
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r}, which this run does not report "
+                f"(pass val=(X_val, y_val) to fit for val_acc / val_loss)"
+            )
         if self._better(v):
             self.best, self.best_epoch, self.wait = v, epoch, 0
             if self.restore_best:
@@ -74,12 +85,16 @@ class StopOnDivergence(Callback):
     def on_losses(self, trainer, first_iteration, values):
         for k, v in enumerate(values):
             if not math.isfinite(v):
-                where = (f" (last good checkpoint: {trainer.checkpoint!r}, epoch {trainer.epoch})"
-                         if trainer.checkpoint else "")
+                where = (
+                    f" (last good checkpoint: {trainer.checkpoint!r}, epoch {trainer.epoch})"
+                    if trainer.checkpoint
+                    else ""
+                )
                 raise TrainingDiverged(
                     f"loss became {v} at iteration {first_iteration + k} (epoch {trainer.epoch + 1}); "
                     f"training stopped. The learning rate ({trainer.optimizer.lr:g}) is probably too "
-                    f"high: try lr / 10{where}.")
+                    f"high: try lr / 10{where}."
+                )
 
 
 class Checkpoint(Callback):

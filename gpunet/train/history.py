@@ -1,5 +1,6 @@
 """``History``: what a training run did, the raw material of babysitting (CS231n): the loss of every
 iteration, and per epoch the train/val accuracy and loss, the learning rate and the wall time."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ __all__ = ["History"]
 class History:
     """What happened: the loss of every iteration, and per epoch the train/val accuracy and loss,
     learning rate and wall time."""
+
     loss: list = field(default_factory=list)
     epoch: list = field(default_factory=list)
     train_acc: list = field(default_factory=list)
@@ -25,7 +27,10 @@ class History:
     _EPOCH_FIELDS = ("epoch", "train_acc", "val_acc", "val_loss", "lr", "time")
 
     def to_arrays(self) -> dict:
-        return {k: numpy.asarray(getattr(self, k), dtype=numpy.float64) for k in ("loss",) + self._EPOCH_FIELDS}
+        return {
+            k: numpy.asarray(getattr(self, k), dtype=numpy.float64)
+            for k in ("loss",) + self._EPOCH_FIELDS
+        }
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> History:
@@ -47,9 +52,12 @@ class History:
         with open(path, "w") as f:
             f.write(",".join(self._EPOCH_FIELDS) + "\n")
             for row in zip(*(getattr(self, k) for k in self._EPOCH_FIELDS)):
-                f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
+                f.write(
+                    ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
+                )
 
     def plot(self, path, title: str | None = None) -> None:
         """Save the loss curve and the train-vs-val accuracy curves as a PNG (headless)."""
         from .plots import plot_histories
+
         plot_histories({"": self}, path, title=title)

@@ -14,10 +14,10 @@ Reproducibility: the shuffle and every random draw of epoch e come from a genera
 seeded with (seed, e) (``backend.local_rng``; the caller's generator is left as it was), so a run
 resumed from the checkpoint of epoch k reaches the same weights as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -49,7 +49,9 @@ def _check_data(X, y, name):
         raise ValueError(f"{name}: no examples")
     ya = to_numpy(y)
     if ya.dtype.kind not in "iu" or ya.ndim != 1:
-        raise TypeError(f"{name}: y must be a 1-D array of integer class labels, got dtype {ya.dtype}, shape {ya.shape}")
+        raise TypeError(
+            f"{name}: y must be a 1-D array of integer class labels, got dtype {ya.dtype}, shape {ya.shape}"
+        )
     if ya.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, got {int(ya.min())}")
     return int(ya.max())
@@ -58,13 +60,33 @@ def _check_data(X, y, name):
 class Trainer:
     """Holds what a training run needs; ``fit`` runs it. See ``fit`` for the arguments."""
 
-    def __init__(self, model, loss, optimizer, lr_schedule=None, callbacks=(), checkpoint=None, seed=None,
-                 progress=None, reg=0.0, sync_every=None):
-        self.model, self.loss, self.optimizer, self.lr_schedule = model, loss, optimizer, lr_schedule
+    def __init__(
+        self,
+        model,
+        loss,
+        optimizer,
+        lr_schedule=None,
+        callbacks=(),
+        checkpoint=None,
+        seed=None,
+        progress=None,
+        reg=0.0,
+        sync_every=None,
+    ):
+        self.model, self.loss, self.optimizer, self.lr_schedule = (
+            model,
+            loss,
+            optimizer,
+            lr_schedule,
+        )
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         # the loop's own duties as callbacks, after the user's: stop on NaN, checkpoint each epoch
-        self.callbacks = list(callbacks) + [StopOnDivergence()] + ([Checkpoint()] if self.checkpoint else [])
-        self.seed = int(seed) if seed is not None else int(numpy.random.SeedSequence().entropy % 2 ** 63)
+        self.callbacks = (
+            list(callbacks) + [StopOnDivergence()] + ([Checkpoint()] if self.checkpoint else [])
+        )
+        self.seed = (
+            int(seed) if seed is not None else int(numpy.random.SeedSequence().entropy % 2**63)
+        )
         self.progress, self.reg = _progress_enabled(progress), float(reg)
         self.sync_every = sync_every
         self.history = History()
@@ -79,11 +101,20 @@ class Trainer:
     def save(self, path=None):
         """Atomically write model, optimizer, schedule, history, RNG state and epoch."""
         path = path or self.checkpoint
-        arrays = flatten(model=self.model.state_dict(), optim=self.optimizer.state_dict(),
-                         schedule=self.lr_schedule.state_dict() if self.lr_schedule else None,
-                         history=self.history.to_arrays(), **self.extra_state)
-        meta = {**self.extra_meta, "epoch": self.epoch, "seed": self.seed, "gpunet_version": _version(),
-                "rng_state": _rng_state_to_json(backend.host_rng())}
+        arrays = flatten(
+            model=self.model.state_dict(),
+            optim=self.optimizer.state_dict(),
+            schedule=self.lr_schedule.state_dict() if self.lr_schedule else None,
+            history=self.history.to_arrays(),
+            **self.extra_state,
+        )
+        meta = {
+            **self.extra_meta,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "gpunet_version": _version(),
+            "rng_state": _rng_state_to_json(backend.host_rng()),
+        }
         save_checkpoint(path, arrays, meta)
 
     def restore(self, path=None):
@@ -108,8 +139,10 @@ class Trainer:
         if resume and self.checkpoint and os.path.exists(self.checkpoint):
             self.restore()
         xp = get_xp()
-        X, y = _to_device(xp, X_train), _to_device(xp, y_train)       # once, when it fits
-        Xv, yv = (_to_device(xp, val[0]), _to_device(xp, val[1])) if val is not None else (None, None)
+        X, y = _to_device(xp, X_train), _to_device(xp, y_train)  # once, when it fits
+        Xv, yv = (
+            (_to_device(xp, val[0]), _to_device(xp, val[1])) if val is not None else (None, None)
+        )
         sync_every = self.sync_every or (1 if xp is numpy else 50)
         self.stop_training = False
         for cb in self.callbacks:
@@ -124,13 +157,24 @@ class Trainer:
 
     def _run_epoch(self, X, y, Xv, yv, epochs, batch_size, sync_every):
         e = self.epoch + 1
-        epoch_seed = int(numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2 ** 63)
+        epoch_seed = int(
+            numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2**63
+        )
         with backend.local_rng(epoch_seed) as rng:
             start = time.perf_counter()
-            self._train_batches(minibatches(len(X), batch_size, shuffle=True, rng=rng, min_size=2),
-                                X, y, e, epochs, sync_every)
-            logs = {"train_acc": evaluate(self.model, X, y, max_examples=10000)[1],
-                    "lr": self.optimizer.lr, "time": time.perf_counter() - start}
+            self._train_batches(
+                minibatches(len(X), batch_size, shuffle=True, rng=rng, min_size=2),
+                X,
+                y,
+                e,
+                epochs,
+                sync_every,
+            )
+            logs = {
+                "train_acc": evaluate(self.model, X, y, max_examples=10000)[1],
+                "lr": self.optimizer.lr,
+                "time": time.perf_counter() - start,
+            }
         if Xv is not None:
             logs["val_loss"], logs["val_acc"] = evaluate(self.model, Xv, yv, loss=self.loss)
         else:
@@ -143,8 +187,11 @@ class Trainer:
             getattr(h, k).append(float(logs[k]))
         self.epoch = e
         if self.progress:
-            print(f"epoch {e}/{epochs}: loss {h.loss[-1]:.4f}  train acc {logs['train_acc']:.4f}  "
-                  f"val acc {logs['val_acc']:.4f}  lr {logs['lr']:.3g}  ({logs['time']:.1f} s)", file=sys.stderr)
+            print(
+                f"epoch {e}/{epochs}: loss {h.loss[-1]:.4f}  train acc {logs['train_acc']:.4f}  "
+                f"val acc {logs['val_acc']:.4f}  lr {logs['lr']:.3g}  ({logs['time']:.1f} s)",
+                file=sys.stderr,
+            )
         for cb in self.callbacks:
             cb.on_epoch_end(self, e, logs)
 
@@ -157,9 +204,11 @@ class Trainer:
             for i, idx in enumerate(batches):
                 idx = idx if data_xp is numpy else data_xp.asarray(idx)
                 xb, yb = X[idx], y[idx]
-                if data_xp is not xp:                # data too large for the device: batch by batch
+                if data_xp is not xp:  # data too large for the device: batch by batch
                     xb, yb = xp.asarray(xb), xp.asarray(yb)
-                with numpy.errstate(all="ignore"):   # overflow shows as a non-finite loss: reported below
+                with numpy.errstate(
+                    all="ignore"
+                ):  # overflow shows as a non-finite loss: reported below
                     loss, scores = self._step(xb, yb)
                 pending.append(loss)
                 iteration = first_iteration + i + 1
@@ -169,8 +218,10 @@ class Trainer:
                     self._record(pending)
                     bar.update(len(pending))
                     if self.progress:
-                        bar.set_postfix(loss=f"{self.history.loss[-1]:.4f}",
-                                        batch_acc=f"{float(accuracy(scores, yb)):.3f}")
+                        bar.set_postfix(
+                            loss=f"{self.history.loss[-1]:.4f}",
+                            batch_acc=f"{float(accuracy(scores, yb)):.3f}",
+                        )
                     pending = []
         finally:
             bar.close()
@@ -178,8 +229,10 @@ class Trainer:
     def _step(self, xb, yb):
         scores = self.model.forward(xb)
         if self._max_label >= scores.shape[1]:
-            raise ValueError(f"labels go up to {self._max_label} but the model outputs {scores.shape[1]} "
-                             f"class scores (labels must be in [0, {scores.shape[1]}))")
+            raise ValueError(
+                f"labels go up to {self._max_label} but the model outputs {scores.shape[1]} "
+                f"class scores (labels must be in [0, {scores.shape[1]}))"
+            )
         loss, dscores = self.loss(scores, yb, **self._loss_kwargs)
         self.model.zero_grad()
         self.model.backward(dscores)
@@ -199,8 +252,23 @@ class Trainer:
         self.history.loss.extend(values)
 
 
-def fit(model, loss, optimizer, X_train, y_train, val=None, epochs=10, batch_size=64, lr_schedule=None,
-        callbacks=(), checkpoint=None, seed=None, resume=False, progress=None, reg=0.0) -> History:
+def fit(
+    model,
+    loss,
+    optimizer,
+    X_train,
+    y_train,
+    val=None,
+    epochs=10,
+    batch_size=64,
+    lr_schedule=None,
+    callbacks=(),
+    checkpoint=None,
+    seed=None,
+    resume=False,
+    progress=None,
+    reg=0.0,
+) -> History:
     """Train ``model`` and return its ``History``.
 
     Args:
@@ -220,7 +288,9 @@ def fit(model, loss, optimizer, X_train, y_train, val=None, epochs=10, batch_siz
         progress: a tqdm bar per epoch; None: when stderr is a terminal.
         reg: L2 strength, added as an explicit loss term on the weights.
     """
-    trainer = Trainer(model, loss, optimizer, lr_schedule, callbacks, checkpoint, seed, progress, reg)
+    trainer = Trainer(
+        model, loss, optimizer, lr_schedule, callbacks, checkpoint, seed, progress, reg
+    )
     return trainer.fit(X_train, y_train, val, epochs, batch_size, resume)
 
 
@@ -234,7 +304,7 @@ def _to_device(xp, a):
 
 def _batched_scores(model, X, batch_size):
     xp = get_xp()
-    out = [model.forward(xp.asarray(X[i:i + batch_size])) for i in range(0, len(X), batch_size)]
+    out = [model.forward(xp.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
     return xp.concatenate(out) if out else None
 
 
@@ -282,6 +352,7 @@ def _bar(total, desc, enabled):
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
@@ -291,4 +362,5 @@ def _rng_state_to_json(rng):
 
 def _version():
     from .. import __version__
+
     return __version__

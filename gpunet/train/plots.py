@@ -1,5 +1,6 @@
 """Pictures of training runs (matplotlib, headless Agg): the loss per iteration and the train vs
 validation accuracy per epoch -- the lecture's two curves to watch."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,10 @@ __all__ = ["plot_histories"]
 def plot_histories(histories, path, title=None):
     """Loss per iteration and train/val accuracy per epoch of one or several runs, in one figure."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for i, (name, h) in enumerate(histories.items()):
         color = f"C{i}"
@@ -23,7 +26,9 @@ def plot_histories(histories, path, title=None):
         if len(loss) >= 10:
             k = max(1, len(loss) // 50)
             smooth = numpy.convolve(loss, numpy.ones(k) / k, mode="valid")
-            ax_loss.plot(numpy.arange(k, len(loss) + 1), smooth, color=color, label=f"{label}loss".strip())
+            ax_loss.plot(
+                numpy.arange(k, len(loss) + 1), smooth, color=color, label=f"{label}loss".strip()
+            )
         ax_acc.plot(h.epoch, h.train_acc, "-", color=color, label=f"{label}train")
         if any(not math.isnan(v) for v in h.val_acc):
             ax_acc.plot(h.epoch, h.val_acc, "--", color=color, label=f"{label}val")

@@ -5,6 +5,7 @@ block, so that gpunet's real host glue (kernels/cupy_*.py, the functional layer,
 runs and launches the real CUDA C sources, compiled by g++ against cuda_emu.h. Everything it
 replaced is put back afterwards: on a machine with a GPU, the real CuPy tests run beside these.
 """
+
 from __future__ import annotations
 
 import contextlib

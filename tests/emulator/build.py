@@ -11,6 +11,7 @@ Shared libraries are cached by the hash of everything that goes into them (heade
 compiler flags) under ``$GPUNET_EMU_CACHE`` (default: the system's temporary folder), so a test
 run compiles each one once, and a later run none.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,8 +32,12 @@ CACHE = os.environ.get("GPUNET_EMU_CACHE", os.path.join(tempfile.gettempdir(), "
 
 #: C scalar types of kernel parameters -> (NumPy dtype name, size in bytes)
 C_TYPES = {
-    "float": ("float32", 4), "double": ("float64", 8), "int": ("int32", 4),
-    "unsigned int": ("uint32", 4), "long long": ("int64", 8), "unsigned long long": ("uint64", 8),
+    "float": ("float32", 4),
+    "double": ("float64", 8),
+    "int": ("int32", 4),
+    "unsigned int": ("uint32", 4),
+    "long long": ("int64", 8),
+    "unsigned long long": ("uint64", 8),
     "bool": ("bool", 1),
 }
 _SIZEOF = {name: size for name, (_, size) in C_TYPES.items()} | {"T": 8}
@@ -52,7 +57,9 @@ def _header_text() -> str:
 
 def compile_library(cpp_source: str) -> ctypes.CDLL:
     """Compile ``cpp_source`` (which includes cuda_emu.h) to a shared library, once per content."""
-    key = hashlib.sha256("\0".join([_header_text(), cpp_source, CXX, *FLAGS]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([_header_text(), cpp_source, CXX, *FLAGS]).encode()).hexdigest()[
+        :24
+    ]
     with _lock:
         if key in _loaded:
             return _loaded[key]
@@ -63,8 +70,9 @@ def compile_library(cpp_source: str) -> ctypes.CDLL:
             with open(cpp_path, "w", encoding="utf-8") as f:
                 f.write(cpp_source)
             tmp = f"{so_path}.{os.getpid()}.tmp"
-            done = subprocess.run([CXX, *FLAGS, "-I", HERE, cpp_path, "-o", tmp],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [CXX, *FLAGS, "-I", HERE, cpp_path, "-o", tmp], capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise EmulatorBuildError(f"g++ failed on {cpp_path}:\n{done.stderr[-4000:]}")
             os.replace(tmp, so_path)
@@ -74,8 +82,9 @@ def compile_library(cpp_source: str) -> ctypes.CDLL:
 
 def preprocess(source: str) -> str:
     """The source with its macros expanded (the kernels' entry points are made by macros)."""
-    done = subprocess.run([CXX, "-E", "-P", "-x", "c++", "-"], input=source, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [CXX, "-E", "-P", "-x", "c++", "-"], input=source, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise EmulatorBuildError(f"g++ -E failed:\n{done.stderr[-4000:]}")
     return done.stdout
@@ -85,8 +94,9 @@ def preprocess(source: str) -> str:
 @dataclass(frozen=True)
 class Param:
     """One kernel parameter: its C declaration type, e.g. ``const float *`` or ``long long``."""
+
     c_type: str
-    base: str           # the scalar type, without const and *
+    base: str  # the scalar type, without const and *
     pointer: bool
 
 
@@ -104,7 +114,7 @@ def _parse_param(text: str) -> Param:
     words = text.replace("*", " * ").replace("__restrict__", " ").split()
     if len(words) < 2:
         raise EmulatorBuildError(f"cannot parse kernel parameter {text!r}")
-    words = words[:-1]                     # drop the parameter's name
+    words = words[:-1]  # drop the parameter's name
     pointer = "*" in words
     base = " ".join(w for w in words if w not in ("const", "*"))
     if base not in C_TYPES:
@@ -119,14 +129,16 @@ def _top_level_items(pre: str):
         if ch == "{":
             if depth == 0:
                 head = pre[start:i]
-                m = re.search(r"(\w+)\s*\([^{]*$", head) or re.search(r"(?:struct|union)\s+(\w+)[^{]*$", head)
+                m = re.search(r"(\w+)\s*\([^{]*$", head) or re.search(
+                    r"(?:struct|union)\s+(\w+)[^{]*$", head
+                )
                 name, body_start = (m.group(1) if m else None), i
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth == 0:
                 if name:
-                    items[name] = items.get(name, "") + pre[body_start:i + 1]
+                    items[name] = items.get(name, "") + pre[body_start : i + 1]
                 start = i + 1
         elif ch == ";" and depth == 0:
             start = i + 1
@@ -139,8 +151,10 @@ _SHARED_RE = re.compile(r"__shared__\s+([A-Za-z_][\w ]*?)\s+(\w+)\s*((?:\[[^\]]+
 def _shared_bytes(body: str) -> int:
     total = 0
     for ctype, _, dims in _SHARED_RE.findall(body):
-        count = math.prod(int(eval(d, {"__builtins__": {}})) for d in re.findall(r"\[([^\]]+)\]", dims))
-        total += _SIZEOF.get(ctype.strip(), 8) * count      # unknown (template) types: 8 bytes
+        count = math.prod(
+            int(eval(d, {"__builtins__": {}})) for d in re.findall(r"\[([^\]]+)\]", dims)
+        )
+        total += _SIZEOF.get(ctype.strip(), 8) * count  # unknown (template) types: 8 bytes
     return total
 
 
@@ -175,7 +189,8 @@ def raw_module(source: str):
         wrappers.append(
             f'extern "C" int gpunet_emu_launch_{k.name}(const unsigned int *g, const unsigned int *b, '
             f"unsigned long long seed, void **a) {{\n"
-            f"    return gpunet_emu::launch(g, b, seed, [&] {{ {k.name}({args}); }});\n}}")
+            f"    return gpunet_emu::launch(g, b, seed, [&] {{ {k.name}({args}); }});\n}}"
+        )
     fault = 'extern "C" const char *gpunet_emu_fault_text = gpunet_emu::fault_message;'
     cpp = "\n".join(['#include "cuda_emu.h"', source, "#undef reinterpret_cast", fault, *wrappers])
     return compile_library(cpp), kernels
@@ -183,8 +198,14 @@ def raw_module(source: str):
 
 # ----------------------------------------------------------------------------- ElementwiseKernel
 #: CuPy's type names in ElementwiseKernel parameter strings -> C types
-EW_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
-            "uint32": "unsigned int", "bool": "bool"}
+EW_TYPES = {
+    "float32": "float",
+    "float64": "double",
+    "int32": "int",
+    "int64": "long long",
+    "uint32": "unsigned int",
+    "bool": "bool",
+}
 
 
 def parse_ew_params(spec: str):
@@ -193,7 +214,9 @@ def parse_ew_params(spec: str):
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         words = part.split()
         if len(words) != 2:
-            raise NotImplementedError(f"the emulator takes 'type name' parameters only, got {part!r}")
+            raise NotImplementedError(
+                f"the emulator takes 'type name' parameters only, got {part!r}"
+            )
         params.append((words[0], words[1]))
     return params
 
@@ -208,7 +231,9 @@ def elementwise_library(in_params, out_params, operation, preamble, array_mask):
         ctype = "T" if typ not in EW_TYPES else EW_TYPES[typ]
         if is_array:
             ref = f"*({ctype}*)(ptrs[{k}] + off[{k}])"
-            lines.append(f"{ctype} &{name} = {ref};" if is_out else f"const {ctype} {name} = {ref};")
+            lines.append(
+                f"{ctype} &{name} = {ref};" if is_out else f"const {ctype} {name} = {ref};"
+            )
         else:
             lines.append(f"const {ctype} {name} = ({ctype})scalars[{k}];")
     nargs = len(params)

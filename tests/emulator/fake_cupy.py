@@ -12,6 +12,7 @@ tests/emulator/__init__.py), so that ``kernels/cupy_*.py`` and the functional la
   shape with each argument's strides, as CuPy generates.
 * ``cuda``: one device ("gpunet CUDA emulator"), its stream, memory info; ``memoize``; ``random``.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,7 +29,7 @@ __version__ = "emulated"
 #: multiprocessors of the emulated device: small, so that the kernels' grids stay small
 MULTIPROCESSORS = 2
 #: the driver's limits
-MAX_GRID = (2 ** 31 - 1, 65535, 65535)
+MAX_GRID = (2**31 - 1, 65535, 65535)
 MAX_BLOCK = (1024, 1024, 64)
 MAX_THREADS_PER_BLOCK = 1024
 MAX_STATIC_SHARED = 48 * 1024
@@ -51,9 +52,14 @@ class ndarray(numpy.ndarray):
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False),
-                "strides": None if self.flags.c_contiguous else self.strides, "version": 3,
-                "stream": 1}
+        return {
+            "shape": self.shape,
+            "typestr": self.dtype.str,
+            "data": (self.ctypes.data, False),
+            "strides": None if self.flags.c_contiguous else self.strides,
+            "version": 3,
+            "stream": 1,
+        }
 
     @property
     def data(self):
@@ -76,7 +82,7 @@ class ndarray(numpy.ndarray):
         return numpy.ndarray.__array_wrap__(self, obj, context, return_scalar)
 
 
-ndarray.__module__ = "cupy"     # gpunet.backend.is_cupy_array looks at the type's module
+ndarray.__module__ = "cupy"  # gpunet.backend.is_cupy_array looks at the type's module
 
 
 def _device(a):
@@ -90,7 +96,7 @@ def empty(shape, dtype=float, order="C"):
     nbytes = max(count, 1) * dtype.itemsize
     raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
-    flat = raw[start:start + nbytes].view(dtype)[:count]
+    flat = raw[start : start + nbytes].view(dtype)[:count]
     return flat.reshape(shape, order=order).view(ndarray)
 
 
@@ -114,8 +120,11 @@ def full(shape, fill_value, dtype=None, order="C"):
 
 def _like(a, dtype, order, shape):
     a = numpy.asarray(a)
-    order = "F" if order == "K" and a.flags.f_contiguous and not a.flags.c_contiguous else (
-        "C" if order in ("K", "A") else order)
+    order = (
+        "F"
+        if order == "K" and a.flags.f_contiguous and not a.flags.c_contiguous
+        else ("C" if order in ("K", "A") else order)
+    )
     return empty(a.shape if shape is None else shape, a.dtype if dtype is None else dtype, order)
 
 
@@ -143,13 +152,21 @@ def full_like(a, fill_value, dtype=None, order="K", shape=None):
 
 def array(obj, dtype=None, copy=True, order="K", ndmin=0):
     host = numpy.array(obj, dtype=dtype, copy=True, order=order, ndmin=ndmin)
-    out = empty(host.shape, host.dtype, "F" if host.flags.f_contiguous and not host.flags.c_contiguous else "C")
+    out = empty(
+        host.shape,
+        host.dtype,
+        "F" if host.flags.f_contiguous and not host.flags.c_contiguous else "C",
+    )
     out[...] = host
     return out
 
 
 def asarray(a, dtype=None, order=None):
-    if isinstance(a, ndarray) and (dtype is None or a.dtype == numpy.dtype(dtype)) and order in (None, "K", "A"):
+    if (
+        isinstance(a, ndarray)
+        and (dtype is None or a.dtype == numpy.dtype(dtype))
+        and order in (None, "K", "A")
+    ):
         return a
     if isinstance(a, ndarray) and order is None:
         return a.astype(dtype)
@@ -157,7 +174,11 @@ def asarray(a, dtype=None, order=None):
 
 
 def ascontiguousarray(a, dtype=None):
-    if isinstance(a, ndarray) and a.flags.c_contiguous and (dtype is None or a.dtype == numpy.dtype(dtype)):
+    if (
+        isinstance(a, ndarray)
+        and a.flags.c_contiguous
+        and (dtype is None or a.dtype == numpy.dtype(dtype))
+    ):
         return a
     return array(a, dtype=dtype, order="C")
 
@@ -184,9 +205,11 @@ def __getattr__(name):
     """Everything else is NumPy's, with array results on the "device"."""
     attr = getattr(numpy, name)
     if callable(attr) and not isinstance(attr, type):
+
         @functools.wraps(attr)
         def device_function(*args, **kwargs):
             return _wrap(attr(*args, **kwargs))
+
         return device_function
     return attr
 
@@ -194,6 +217,7 @@ def __getattr__(name):
 def memoize(for_each_device=False):
     def decorator(f):
         return functools.cache(f)
+
     return decorator
 
 
@@ -201,7 +225,10 @@ def memoize(for_each_device=False):
 class _Device:
     def __init__(self, device=0):
         self.id = int(device)
-        self.attributes = {"MultiProcessorCount": MULTIPROCESSORS, "MaxThreadsPerBlock": MAX_THREADS_PER_BLOCK}
+        self.attributes = {
+            "MultiProcessorCount": MULTIPROCESSORS,
+            "MaxThreadsPerBlock": MAX_THREADS_PER_BLOCK,
+        }
 
     def __enter__(self):
         return self
@@ -230,8 +257,11 @@ class _Runtime:
 
     @staticmethod
     def getDeviceProperties(device):
-        return {"name": b"gpunet CUDA emulator (CPU)", "multiProcessorCount": MULTIPROCESSORS,
-                "totalGlobalMem": 8 << 30}
+        return {
+            "name": b"gpunet CUDA emulator (CPU)",
+            "multiProcessorCount": MULTIPROCESSORS,
+            "totalGlobalMem": 8 << 30,
+        }
 
     @staticmethod
     def memGetInfo():
@@ -239,8 +269,12 @@ class _Runtime:
 
 
 cuda = types.SimpleNamespace(
-    Device=_Device, runtime=_Runtime(), get_current_stream=lambda: _Stream(),
-    Stream=_Stream, CUDADriverError=CUDADriverError)
+    Device=_Device,
+    runtime=_Runtime(),
+    get_current_stream=lambda: _Stream(),
+    Stream=_Stream,
+    CUDADriverError=CUDADriverError,
+)
 
 
 class _Generator:
@@ -264,9 +298,13 @@ def _c_value(param, arg, position, kernel):
         if arg is None:
             return ctypes.c_void_p(0)
         if not isinstance(arg, ndarray):
-            raise TypeError(f"{where}: {param.c_type} needs a device array, got {type(arg).__name__}")
+            raise TypeError(
+                f"{where}: {param.c_type} needs a device array, got {type(arg).__name__}"
+            )
         if arg.dtype != numpy.dtype(expected_dtype):
-            raise TypeError(f"{where}: {param.c_type} needs a {expected_dtype} array, got {arg.dtype}")
+            raise TypeError(
+                f"{where}: {param.c_type} needs a {expected_dtype} array, got {arg.dtype}"
+            )
         return ctypes.c_void_p(arg.ctypes.data)
     # CuPy passes Python scalars as int64 / float64 / bool, NumPy scalars as their own type
     if isinstance(arg, bool):
@@ -278,8 +316,10 @@ def _c_value(param, arg, position, kernel):
     if not isinstance(arg, numpy.generic):
         raise TypeError(f"{where}: {param.c_type} needs a scalar, got {type(arg).__name__}")
     if arg.dtype != numpy.dtype(expected_dtype):
-        raise TypeError(f"{where}: {param.c_type} ({size} bytes) given a {arg.dtype} "
-                        f"({arg.dtype.itemsize} bytes): the kernel would read the wrong bytes")
+        raise TypeError(
+            f"{where}: {param.c_type} ({size} bytes) given a {arg.dtype} "
+            f"({arg.dtype.itemsize} bytes): the kernel would read the wrong bytes"
+        )
     return numpy.ctypeslib.as_ctypes(numpy.array(arg))
 
 
@@ -294,18 +334,26 @@ def check_launch(kernel, grid, block, shared_mem=0):
     """The driver's refusals (cudaErrorInvalidConfiguration and friends), as exceptions."""
     for axis, (g, limit) in enumerate(zip(grid, MAX_GRID)):
         if not 1 <= g <= limit:
-            raise CUDADriverError(f"kernel {kernel.name!r}: grid dimension {'xyz'[axis]} = {g} outside "
-                                  f"[1, {limit}] (CUDA_ERROR_INVALID_VALUE)")
+            raise CUDADriverError(
+                f"kernel {kernel.name!r}: grid dimension {'xyz'[axis]} = {g} outside "
+                f"[1, {limit}] (CUDA_ERROR_INVALID_VALUE)"
+            )
     for axis, (b, limit) in enumerate(zip(block, MAX_BLOCK)):
         if not 1 <= b <= limit:
-            raise CUDADriverError(f"kernel {kernel.name!r}: block dimension {'xyz'[axis]} = {b} outside "
-                                  f"[1, {limit}] (CUDA_ERROR_INVALID_VALUE)")
+            raise CUDADriverError(
+                f"kernel {kernel.name!r}: block dimension {'xyz'[axis]} = {b} outside "
+                f"[1, {limit}] (CUDA_ERROR_INVALID_VALUE)"
+            )
     if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
-        raise CUDADriverError(f"kernel {kernel.name!r}: {block[0] * block[1] * block[2]} threads per "
-                              f"block > {MAX_THREADS_PER_BLOCK}")
+        raise CUDADriverError(
+            f"kernel {kernel.name!r}: {block[0] * block[1] * block[2]} threads per "
+            f"block > {MAX_THREADS_PER_BLOCK}"
+        )
     if kernel.static_shared + shared_mem > MAX_STATIC_SHARED:
-        raise CUDADriverError(f"kernel {kernel.name!r}: {kernel.static_shared} bytes of static + "
-                              f"{shared_mem} of dynamic shared memory > {MAX_STATIC_SHARED}")
+        raise CUDADriverError(
+            f"kernel {kernel.name!r}: {kernel.static_shared} bytes of static + "
+            f"{shared_mem} of dynamic shared memory > {MAX_STATIC_SHARED}"
+        )
 
 
 class RawKernel:
@@ -325,9 +373,14 @@ class RawKernel:
         check_launch(self.kernel, grid, block, shared_mem)
         values = [_c_value(p, a, i, self.name) for i, (p, a) in enumerate(zip(params, args))]
         pointers = (ctypes.c_void_p * max(len(values), 1))(
-            *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-        if self._launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
-                        ctypes.c_ulonglong(next(_launch_seeds)), pointers):
+            *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values]
+        )
+        if self._launch(
+            (ctypes.c_uint * 3)(*grid),
+            (ctypes.c_uint * 3)(*block),
+            ctypes.c_ulonglong(next(_launch_seeds)),
+            pointers,
+        ):
             message = ctypes.c_char_p.in_dll(self._library, "gpunet_emu_fault_text").value.decode()
             raise CUDADriverError(f"kernel {self.name!r}: {message}")
 
@@ -360,32 +413,45 @@ class ElementwiseKernel:
     def _library(self, mask):
         if mask not in self._libraries:
             self._libraries[mask] = build.elementwise_library(
-                self.in_params, self.out_params, self.operation, self.preamble, mask)
+                self.in_params, self.out_params, self.operation, self.preamble, mask
+            )
         return self._libraries[mask]
 
     def __call__(self, *args, size=None):
         n_in, n_out = len(self.in_params), len(self.out_params)
         if len(args) not in (n_in, n_in + n_out):
-            raise TypeError(f"{self.name}: takes {n_in} or {n_in + n_out} arguments, got {len(args)}")
+            raise TypeError(
+                f"{self.name}: takes {n_in} or {n_in + n_out} arguments, got {len(args)}"
+            )
         params = self.in_params + self.out_params
         arrays = [a for a in args if isinstance(a, ndarray)]
         for a in args:
             if isinstance(a, numpy.ndarray) and not isinstance(a, ndarray):
                 raise TypeError(f"{self.name}: a NumPy array was passed to a CuPy kernel")
-        t_dtypes = {a.dtype for a, (typ, _) in zip(args, params) if isinstance(a, ndarray) and typ not in build.EW_TYPES}
+        t_dtypes = {
+            a.dtype
+            for a, (typ, _) in zip(args, params)
+            if isinstance(a, ndarray) and typ not in build.EW_TYPES
+        }
         if len(t_dtypes) > 1:
-            raise TypeError(f"{self.name}: type parameter T is bound to several dtypes {sorted(map(str, t_dtypes))}")
+            raise TypeError(
+                f"{self.name}: type parameter T is bound to several dtypes {sorted(map(str, t_dtypes))}"
+            )
         dtype = t_dtypes.pop() if t_dtypes else numpy.dtype(numpy.float64)
         if dtype not in (numpy.float32, numpy.float64):
-            raise TypeError(f"{self.name}: the emulator instantiates T = float32 or float64, got {dtype}")
+            raise TypeError(
+                f"{self.name}: the emulator instantiates T = float32 or float64, got {dtype}"
+            )
         shape = numpy.broadcast_shapes(*(a.shape for a in arrays))
         args = list(args)
-        for typ, _ in self.out_params[len(args) - n_in:]:
+        for typ, _ in self.out_params[len(args) - n_in :]:
             args.append(empty(shape, dtype if typ not in build.EW_TYPES else numpy.dtype(typ)))
         outputs = args[n_in:]
         for o in outputs:
             if o.shape != shape:
-                raise ValueError(f"{self.name}: output shape {o.shape} is not the broadcast shape {shape}")
+                raise ValueError(
+                    f"{self.name}: output shape {o.shape} is not the broadcast shape {shape}"
+                )
         for a, (typ, name) in zip(args, params):
             if isinstance(a, ndarray) and typ in build.EW_TYPES and a.dtype != numpy.dtype(typ):
                 raise TypeError(f"{self.name}: {name} is declared {typ}, got a {a.dtype} array")
@@ -403,8 +469,16 @@ class ElementwiseKernel:
                     ptrs[k] = a.ctypes.data
                 else:
                     scalars[k] = float(a)
-            fn = getattr(self._library(mask), f"gpunet_emu_ew_{'float' if dtype == numpy.float32 else 'double'}")
-            fn(ctypes.c_longlong(n), ctypes.c_int(ndim),
-               numpy.asarray(shape or (1,), dtype=numpy.int64).ctypes.data_as(ctypes.c_void_p),
-               ptrs, strides.ctypes.data_as(ctypes.c_void_p), scalars.ctypes.data_as(ctypes.c_void_p))
+            fn = getattr(
+                self._library(mask),
+                f"gpunet_emu_ew_{'float' if dtype == numpy.float32 else 'double'}",
+            )
+            fn(
+                ctypes.c_longlong(n),
+                ctypes.c_int(ndim),
+                numpy.asarray(shape or (1,), dtype=numpy.int64).ctypes.data_as(ctypes.c_void_p),
+                ptrs,
+                strides.ctypes.data_as(ctypes.c_void_p),
+                scalars.ctypes.data_as(ctypes.c_void_p),
+            )
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
