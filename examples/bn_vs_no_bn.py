@@ -52,7 +52,8 @@ def main():
         runs[name + (" (diverged)" if diverged else "")] = h
         if not diverged:
             print(
-                f"{name:>13}: final loss {numpy.mean(h.loss[-20:]):.4f}, val acc {h.val_acc[-1]:.4f}"
+                f"{name:>13}: final loss {numpy.mean(h.loss[-20:]):.4f}, val acc "
+                f"{h.val_acc[-1]:.4f}"
             )
     plot_histories(
         runs, args.out, title=f"SGD momentum 0.9, lr = {args.lr}: with vs without BatchNorm"

@@ -29,7 +29,7 @@ CASES = [
 def layer_activations(activation, init, layers=10, width=500, n=1000):
     gpunet.seed(0)
     modules = []
-    for i in range(layers):
+    for _ in range(layers):
         modules.append(nn.Linear(width, width, bias=False, init=init))
         modules.append(nn.ACTIVATION_LAYERS[activation]())
     x = gpunet.asarray(numpy.random.default_rng(0).normal(size=(n, width)).astype(numpy.float32))

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array
+
 from .backend import get_array_module, is_cupy_array
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
-def check_array(a, name: str):
+def check_array(a: Array, name: str) -> None:
     if not (isinstance(a, numpy.ndarray) or is_cupy_array(a)):
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
 
 
-def check_float(a, name: str):
+def check_float(a: Array, name: str) -> None:
     """``a`` must be a float32/float64 NumPy or CuPy array."""
     check_array(a, name)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype}")
 
 
-def check_like(a, name: str, ref, ref_name: str):
+def check_like(a: Array, name: str, ref: Array, ref_name: str) -> None:
     """``a`` must be a float array of the same shape and dtype as ``ref``."""
     check_float(a, name)
     if a.shape != ref.shape:

@@ -18,8 +18,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from types import ModuleType
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 __all__ = [
     "BackendError",
@@ -59,7 +63,7 @@ _state = {"resolved": None, "rng": numpy.random.default_rng()}
 _cupy_probe: dict = {}
 
 
-def probe_cupy():
+def probe_cupy() -> tuple:
     """Import CuPy and ask for a device once; return (module or None, reason it is unusable)."""
     if not _cupy_probe:
         try:
@@ -91,7 +95,7 @@ def probe_cupy():
     return _cupy_probe["module"], _cupy_probe["reason"]
 
 
-def cupy_or_none():
+def cupy_or_none() -> ModuleType | None:
     """The CuPy module if CuPy imports and a device answers, else None."""
     return probe_cupy()[0]
 
@@ -123,25 +127,26 @@ def set_backend(name: str = "auto") -> str:
 
 
 def get_backend() -> str:
-    """The active backend's name, ``"numpy"`` or ``"cupy"`` (resolving ``GPUNET_BACKEND`` on first use)."""
+    """The active backend's name, ``"numpy"`` or ``"cupy"`` (resolving ``GPUNET_BACKEND`` on first
+    use)."""
     if _state["resolved"] is None:
         set_backend(os.environ.get("GPUNET_BACKEND", "auto"))
     return _state["resolved"]
 
 
-def get_xp():
+def get_xp() -> ModuleType:
     """The array module of the active backend."""
     if get_backend() == "cupy":
         return cupy_or_none()
     return numpy
 
 
-def is_cupy_array(a) -> bool:
+def is_cupy_array(a: Array) -> bool:
     # Checked by type name so that no CuPy import is needed to answer "no".
     return type(a).__module__.startswith("cupy") and hasattr(a, "__cuda_array_interface__")
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays) -> ModuleType:
     """``cupy`` if the given arrays live on the GPU, ``numpy`` if on the host.
 
     ``None`` and Python scalars are ignored. A mix of host and device arrays raises ``TypeError``
@@ -155,14 +160,15 @@ def get_array_module(*arrays):
     if on_device and on_host:
         raise TypeError(
             f"arrays on different devices: arguments {on_device} are CuPy (GPU) arrays and "
-            f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or gpunet.to_numpy()"
+            f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or "
+            f"gpunet.to_numpy()"
         )
     if on_device:
         return cupy_or_none()
     return numpy
 
 
-def asarray(a, dtype=None):
+def asarray(a: Array, dtype: DTypeLike | None = None) -> Array:
     """Move ``a`` to the active backend (no copy if it is already there with that dtype)."""
     xp = get_xp()
     if xp is numpy and is_cupy_array(a):
@@ -170,7 +176,7 @@ def asarray(a, dtype=None):
     return xp.asarray(a, dtype=dtype)
 
 
-def to_numpy(a):
+def to_numpy(a: Array) -> numpy.ndarray:
     """Return ``a`` as a NumPy array on the host."""
     if is_cupy_array(a):
         return a.get()
@@ -203,7 +209,7 @@ def device_name() -> str:
     return device_name_of(cupy)
 
 
-def device_name_of(cupy) -> str:
+def device_name_of(cupy: ModuleType) -> str:
     """The name of CuPy's current device."""
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
     return name.decode() if isinstance(name, bytes) else str(name)
@@ -213,7 +219,7 @@ def device_name_of(cupy) -> str:
 DEVICE_DATA_FRACTION = 0.5
 
 
-def fits_on_device(xp, nbytes: int) -> bool:
+def fits_on_device(xp: ModuleType, nbytes: int) -> bool:
     """The device memory policy: may ``nbytes`` of data live on ``xp``'s device? Always on the
     host; on a GPU, up to DEVICE_DATA_FRACTION of the free memory."""
     if xp is numpy:
@@ -223,7 +229,7 @@ def fits_on_device(xp, nbytes: int) -> bool:
 
 
 @contextlib.contextmanager
-def local_rng(seed_value: int):
+def local_rng(seed_value: int) -> Iterator:
     """Within the block, the library's random draws (shuffles, dropout, device noise) come from a
     generator seeded with ``seed_value``; the caller's generator is restored afterwards, untouched.
     The training loop draws each epoch from its own, so that a resumed run repeats it exactly."""
@@ -237,7 +243,7 @@ def local_rng(seed_value: int):
         _state.update(saved)
 
 
-def uniform_like(shape, xp):
+def uniform_like(shape: tuple, xp: ModuleType) -> Array:
     """U(0, 1) values of ``shape`` on ``xp``'s device, for per-step noise such as dropout masks.
 
     NumPy draws from the host generator; CuPy from a device generator seeded from it, so runs are

@@ -20,6 +20,8 @@ import zipfile
 
 import numpy
 
+from gpunet.types import PathLike
+
 from .backend import to_numpy
 
 META_KEY, DIGEST_KEY = "__meta__", "__sha256__"
@@ -30,7 +32,7 @@ class CheckpointError(ValueError):
     """The checkpoint is missing, truncated, corrupt, tampered with, or not a gpunet checkpoint."""
 
 
-def _digest(arrays):
+def _digest(arrays: dict):
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = numpy.ascontiguousarray(arrays[name])
@@ -39,8 +41,9 @@ def _digest(arrays):
     return h.hexdigest()
 
 
-def save_checkpoint(path, arrays, meta):
-    """Atomically write ``arrays`` (name -> array, any device) and ``meta`` (JSON-able) to ``path``."""
+def save_checkpoint(path: PathLike, arrays: dict, meta: dict) -> None:
+    """Atomically write ``arrays`` (name -> array, any device) and ``meta`` (JSON-able) to
+    ``path``."""
     path = os.fspath(path)
     host = {}
     for name, a in arrays.items():
@@ -77,7 +80,7 @@ def save_checkpoint(path, arrays, meta):
         pass
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: PathLike) -> tuple:
     """Returns ``(arrays, meta)``; raises ``CheckpointError`` with the reason on any problem."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -122,12 +125,12 @@ def load_checkpoint(path):
     return arrays, meta
 
 
-def group(arrays, prefix):
+def group(arrays: dict, prefix: str) -> dict:
     """The entries of one group (``"model"`` -> {"0.weight": ...}), prefix removed."""
     p = prefix + "/"
     return {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)}
 
 
-def flatten(**groups):
+def flatten(**groups) -> dict:
     """{"model": {...}, "optim": {...}} -> {"model/...": ..., "optim/...": ...}."""
     return {f"{g}/{k}": v for g, d in groups.items() if d for k, v in d.items()}

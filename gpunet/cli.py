@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from types import ModuleType
 
 
-def _bool(s):
+def _bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
     if s.lower() in ("0", "false", "no", "off"):
@@ -15,7 +16,7 @@ def _bool(s):
     raise argparse.ArgumentTypeError(f"expected on/off, got {s!r}")
 
 
-def _hidden(s):
+def _hidden(s: str):
     try:
         sizes = [int(v) for v in s.split(",") if v.strip()]
     except ValueError:
@@ -27,7 +28,7 @@ def _hidden(s):
     return sizes
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     from . import init, optim, preprocess
     from .nn import ACTIVATION_LAYERS
     from .run import DATASETS, SCHEDULES, TrainConfig
@@ -127,12 +128,13 @@ def build_parser():
     sub.add_parser(
         "info",
         help="versions, backend, GPU name and memory, which kernel paths work",
-        description="Print versions, the active backend, the GPU (name, memory) and which kernel paths work.",
+        description="Print versions, the active backend, the GPU (name, memory) and which kernel "
+        "paths work.",
     )
     return parser
 
 
-def cmd_train(args):
+def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .run import TrainConfig, run
     from .train import TrainingDiverged
@@ -160,7 +162,7 @@ def cmd_train(args):
     return 0
 
 
-def cmd_info(args):
+def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
     import numba
@@ -172,14 +174,16 @@ def cmd_info(args):
     from .dispatch import numba_cuda_problem
 
     print(
-        f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy {numpy.__version__}  "
+        f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy "
+        f"{numpy.__version__}  "
         f"numba {numba.__version__}"
     )
     cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")
         print(
-            "backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, leaky_relu, gelu, "
+            "backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, "
+            "leaky_relu, gelu, "
             "silu) and the NumPy reference"
         )
         return 0
@@ -200,7 +204,7 @@ def cmd_info(args):
     return 0
 
 
-def _kernel_check(cupy):
+def _kernel_check(cupy: ModuleType):
     """None if a CuPy kernel of gpunet compiles (NVRTC and the CUDA headers must be installed:
     the ``ctk`` extra of cupy-cuda1Nx) and computes the right values here, else why not."""
     from .functional import relu
@@ -215,7 +219,7 @@ def _kernel_check(cupy):
     return None
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return {"train": cmd_train, "info": cmd_info}[args.command](args)
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array, PathLike
+
 from .backend import host_rng
 
 
-def make_spiral(n_per_class=100, n_classes=3, noise=0.2, seed=None):
+def make_spiral(
+    n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2, seed: int | None = None
+) -> tuple:
     """CS231n's spiral: ``n_classes`` interleaved arms of ``n_per_class`` 2-D points each.
 
-    Arm k: r = t, theta = 4 (k + t) + noise * N(0, 1), t in [0, 1]; (x, y) = r (sin theta, cos theta).
-    Returns X (n_per_class * n_classes, 2) float32 and y (same length,) int64. Not linearly separable.
+    Arm k: r = t, theta = 4 (k + t) + noise * N(0, 1), t in [0, 1]; (x, y) = r (sin theta, cos
+    theta).
+    Returns X (n_per_class * n_classes, 2) float32 and y (same length,) int64. Not linearly
+    separable.
     """
     if n_per_class < 1 or n_classes < 2:
         raise ValueError(
@@ -34,14 +40,14 @@ class DatasetError(ValueError):
     """A data file is missing, truncated or not in the expected format."""
 
 
-def split_indices(n, fractions, seed):
+def split_indices(n: int, fractions: tuple, seed: int) -> tuple:
     perm = numpy.random.default_rng(seed).permutation(n)
     n_train = int(round(fractions[0] * n))
     n_val = int(round(fractions[1] * n))
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
-def load_digits(flatten=True):
+def load_digits(flatten: bool = True) -> dict:
     """The handwritten digits that scikit-learn ships (UCI, CC BY 4.0): 1,797 8x8 images of
     gray levels 0..16, 10 classes, bundled with gpunet (no download).
 
@@ -84,7 +90,7 @@ CIFAR10_CLASSES = (
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 
-def _read_cifar_batch(path):
+def _read_cifar_batch(path: PathLike) -> tuple:
     raw = numpy.fromfile(path, dtype=numpy.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
         raise DatasetError(
@@ -99,7 +105,7 @@ def _read_cifar_batch(path):
     return rec[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar10(root, val_size=5000):
+def load_cifar10(root: PathLike, val_size: float = 5000) -> dict:
     """CIFAR-10 from the official *binary* version (cifar-10-batches-bin: data_batch_1..5.bin,
     test_batch.bin) -- the format that needs no unpickling. Returns the same dict as
     ``load_digits`` with X float32 (n, 3, 32, 32) in [0, 255]; the last ``val_size`` training
@@ -137,7 +143,7 @@ def load_cifar10(root, val_size=5000):
 
 
 # ----------------------------------------------------------------------------- MNIST (IDX)
-def _read_idx(path, magic, ndim):
+def _read_idx(path: PathLike, magic: int, ndim: int) -> Array:
     import gzip
     import os
 
@@ -162,7 +168,8 @@ def _read_idx(path, magic, ndim):
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         raise DatasetError(
-            f"{candidate}: magic number {found} is not {magic} (IDX {'images' if ndim == 3 else 'labels'})"
+            f"{candidate}: magic number {found} is not {magic} (IDX "
+            f"{'images' if ndim == 3 else 'labels'})"
         )
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = int(numpy.prod(dims))
@@ -174,13 +181,13 @@ def _read_idx(path, magic, ndim):
     return numpy.frombuffer(data, dtype=numpy.uint8, offset=header).reshape(dims)
 
 
-def load_mnist(root, val_size=5000):
+def load_mnist(root: PathLike, val_size: float = 5000) -> dict:
     """MNIST from its IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
     t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; gzipped or not) in ``root``. Returns the same
     dict as ``load_digits`` with X float32 (n, 1, 28, 28) in [0, 255]."""
     import os
 
-    def pair(prefix):
+    def pair(prefix: str) -> tuple:
         X = _read_idx(os.path.join(root, f"{prefix}-images-idx3-ubyte"), 2051, 3)
         y = _read_idx(os.path.join(root, f"{prefix}-labels-idx1-ubyte"), 2049, 1).astype(
             numpy.int64
@@ -209,7 +216,7 @@ def minibatches(
     n: int,
     batch_size: int,
     shuffle: bool = True,
-    rng=None,
+    rng: numpy.random.Generator | None = None,
     drop_last: bool = False,
     min_size: int = 1,
 ) -> list:

@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
 from .backend import is_cupy_array
@@ -117,7 +118,8 @@ def kernels_for(op: str, *arrays) -> ModuleType:
 
 
 def path_name(op: str, *arrays) -> str:
-    """``"numpy"``, ``"numba-cpu"``, ``"cupy"`` or ``"numba"``: the rules of the module docstring."""
+    """``"numpy"``, ``"numba-cpu"``, ``"cupy"`` or ``"numba"``: the rules of the module
+    docstring."""
     x = arrays[0]
     if is_cupy_array(x):
         return gpu_path(x.size)
@@ -170,7 +172,7 @@ def gpu_path(n_elements: int) -> str:
 
 
 # ----------------------------------------------------------------------------- the switches
-def _checked(name, choices, what):
+def _checked(name: str, choices: tuple, what: str):
     if not isinstance(name, str) or name.lower() not in choices:
         raise ValueError(f"{what} must be one of {choices}, got {name!r}")
     return name.lower()
@@ -208,8 +210,9 @@ def get_cpu_kernels() -> str:
 
 
 @contextlib.contextmanager
-def use_kernels(name: str):
-    """``with use_kernels("numba"): ...`` runs the block on that GPU path, then restores the old one."""
+def use_kernels(name: str) -> Iterator:
+    """``with use_kernels("numba"): ...`` runs the block on that GPU path, then restores the old
+    one."""
     old = get_kernels()
     set_kernels(name)
     try:
@@ -219,7 +222,7 @@ def use_kernels(name: str):
 
 
 @contextlib.contextmanager
-def use_cpu_kernels(name: str):
+def use_cpu_kernels(name: str) -> Iterator:
     """``with use_cpu_kernels("numpy"): ...`` runs the block on that CPU path, then restores."""
     old = get_cpu_kernels()
     set_cpu_kernels(name)
@@ -294,7 +297,7 @@ def _auto_choice(n_elements: int) -> str:
     return "cupy"
 
 
-def save_table(rows, device: str | None = None) -> str:
+def save_table(rows: list, device: str | None = None) -> str:
     """Write ``auto``'s table: rows of (max_elements, path), measured on ``device``."""
     path = table_path()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -19,8 +19,11 @@ ReLU needs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from .backend import get_xp, host_rng
 
@@ -44,18 +47,18 @@ __all__ = [
 ]
 
 
-def _out(values, dtype):
+def _out(values: list, dtype: DTypeLike):
     return get_xp().asarray(numpy.asarray(values, dtype=dtype))
 
 
-def _shape(shape):
+def _shape(shape: tuple):
     shape = (shape,) if isinstance(shape, (int, numpy.integer)) else tuple(int(s) for s in shape)
     if any(s < 0 for s in shape):
         raise ValueError(f"shape must have non-negative sizes, got {shape}")
     return shape
 
 
-def fans(shape):
+def fans(shape: tuple) -> tuple:
     """(fan_in, fan_out) of a weight of this shape (see the module docstring)."""
     shape = _shape(shape)
     if len(shape) < 2:
@@ -68,7 +71,7 @@ def fans(shape):
     return shape[1] * receptive, shape[0] * receptive
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (PyTorch's table): linear, conv*, sigmoid: 1;
     tanh: 5/3; relu: sqrt(2); leaky_relu: sqrt(2 / (1 + slope^2)) (slope = param, default 0.01);
     selu: 3/4."""
@@ -99,49 +102,53 @@ def calculate_gain(nonlinearity, param=None):
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
-def zeros(shape, *, dtype=numpy.float32):
+def zeros(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
     """All zeros. For weights this never breaks symmetry (every unit stays identical)."""
     return _out(numpy.zeros(_shape(shape)), dtype)
 
 
-def constant(shape, value=0.0, *, dtype=numpy.float32):
+def constant(shape: tuple, value: float = 0.0, *, dtype: DTypeLike = numpy.float32) -> Array:
     """All ``value``."""
     return _out(numpy.full(_shape(shape), value), dtype)
 
 
-def normal(shape, std=1.0, mean=0.0, *, dtype=numpy.float32):
+def normal(
+    shape: tuple, std: float = 1.0, mean: float = 0.0, *, dtype: DTypeLike = numpy.float32
+) -> Array:
     """N(mean, std^2)."""
     if std < 0:
         raise ValueError(f"std must be >= 0, got {std}")
     return _out(host_rng().normal(mean, std, size=_shape(shape)), dtype)
 
 
-def uniform(shape, a=0.0, b=1.0, *, dtype=numpy.float32):
+def uniform(
+    shape: tuple, a: float = 0.0, b: float = 1.0, *, dtype: DTypeLike = numpy.float32
+) -> Array:
     """U(a, b)."""
     if not a <= b:
         raise ValueError(f"uniform needs a <= b, got a={a}, b={b}")
     return _out(host_rng().uniform(a, b, size=_shape(shape)), dtype)
 
 
-def small_random(shape, *, dtype=numpy.float32):
+def small_random(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
     """0.01 * N(0, 1): the lecture's first try (fine for small nets, vanishes in deep ones)."""
     return normal(shape, 0.01, dtype=dtype)
 
 
-def xavier_normal(shape, *, gain=1.0, dtype=numpy.float32):
+def xavier_normal(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Glorot & Bengio 2010: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return normal(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype=dtype)
 
 
-def xavier_uniform(shape, *, gain=1.0, dtype=numpy.float32):
+def xavier_uniform(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Glorot & Bengio 2010: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform(shape, -a, a, dtype=dtype)
 
 
-def _kaiming_std(shape, a, mode, nonlinearity):
+def _kaiming_std(shape: tuple, a: float, mode: str, nonlinearity: str) -> float:
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fans(shape)
@@ -149,25 +156,39 @@ def _kaiming_std(shape, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_normal(shape, *, a=0.0, mode="fan_in", nonlinearity="relu", dtype=numpy.float32):
+def kaiming_normal(
+    shape: tuple,
+    *,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    dtype: DTypeLike = numpy.float32,
+) -> Array:
     """He et al. 2015: N(0, std^2), std = gain / sqrt(fan) (gain sqrt(2) for ReLU, so
     std = sqrt(2 / fan_in)); ``a`` is leaky ReLU's slope."""
     return normal(shape, _kaiming_std(shape, a, mode, nonlinearity), dtype=dtype)
 
 
-def kaiming_uniform(shape, *, a=0.0, mode="fan_in", nonlinearity="relu", dtype=numpy.float32):
+def kaiming_uniform(
+    shape: tuple,
+    *,
+    a: float = 0.0,
+    mode: str = "fan_in",
+    nonlinearity: str = "relu",
+    dtype: DTypeLike = numpy.float32,
+) -> Array:
     """He et al. 2015: U(-b, b), b = sqrt(3) * gain / sqrt(fan)."""
     bound = math.sqrt(3.0) * _kaiming_std(shape, a, mode, nonlinearity)
     return uniform(shape, -bound, bound, dtype=dtype)
 
 
-def lecun_normal(shape, *, dtype=numpy.float32):
+def lecun_normal(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
     """LeCun et al. 1998: N(0, 1 / fan_in) (the SELU paper's choice)."""
     fan_in, _ = fans(shape)
     return normal(shape, 1.0 / math.sqrt(fan_in), dtype=dtype)
 
 
-def orthogonal(shape, *, gain=1.0, dtype=numpy.float32):
+def orthogonal(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Saxe et al. 2014: a (semi-)orthogonal matrix from the QR decomposition of a Gaussian one,
     signs fixed so that the distribution is uniform; times ``gain``. Shape (rows, *cols) is
     flattened to (rows, prod(cols))."""
@@ -185,7 +206,15 @@ def orthogonal(shape, *, gain=1.0, dtype=numpy.float32):
     return _out(gain * q.reshape(shape), dtype)
 
 
-def truncated_normal(shape, std=1.0, mean=0.0, a=-2.0, b=2.0, *, dtype=numpy.float32):
+def truncated_normal(
+    shape: tuple,
+    std: float = 1.0,
+    mean: float = 0.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    *,
+    dtype: DTypeLike = numpy.float32,
+) -> Array:
     """N(mean, std^2) restricted to [a, b] (absolute bounds, as PyTorch's trunc_normal_), by
     redrawing the values that fall outside."""
     if not a < b:
@@ -224,7 +253,7 @@ INITIALIZERS = {
 }
 
 
-def get_initializer(init):
+def get_initializer(init: str | Callable) -> Callable:
     """A callable ``(shape, dtype=...) -> array`` from a name in ``INITIALIZERS`` or a callable."""
     if callable(init):
         return init

@@ -15,6 +15,14 @@ AdamW:    p *= 1 - lr wd, then Adam with no weight decay in g   (Loshchilov & Hu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from gpunet.types import Array
+
+if TYPE_CHECKING:
+    from gpunet.optim import Optimizer
+
 import math
 
 import numpy
@@ -27,7 +35,7 @@ class Optimizer:
     _state_names: tuple = ()
     _hyper: tuple = ("lr",)
 
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable, lr: float):
         params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
@@ -41,22 +49,22 @@ class Optimizer:
         self.params, self.lr, self.t = params, float(lr), 0
         self.state = [dict() for _ in params]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def step(self):
+    def step(self) -> None:
         self.t += 1
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
             self._update(p, p.grad, st)
 
-    def _update(self, p, g, st):
+    def _update(self, p: Array, g: Array, st: dict) -> None:
         raise NotImplementedError
 
     # -- checkpoints -------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Flat dict: hyperparameters, step count and per-parameter state as ``state.i.name``."""
         out = {"t": numpy.asarray(self.t)}
         for h in self._hyper:
@@ -66,7 +74,7 @@ class Optimizer:
                 out[f"state.{i}.{name}"] = value
         return out
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.t = int(to_numpy(state["t"]))
         for h in self._hyper:
             if h in state:
@@ -94,7 +102,7 @@ class Optimizer:
         return self
 
 
-def _check_nonneg(**values):
+def _check_nonneg(**values) -> None:
     for k, v in values.items():
         if not (isinstance(v, (int, float)) and v >= 0):
             raise ValueError(f"{k} must be a non-negative number, got {v!r}")
@@ -105,7 +113,15 @@ class SGD(Optimizer):
 
     _hyper = ("lr", "momentum", "weight_decay", "dampening")
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, dampening=0.0):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float | None = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        dampening: float = 0.0,
+    ):
         super().__init__(params, lr)
         _check_nonneg(momentum=momentum, weight_decay=weight_decay, dampening=dampening)
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -117,7 +133,7 @@ class SGD(Optimizer):
             dampening,
         )
 
-    def _update(self, p, g, st):
+    def _update(self, p: Array, g: Array, st: dict) -> None:
         if is_cupy_array(p.data):  # one fused launch (kernels/optim.cuh)
             from gpunet.kernels import cupy_optim
 
@@ -155,7 +171,14 @@ class RMSprop(Optimizer):
     _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum")
 
     def __init__(
-        self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False
+        self,
+        params: Iterable,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float | None = 0.0,
+        centered: bool = False,
     ):
         super().__init__(params, lr)
         _check_nonneg(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
@@ -167,7 +190,7 @@ class RMSprop(Optimizer):
             centered,
         )
 
-    def _update(self, p, g, st):
+    def _update(self, p: Array, g: Array, st: dict) -> None:
         xp = get_array_module(p.data)
         if self.weight_decay:
             g = g + self.weight_decay * p.data
@@ -196,14 +219,21 @@ class Adam(Optimizer):
     _hyper = ("lr", "betas", "eps", "weight_decay")
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         _check_nonneg(eps=eps, weight_decay=weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(float(b) for b in betas), eps, weight_decay
 
-    def _update(self, p, g, st):
+    def _update(self, p: Array, g: Array, st: dict) -> None:
         xp = get_array_module(p.data)
         b1, b2 = self.betas
         if xp is not numpy:  # one fused launch (kernels/optim.cuh)
@@ -247,7 +277,14 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
@@ -259,22 +296,22 @@ class Schedule:
     """Sets ``optimizer.lr = base_lr * factor(t)``; call ``step()`` once per epoch (or per
     iteration, as you define t). ``state_dict`` holds t and base_lr."""
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer):
         self.optimizer, self.base_lr, self.t = optimizer, optimizer.lr, 0
         self.optimizer.lr = self.base_lr * self.factor(0)
 
-    def factor(self, t):
+    def factor(self, t: int) -> float:
         raise NotImplementedError
 
-    def step(self):
+    def step(self) -> None:
         self.t += 1
         self.optimizer.lr = self.base_lr * self.factor(self.t)
         return self.optimizer.lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
         return {"t": numpy.asarray(self.t), "base_lr": numpy.asarray(self.base_lr)}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
         self.t, self.base_lr = int(to_numpy(state["t"])), float(to_numpy(state["base_lr"]))
         self.optimizer.lr = self.base_lr * self.factor(self.t)
 
@@ -282,37 +319,37 @@ class Schedule:
 class StepDecay(Schedule):
     """lr = base * gamma ** (t // step_size)."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         self.step_size, self.gamma = int(step_size), gamma
         super().__init__(optimizer)
 
-    def factor(self, t):
+    def factor(self, t: int) -> float:
         return self.gamma ** (t // self.step_size)
 
 
 class ExponentialDecay(Schedule):
     """lr = base * gamma ** t."""
 
-    def __init__(self, optimizer, gamma):
+    def __init__(self, optimizer: Optimizer, gamma: float):
         self.gamma = gamma
         super().__init__(optimizer)
 
-    def factor(self, t):
+    def factor(self, t: int) -> float:
         return self.gamma**t
 
 
 class CosineAnnealing(Schedule):
     """lr = eta_min + (base - eta_min) (1 + cos(pi t / T_max)) / 2, constant eta_min after T_max."""
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0):
         if T_max < 1:
             raise ValueError(f"T_max must be >= 1, got {T_max}")
         self.T_max, self.eta_min = int(T_max), eta_min
         super().__init__(optimizer)
 
-    def factor(self, t):
+    def factor(self, t: int) -> float:
         t = min(t, self.T_max)
         lr = (
             self.eta_min
@@ -325,13 +362,15 @@ class LinearWarmup(Schedule):
     """lr rises linearly from start_factor * base to base over ``warmup`` steps, then follows
     ``after`` (another schedule's factor, shifted by ``warmup``) or stays at base."""
 
-    def __init__(self, optimizer, warmup, start_factor=0.1, after=None):
+    def __init__(
+        self, optimizer: Optimizer, warmup: int, start_factor: float = 0.1, after: int | None = None
+    ):
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {warmup}")
         self.warmup, self.start_factor, self.after = int(warmup), start_factor, after
         super().__init__(optimizer)
 
-    def factor(self, t):
+    def factor(self, t: int) -> float:
         if t < self.warmup:
             return self.start_factor + (1 - self.start_factor) * t / self.warmup
         return self.after.factor(t - self.warmup) if self.after is not None else 1.0

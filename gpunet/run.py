@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from gpunet.types import PathLike
 
 from . import backend, datasets, nn, optim, preprocess
 from .checkpoint import group, load_checkpoint
@@ -43,7 +46,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool | None = None
 
-    def validate(self):
+    def validate(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset in ("cifar10", "mnist") and not self.data_dir:
@@ -54,13 +57,15 @@ class TrainConfig:
             )
         if self.preprocess not in preprocess.PREPROCESSORS:
             raise ValueError(
-                f"preprocess must be one of {sorted(preprocess.PREPROCESSORS)}, got {self.preprocess!r}"
+                f"preprocess must be one of {sorted(preprocess.PREPROCESSORS)}, got "
+                f"{self.preprocess!r}"
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
-                f"need lr > 0, epochs >= 1, batch_size >= 1; got {self.lr}, {self.epochs}, {self.batch_size}"
+                f"need lr > 0, epochs >= 1, batch_size >= 1; got {self.lr}, {self.epochs}, "
+                f"{self.batch_size}"
             )
         return self
 
@@ -73,7 +78,7 @@ SCHEDULES = {
 }
 
 
-def load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig) -> dict:
     """The configured data set as a dict of train/val/test arrays (flattened for an MLP)."""
     if cfg.dataset == "digits":
         data = datasets.load_digits()
@@ -95,7 +100,7 @@ def load_data(cfg: TrainConfig):
     return {k: (v.reshape(len(v), -1) if k.startswith("X") else v) for k, v in data.items()}
 
 
-def _optimizer(cfg, params):
+def _optimizer(cfg: TrainConfig, params: Iterable):
     cls = optim.OPTIMIZERS[cfg.optimizer]
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.optimizer in ("sgd", "rmsprop"):
@@ -103,7 +108,7 @@ def _optimizer(cfg, params):
     return cls(params, **kwargs)
 
 
-def run(cfg: TrainConfig):
+def run(cfg: TrainConfig) -> dict:
     """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor. With
     ``cfg.out`` set, writes config.json, history.json/.csv, curves.png and checkpoint.npz
     (model + optimizer + schedule + preprocessing + history, resumable with ``cfg.resume``)."""
@@ -180,7 +185,7 @@ def train_and_evaluate(cfg: TrainConfig) -> float:
     return run(cfg)["val_acc"]
 
 
-def load_preprocessor(path):
+def load_preprocessor(path: PathLike) -> preprocess.Transform:
     """The fitted preprocessing saved in a checkpoint by ``run`` (or None)."""
     arrays, meta = load_checkpoint(path)
     name = meta.get("preprocess")

@@ -46,7 +46,8 @@ def generated_source() -> str:
         for name, code in ACTIVATION_CODES.items()
     ]
     lines += [
-        f"__device__ __forceinline__ double gpunet_{name.lower()}() {{ return {CONSTANTS[name]!r}; }}"
+        f"__device__ __forceinline__ double gpunet_{name.lower()}() "
+        f"{{ return {CONSTANTS[name]!r}; }}"
         for name in ("SELU_ALPHA", "SELU_SCALE")
     ]
     lines.append("#endif  // GPUNET_GENERATED_CUH")

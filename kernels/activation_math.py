@@ -13,29 +13,41 @@ from __future__ import annotations
 
 import math
 import types
+from collections.abc import Callable
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 #: Every constant the formulas use, by name: ``compile_all`` gives each compiled copy of the
 #: functions these values in the dtype it is compiled for, so that float32 math stays float32
 #: (a bare Python literal such as 0.5 is a float64 to Numba and promotes the whole expression).
+ZERO, ONE, HALF, TEN, THREE = 0.0, 1.0, 0.5, 10.0, 3.0
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+SQRT1_2 = 0.70710678118654752440
+INV_SQRT_2PI = 0.39894228040143267794
+SQRT_2_OVER_PI = 0.79788456080286535588
+GELU_TANH_K = 0.044715
 CONSTANTS = {
-    "ZERO": 0.0,
-    "ONE": 1.0,
-    "HALF": 0.5,
-    "TEN": 10.0,
-    "THREE": 3.0,
-    "SELU_ALPHA": 1.6732632423543772848170429916717,
-    "SELU_SCALE": 1.0507009873554804934193349852946,
-    "SQRT1_2": 0.70710678118654752440,
-    "INV_SQRT_2PI": 0.39894228040143267794,
-    "SQRT_2_OVER_PI": 0.79788456080286535588,
-    "GELU_TANH_K": 0.044715,
+    name: globals()[name]
+    for name in (
+        "ZERO",
+        "ONE",
+        "HALF",
+        "TEN",
+        "THREE",
+        "SELU_ALPHA",
+        "SELU_SCALE",
+        "SQRT1_2",
+        "INV_SQRT_2PI",
+        "SQRT_2_OVER_PI",
+        "GELU_TANH_K",
+    )
 }
-globals().update(CONSTANTS)  # the plain Python versions (float64) are usable as they are
 
 
-def kink(x, left):
+def kink(x: Array, left: Array) -> float:
     if x > ZERO:
         return ONE
     if x <= ZERO:
@@ -43,48 +55,48 @@ def kink(x, left):
     return x  # NaN
 
 
-def sigmoid_fwd(x, a, b):
+def sigmoid_fwd(x: Array, a: float, b: float) -> float:
     if x >= ZERO:
         return ONE / (ONE + math.exp(-x))
     e = math.exp(x)
     return e / (ONE + e)
 
 
-def sigmoid_bwd(dy, x, a, b):
+def sigmoid_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     s = sigmoid_fwd(x, a, b)
     return dy * s * (ONE - s)
 
 
-def tanh_fwd(x, a, b):
+def tanh_fwd(x: Array, a: float, b: float) -> float:
     return math.tanh(x)
 
 
-def tanh_bwd(dy, x, a, b):
+def tanh_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     t = math.tanh(x)
     return dy * (ONE - t * t)
 
 
-def relu_fwd(x, a, b):
+def relu_fwd(x: Array, a: float, b: float) -> float:
     return ZERO if x < ZERO else x
 
 
-def relu_bwd(dy, x, a, b):
+def relu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     return dy * kink(x, ZERO)
 
 
-def leaky_relu_fwd(x, a, b):
+def leaky_relu_fwd(x: Array, a: float, b: float) -> float:
     return x if x > ZERO else a * x
 
 
-def leaky_relu_bwd(dy, x, a, b):
+def leaky_relu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     return dy * kink(x, a)
 
 
-def elu_fwd(x, a, b):
+def elu_fwd(x: Array, a: float, b: float) -> float:
     return x if x > ZERO else a * math.expm1(x)
 
 
-def elu_bwd(dy, x, a, b):
+def elu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     if x > ZERO:
         return dy
     if x <= ZERO:
@@ -92,21 +104,21 @@ def elu_bwd(dy, x, a, b):
     return x
 
 
-def selu_fwd(x, a, b):
+def selu_fwd(x: Array, a: float, b: float) -> Array:
     return SELU_SCALE * elu_fwd(x, SELU_ALPHA, ZERO)
 
 
-def selu_bwd(dy, x, a, b):
+def selu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     return SELU_SCALE * elu_bwd(dy, x, SELU_ALPHA, ZERO)
 
 
-def gelu_fwd(x, a, b):
+def gelu_fwd(x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return x if x > ZERO else ZERO
     return HALF * x * (ONE + math.erf(x * SQRT1_2))
 
 
-def gelu_bwd(dy, x, a, b):
+def gelu_bwd(dy: Array, x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return dy if x > ZERO else ZERO
     cdf = HALF * (ONE + math.erf(x * SQRT1_2))
@@ -114,14 +126,14 @@ def gelu_bwd(dy, x, a, b):
     return dy * (cdf + x * pdf)
 
 
-def gelu_tanh_fwd(x, a, b):
+def gelu_tanh_fwd(x: Array, a: float, b: float) -> float:
     if abs(x) > TEN:
         return x if x > ZERO else ZERO
     inner = SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)
     return HALF * x * (ONE + math.tanh(inner))
 
 
-def gelu_tanh_bwd(dy, x, a, b):
+def gelu_tanh_bwd(dy: Array, x: Array, a: float, b: float) -> float:
     if abs(x) > TEN:
         return dy if x > ZERO else ZERO
     x2 = x * x
@@ -130,12 +142,12 @@ def gelu_tanh_bwd(dy, x, a, b):
     return dy * (HALF * (ONE + t) + HALF * x * (ONE - t * t) * dinner)
 
 
-def softplus_fwd(x, a, b):
+def softplus_fwd(x: Array, a: float, b: float) -> float:
     z = x * a
     return x if z > b else math.log1p(math.exp(z)) / a
 
 
-def softplus_bwd(dy, x, a, b):
+def softplus_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     z = x * a
     if z > b:
         return dy
@@ -143,13 +155,13 @@ def softplus_bwd(dy, x, a, b):
     return dy * e / (e + ONE)
 
 
-def silu_fwd(x, a, b):
+def silu_fwd(x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return x if x > ZERO else ZERO
     return x * sigmoid_fwd(x, a, b)
 
 
-def silu_bwd(dy, x, a, b):
+def silu_bwd(dy: Array, x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return dy if x > ZERO else ZERO
     s = sigmoid_fwd(x, a, b)
@@ -194,7 +206,7 @@ NAMES = (
 )
 
 
-def compile_all(jit, dtype=numpy.float64):
+def compile_all(jit: Callable, dtype: DTypeLike = numpy.float64) -> dict:
     """{name: jit(function)} for every function of ORDER, with CONSTANTS in ``dtype``; calls
     between them go to the compiled versions (each copy of a function gets a namespace holding the
     typed constants and what was compiled before it)."""

@@ -6,8 +6,12 @@ for the cores (see cpu_batchnorm.py). Kernels are compiled per function and dtyp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from . import activation_math
 
@@ -18,21 +22,21 @@ DEVICE_BY_DTYPE = {
 _KERNELS: dict = {}
 
 
-def _make(dev_fwd, dev_bwd):
+def _make(dev_fwd: Callable, dev_bwd: Callable) -> tuple:
     @numba.njit(nogil=True)
-    def fwd(x, y, a, b):
+    def fwd(x: Array, y: Array, a: float, b: float) -> None:
         for i in range(x.size):
             y[i] = dev_fwd(x[i], a, b)
 
     @numba.njit(nogil=True)
-    def bwd(dy, x, dx, a, b):
+    def bwd(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
         for i in range(x.size):
             dx[i] = dev_bwd(dy[i], x[i], a, b)
 
     return fwd, bwd
 
 
-def _kernels(name, dtype):
+def _kernels(name: str, dtype: DTypeLike):
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
@@ -40,7 +44,7 @@ def _kernels(name, dtype):
     return _KERNELS[key]
 
 
-def forward(name, x, a=0.0, b=0.0):
+def forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """f(x) for a C-contiguous float32/float64 array."""
     y = numpy.empty_like(x)
     st = x.dtype.type
@@ -48,7 +52,7 @@ def forward(name, x, a=0.0, b=0.0):
     return y
 
 
-def backward(name, dy, x, a=0.0, b=0.0):
+def backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """dy * f'(x) for C-contiguous arrays of one shape and dtype."""
     dx = numpy.empty_like(x)
     st = x.dtype.type

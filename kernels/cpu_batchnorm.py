@@ -16,9 +16,13 @@ top (gpunet/functional/batchnorm.py decides).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy
 from numba import prange
+
+from gpunet.types import Array
 
 #: Below this many values the serial versions run. Waking threads costs more than it saves on
 #: small tensors, and inside a training step the OpenMP threads (which spin after each parallel
@@ -28,11 +32,11 @@ from numba import prange
 PARALLEL_MIN = 1 << 22
 
 
-def _parts(N):
+def _parts(N: int) -> int:
     return max(1, min(N, 4 * numba.get_num_threads()))
 
 
-def _compiled(fn):
+def _compiled(fn: Callable) -> tuple:
     """(serial, parallel) njit versions of one function (prange is range in the serial one).
     Only the serial one is cached on disk: Numba's cache is keyed by the function's source
     location, so a cached parallel build of the same function would collide with it."""
@@ -50,13 +54,13 @@ def set_threads(mode: str) -> None:
     _threads["mode"] = mode
 
 
-def _pick(kernels, x3):
+def _pick(kernels: tuple, x3: Array) -> Array:
     mode = _threads["mode"]
     return kernels[mode == "parallel" or (mode == "auto" and x3.size >= PARALLEL_MIN)]
 
 
 @numba.njit(cache=True)
-def _merge_chunks(cnt, mean, m2):
+def _merge_chunks(cnt: Array, mean: Array, m2: Array) -> tuple:
     """Chan's merge of per-chunk (count, mean, M2) rows, in order -> per-channel totals."""
     C = mean.shape[1]
     out_mean = numpy.zeros(C)
@@ -75,7 +79,7 @@ def _merge_chunks(cnt, mean, m2):
     return out_mean, out_m2, total
 
 
-def _stats(x, parts):
+def _stats(x: Array, parts: int) -> tuple:
     N, C, S = x.shape
     cnt = numpy.zeros(parts)
     mean = numpy.zeros((parts, C))
@@ -106,7 +110,7 @@ def _stats(x, parts):
     return _merge_chunks(cnt, mean, m2)
 
 
-def _apply(x, y, mean, scale, shift, relu):
+def _apply(x: Array, y: Array, mean: Array, scale: Array, shift: Array, relu: bool) -> None:
     N, C, S = x.shape
     for n in prange(N):
         for c in range(C):
@@ -118,7 +122,16 @@ def _apply(x, y, mean, scale, shift, relu):
                 y[n, c, s] = z
 
 
-def _bwd_sums(dy, x, mean, invstd, gamma, beta, relu, parts):
+def _bwd_sums(
+    dy: Array,
+    x: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    relu: bool,
+    parts: int,
+) -> tuple:
     N, C, S = x.shape
     s0 = numpy.zeros((parts, C))
     s1 = numpy.zeros((parts, C))
@@ -141,7 +154,20 @@ def _bwd_sums(dy, x, mean, invstd, gamma, beta, relu, parts):
     return s0.sum(axis=0), s1.sum(axis=0)
 
 
-def _dx(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m):
+def _dx(
+    dy: Array,
+    x: Array,
+    dx: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    relu: bool,
+    dbeta: Array,
+    dgamma: Array,
+    batch_stats: bool,
+    inv_m: float,
+) -> None:
     N, C, S = x.shape
     for n in prange(N):
         for c in range(C):
@@ -164,7 +190,7 @@ def _dx(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, 
 ROWS_PER_CHUNK = 32
 
 
-def _stats_rows(x, parts):
+def _stats_rows(x: Array, parts: int) -> tuple:
     N, C = x.shape
     rows = (N + parts - 1) // parts
     cnt = numpy.zeros(parts)
@@ -192,7 +218,7 @@ def _stats_rows(x, parts):
     return _merge_chunks(cnt, mean, m2)
 
 
-def _apply_rows(x, y, mean, scale, shift, relu):
+def _apply_rows(x: Array, y: Array, mean: Array, scale: Array, shift: Array, relu: bool) -> None:
     N, C = x.shape
     for n in prange(N):
         for c in range(C):
@@ -200,7 +226,16 @@ def _apply_rows(x, y, mean, scale, shift, relu):
             y[n, c] = 0.0 if relu and z < 0 else z
 
 
-def _bwd_sums_rows(dy, x, mean, invstd, gamma, beta, relu, parts):
+def _bwd_sums_rows(
+    dy: Array,
+    x: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    relu: bool,
+    parts: int,
+) -> tuple:
     N, C = x.shape
     rows = (N + parts - 1) // parts
     s0 = numpy.zeros((parts, C))
@@ -217,7 +252,20 @@ def _bwd_sums_rows(dy, x, mean, invstd, gamma, beta, relu, parts):
     return s0.sum(axis=0), s1.sum(axis=0)
 
 
-def _dx_rows(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m):
+def _dx_rows(
+    dy: Array,
+    x: Array,
+    dx: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    relu: bool,
+    dbeta: Array,
+    dgamma: Array,
+    batch_stats: bool,
+    inv_m: float,
+) -> None:
     N, C = x.shape
     for n in prange(N):
         for c in range(C):
@@ -242,32 +290,33 @@ _ROWS = {
 }
 
 
-def _kernel(name, x3):
-    """The (serial, parallel)-picked kernel for x3's layout: rows kernels on 2-D views for S == 1."""
+def _kernel(name: str, x3: Array) -> Array:
+    """The (serial, parallel)-picked kernel for x3's layout: rows kernels on 2-D views for S ==
+    1."""
     if x3.shape[2] == 1:
         return _pick(_ROWS[name], x3)
     return _pick({"stats": _STATS, "apply": _APPLY, "bwd_sums": _BWD_SUMS, "dx": _DX}[name], x3)
 
 
-def _view(a):
+def _view(a: float):
     return a.reshape(a.shape[0], a.shape[1]) if a.shape[2] == 1 else a
 
 
-def _row_parts(x3):
+def _row_parts(x3: Array):
     N = x3.shape[0]
     if x3.shape[2] == 1:
         return max(1, -(-N // ROWS_PER_CHUNK))
     return _parts(N)
 
 
-def stats(x3):
+def stats(x3: Array) -> tuple:
     """(mean, biased var, unbiased var) per channel, float64."""
     mean, m2, count = _kernel("stats", x3)(_view(x3), _row_parts(x3))
     var = m2 / count
     return mean, var, (m2 / (count - 1) if count > 1 else var)
 
 
-def apply(x3, mean, invstd, gamma, beta, relu):
+def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu: bool) -> Array:
     """y = act((x - mean) * gamma * invstd + beta), in x's dtype."""
     dt = x3.dtype
     scale = (invstd if gamma is None else gamma * invstd).astype(dt)
@@ -277,7 +326,16 @@ def apply(x3, mean, invstd, gamma, beta, relu):
     return y
 
 
-def backward(dy3, x3, mean, invstd, gamma, beta, relu, batch_stats):
+def backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    relu: bool,
+    batch_stats: bool,
+) -> tuple:
     """(dx, dgamma, dbeta) with float64 sums."""
     dt = x3.dtype
     C = x3.shape[1]

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import cupy
 
+from gpunet.types import Array, DTypeLike
+
 from . import elementwise_ops, unit_source
 
 BLOCK = 256
 
 
 @cupy.memoize(for_each_device=True)
-def _elementwise_kernels(name: str):
+def _elementwise_kernels(name: str) -> tuple:
     fwd, bwd = elementwise_ops.activation_ops(name)
     return elementwise_ops.make_kernel(cupy, fwd), elementwise_ops.make_kernel(cupy, bwd)
 
 
 @cupy.memoize(for_each_device=True)
-def _module():
+def _module() -> Array:
     return cupy.RawModule(code=unit_source("activations"), options=("-std=c++14",))
 
 
@@ -38,7 +40,7 @@ def _kernel(name: str):
     return _module().get_function(name)
 
 
-def _ctype(dtype) -> str:
+def _ctype(dtype: DTypeLike) -> str:
     return "float" if dtype == cupy.float32 else "double"
 
 
@@ -50,21 +52,21 @@ def vectorizable(*arrays) -> bool:
     )
 
 
-def _vector_grid(n: int, dtype):
+def _vector_grid(n: int, dtype: DTypeLike) -> tuple:
     lanes = 4 if dtype == cupy.float32 else 2
     threads = n // lanes + 1  # + 1: the tail thread
     return ((threads + BLOCK - 1) // BLOCK,), (BLOCK,)
 
 
-def elementwise_forward(name, x, a=0.0, b=0.0):
+def elementwise_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     return _elementwise_kernels(name)[0](x, a, b)
 
 
-def elementwise_backward(name, dy, x, a=0.0, b=0.0):
+def elementwise_backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     return _elementwise_kernels(name)[1](dy, x, a, b)
 
 
-def vector_forward(name, x, a=0.0, b=0.0):
+def vector_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     y = cupy.empty_like(x)
     if x.size:
         st = x.dtype.type
@@ -75,7 +77,7 @@ def vector_forward(name, x, a=0.0, b=0.0):
     return y
 
 
-def vector_backward(name, dy, x, a=0.0, b=0.0):
+def vector_backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     dx = cupy.empty_like(x)
     if x.size:
         st = x.dtype.type
@@ -86,11 +88,11 @@ def vector_backward(name, dy, x, a=0.0, b=0.0):
     return dx
 
 
-def _grid(n: int):
+def _grid(n: int) -> tuple:
     return ((n + BLOCK - 1) // BLOCK,), (BLOCK,)
 
 
-def prelu_forward(x, w, channels: int, inner: int):
+def prelu_forward(x: Array, w: Array, channels: int, inner: int) -> Array:
     """x contiguous, w contiguous of length ``channels``."""
     y = cupy.empty_like(x)
     if x.size:
@@ -100,7 +102,7 @@ def prelu_forward(x, w, channels: int, inner: int):
     return y
 
 
-def prelu_backward(dy, x, w, channels: int, inner: int):
+def prelu_backward(dy: Array, x: Array, w: Array, channels: int, inner: int) -> tuple:
     """Returns (dx, dw_elem) where dw_elem[j] = x[j] * dy[j] where x[j] <= 0, else 0."""
     dx, dw_elem = cupy.empty_like(x), cupy.empty_like(x)
     if x.size:
@@ -111,7 +113,7 @@ def prelu_backward(dy, x, w, channels: int, inner: int):
     return dx, dw_elem
 
 
-def maxout_forward(x, out_shape, pieces: int, inner: int):
+def maxout_forward(x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
     y = cupy.empty(out_shape, dtype=x.dtype)
     if y.size:
         _kernel(f"maxout_fwd_{_ctype(x.dtype)}")(
@@ -120,7 +122,7 @@ def maxout_forward(x, out_shape, pieces: int, inner: int):
     return y
 
 
-def maxout_backward(dy, x, pieces: int, inner: int):
+def maxout_backward(dy: Array, x: Array, pieces: int, inner: int) -> Array:
     dx = cupy.empty_like(x)
     if dy.size:
         _kernel(f"maxout_bwd_{_ctype(x.dtype)}")(

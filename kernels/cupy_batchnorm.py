@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import cupy
 
+from gpunet.types import Array, DTypeLike
+
 from . import unit_source
 
 THREADS = 256  # GPUNET_BN_THREADS
@@ -19,12 +21,12 @@ _counters: dict = {}
 
 
 @cupy.memoize(for_each_device=True)
-def _module():
+def _module() -> Array:
     return cupy.RawModule(code=unit_source("batchnorm"), options=("-std=c++14",))
 
 
 @cupy.memoize(for_each_device=True)
-def _kernel(name, dtype):
+def _kernel(name: str, dtype: DTypeLike):
     """The compiled function, looked up once per device (not once per launch)."""
     return _module().get_function(f"{name}_{'float' if dtype == cupy.float32 else 'double'}")
 
@@ -35,7 +37,7 @@ def _target_blocks():
     return BLOCKS_PER_SM * sms
 
 
-def _counter_buffer(n):
+def _counter_buffer(n: int):
     """Zeroed per-group arrival counters; the last block of each group resets its counter to 0.
     One buffer per (device, stream) so that concurrent streams never share a counter."""
     key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
@@ -46,18 +48,18 @@ def _counter_buffer(n):
     return buf
 
 
-def _ceil(a, b):
+def _ceil(a: float, b: float):
     return -(-a // b)
 
 
-def _split(total, groups, min_per_block):
+def _split(total: int, groups: int, min_per_block: int) -> tuple:
     """(nparts, chunk): split ``total`` values of each of ``groups`` groups into enough blocks."""
     nparts = max(1, min(_ceil(_target_blocks(), max(groups, 1)), _ceil(total, min_per_block)))
     chunk = max(1, _ceil(total, nparts))
     return _ceil(total, chunk) if total else 1, chunk
 
 
-def _reduce_launch(x3):
+def _reduce_launch(x3: Array) -> tuple:
     """Grid, block and (nparts, chunk, counter groups) for a per-channel reduction over x3."""
     N, C, S = x3.shape
     if S == 1:
@@ -68,12 +70,12 @@ def _reduce_launch(x3):
     return (C, nparts), (THREADS,), nparts, chunk, C
 
 
-def _elementwise_grid(n, dtype):
+def _elementwise_grid(n: int, dtype: DTypeLike) -> tuple:
     lanes = 4 if dtype == cupy.float32 else 2
     return (_ceil(n // lanes + 1, THREADS),), (THREADS,)
 
 
-def stats(x3, running_mean, running_var, factor, eps):
+def stats(x3: Array, running_mean: Array, running_var: Array, factor: float, eps: float) -> tuple:
     """Batch mean and inverse std per channel; running statistics updated in place if given."""
     N, C, S = x3.shape
     dt = x3.dtype
@@ -129,7 +131,17 @@ def stats(x3, running_mean, running_var, factor, eps):
     return mean, invstd
 
 
-def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, act_a, eps):
+def apply(
+    x3: Array,
+    mean: Array,
+    var_or_invstd: Array,
+    is_var: bool,
+    gamma: Array,
+    beta: Array,
+    act: int,
+    act_a: float,
+    eps: float,
+) -> Array:
     """y = act((x - mean) * gamma * invstd + beta); invstd = 1/sqrt(var + eps) when is_var."""
     N, C, S = x3.shape
     y = cupy.empty_like(x3)
@@ -157,7 +169,17 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act, act_a, eps):
     return y
 
 
-def backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
+def backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act: int,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
     """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel."""
     N, C, S = x3.shape
     dt = x3.dtype

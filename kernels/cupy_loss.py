@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import cupy
 
+from gpunet.types import Array
+
 from . import unit_source
 
 THREADS = 128  # GPUNET_LOSS_THREADS
@@ -11,17 +13,17 @@ MAX_BLOCKS = 65535
 
 
 @cupy.memoize(for_each_device=True)
-def _module():
+def _module() -> Array:
     return cupy.RawModule(code=unit_source("loss"), options=("-std=c++14",))
 
 
 @cupy.memoize(for_each_device=True)
-def _kernel(name):
+def _kernel(name: str):
     """The compiled function, looked up once per device (not once per launch)."""
     return _module().get_function(name)
 
 
-def softmax_cross_entropy(scores, y):
+def softmax_cross_entropy(scores: Array, y: Array) -> tuple:
     """(mean loss as a 0-d array, dscores) for contiguous float scores (N, C), int labels (N,)."""
     N, C = scores.shape
     if N == 0:  # the mean of no rows is NaN, as NumPy's; and no zero-sized grid to launch

@@ -8,6 +8,10 @@ functions they call (an extern "C" kernel of the same name would clash with the 
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from gpunet.types import Array
+
 ACTIVATION_KERNELS = (
     "sigmoid",
     "tanh",
@@ -22,7 +26,7 @@ ACTIVATION_KERNELS = (
 )
 
 
-def activation_ops(name):
+def activation_ops(name: str) -> tuple:
     """(forward, backward) definitions for activation ``name``."""
     fwd = (
         "T x, float64 a, float64 b",
@@ -57,7 +61,8 @@ OPTIM_OPS = {
         ("optim.cuh",),
     ),
     "adam": (
-        "T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 wd, float64 bc1, float64 bc2, "
+        "T g, float64 lr, float64 b1, float64 b2, float64 eps, float64 wd, float64 bc1, float64 "
+        "bc2, "
         "int32 decoupled",
         "T p, T m, T v",
         "gpunet_adam_update(g, p, m, v, lr, b1, b2, eps, wd, bc1, bc2, decoupled)",
@@ -67,13 +72,13 @@ OPTIM_OPS = {
 }
 
 
-def all_ops():
+def all_ops() -> list:
     """Every ElementwiseKernel definition, for the compile test."""
     ops = [op for name in ACTIVATION_KERNELS for op in activation_ops(name)]
     return ops + list(OPTIM_OPS.values())
 
 
-def make_kernel(cupy, definition):
+def make_kernel(cupy: ModuleType, definition: tuple) -> Array:
     """A cupy.ElementwiseKernel from one definition."""
     from . import read_source
 

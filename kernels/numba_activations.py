@@ -1,6 +1,8 @@
-"""Numba CUDA kernels for the activation functions: the second GPU path, held to the CuPy one by tests.
+"""Numba CUDA kernels for the activation functions: the second GPU path, held to the CuPy one by
+tests.
 
-The device functions are activation_math.py compiled for CUDA (the same math as ``activations.cuh``).
+The device functions are activation_math.py compiled for CUDA (the same math as
+``activations.cuh``).
 Kernels work on flat contiguous arrays; each thread handles ``ILP`` elements strided by the block
 size, so that loads stay coalesced and several are in flight per thread.
 
@@ -11,8 +13,11 @@ On a GPU they take CuPy arrays without a host sync and run on CuPy's current str
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from . import activation_math
 from .numba_support import cuda, launch
@@ -30,9 +35,9 @@ DEVICE = DEVICE_BY_DTYPE[numpy.float64]
 leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bwd"]
 
 
-def _make_forward(dev):
+def _make_forward(dev: Callable):
     @cuda.jit
-    def kernel(x, y, a, b):
+    def kernel(x: Array, y: Array, a: float, b: float) -> None:
         start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
         for k in range(ILP):
             i = start + k * cuda.blockDim.x
@@ -42,9 +47,9 @@ def _make_forward(dev):
     return kernel
 
 
-def _make_backward(dev):
+def _make_backward(dev: Callable):
     @cuda.jit
-    def kernel(dy, x, dx, a, b):
+    def kernel(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
         start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
         for k in range(ILP):
             i = start + k * cuda.blockDim.x
@@ -57,7 +62,7 @@ def _make_backward(dev):
 _KERNELS: dict = {}
 
 
-def _kernels(name, dtype):
+def _kernels(name: str, dtype: DTypeLike):
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
@@ -68,31 +73,33 @@ def _kernels(name, dtype):
     return _KERNELS[key]
 
 
-def _blocks(n):
+def _blocks(n: int):
     return max(1, (n + BLOCK * ILP - 1) // (BLOCK * ILP))
 
 
-def forward(name, x, y, a=0.0, b=0.0):
+def forward(name: str, x: Array, y: Array, a: float = 0.0, b: float = 0.0) -> None:
     """y[:] = f(x) for flat contiguous x, y (CuPy arrays on a GPU, NumPy in the simulator)."""
     st = x.dtype.type
     launch(_kernels(name, x.dtype)[0], _blocks(x.size), BLOCK, x, y, st(a), st(b))
 
 
-def backward(name, dy, x, dx, a=0.0, b=0.0):
+def backward(name: str, dy: Array, x: Array, dx: Array, a: float = 0.0, b: float = 0.0) -> None:
     """dx[:] = dy * f'(x) for flat contiguous arrays."""
     st = x.dtype.type
     launch(_kernels(name, x.dtype)[1], _blocks(x.size), BLOCK, dy, x, dx, st(a), st(b))
 
 
 @cuda.jit
-def _prelu_fwd(x, w, y, channels, inner):
+def _prelu_fwd(x: Array, w: Array, y: Array, channels: int, inner: int) -> None:
     i = cuda.grid(1)
     if i < x.size:
         y[i] = leaky_relu_fwd(x[i], w[(i // inner) % channels], 0.0)
 
 
 @cuda.jit
-def _prelu_bwd(dy, x, w, dx, dw_elem, channels, inner):
+def _prelu_bwd(
+    dy: Array, x: Array, w: Array, dx: Array, dw_elem: Array, channels: int, inner: int
+) -> None:
     i = cuda.grid(1)
     if i < x.size:
         xv = x[i]
@@ -100,11 +107,13 @@ def _prelu_bwd(dy, x, w, dx, dw_elem, channels, inner):
         dw_elem[i] = 0.0 if xv > 0 else xv * dy[i]
 
 
-def prelu_forward(x, w, y, channels, inner):
+def prelu_forward(x: Array, w: Array, y: Array, channels: int, inner: int) -> None:
     launch(_prelu_fwd, max(1, (x.size + BLOCK - 1) // BLOCK), BLOCK, x, w, y, channels, inner)
 
 
-def prelu_backward(dy, x, w, dx, dw_elem, channels, inner):
+def prelu_backward(
+    dy: Array, x: Array, w: Array, dx: Array, dw_elem: Array, channels: int, inner: int
+) -> None:
     launch(
         _prelu_bwd,
         max(1, (x.size + BLOCK - 1) // BLOCK),
@@ -120,7 +129,7 @@ def prelu_backward(dy, x, w, dx, dw_elem, channels, inner):
 
 
 @cuda.jit(device=True)
-def _maxout_winner(x, base, pieces, inner):
+def _maxout_winner(x: Array, base: int, pieces: int, inner: int):
     win = 0
     best = x[base]
     for k in range(1, pieces):
@@ -134,7 +143,7 @@ def _maxout_winner(x, base, pieces, inner):
 
 
 @cuda.jit
-def _maxout_fwd(x, y, pieces, inner):
+def _maxout_fwd(x: Array, y: Array, pieces: int, inner: int) -> None:
     o = cuda.grid(1)
     if o < y.size:
         base = (o // inner) * pieces * inner + o % inner
@@ -142,7 +151,7 @@ def _maxout_fwd(x, y, pieces, inner):
 
 
 @cuda.jit
-def _maxout_bwd(dy, x, dx, pieces, inner):
+def _maxout_bwd(dy: Array, x: Array, dx: Array, pieces: int, inner: int) -> None:
     o = cuda.grid(1)
     if o < dy.size:
         base = (o // inner) * pieces * inner + o % inner
@@ -151,10 +160,10 @@ def _maxout_bwd(dy, x, dx, pieces, inner):
             dx[base + k * inner] = dy[o] if k == win else 0.0
 
 
-def maxout_forward(x, y, pieces, inner):
+def maxout_forward(x: Array, y: Array, pieces: int, inner: int) -> None:
     """Flat contiguous x of (outer, C, pieces, inner) -> flat y of (outer, C, inner)."""
     launch(_maxout_fwd, max(1, (y.size + BLOCK - 1) // BLOCK), BLOCK, x, y, pieces, inner)
 
 
-def maxout_backward(dy, x, dx, pieces, inner):
+def maxout_backward(dy: Array, x: Array, dx: Array, pieces: int, inner: int) -> None:
     launch(_maxout_bwd, max(1, (dy.size + BLOCK - 1) // BLOCK), BLOCK, dy, x, dx, pieces, inner)

@@ -12,6 +12,8 @@ import math
 
 import numpy
 
+from gpunet.types import Array
+
 from . import ACTIVATION_CODES
 from . import numba_activations as act
 from .numba_support import cuda, launch
@@ -36,7 +38,7 @@ TARGET_BLOCKS = 512
 
 
 @cuda.jit(device=True)
-def _act_fwd(code, z, a):
+def _act_fwd(code: int, z: Array, a: float):
     """The fused activation of code ``code`` (kernels/__init__.py's ACTIVATION_CODES) with its
     parameter ``a`` (leaky_relu's slope, elu's alpha)."""
     if code == RELU:
@@ -57,7 +59,7 @@ def _act_fwd(code, z, a):
 
 
 @cuda.jit(device=True)
-def _act_bwd(code, dy, z, a):
+def _act_bwd(code: int, dy: Array, z: Array, a: float):
     if code == RELU:
         return relu_bwd(dy, z, a, 0.0)
     if code == LEAKY_RELU:
@@ -76,7 +78,7 @@ def _act_bwd(code, dy, z, a):
 
 
 @cuda.jit(device=True)
-def _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
+def _chan(n_a: float, mean_a: float, m2_a: float, n_b: float, mean_b: float, m2_b: float) -> tuple:
     """Chan et al.'s merge of two (count, mean, M2) summaries."""
     if n_b == 0:
         return n_a, mean_a, m2_a
@@ -88,7 +90,7 @@ def _chan(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 
 
 @cuda.jit
-def _stats_partial(x, chunk, part):
+def _stats_partial(x: Array, chunk: int, part: Array) -> None:
     """Block (c, p): Welford over values [p*chunk, (p+1)*chunk) of channel c -> part[c, p].
     Channels on the grid's x axis (up to 2^31 - 1; y stops at 65535): wide BatchNorm1d launches."""
     sh_n = cuda.shared.array(THREADS, numpy.float64)
@@ -127,7 +129,9 @@ def _stats_partial(x, chunk, part):
 
 
 @cuda.jit
-def _stats_finalize(part, mean_out, invstd_out, stats64, eps):
+def _stats_finalize(
+    part: Array, mean_out: Array, invstd_out: Array, stats64: Array, eps: float
+) -> None:
     """Per channel: merge the partials in order -> mean, invstd, and (mean, unbiased var) in
     float64 for the running statistics (updated on the host side: path_numpy.update_running)."""
     c = cuda.grid(1)
@@ -143,7 +147,19 @@ def _stats_finalize(part, mean_out, invstd_out, stats64, eps):
 
 
 @cuda.jit
-def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, act_a, eps):
+def _apply(
+    x: Array,
+    y: Array,
+    mean: Array,
+    var_or_invstd: Array,
+    is_var: bool,
+    gamma: Array,
+    beta: Array,
+    affine: bool,
+    code: int,
+    act_a: float,
+    eps: float,
+) -> None:
     j = cuda.grid(1)
     C, S = x.shape[1], x.shape[2]
     if j < x.size:
@@ -156,7 +172,19 @@ def _apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, code, act_a, 
 
 
 @cuda.jit
-def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, act_a, chunk, part):
+def _bwd_partial(
+    dy: Array,
+    x: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    affine: bool,
+    code: int,
+    act_a: float,
+    chunk: int,
+    part: Array,
+) -> None:
     sh0 = cuda.shared.array(THREADS, numpy.float64)
     sh1 = cuda.shared.array(THREADS, numpy.float64)
     c, p, t = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
@@ -187,7 +215,7 @@ def _bwd_partial(dy, x, mean, invstd, gamma, beta, affine, code, act_a, chunk, p
 
 
 @cuda.jit
-def _bwd_finalize(part, dgamma, dbeta):
+def _bwd_finalize(part: Array, dgamma: Array, dbeta: Array) -> None:
     c = cuda.grid(1)
     if c < part.shape[0]:
         s0, s1 = 0.0, 0.0
@@ -200,8 +228,21 @@ def _bwd_finalize(part, dgamma, dbeta):
 
 @cuda.jit
 def _dx(
-    dy, x, dx, mean, invstd, gamma, beta, affine, code, act_a, dgamma, dbeta, batch_stats, inv_m
-):
+    dy: Array,
+    x: Array,
+    dx: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    affine: bool,
+    code: int,
+    act_a: float,
+    dgamma: Array,
+    dbeta: Array,
+    batch_stats: bool,
+    inv_m: float,
+) -> None:
     j = cuda.grid(1)
     C, S = x.shape[1], x.shape[2]
     if j < x.size:
@@ -216,7 +257,7 @@ def _dx(
         dx[n, c, s] = g * invstd[c] * dz
 
 
-def _split(x3):
+def _split(x3: Array) -> tuple:
     N, C, S = x3.shape
     total = N * S
     nparts = max(1, min(-(-TARGET_BLOCKS // max(C, 1)), -(-total // MIN_PER_BLOCK)))
@@ -224,7 +265,7 @@ def _split(x3):
     return max(1, -(-total // chunk)), chunk
 
 
-def _xp(a):
+def _xp(a: float):
     import sys
 
     if type(a).__module__.startswith("cupy"):
@@ -232,17 +273,17 @@ def _xp(a):
     return numpy
 
 
-def _blocks(n):
+def _blocks(n: int):
     return max(1, -(-n // THREADS))
 
 
-def partial_grid(x3):
+def partial_grid(x3: Array) -> tuple:
     """(grid, chunk) of the per-channel partial kernels: (C, nparts) blocks."""
     nparts, chunk = _split(x3)
     return (x3.shape[1], nparts), chunk
 
 
-def stats(x3, eps):
+def stats(x3: Array, eps: float) -> tuple:
     """(mean, invstd) in x's dtype and (C, 2) float64 (mean, unbiased var) per channel."""
     xp = _xp(x3)
     C = x3.shape[1]
@@ -258,7 +299,17 @@ def stats(x3, eps):
     return mean, invstd, stats64
 
 
-def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, act_a, eps):
+def apply(
+    x3: Array,
+    mean: Array,
+    var_or_invstd: Array,
+    is_var: bool,
+    gamma: Array,
+    beta: Array,
+    act_code: int,
+    act_a: float,
+    eps: float,
+) -> Array:
     xp = _xp(x3)
     y = xp.empty_like(x3)
     if x3.size:
@@ -282,7 +333,17 @@ def apply(x3, mean, var_or_invstd, is_var, gamma, beta, act_code, act_a, eps):
     return y
 
 
-def backward(dy3, x3, mean, invstd, gamma, beta, act_code, act_a, batch_stats):
+def backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act_code: int,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
     xp = _xp(x3)
     N, C, S = x3.shape
     grid, chunk = partial_grid(x3)

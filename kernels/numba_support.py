@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy
 
 
@@ -52,13 +54,13 @@ def _numba_stream(device: int):
     return _streams[key]
 
 
-def _as_device(a):
+def _as_device(a: float):
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a, sync=False)
     return a
 
 
-def launch(kernel, blocks: int, threads: int, *args):
+def launch(kernel: Callable, blocks: int, threads: int, *args) -> None:
     """Launch ``kernel[blocks, threads]`` on CuPy's stream (or in the simulator on host arrays)."""
     if SIMULATOR:
         kernel[blocks, threads](*args)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array
+
 from . import cpu_activations, cpu_batchnorm, path_numpy
 
 # No CPU kernels for these: the NumPy code is what this path runs.
@@ -20,19 +22,29 @@ prelu_forward, prelu_backward = path_numpy.prelu_forward, path_numpy.prelu_backw
 maxout_forward, maxout_backward = path_numpy.maxout_forward, path_numpy.maxout_backward
 
 
-def activation_forward(name, x, a=0.0, b=0.0):
+def activation_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     return cpu_activations.forward(name, numpy.ascontiguousarray(x), a, b)
 
 
-def activation_backward(name, dy, x, a=0.0, b=0.0):
+def activation_backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     return cpu_activations.backward(
         name, numpy.ascontiguousarray(dy), numpy.ascontiguousarray(x), a, b
     )
 
 
 def bn_forward(
-    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
-):
+    x3: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
+    batch_stats: bool,
+    update: bool,
+    factor: float,
+    eps: float,
+    act: str | None,
+    act_a: float,
+) -> tuple:
     """As path_numpy.bn_forward."""
     if batch_stats:
         mean64, var64, unbiased64 = cpu_batchnorm.stats(x3)
@@ -50,7 +62,17 @@ def bn_forward(
     return y, mean, invstd
 
 
-def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
+def bn_backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act: str | None,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
     """As path_numpy.bn_backward."""
     if act not in (None, "relu"):  # dz = dy * act'(z) in NumPy, then the plain kernels
         z = cpu_batchnorm.apply(x3, mean, invstd, gamma, beta, False)

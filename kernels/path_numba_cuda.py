@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import cupy
 
+from gpunet.types import Array
+
 from . import ACTIVATION_CODES, numba_activations, numba_batchnorm, path_numpy
 
 
-def activation_forward(name, x, a=0.0, b=0.0):
+def activation_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     x = cupy.ascontiguousarray(x)
     y = cupy.empty_like(x)
     numba_activations.forward(name, x.ravel(), y.ravel(), a, b)
     return y
 
 
-def activation_backward(name, dy, x, a=0.0, b=0.0):
+def activation_backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
     dx = cupy.empty_like(x)
     numba_activations.backward(name, dy.ravel(), x.ravel(), dx.ravel(), a, b)
     return dx
 
 
-def prelu_forward(x, w, channels, inner):
+def prelu_forward(x: Array, w: Array, channels: int, inner: int) -> Array:
     x, y = cupy.ascontiguousarray(x), cupy.empty(x.shape, x.dtype)
     numba_activations.prelu_forward(
         x.ravel(), cupy.ascontiguousarray(w), y.ravel(), channels, inner
@@ -35,7 +37,7 @@ def prelu_forward(x, w, channels, inner):
     return y
 
 
-def prelu_backward(dy, x, w, channels, inner):
+def prelu_backward(dy: Array, x: Array, w: Array, channels: int, inner: int) -> tuple:
     dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
     dx, dw_elem = cupy.empty_like(x), cupy.empty_like(x)
     numba_activations.prelu_backward(
@@ -50,13 +52,13 @@ def prelu_backward(dy, x, w, channels, inner):
     return dx, dw_elem
 
 
-def maxout_forward(x, out_shape, pieces, inner):
+def maxout_forward(x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
     x, y = cupy.ascontiguousarray(x), cupy.empty(out_shape, x.dtype)
     numba_activations.maxout_forward(x.ravel(), y.ravel(), pieces, inner)
     return y
 
 
-def maxout_backward(dy, x, out_shape, pieces, inner):
+def maxout_backward(dy: Array, x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
     dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
     dx = cupy.empty_like(x)
     numba_activations.maxout_backward(dy.ravel(), x.ravel(), dx.ravel(), pieces, inner)
@@ -64,8 +66,18 @@ def maxout_backward(dy, x, out_shape, pieces, inner):
 
 
 def bn_forward(
-    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
-):
+    x3: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
+    batch_stats: bool,
+    update: bool,
+    factor: float,
+    eps: float,
+    act: str | None,
+    act_a: float,
+) -> tuple:
     code = ACTIVATION_CODES[act]
     if batch_stats:
         mean, invstd, stats64 = numba_batchnorm.stats(x3, eps)
@@ -86,7 +98,17 @@ def bn_forward(
     )
 
 
-def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
+def bn_backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act: str | None,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
     return numba_batchnorm.backward(
         dy3, x3, mean, invstd, gamma, beta, ACTIVATION_CODES[act], act_a, batch_stats
     )

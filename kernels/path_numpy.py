@@ -17,23 +17,25 @@ import math
 import numba
 import numpy
 
+from gpunet.types import Array, DTypeLike
+
 from .activation_math import CONSTANTS
 
 SELU_ALPHA, SELU_SCALE = CONSTANTS["SELU_ALPHA"], CONSTANTS["SELU_SCALE"]
 _SQRT_2_OVER_PI = CONSTANTS["SQRT_2_OVER_PI"]
 
 
-def _kink(x, left):
+def _kink(x: Array, left: Array) -> Array:
     """1 where x > 0, ``left`` where x <= 0, NaN where x is NaN."""
     return numpy.where(x > 0, 1.0, numpy.where(x <= 0, left, x))
 
 
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=False)
-def _erf(x):  # NumPy has no erf; libm's, vectorized by Numba on the CPU
+def _erf(x: Array):  # NumPy has no erf; libm's, vectorized by Numba on the CPU
     return math.erf(x)
 
 
-def sigmoid(x, a=0.0, b=0.0):
+def sigmoid(x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|) in (0, 1]: never overflows.
     In place where possible: each temporary costs a pass over memory (half the time here)."""
     e = numpy.asarray(numpy.abs(x))  # (a 0-d input gives a scalar: make it an array)
@@ -44,53 +46,53 @@ def sigmoid(x, a=0.0, b=0.0):
     return numpy.divide(out, e, out=out)
 
 
-def _elu(x, a, b=0.0):
+def _elu(x: Array, a: float, b: float = 0.0) -> Array:
     return numpy.where(x > 0, x, a * numpy.expm1(numpy.minimum(x, 0)))
 
 
-def _elu_backward(dy, x, a, b=0.0):
+def _elu_backward(dy: Array, x: Array, a: float, b: float = 0.0) -> Array:
     return dy * _kink(x, a * numpy.exp(numpy.minimum(x, 0)))
 
 
-def _gelu(x, a=0.0, b=0.0):
+def _gelu(x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     y = 0.5 * x * (1 + _erf(x * numpy.asarray(math.sqrt(0.5), x.dtype)))
     return numpy.where(numpy.isinf(x), numpy.where(x > 0, x, 0), y)
 
 
-def _gelu_backward(dy, x, a=0.0, b=0.0):
+def _gelu_backward(dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     cdf = 0.5 * (1 + _erf(x * numpy.asarray(math.sqrt(0.5), x.dtype)))
     pdf = numpy.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
     return dy * numpy.where(numpy.isinf(x), numpy.where(x > 0, 1.0, 0.0), cdf + x * pdf)
 
 
-def _gelu_tanh(x, a=0.0, b=0.0):
+def _gelu_tanh(x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     xc = numpy.clip(x, -10, 10)  # past |x| = 10, tanh is exactly +-1: the limits are exact
     y = 0.5 * xc * (1 + numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3)))
     return numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, x, 0), y)
 
 
-def _gelu_tanh_backward(dy, x, a=0.0, b=0.0):
+def _gelu_tanh_backward(dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     xc = numpy.clip(x, -10, 10)
     t = numpy.tanh(_SQRT_2_OVER_PI * (xc + 0.044715 * xc**3))
     d = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xc * xc)
     return dy * numpy.where(numpy.abs(x) > 10, numpy.where(x > 0, 1.0, 0.0), d)
 
 
-def _softplus(x, a, b):
+def _softplus(x: Array, a: float, b: float) -> Array:
     z = x * a
     return numpy.where(z > b, x, numpy.log1p(numpy.exp(numpy.minimum(z, b))) / a)
 
 
-def _silu(x, a=0.0, b=0.0):
+def _silu(x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     return numpy.where(numpy.isinf(x), numpy.where(x > 0, x, 0), x * sigmoid(x))
 
 
-def _silu_backward(dy, x, a=0.0, b=0.0):
+def _silu_backward(dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     s = sigmoid(x)
     return dy * numpy.where(numpy.isinf(x), numpy.where(x > 0, 1.0, 0.0), s * (1 + x * (1 - s)))
 
 
-def _sigmoid_backward(dy, x, a=0.0, b=0.0):
+def _sigmoid_backward(dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     s = sigmoid(x)
     return dy * s * (1 - s)
 
@@ -117,28 +119,28 @@ ACTIVATIONS = {
 
 
 # ----------------------------------------------------------------------------- the path's API
-def activation_forward(name, x, a=0.0, b=0.0):
+def activation_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """f(x) for activation ``name`` (any layout; a new array of x's dtype)."""
     with numpy.errstate(all="ignore"):
         return numpy.asarray(ACTIVATIONS[name][0](x, a, b), dtype=x.dtype)
 
 
-def activation_backward(name, dy, x, a=0.0, b=0.0):
+def activation_backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """dy * f'(x)."""
     with numpy.errstate(all="ignore"):
         return numpy.asarray(ACTIVATIONS[name][1](dy, x, a, b), dtype=x.dtype)
 
 
-def _slopes(x, w, channels):
+def _slopes(x: Array, w: Array, channels: int):
     return w.reshape(()) if channels == 1 else w.reshape((1, channels) + (1,) * (x.ndim - 2))
 
 
-def prelu_forward(x, w, channels, inner):
+def prelu_forward(x: Array, w: Array, channels: int, inner: int) -> Array:
     """y = x where x > 0, else w[c] * x; w has ``channels`` values (1: one shared slope)."""
     return numpy.where(x > 0, x, _slopes(x, w, channels) * x).astype(x.dtype, copy=False)
 
 
-def prelu_backward(dy, x, w, channels, inner):
+def prelu_backward(dy: Array, x: Array, w: Array, channels: int, inner: int) -> tuple:
     """(dx, dw_elem): dw_elem = x * dy where x <= 0, else 0 (summed per channel by the caller)."""
     dx = numpy.where(x > 0, dy, numpy.where(x <= 0, _slopes(x, w, channels) * dy, x)).astype(
         x.dtype, copy=False
@@ -146,12 +148,12 @@ def prelu_backward(dy, x, w, channels, inner):
     return dx, numpy.where(x > 0, 0, x * dy).astype(x.dtype, copy=False)
 
 
-def maxout_forward(x, out_shape, pieces, inner):
+def maxout_forward(x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
     """Max over each group of ``pieces`` consecutive features of axis 1."""
     return x.reshape(out_shape[:2] + (pieces,) + out_shape[2:]).max(axis=2)
 
 
-def maxout_backward(dy, x, out_shape, pieces, inner):
+def maxout_backward(dy: Array, x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
     """dy routed to each group's first maximum (a NaN wins), 0 elsewhere."""
     grouped = x.reshape(out_shape[:2] + (pieces,) + out_shape[2:])
     win = numpy.expand_dims(grouped.argmax(axis=2), 2)
@@ -161,14 +163,16 @@ def maxout_backward(dy, x, out_shape, pieces, inner):
 
 
 # ----------------------------------------------------------------------------- BatchNorm
-def update_running(running_mean, running_var, mean64, unbiased64, factor):
+def update_running(
+    running_mean: Array, running_var: Array, mean64: Array, unbiased64: Array, factor: float
+) -> None:
     """The running statistics, in place: r = (1 - factor) r + factor * batch (unbiased variance).
     Written once for every path that updates them outside a kernel (NumPy and CuPy arrays)."""
     running_mean[...] = (1 - factor) * running_mean + factor * mean64
     running_var[...] = (1 - factor) * running_var + factor * unbiased64
 
 
-def batch_stats64(x3):
+def batch_stats64(x3: Array) -> tuple:
     """(mean, biased var, unbiased var) per channel of (N, C, S) x, two passes in float64."""
     xd = x3.astype(numpy.float64)  # float64: 1e30 squared does not overflow
     M = x3.shape[0] * x3.shape[2]
@@ -177,25 +181,35 @@ def batch_stats64(x3):
     return mean64, var64, (var64 * M / (M - 1) if M > 1 else var64)
 
 
-def _per_channel(v, dtype):
+def _per_channel(v: Array, dtype: DTypeLike) -> Array:
     return numpy.asarray(v, dtype=dtype).reshape(1, -1, 1)
 
 
-def _z(x3, mean, invstd, gamma, beta):
+def _z(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array):
     xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
     if gamma is None:
         return xhat
     return xhat * _per_channel(gamma, x3.dtype) + _per_channel(beta, x3.dtype)
 
 
-def invstd_of(var, eps, dtype):
+def invstd_of(var: Array, eps: float, dtype: DTypeLike) -> Array:
     """1 / sqrt(var + eps) in float64, returned in ``dtype`` (NumPy or CuPy arrays)."""
     return (1.0 / (var.astype("float64") + eps) ** 0.5).astype(dtype)
 
 
 def bn_forward(
-    x3, gamma, beta, running_mean, running_var, batch_stats, update, factor, eps, act, act_a
-):
+    x3: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
+    batch_stats: bool,
+    update: bool,
+    factor: float,
+    eps: float,
+    act: str | None,
+    act_a: float,
+) -> tuple:
     """Returns ``(y, mean, invstd)`` for (N, C, S) x; see gpunet/functional/batchnorm.py.
     ``batch_stats``: normalize with this batch's statistics (else with the running ones; then
     invstd is None, computed by backward if one comes). ``update``: update the running statistics
@@ -212,7 +226,17 @@ def bn_forward(
     return (z if act is None else activation_forward(act, z, act_a)), mean, invstd
 
 
-def bn_backward(dy3, x3, mean, invstd, gamma, beta, act, act_a, batch_stats):
+def bn_backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act: str | None,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
     """Returns ``(dx, dgamma, dbeta)``; sums in float64."""
     xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
     dz = (

@@ -77,7 +77,8 @@ def test_imports_and_works_with_cupy_absent():
         "import numpy, gpunet\n"
         "from gpunet import functional as F\n"
         "print(gpunet.set_backend('auto'), F.relu(numpy.array([-1.0, 2.0])).tolist())\n"
-        "try:\n    gpunet.set_backend('cupy')\nexcept gpunet.BackendError as e:\n    print('ERR', e)\n"
+        "try:\n    gpunet.set_backend('cupy')\nexcept gpunet.BackendError as e:\n    "
+        "print('ERR', e)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True

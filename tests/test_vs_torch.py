@@ -38,7 +38,8 @@ def test_activations_match_torch(fwd, bwd, kwargs, tfn):
     dy = torch.linspace(-1, 1, len(X), dtype=torch.float64)
     (g,) = torch.autograd.grad(y, t, dy)
     numpy.testing.assert_allclose(fwd(X, **kwargs), y.detach().numpy(), rtol=1e-12, atol=1e-14)
-    # absolute 1e-14 (forward too): in the tails both sides subtract numbers near 1 (1 + tanh, 1 - tanh^2)
+    # absolute 1e-14 (forward too): in the tails both sides subtract numbers near 1 (1 + tanh, 1 -
+    # tanh^2)
     numpy.testing.assert_allclose(bwd(dy.numpy(), X, **kwargs), g.numpy(), rtol=1e-12, atol=1e-14)
 
 

@@ -8,7 +8,7 @@ import sys
 import gpunet
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpunet.bench", description=__doc__)
     parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
     sub = parser.add_subparsers(dest="which", required=True)
@@ -64,7 +64,7 @@ def main(argv=None):
     return 0
 
 
-def _shapes(text):
+def _shapes(text: str) -> list | None:
     if not text:
         return None
     return [tuple(int(v) for v in s.split("x")) for s in text.split(",")]

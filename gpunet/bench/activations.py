@@ -9,11 +9,15 @@ dx (3 n itemsize). The copy roof reads and writes (2 n itemsize).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import ModuleType
+
 import numpy
 
 import gpunet
 from gpunet import dispatch
 from gpunet import functional as F
+from gpunet.types import Array, DTypeLike
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
@@ -36,7 +40,7 @@ _TORCH = {
 }
 
 
-def _sizes(max_mib):
+def _sizes(max_mib: float):
     sizes, b = [], 1024
     while b <= max_mib * 2**20:
         sizes.append(b)
@@ -44,7 +48,7 @@ def _sizes(max_mib):
     return sizes
 
 
-def _paths(xp):
+def _paths(xp: ModuleType):
     if (
         xp is numpy
     ):  # the default CPU dispatch (Numba kernels where they win), and the pure reference
@@ -54,25 +58,31 @@ def _paths(xp):
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
-def _torch_case(torch, name, kwargs, x_np, device):
+def _torch_case(torch: ModuleType, name: str, kwargs: dict, x_np: Array, device: str) -> tuple:
     import torch.nn.functional as TF
 
     x = torch.as_tensor(x_np, device=device).requires_grad_(True)
     op = _TORCH.get(name, lambda F_, t: getattr(F_, FUNCTIONS[name][1])(t, **kwargs))
     dy = torch.ones_like(x)
 
-    def fwd():
+    def fwd() -> None:
         with torch.no_grad():
             op(TF, x)
 
-    def bwd():  # forward + autograd backward, minus the forward time, is the backward
+    def bwd() -> None:  # forward + autograd backward, minus the forward time, is the backward
         y = op(TF, x)
         torch.autograd.grad(y, x, dy)
 
     return fwd, bwd
 
 
-def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=False):
+def run(
+    max_mib: float = 256,
+    dtype: DTypeLike = "float32",
+    functions: Sequence[str] | None = None,
+    repeat: int = 30,
+    save_table: bool = False,
+) -> str:
     """The table as text; with ``save_table`` (GPU), also writes ``auto``'s size -> path table
     (gpunet.dispatch) from the fwd+bwd times summed over the functions measured."""
     xp = gpunet.get_xp()
@@ -156,7 +166,7 @@ def run(max_mib=256, dtype="float32", functions=None, repeat=30, save_table=Fals
     return text
 
 
-def auto_table(totals):
+def auto_table(totals: dict) -> list:
     """Rows (max_elements, faster path) from {(elements, path): seconds}: each measured size up to
     the next one takes the path that was faster there; the largest size's choice extends beyond."""
     sizes = sorted({n for n, _ in totals})
@@ -172,7 +182,7 @@ def auto_table(totals):
     return rows
 
 
-def _human(nbytes):
+def _human(nbytes: int) -> str:
     for unit, k in (("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= k:
             return f"{nbytes // k} {unit}"

@@ -10,10 +10,14 @@ for the sums; read x, dy, write dx).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import ModuleType
+
 import numpy
 
 import gpunet
 from gpunet import functional as F
+from gpunet.types import DTypeLike
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
@@ -29,7 +33,7 @@ SHAPES = [
 ]
 
 
-def _paths(xp):
+def _paths(xp: ModuleType):
     if xp is numpy:
         return ["numba-cpu", "numpy-ref"]
     from gpunet.dispatch import numba_cuda_problem
@@ -37,7 +41,7 @@ def _paths(xp):
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
 
 
-def _ours(xp, shape, dtype, act, path):
+def _ours(xp: ModuleType, shape: tuple, dtype: DTypeLike, act: str | None, path: str) -> tuple:
     rng = numpy.random.default_rng(0)
     C = shape[1]
     x = xp.asarray(rng.normal(size=shape).astype(dtype))
@@ -55,7 +59,9 @@ def _ours(xp, shape, dtype, act, path):
     return fwd, fwd_bwd
 
 
-def _torch(torch, device, shape, dtype, relu, cudnn):
+def _torch(
+    torch: ModuleType, device: str, shape: tuple, dtype: DTypeLike, relu: bool, cudnn: bool
+) -> tuple:
     import torch.nn.functional as TF
 
     rng = numpy.random.default_rng(0)
@@ -74,7 +80,7 @@ def _torch(torch, device, shape, dtype, relu, cudnn):
             y = TF.batch_norm(x, rm, rv, g, b, training=True)
             return TF.relu(y) if relu else y
 
-    def fwd_bwd():
+    def fwd_bwd() -> None:
         with torch.backends.cudnn.flags(enabled=cudnn):
             y = TF.batch_norm(x, rm, rv, g, b, training=True)
             if relu:
@@ -84,7 +90,9 @@ def _torch(torch, device, shape, dtype, relu, cudnn):
     return fwd, fwd_bwd
 
 
-def run(dtype="float32", shapes=None, repeat=30):
+def run(
+    dtype: DTypeLike = "float32", shapes: Sequence[tuple] | None = None, repeat: int = 30
+) -> str:
     xp = gpunet.get_xp()
     dtype = numpy.dtype(dtype)
     torch = torch_or_none()
@@ -101,7 +109,7 @@ def run(dtype="float32", shapes=None, repeat=30):
         floor_f, floor_fb = 3 * nbytes / rate, 8 * nbytes / rate
         label = "x".join(map(str, shape))
 
-        def add(impl, tf, tfb, tfr, tfbr):
+        def add(impl: str, tf: float, tfb: float, tfr: float, tfbr: float) -> None:
             rows.append(
                 [
                     label,

@@ -7,6 +7,9 @@ net in PyTorch eager when torch imports.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import ModuleType
+
 import numpy
 
 import gpunet
@@ -17,7 +20,7 @@ from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_non
 CONFIGS = [(64, 64, 128), (256, 3072, 1024), (4096, 3072, 4096)]  # (batch, inputs, hidden)
 
 
-def _ours(xp, batch, d, h):
+def _ours(xp: ModuleType, batch: int, d: int, h: int):
     gpunet.seed(0)
     model = nn.mlp([d, h, h, 10], batchnorm=True).to(gpunet.get_backend())
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -26,7 +29,7 @@ def _ours(xp, batch, d, h):
     x = xp.asarray(rng.normal(size=(batch, d)).astype(numpy.float32))
     y = xp.asarray(rng.integers(0, 10, batch))
 
-    def step():
+    def step() -> None:
         _, dscores = loss_fn(model.forward(x), y, check=False)
         model.zero_grad()
         model.backward(dscores)
@@ -35,7 +38,7 @@ def _ours(xp, batch, d, h):
     return step
 
 
-def _torch(torch, device, batch, d, h):
+def _torch(torch: ModuleType, device: str, batch: int, d: int, h: int):
     tnn = torch.nn
     torch.manual_seed(0)
     model = tnn.Sequential(
@@ -52,7 +55,7 @@ def _torch(torch, device, batch, d, h):
     y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = tnn.CrossEntropyLoss()
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
@@ -60,7 +63,7 @@ def _torch(torch, device, batch, d, h):
     return step
 
 
-def run(configs=None, repeat=30):
+def run(configs: Sequence | None = None, repeat: int = 30) -> str:
     xp = gpunet.get_xp()
     device = "cuda" if xp is not numpy else "cpu"
     torch = torch_or_none()

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from types import ModuleType
 
 import numpy
 
 
-def time_call(fn, *, xp=numpy, repeat=30, warmup=3, max_seconds=2.0) -> float:
+def time_call(
+    fn: Callable,
+    *,
+    xp: ModuleType = numpy,
+    repeat: int = 30,
+    warmup: int = 3,
+    max_seconds: float = 2.0,
+) -> float:
     """Median seconds of ``fn()`` over up to ``repeat`` runs after ``warmup`` (GPU: CUDA events)."""
     for _ in range(warmup):
         fn()
@@ -35,7 +44,7 @@ def time_call(fn, *, xp=numpy, repeat=30, warmup=3, max_seconds=2.0) -> float:
     return statistics.median(times)
 
 
-def torch_or_none():
+def torch_or_none() -> ModuleType | None:
     try:
         import torch
 
@@ -44,12 +53,19 @@ def torch_or_none():
         return None
 
 
-def torch_sync(torch, device):
+def torch_sync(torch: ModuleType, device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def time_torch(torch, device, fn, repeat=30, warmup=3, max_seconds=2.0) -> float:
+def time_torch(
+    torch: ModuleType,
+    device: str,
+    fn: Callable,
+    repeat: int = 30,
+    warmup: int = 3,
+    max_seconds: float = 2.0,
+) -> float:
     """Median seconds of a torch callable (CUDA events on the GPU)."""
     for _ in range(warmup):
         fn()
@@ -73,7 +89,7 @@ def time_torch(torch, device, fn, repeat=30, warmup=3, max_seconds=2.0) -> float
     return statistics.median(times)
 
 
-def fmt_table(headers, rows) -> str:
+def fmt_table(headers: list, rows: list) -> str:
     """A plain text table with right-aligned columns."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -86,7 +102,7 @@ class StreamedRows(list):
     """Rows of a table that are also printed to stderr as they are measured, so that a benchmark
     cut short by a time limit still leaves its numbers behind."""
 
-    def append(self, row):
+    def append(self, row: list) -> None:
         super().append(row)
         import sys
 

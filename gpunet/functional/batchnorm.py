@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy
 
+from gpunet.types import Array
+
 from .._checks import check_array, check_like, float_inputs
 from ..dispatch import kernels_for
 from ..kernels import ACTIVATION_CODES, FUSED_ACTIVATION_DEFAULTS
@@ -59,7 +61,16 @@ class BatchNormCache:
     batch_stats: bool
 
 
-def _check(x, gamma, beta, running_mean, running_var, momentum, eps, activation):
+def _check(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
+    momentum: float | None,
+    eps: float,
+    activation: str | None,
+):
     check_array(x, "x")
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"x must be (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
@@ -104,8 +115,9 @@ def _check(x, gamma, beta, running_mean, running_var, momentum, eps, activation)
     return xp
 
 
-def _activation_arg(activation, activation_arg):
-    """The fused activation's parameter: leaky_relu's negative slope, elu's alpha (defaults 0.01, 1)."""
+def _activation_arg(activation: str | None, activation_arg: float | None):
+    """The fused activation's parameter: leaky_relu's negative slope, elu's alpha (defaults 0.01,
+    1)."""
     if activation_arg is None:
         return FUSED_ACTIVATION_DEFAULTS.get(activation, 0.0)
     if activation not in FUSED_ACTIVATION_DEFAULTS:
@@ -119,19 +131,19 @@ def _activation_arg(activation, activation_arg):
 
 
 def batch_norm_forward(
-    x,
-    gamma,
-    beta,
-    running_mean,
-    running_var,
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
     *,
-    training=True,
-    momentum=0.1,
-    eps=1e-5,
-    activation=None,
-    activation_arg=None,
-    num_batches_tracked=0,
-):
+    training: bool = True,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    activation: str | None = None,
+    activation_arg: float | None = None,
+    num_batches_tracked: int = 0,
+) -> tuple:
     """Returns ``(y, cache)``; see the module docstring. ``running_mean``/``running_var`` are
     updated in place when training. ``activation_arg``: the fused activation's parameter
     (leaky_relu's negative_slope, default 0.01; elu's alpha, default 1). ``num_batches_tracked``
@@ -177,11 +189,12 @@ def batch_norm_forward(
     return y.reshape(x.shape), cache
 
 
-def batch_norm_backward(dy, cache: BatchNormCache):
+def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple:
     """Returns ``(dx, dgamma, dbeta)`` (``dgamma``/``dbeta`` None without affine)."""
     if not isinstance(cache, BatchNormCache):
         raise TypeError(
-            f"cache must be the BatchNormCache returned by batch_norm_forward, got {type(cache).__name__}"
+            f"cache must be the BatchNormCache returned by batch_norm_forward, got "
+            f"{type(cache).__name__}"
         )
     x3 = cache.x3
     xp = float_inputs(dy=dy, x=x3)

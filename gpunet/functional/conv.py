@@ -5,16 +5,19 @@ Shapes: x (N, C, H, W), w (F, C, kh, kw), b (F,) or None
 out[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xpad[n, c, i*stride + p, j*stride + q]
 
 im2col gathers the kh*kw shifted views into cols (N, C, kh, kw, Ho, Wo) with kh*kw strided copies;
-the product is a tensordot (cuBLAS on the GPU). Backward scatters dcols back with kh*kw strided adds.
+the product is a tensordot (cuBLAS on the GPU). Backward scatters dcols back with kh*kw strided
+adds.
 """
 
 from __future__ import annotations
+
+from gpunet.types import Array
 
 from .._checks import float_inputs
 from ..backend import get_array_module
 
 
-def pair(v, name):
+def pair(v: int | tuple, name: str) -> tuple:
     if isinstance(v, int):
         v = (v, v)
     if len(v) != 2 or any((not isinstance(a, int)) or a < 0 for a in v):
@@ -22,12 +25,14 @@ def pair(v, name):
     return tuple(v)
 
 
-def output_size(h, w, kernel, stride, padding):
+def output_size(h: int, w: int, kernel: tuple, stride: int | tuple, padding: int | tuple) -> tuple:
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def im2col(x, kernel, stride, padding, pad_value=0.0):
+def im2col(
+    x: Array, kernel: tuple, stride: int | tuple, padding: int | tuple, pad_value: float = 0.0
+) -> tuple:
     """cols (N, C, kh, kw, Ho, Wo) of the padded input."""
     xp = get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -47,7 +52,9 @@ def im2col(x, kernel, stride, padding, pad_value=0.0):
     return cols
 
 
-def col2im(dcols, x_shape, kernel, stride, padding):
+def col2im(
+    dcols: Array, x_shape: tuple, kernel: tuple, stride: int | tuple, padding: int | tuple
+) -> Array:
     """The adjoint of im2col: sums dcols (N, C, kh, kw, Ho, Wo) back into dx (N, C, H, W)."""
     xp = get_array_module(dcols)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -60,7 +67,9 @@ def col2im(dcols, x_shape, kernel, stride, padding):
     return dxpad[:, :, ph : ph + H, pw : pw + W]
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0):
+def conv2d_forward(
+    x: Array, w: Array, b: Array | None = None, stride: int | tuple = 1, padding: int | tuple = 0
+) -> tuple:
     """Returns ``(out, cache)``."""
     xp = float_inputs(x=x, w=w, **({} if b is None else {"b": b}))
     if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
@@ -81,7 +90,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     return out, (x.shape, w, cols, stride, padding, b is not None)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout: Array, cache: object) -> tuple:
     """Returns ``(dx, dw, db)``."""
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)

@@ -6,11 +6,19 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
+import numpy
+
+from gpunet.types import Array, DTypeLike
+
 from .._checks import float_inputs
 from ..backend import get_array_module
 
 
-def dropout_mask(shape, p, xp, dtype, rng):
+def dropout_mask(
+    shape: tuple, p: Array, xp: ModuleType, dtype: DTypeLike, rng: numpy.random.Generator
+) -> Array:
     """A mask of ``shape``: 1 / (1 - p) with probability 1 - p, else 0. ``rng`` draws U(0, 1)."""
     if p >= 1.0:
         return xp.zeros(shape, dtype=dtype)
@@ -18,7 +26,7 @@ def dropout_mask(shape, p, xp, dtype, rng):
     return ((u >= p) / (1.0 - p)).astype(dtype)
 
 
-def dropout_forward(x, p, mask):
+def dropout_forward(x: Array, p: Array, mask: Array) -> tuple:
     """Returns ``(out, cache)`` for a given ``mask`` (from ``dropout_mask``)."""
     float_inputs(x=x)
     if not 0.0 <= p <= 1.0:
@@ -28,7 +36,7 @@ def dropout_forward(x, p, mask):
     return x * mask, mask
 
 
-def dropout_backward(dout, cache):
+def dropout_backward(dout: Array, cache: object) -> Array:
     mask = cache
     get_array_module(dout, mask)
     return dout * mask

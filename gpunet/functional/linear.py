@@ -7,10 +7,12 @@ Matrix products go to BLAS on the CPU and cuBLAS on the GPU.
 
 from __future__ import annotations
 
+from gpunet.types import Array
+
 from .._checks import float_inputs
 
 
-def linear_forward(x, w, b=None):
+def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
     """Returns ``(out, cache)``."""
     float_inputs(x=x, w=w, **({} if b is None else {"b": b}))
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
@@ -23,7 +25,7 @@ def linear_forward(x, w, b=None):
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout: Array, cache: object) -> tuple:
     """Returns ``(dx, dw, db)`` (``db`` None without bias)."""
     x, w, has_bias = cache
     dx = dout @ w.T

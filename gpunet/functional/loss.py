@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array
+
 from .._checks import check_array, float_inputs
 from ..backend import get_array_module
 
 
-def check_labels(scores, y):
+def check_labels(scores: Array, y: Array) -> None:
     """Scores (N, C) float and integer labels (N,) in [0, C), on the same device."""
     float_inputs(scores=scores)
     check_array(y, "y")
@@ -33,13 +35,14 @@ def check_labels(scores, y):
         )
     if y.size and (int(y.min()) < 0 or int(y.max()) >= scores.shape[1]):
         raise ValueError(
-            f"labels in y must be in [0, {scores.shape[1]}), got min {int(y.min())}, max {int(y.max())}"
+            f"labels in y must be in [0, {scores.shape[1]}), got min {int(y.min())}, max "
+            f"{int(y.max())}"
         )
     if scores.shape[0] == 0:
         raise ValueError("scores has no rows: the mean loss of an empty batch is undefined")
 
 
-def softmax_cross_entropy(scores, y, check=True):
+def softmax_cross_entropy(scores: Array, y: Array, check: bool = True) -> tuple:
     """Returns ``(loss, dscores)``; loss is a 0-d array on the scores' device (no host sync)."""
     if check:
         check_labels(scores, y)
@@ -60,7 +63,7 @@ def softmax_cross_entropy(scores, y, check=True):
     return loss, dscores
 
 
-def multiclass_svm(scores, y, margin=1.0, check=True):
+def multiclass_svm(scores: Array, y: Array, margin: float = 1.0, check: bool = True) -> tuple:
     """Returns ``(loss, dscores)`` of the multiclass hinge loss."""
     if check:
         check_labels(scores, y)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array
+
 from .._checks import float_inputs
 from ..dispatch import kernels_for
 
 
-def _split(x, pieces):
+def _split(x: Array, pieces: int) -> tuple:
     if isinstance(pieces, bool) or not isinstance(pieces, (int, numpy.integer)) or pieces < 1:
         raise ValueError(f"pieces must be a positive integer, got {pieces!r}")
     if x.ndim < 2:
@@ -30,14 +32,14 @@ def _split(x, pieces):
     return (x.shape[0], channels) + x.shape[2:], int(pieces), inner
 
 
-def maxout(x, pieces: int):
+def maxout(x: Array, pieces: int) -> Array:
     """y = max over ``pieces`` consecutive features of axis 1 (see module docstring)."""
     float_inputs(x=x)
     out_shape, pieces, inner = _split(x, pieces)
     return kernels_for("maxout", x).maxout_forward(x, out_shape, pieces, inner)
 
 
-def maxout_backward(dy, x, pieces: int):
+def maxout_backward(dy: Array, x: Array, pieces: int) -> Array:
     """dx: ``dy`` routed to the winning piece of each group, 0 to the others."""
     float_inputs(dy=dy, x=x)
     out_shape, pieces, inner = _split(x, pieces)

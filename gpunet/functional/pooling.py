@@ -6,12 +6,16 @@ row-major window order), accumulating where windows overlap.
 
 from __future__ import annotations
 
+from gpunet.types import Array
+
 from .._checks import float_inputs
 from ..backend import get_array_module
 from .conv import col2im, im2col, pair
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+def max_pool2d_forward(
+    x: Array, kernel_size: int | tuple, stride: int | tuple | None = None, padding: int | tuple = 0
+) -> tuple:
     """Returns ``(out, cache)``; ``stride`` defaults to ``kernel_size``."""
     xp = float_inputs(x=x)
     if x.ndim != 4:
@@ -29,7 +33,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return out, (x.shape, arg, kernel, stride, padding)
 
 
-def max_pool2d_backward(dout, cache):
+def max_pool2d_backward(dout: Array, cache: object) -> Array:
     """Returns dx."""
     x_shape, arg, kernel, stride, padding = cache
     xp = get_array_module(dout)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import numpy
 
+from gpunet.types import Array
+
 from .._checks import check_like, float_inputs
 from ..dispatch import kernels_for
 
 
-def _layout(x, weight):
-    """(channels, inner) for the flat-index formula c = (j // inner) % channels; checks the shape."""
+def _layout(x: Array, weight: Array) -> tuple:
+    """(channels, inner) for the flat-index formula c = (j // inner) % channels; checks the
+    shape."""
     if weight.dtype != x.dtype:
         raise TypeError(f"weight has dtype {weight.dtype}, expected the dtype of x ({x.dtype})")
     if weight.size == 1 and weight.ndim <= 1:
@@ -34,14 +37,14 @@ def _layout(x, weight):
     return channels, inner
 
 
-def prelu(x, weight):
+def prelu(x: Array, weight: Array) -> Array:
     """y = x if x > 0 else weight[c] * x. See the module docstring for shapes."""
     float_inputs(x=x, weight=weight)
     channels, inner = _layout(x, weight)
     return kernels_for("prelu", x).prelu_forward(x, weight.ravel(), channels, inner)
 
 
-def prelu_backward(dy, x, weight):
+def prelu_backward(dy: Array, x: Array, weight: Array) -> tuple:
     """Returns ``(dx, dweight)``; ``dweight`` has the shape of ``weight``."""
     float_inputs(dy=dy, x=x, weight=weight)
     check_like(dy, "dy", x, "x")

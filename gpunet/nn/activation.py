@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from .. import functional as F
 from .module import Module, Parameter
@@ -19,19 +23,19 @@ class _Elementwise(Module):
         self.params = params
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x: Array):
         self._x = x
         return self.fn(x, **self.params)
 
-    def backward(self, dout):
+    def backward(self, dout: Array):
         return self.fn_backward(dout, self._x, **self.params)
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
 
 
-def _layer(name, fn, fn_backward, doc, **defaults):
-    def __init__(self, **params):
+def _layer(name: str, fn: Callable, fn_backward: Callable, doc: str, **defaults) -> type:
+    def __init__(self: float, **params):
         unknown = set(params) - set(defaults)
         if unknown:
             raise TypeError(f"{name} got unexpected arguments {sorted(unknown)}")
@@ -78,42 +82,44 @@ SiLU = _layer("SiLU", F.silu, F.silu_backward, "x sigmoid(x).")
 class PReLU(Module):
     """Leaky ReLU with a learned slope: one per channel (``num_parameters=C``) or one shared."""
 
-    def __init__(self, num_parameters=1, init=0.25, dtype=numpy.float32):
+    def __init__(
+        self, num_parameters: int = 1, init: float = 0.25, dtype: DTypeLike = numpy.float32
+    ):
         super().__init__()
         from .. import init as initializers
 
         self.weight = Parameter(initializers.constant(num_parameters, init, dtype=dtype))
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x = x
         return F.prelu(x, self.weight.data)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         dx, dw = F.prelu_backward(dout, self._x, self.weight.data)
         self.weight.accumulate(dw)
         return dx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_parameters={self.weight.data.size}"
 
 
 class Maxout(Module):
     """Max over ``pieces`` consecutive features of axis 1: (N, C * pieces, *) -> (N, C, *)."""
 
-    def __init__(self, pieces):
+    def __init__(self, pieces: int):
         super().__init__()
         self.pieces = pieces
         self._x = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._x = x
         return F.maxout(x, self.pieces)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         return F.maxout_backward(dout, self._x, self.pieces)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"pieces={self.pieces}"
 
 

@@ -1,8 +1,11 @@
-"""BatchNorm layers over gpunet.functional.batch_norm_forward / batch_norm_backward (formulas there)."""
+"""BatchNorm layers over gpunet.functional.batch_norm_forward / batch_norm_backward (formulas
+there)."""
 
 from __future__ import annotations
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from .. import functional as F
 from .. import init as initializers
@@ -14,14 +17,14 @@ class _BatchNorm(Module):
 
     def __init__(
         self,
-        num_features,
-        eps=1e-5,
-        momentum=0.1,
-        affine=True,
-        track_running_stats=True,
-        activation=None,
-        activation_arg=None,
-        dtype=numpy.float32,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        activation: str | None = None,
+        activation_arg: float | None = None,
+        dtype: DTypeLike = numpy.float32,
     ):
         super().__init__()
         if (
@@ -32,7 +35,8 @@ class _BatchNorm(Module):
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
         if activation not in F.batchnorm.ACTIVATION_CODES:
             raise ValueError(
-                f"activation must be one of {list(F.batchnorm.ACTIVATION_CODES)}, got {activation!r}"
+                f"activation must be one of {list(F.batchnorm.ACTIVATION_CODES)}, got "
+                f"{activation!r}"
             )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.activation = (
@@ -53,10 +57,11 @@ class _BatchNorm(Module):
             self.register_buffer("num_batches_tracked", numpy.zeros((), dtype=numpy.int64))
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array):
         if x.ndim not in self._ndims:
             raise ValueError(
-                f"{type(self).__name__} expects {' or '.join(f'{d}-D' for d in self._ndims)} input, "
+                f"{type(self).__name__} expects {' or '.join(f'{d}-D' for d in self._ndims)} "
+                f"input, "
                 f"got shape {x.shape}"
             )
         if x.shape[1] != self.num_features:
@@ -82,18 +87,21 @@ class _BatchNorm(Module):
             self.num_batches_tracked = numpy.asarray(seen + 1, dtype=numpy.int64)
         return y
 
-    def backward(self, dout):
+    def backward(self, dout: Array):
         dx, dgamma, dbeta = F.batch_norm_backward(dout, self._cache)
         if self.affine:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
         return dx
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         act = f", activation={self.activation!r}" if self.activation else ""
         if self.activation_arg is not None:
             act += f", activation_arg={self.activation_arg!r}"
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}{act}"
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}{act}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy
+
+from gpunet.types import DTypeLike
 
 from ..functional.batchnorm import ACTIVATION_CODES
 from .activation import ACTIVATION_LAYERS
@@ -12,8 +16,13 @@ from .module import Sequential
 
 
 def mlp(
-    sizes, activation="relu", batchnorm=True, init="he_normal", dropout=0.0, dtype=numpy.float32
-):
+    sizes: Sequence[int],
+    activation: str | None = "relu",
+    batchnorm: bool = True,
+    init: str | Callable = "he_normal",
+    dropout: float = 0.0,
+    dtype: DTypeLike = numpy.float32,
+) -> Sequential:
     """A fully connected net: [Linear -> (BatchNorm) -> activation -> (Dropout)] * k -> Linear.
 
     ``sizes`` = [input, hidden..., classes], e.g. ``mlp([3072, 100, 100, 10])``. With

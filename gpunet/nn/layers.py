@@ -7,8 +7,11 @@ backward returns dx and accumulates parameter gradients.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy
+
+from gpunet.types import Array, DTypeLike
 
 from .. import functional as F
 from .. import init as initializers
@@ -21,7 +24,7 @@ class SymmetryWarning(UserWarning):
     gradient and update, so symmetry never breaks (CS231n, weight initialization)."""
 
 
-def _init_weight(init, shape, dtype, owner):
+def _init_weight(init: str | Callable, shape: tuple, dtype: DTypeLike, owner: str) -> Array:
     if init == "zeros" or init is initializers.zeros:
         warnings.warn(
             f"{owner}: init='zeros' gives every unit the same output, gradient and "
@@ -32,7 +35,7 @@ def _init_weight(init, shape, dtype, owner):
     return initializers.get_initializer(init)(shape, dtype=dtype)
 
 
-def _check_positive_int(value, name):
+def _check_positive_int(value: object, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
@@ -43,7 +46,7 @@ class _WeightBias(Module):
 
     _backward_fn = None
 
-    def backward(self, dout):
+    def backward(self, dout: Array):
         dx, dw, db = type(self)._backward_fn(dout, self._cache)
         self.weight.accumulate(dw)
         if self.bias is not None:
@@ -60,7 +63,12 @@ class Linear(_WeightBias):
     _backward_fn = staticmethod(F.linear_backward)
 
     def __init__(
-        self, in_features, out_features, bias=True, init="kaiming_normal", dtype=numpy.float32
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init: str | Callable = "kaiming_normal",
+        dtype: DTypeLike = numpy.float32,
     ):
         super().__init__()
         _check_positive_int(in_features, "in_features")
@@ -70,7 +78,7 @@ class Linear(_WeightBias):
         self.bias = Parameter(initializers.zeros(out_features, dtype=dtype)) if bias else None
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}) expects input of shape "
@@ -79,7 +87,7 @@ class Linear(_WeightBias):
         out, self._cache = F.linear_forward(x, self.weight.data, self._bias_data())
         return out
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
@@ -90,14 +98,14 @@ class Conv2d(_WeightBias):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
-        init="kaiming_normal",
-        dtype=numpy.float32,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple,
+        stride: int | tuple = 1,
+        padding: int | tuple = 0,
+        bias: bool = True,
+        init: str | Callable = "kaiming_normal",
+        dtype: DTypeLike = numpy.float32,
     ):
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
@@ -111,13 +119,13 @@ class Conv2d(_WeightBias):
         self.bias = Parameter(initializers.zeros(out_channels, dtype=dtype)) if bias else None
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         out, self._cache = F.conv2d_forward(
             x, self.weight.data, self._bias_data(), self.stride, self.padding
         )
         return out
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}"
@@ -125,44 +133,46 @@ class Conv2d(_WeightBias):
 
 
 class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(
+        self, kernel_size: int | tuple, stride: int | tuple | None = None, padding: int | tuple = 0
+    ):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         return F.max_pool2d_backward(dout, self._cache)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class Flatten(Module):
     """(N, *) -> (N, prod(*))."""
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         return dout.reshape(self._shape)
 
 
 class Dropout(Module):
     """Inverted dropout with drop probability ``p``; identity in eval mode."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p: float = 0.5):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
         self.p = float(p)
         self._mask = None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -171,8 +181,8 @@ class Dropout(Module):
         out, self._mask = F.dropout_forward(x, self.p, mask)
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         return dout if self._mask is None else F.dropout_backward(dout, self._mask)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"

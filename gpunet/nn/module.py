@@ -9,8 +9,11 @@ which is what makes each step visible (and what the babysitting tools hook into)
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import numpy
+
+from gpunet.types import Array
 
 from ..backend import get_array_module, is_cupy_array, to_numpy
 
@@ -18,11 +21,11 @@ from ..backend import get_array_module, is_cupy_array, to_numpy
 class Parameter:
     """A trainable array ``data`` and its gradient ``grad`` (None until a backward runs)."""
 
-    def __init__(self, data):
+    def __init__(self, data: Array):
         self.data = data
         self.grad = None
 
-    def accumulate(self, g):
+    def accumulate(self, g: Array) -> None:
         """grad += g (the first gradient is stored as is)."""
         if self.grad is None:
             self.grad = g
@@ -30,10 +33,10 @@ class Parameter:
             self.grad += g
 
     @property
-    def shape(self):
+    def shape(self) -> tuple:
         return self.data.shape
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
 
 
@@ -49,7 +52,7 @@ class Module:
         object.__setattr__(self, "training", True)
 
     # -- registration ----------------------------------------------------------------------
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
         if isinstance(value, Parameter):
@@ -61,63 +64,63 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str):
         buffers = self.__dict__.get("_buffers", {})
         if name in buffers:
             return buffers[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
-    def register_buffer(self, name, array):
+    def register_buffer(self, name: str, array: Array) -> None:
         """Non-trainable state saved in ``state_dict`` (e.g. BatchNorm's running statistics)."""
         self._buffers[name] = array
 
     # -- computation -----------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         raise NotImplementedError
 
-    def __call__(self, x):
+    def __call__(self, x: Array):
         return self.forward(x)
 
     # -- traversal -------------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator:
         yield prefix, self
         for name, m in self._modules.items():
             yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def children(self):
+    def children(self) -> list:
         return list(self._modules.values())
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator:
         for mod_name, m in self.named_modules(prefix):
             for name, p in m._parameters.items():
                 yield (f"{mod_name}.{name}" if mod_name else name), p
 
-    def parameters(self):
+    def parameters(self) -> list:
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self):
+    def named_buffers(self) -> Iterator:
         for mod_name, m in self.named_modules():
             for name, b in m._buffers.items():
                 yield (f"{mod_name}.{name}" if mod_name else name), m, name, b
 
     # -- modes and gradients ---------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         for _, m in self.named_modules():
             object.__setattr__(m, "training", bool(mode))
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         return self.train(False)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
 
     # -- state -----------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict:
         """Parameters and buffers by name (``"0.weight"``, ``"1.running_mean"``), as arrays on
         the module's device (not copies)."""
         state = OrderedDict((name, p.data) for name, p in self.named_parameters())
@@ -125,7 +128,7 @@ class Module:
             state[name] = b
         return state
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy values from ``state`` (NumPy or CuPy arrays) into this module, on its device,
         keeping each array's dtype. ``strict``: the names must match exactly."""
         own = self.state_dict()
@@ -155,7 +158,7 @@ class Module:
                 m._buffers[bname] = new
         return self
 
-    def to(self, backend):
+    def to(self, backend: str) -> Module:
         """Move every parameter, gradient and buffer to ``"numpy"`` or ``"cupy"``."""
         if backend not in ("numpy", "cupy"):
             raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
@@ -179,15 +182,15 @@ class Module:
             m._on_move()
         return self
 
-    def _on_move(self):
+    def _on_move(self) -> None:
         """Hook for modules that keep device-specific state (caches, generators)."""
 
-    def device(self):
+    def device(self) -> str:
         ps = self.parameters()
         return "cupy" if ps and is_cupy_array(ps[0].data) else "numpy"
 
     # -- display ---------------------------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
     def __repr__(self):
@@ -215,15 +218,15 @@ class Sequential(Module):
     def __len__(self):
         return len(self._modules)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int):
         return list(self._modules.values())[i]
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         for m in self._modules.values():
             x = m.forward(x)
         return x
 
-    def backward(self, dout):
+    def backward(self, dout: Array) -> Array:
         for m in reversed(list(self._modules.values())):
             dout = m.backward(dout)
         return dout

@@ -5,6 +5,13 @@ checkpointing are callbacks; so are the babysitting monitors.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from gpunet.types import Array
+
+if TYPE_CHECKING:
+    from gpunet.train.loop import Trainer
+
 import math
 
 __all__ = ["Callback", "EarlyStopping", "StopOnDivergence", "Checkpoint", "TrainingDiverged"]
@@ -17,20 +24,20 @@ class TrainingDiverged(RuntimeError):
 class Callback:
     """Hooks; set ``trainer.stop_training = True`` to stop after the current epoch."""
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         pass
 
-    def on_batch_end(self, trainer, iteration, logs):
+    def on_batch_end(self, trainer: Trainer, iteration: int, logs: dict) -> None:
         """``logs["loss"]`` is the step's loss as a 0-d device array (reading it syncs)."""
 
-    def on_losses(self, trainer, first_iteration, values):
+    def on_losses(self, trainer: Trainer, first_iteration: int, values: list) -> None:
         """A group of losses read back to the host (floats), the first at ``first_iteration``;
         called before they join ``trainer.history.loss``."""
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         """``logs``: train_acc, val_acc, val_loss, lr, time of this epoch."""
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         pass
 
 
@@ -38,7 +45,14 @@ class EarlyStopping(Callback):
     """Stop when ``monitor`` (default val_acc, higher is better) has not improved for
     ``patience`` epochs; with ``restore_best`` the model ends with the best epoch's weights."""
 
-    def __init__(self, monitor="val_acc", patience=5, mode="max", min_delta=0.0, restore_best=True):
+    def __init__(
+        self,
+        monitor: str = "val_acc",
+        patience: int = 5,
+        mode: str = "max",
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.monitor, self.patience, self.mode, self.min_delta, self.restore_best = (
@@ -50,14 +64,14 @@ class EarlyStopping(Callback):
         )
         self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
 
-    def _better(self, v):
+    def _better(self, v: Array):
         if self.best is None:
             return True
         return (
             v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta
         )
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         v = logs.get(self.monitor)
         if v is None or math.isnan(v):
             raise ValueError(
@@ -73,7 +87,7 @@ class EarlyStopping(Callback):
             if self.wait >= self.patience:
                 trainer.stop_training = True
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 
@@ -82,7 +96,7 @@ class StopOnDivergence(Callback):
     """Stops the run at the first NaN or infinite loss, naming the iteration and the last good
     checkpoint (the lecture: loss exploding or NaN -> the learning rate is too high)."""
 
-    def on_losses(self, trainer, first_iteration, values):
+    def on_losses(self, trainer: Trainer, first_iteration: int, values: list) -> None:
         for k, v in enumerate(values):
             if not math.isfinite(v):
                 where = (
@@ -91,8 +105,10 @@ class StopOnDivergence(Callback):
                     else ""
                 )
                 raise TrainingDiverged(
-                    f"loss became {v} at iteration {first_iteration + k} (epoch {trainer.epoch + 1}); "
-                    f"training stopped. The learning rate ({trainer.optimizer.lr:g}) is probably too "
+                    f"loss became {v} at iteration {first_iteration + k} (epoch "
+                    f"{trainer.epoch + 1}); "
+                    f"training stopped. The learning rate ({trainer.optimizer.lr:g}) is "
+                    f"probably too "
                     f"high: try lr / 10{where}."
                 )
 
@@ -100,5 +116,5 @@ class StopOnDivergence(Callback):
 class Checkpoint(Callback):
     """Writes the trainer's checkpoint atomically after every epoch (``Trainer.save``)."""
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         trainer.save()

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy
 
+from gpunet.types import PathLike
+
 __all__ = ["History"]
 
 
@@ -43,11 +45,11 @@ class History:
     def to_dict(self) -> dict:
         return {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
 
-    def save_json(self, path) -> None:
+    def save_json(self, path: PathLike) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f)
 
-    def save_csv(self, path) -> None:
+    def save_csv(self, path: PathLike) -> None:
         """One row per epoch (the per-iteration loss is in the JSON)."""
         with open(path, "w") as f:
             f.write(",".join(self._EPOCH_FIELDS) + "\n")
@@ -56,7 +58,7 @@ class History:
                     ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
                 )
 
-    def plot(self, path, title: str | None = None) -> None:
+    def plot(self, path: PathLike, title: str | None = None) -> None:
         """Save the loss curve and the train-vs-val accuracy curves as a PNG (headless)."""
         from .plots import plot_histories
 

@@ -2,7 +2,8 @@
 
 One epoch: a seeded shuffle into mini-batches, forward, loss, backward, optimizer step; then the
 train and validation accuracy, the schedule step, the callbacks (the checkpoint is one). Training
-data is moved to the device once (if it fits: ``backend.fits_on_device``). Losses stay on the device and are read back every
+data is moved to the device once (if it fits: ``backend.fits_on_device``). Losses stay on the
+device and are read back every
 ``sync_every`` iterations (a host sync per step would make small GPU steps launch-bound).
 
 Babysitting hooks (CS231n): the per-iteration loss history, train vs val accuracy per epoch (the
@@ -16,6 +17,16 @@ resumed from the checkpoint of epoch k reaches the same weights as an uninterrup
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from gpunet.types import Array, PathLike
+
+if TYPE_CHECKING:
+    from gpunet.nn.module import Module
+    from gpunet.optim import Optimizer, Schedule
 
 import json
 import os
@@ -36,13 +47,13 @@ from .history import History
 __all__ = ["Trainer", "fit", "evaluate", "predict"]
 
 
-def _progress_enabled(progress):
+def _progress_enabled(progress: bool | None):
     if progress is None:
         return sys.stderr.isatty()
     return bool(progress)
 
 
-def _check_data(X, y, name):
+def _check_data(X: Array, y: Array, name: str) -> int:
     if len(X) != len(y):
         raise ValueError(f"{name}: X has {len(X)} examples but y has {len(y)} labels")
     if len(X) == 0:
@@ -50,7 +61,8 @@ def _check_data(X, y, name):
     ya = to_numpy(y)
     if ya.dtype.kind not in "iu" or ya.ndim != 1:
         raise TypeError(
-            f"{name}: y must be a 1-D array of integer class labels, got dtype {ya.dtype}, shape {ya.shape}"
+            f"{name}: y must be a 1-D array of integer class labels, got dtype {ya.dtype}, "
+            f"shape {ya.shape}"
         )
     if ya.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, got {int(ya.min())}")
@@ -62,16 +74,16 @@ class Trainer:
 
     def __init__(
         self,
-        model,
-        loss,
-        optimizer,
-        lr_schedule=None,
-        callbacks=(),
-        checkpoint=None,
-        seed=None,
-        progress=None,
-        reg=0.0,
-        sync_every=None,
+        model: Module,
+        loss: Callable,
+        optimizer: Optimizer,
+        lr_schedule: Schedule | None = None,
+        callbacks: Sequence = (),
+        checkpoint: PathLike | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+        reg: float = 0.0,
+        sync_every: int | None = None,
     ):
         self.model, self.loss, self.optimizer, self.lr_schedule = (
             model,
@@ -98,7 +110,7 @@ class Trainer:
         self._loss_kwargs = {"check": False} if isinstance(loss, loss_mod.Loss) else {}
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save(self, path=None):
+    def save(self, path: PathLike | None = None) -> None:
         """Atomically write model, optimizer, schedule, history, RNG state and epoch."""
         path = path or self.checkpoint
         arrays = flatten(
@@ -117,7 +129,7 @@ class Trainer:
         }
         save_checkpoint(path, arrays, meta)
 
-    def restore(self, path=None):
+    def restore(self, path: PathLike | None = None) -> dict:
         """Load a checkpoint written by ``save``; training continues after its epoch."""
         arrays, meta = load_checkpoint(path or self.checkpoint)
         self.model.load_state_dict(group(arrays, "model"))
@@ -130,7 +142,15 @@ class Trainer:
         return meta
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, X_train, y_train, val=None, epochs=10, batch_size=64, resume=False):
+    def fit(
+        self,
+        X_train: Array,
+        y_train: Array,
+        val: tuple | None = None,
+        epochs: int = 10,
+        batch_size: int = 64,
+        resume: bool = False,
+    ) -> History:
         self._max_label = _check_data(X_train, y_train, "training data")
         if val is not None:
             self._max_label = max(self._max_label, _check_data(val[0], val[1], "validation data"))
@@ -155,7 +175,16 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
-    def _run_epoch(self, X, y, Xv, yv, epochs, batch_size, sync_every):
+    def _run_epoch(
+        self,
+        X: Array,
+        y: Array,
+        Xv: Array | None,
+        yv: Array | None,
+        epochs: int,
+        batch_size: int,
+        sync_every: int,
+    ) -> None:
         e = self.epoch + 1
         epoch_seed = int(
             numpy.random.SeedSequence([self.seed, e]).generate_state(1, numpy.uint64)[0] % 2**63
@@ -195,7 +224,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, e, logs)
 
-    def _train_batches(self, batches, X, y, e, epochs, sync_every):
+    def _train_batches(
+        self, batches: list, X: Array, y: Array, e: int, epochs: int, sync_every: int
+    ) -> None:
         xp, data_xp = get_xp(), get_array_module(X)
         self.model.train()
         pending, first_iteration = [], len(self.history.loss)
@@ -226,7 +257,7 @@ class Trainer:
         finally:
             bar.close()
 
-    def _step(self, xb, yb):
+    def _step(self, xb: Array, yb: Array) -> tuple:
         scores = self.model.forward(xb)
         if self._max_label >= scores.shape[1]:
             raise ValueError(
@@ -242,7 +273,7 @@ class Trainer:
         self.optimizer.step()
         return loss, scores
 
-    def _record(self, pending):
+    def _record(self, pending: list) -> None:
         """Read back a group of losses (one sync); the callbacks see them first (the divergence
         stop raises on a non-finite one)."""
         first_iteration = len(self.history.loss) + 1
@@ -253,27 +284,28 @@ class Trainer:
 
 
 def fit(
-    model,
-    loss,
-    optimizer,
-    X_train,
-    y_train,
-    val=None,
-    epochs=10,
-    batch_size=64,
-    lr_schedule=None,
-    callbacks=(),
-    checkpoint=None,
-    seed=None,
-    resume=False,
-    progress=None,
-    reg=0.0,
+    model: Module,
+    loss: Callable,
+    optimizer: Optimizer,
+    X_train: Array,
+    y_train: Array,
+    val: tuple | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr_schedule: Schedule | None = None,
+    callbacks: Sequence = (),
+    checkpoint: PathLike | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    reg: float = 0.0,
 ) -> History:
     """Train ``model`` and return its ``History``.
 
     Args:
         model: a gpunet ``Module`` producing class scores (N, C).
-        loss: ``(scores, y) -> (loss, dscores)``: ``nn.SoftmaxCrossEntropy()``, ``nn.MulticlassSVM()``.
+        loss: ``(scores, y) -> (loss, dscores)``: ``nn.SoftmaxCrossEntropy()``,
+        ``nn.MulticlassSVM()``.
         optimizer: an optimizer over ``model.parameters()`` (``gpunet.optim``).
         X_train: training inputs (N, ...), NumPy or CuPy; moved to the active backend once.
         y_train: integer class labels (N,).
@@ -294,7 +326,7 @@ def fit(
     return trainer.fit(X_train, y_train, val, epochs, batch_size, resume)
 
 
-def _to_device(xp, a):
+def _to_device(xp: ModuleType, a: Array):
     """``a`` on the active device if it fits there (the device memory policy of
     ``backend.fits_on_device``); else it stays on the host and moves batch by batch."""
     if xp is numpy or not fits_on_device(xp, a.size * a.dtype.itemsize):
@@ -302,13 +334,20 @@ def _to_device(xp, a):
     return xp.asarray(a)
 
 
-def _batched_scores(model, X, batch_size):
+def _batched_scores(model: Module, X: Array, batch_size: int):
     xp = get_xp()
     out = [model.forward(xp.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
     return xp.concatenate(out) if out else None
 
 
-def evaluate(model, X, y, loss=None, batch_size=1024, max_examples=None):
+def evaluate(
+    model: Module,
+    X: Array,
+    y: Array,
+    loss: Callable | None = None,
+    batch_size: int = 1024,
+    max_examples: int | None = None,
+) -> tuple:
     """``(mean loss or nan, accuracy)`` of ``model`` in eval mode on (X, y); the model's mode is
     restored afterwards. ``max_examples`` evaluates on the first that many only."""
     if max_examples is not None:
@@ -325,7 +364,7 @@ def evaluate(model, X, y, loss=None, batch_size=1024, max_examples=None):
     return value, acc
 
 
-def predict(model, X, batch_size=1024):
+def predict(model: Module, X: Array, batch_size: int = 1024) -> Array:
     """Predicted class of each row of X (eval mode; the model's mode is restored)."""
     was_training = model.training
     model.eval()
@@ -338,17 +377,17 @@ def predict(model, X, batch_size=1024):
 class _NoBar:
     n = 0
 
-    def update(self, k):
+    def update(self, k: int) -> None:
         self.n += k
 
-    def set_postfix(self, **kw):
+    def set_postfix(self, **kw) -> None:
         pass
 
-    def close(self):
+    def close(self) -> None:
         pass
 
 
-def _bar(total, desc, enabled):
+def _bar(total: int, desc: str, enabled: bool) -> object:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm
@@ -356,7 +395,7 @@ def _bar(total, desc, enabled):
     return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
 
 
-def _rng_state_to_json(rng):
+def _rng_state_to_json(rng: numpy.random.Generator):
     return json.dumps(rng.bit_generator.state)
 
 

@@ -7,10 +7,12 @@ import math
 
 import numpy
 
+from gpunet.types import PathLike
+
 __all__ = ["plot_histories"]
 
 
-def plot_histories(histories, path, title=None):
+def plot_histories(histories: dict, path: PathLike, title: str | None = None) -> None:
     """Loss per iteration and train/val accuracy per epoch of one or several runs, in one figure."""
     import matplotlib
 

@@ -187,7 +187,8 @@ def raw_module(source: str):
     for k in kernels.values():
         args = ", ".join(f"*({p.c_type}*)a[{i}]" for i, p in enumerate(k.params))
         wrappers.append(
-            f'extern "C" int gpunet_emu_launch_{k.name}(const unsigned int *g, const unsigned int *b, '
+            f'extern "C" int gpunet_emu_launch_{k.name}(const unsigned int *g, const unsigned '
+            f"int *b, "
             f"unsigned long long seed, void **a) {{\n"
             f"    return gpunet_emu::launch(g, b, seed, [&] {{ {k.name}({args}); }});\n}}"
         )

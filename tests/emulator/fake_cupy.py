@@ -435,7 +435,8 @@ class ElementwiseKernel:
         }
         if len(t_dtypes) > 1:
             raise TypeError(
-                f"{self.name}: type parameter T is bound to several dtypes {sorted(map(str, t_dtypes))}"
+                f"{self.name}: type parameter T is bound to several dtypes "
+                f"{sorted(map(str, t_dtypes))}"
             )
         dtype = t_dtypes.pop() if t_dtypes else numpy.dtype(numpy.float64)
         if dtype not in (numpy.float32, numpy.float64):
