@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from .backend import is_cupy_array
+from .kernels import FUSED_ACTIVATIONS
+from .kernels.activation_math import NAMES as ACTIVATION_NAMES
 
 __all__ = [
     "GPU_CHOICES",
@@ -67,26 +69,8 @@ CPU_CHOICES = ("auto", "numpy", "numba", "numba-serial", "numba-parallel")
 
 #: operations the Numba CPU kernels implement (a BatchNorm op is "batchnorm" or "batchnorm+ACT")
 NUMBA_CPU_OPS = frozenset(
-    {
-        "sigmoid",
-        "tanh",
-        "relu",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "gelu",
-        "gelu_tanh",
-        "softplus",
-        "silu",
-        "batchnorm",
-        "batchnorm+relu",
-        "batchnorm+leaky_relu",
-        "batchnorm+elu",
-        "batchnorm+tanh",
-        "batchnorm+sigmoid",
-        "batchnorm+gelu",
-        "batchnorm+silu",
-    }
+    ACTIVATION_NAMES
+    + tuple("batchnorm" if act is None else f"batchnorm+{act}" for act in FUSED_ACTIVATIONS)
 )
 #: what ``auto`` sends to the Numba CPU kernels, and from how many values. Measured (1M float32,
 #: 2-core EPYC, ms forward/backward, NumPy -> Numba): relu 4.5/8.9 -> 0.7/0.8, leaky_relu

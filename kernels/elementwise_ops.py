@@ -12,18 +12,9 @@ from types import ModuleType
 
 from gpunet.types import Array
 
-ACTIVATION_KERNELS = (
-    "sigmoid",
-    "tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "selu",
-    "gelu",
-    "gelu_tanh",
-    "softplus",
-    "silu",
-)
+from .activation_math import NAMES
+
+ACTIVATION_KERNELS = NAMES  # every activation of activation_math.py
 
 
 def activation_ops(name: str) -> tuple:
