@@ -1,10 +1,11 @@
 """Plot every activation function of the lecture and its derivative, computed by gpunet's kernels
 (GPU if present, else CPU), to activations.png.
 
-    python examples/activations.py [--out activations.png]
+    python examples/activations.py [--out runs/activations.png]
 """
 
 import argparse
+import os
 
 import matplotlib
 
@@ -18,7 +19,7 @@ from gpunet import functional as F  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="activations.png")
+    parser.add_argument("--out", default="runs/activations.png")
     args = parser.parse_args()
     backend = gpunet.set_backend("auto")
     x = gpunet.asarray(numpy.linspace(-5, 5, 1001, dtype=numpy.float32))
@@ -45,6 +46,7 @@ def main():
     axes.flat[0].legend()
     fig.suptitle(f"gpunet activation functions ({backend}: {gpunet.device_name()})")
     fig.tight_layout()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out, dpi=100)
     print(f"saved {args.out}")
 

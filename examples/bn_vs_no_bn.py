@@ -1,10 +1,11 @@
 """Batch normalization lets you use a higher learning rate (CS231n): the same net trained with and
 without BatchNorm at a high learning rate, both curves in one plot.
 
-    python examples/bn_vs_no_bn.py [--lr 0.5] [--out bn_vs_no_bn.png]
+    python examples/bn_vs_no_bn.py [--lr 0.5] [--out runs/bn_vs_no_bn.png]
 """
 
 import argparse
+import os
 
 import numpy
 
@@ -39,7 +40,7 @@ def main():
     )
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--out", default="bn_vs_no_bn.png")
+    parser.add_argument("--out", default="runs/bn_vs_no_bn.png")
     args = parser.parse_args()
     print("backend:", gpunet.set_backend("auto"), gpunet.device_name())
     d = load_digits()
@@ -55,6 +56,7 @@ def main():
                 f"{name:>13}: final loss {numpy.mean(h.loss[-20:]):.4f}, val acc "
                 f"{h.val_acc[-1]:.4f}"
             )
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     plot_histories(
         runs, args.out, title=f"SGD momentum 0.9, lr = {args.lr}: with vs without BatchNorm"
     )

@@ -3,10 +3,11 @@ unit-Gaussian data, one forward pass, a histogram of every layer's activations, 
 initialization. Small random weights make the activations collapse towards 0, large ones saturate
 tanh at +-1, Xavier keeps tanh healthy, and ReLU needs He's factor 2.
 
-    python examples/init_experiment.py [--out init_experiment.png]
+    python examples/init_experiment.py [--out runs/init_experiment.png]
 """
 
 import argparse
+import os
 
 import matplotlib
 
@@ -45,7 +46,7 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", default="init_experiment.png")
+    parser.add_argument("--out", default="runs/init_experiment.png")
     args = parser.parse_args()
     print("backend:", gpunet.set_backend("auto"), gpunet.device_name())
     fig, axes = plt.subplots(len(CASES), 10, figsize=(20, 2.2 * len(CASES)), sharey="row")
@@ -64,6 +65,7 @@ def main():
         "Activations of a 10-layer, 500-unit net on unit-Gaussian input, by initialization"
     )
     fig.tight_layout()
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.savefig(args.out, dpi=80)
     print(f"saved {args.out}")
 

@@ -28,3 +28,37 @@ from .dispatch import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
+
+#: submodules reachable as attributes after a plain ``import gpunet`` (``gpunet.nn.mlp(...)``, as
+#: ``numpy.linalg`` and ``torch.nn``), imported on first use so that ``import gpunet`` stays light
+_SUBMODULES = (
+    "backend",
+    "checkpoint",
+    "cli",
+    "datasets",
+    "diagnose",
+    "dispatch",
+    "functional",
+    "init",
+    "kernels",
+    "metrics",
+    "nn",
+    "optim",
+    "preprocess",
+    "run",
+    "train",
+    "tune",
+    "types",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_SUBMODULES))

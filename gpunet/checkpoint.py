@@ -12,6 +12,7 @@ Layout: arrays by group (``model/0.weight``, ``optim/t``, ...), ``__meta__`` (JS
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -57,9 +58,17 @@ def save_checkpoint(path: PathLike, arrays: dict, meta: dict) -> None:
         host[name] = arr
     host[META_KEY] = numpy.asarray(json.dumps({"format": FORMAT, **meta}))
     host[DIGEST_KEY] = numpy.asarray(_digest(host))
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path!r} is a directory; give a file name (.npz)")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz.tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        try:  # left by a save that was killed midway: never a checkpoint, only disk space
+            os.unlink(stale)
+        except OSError:
+            pass
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             numpy.savez(f, **host)
@@ -83,8 +92,21 @@ def save_checkpoint(path: PathLike, arrays: dict, meta: dict) -> None:
 def load_checkpoint(path: PathLike) -> tuple:
     """Returns ``(arrays, meta)``; raises ``CheckpointError`` with the reason on any problem."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path!r} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path!r}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        raise CheckpointError(
+            f"{path!r} is a single .npy array, not a gpunet checkpoint (.npz archive); "
+            "pickled objects are refused, never loaded"
+        )
+    if head[:4] != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CheckpointError(
+            f"{path!r} is not a readable gpunet checkpoint: not an .npz (zip) archive"
+        )
     try:
         with open(path, "rb") as f:
             z = numpy.load(f, allow_pickle=False)

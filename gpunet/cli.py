@@ -16,24 +16,34 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {s!r}")
 
 
-def _hidden(s: str):
+def _hidden(s: str) -> list:
+    """``128,64`` -> [128, 64]; ``none`` -> [] (no hidden layer: a linear classifier)."""
+    if s.strip().lower() == "none":
+        return []
     try:
-        sizes = [int(v) for v in s.split(",") if v.strip()]
+        sizes = [int(v) for v in s.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"hidden sizes must be comma-separated integers, got {s!r}"
+            f"hidden sizes must be comma-separated integers such as 128,64 (or none), got {s!r}"
         ) from None
     if any(v < 1 for v in sizes):
         raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {s!r}")
     return sizes
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The parser; with ``suppress_defaults`` an option left out is absent from the result (how
+    ``explicit_options`` tells what the user typed from what is a default)."""
+    import os
+
     from . import init, optim, preprocess
     from .nn import ACTIVATION_LAYERS
     from .run import DATASETS, SCHEDULES, TrainConfig
 
-    d = TrainConfig()
+    d = TrainConfig(
+        backend=os.environ.get("GPUNET_BACKEND", "auto"),
+        kernels=os.environ.get("GPUNET_KERNELS", "auto"),
+    )
     parser = argparse.ArgumentParser(
         prog="gpunet", description="Train neural networks well, on a GPU or a CPU."
     )
@@ -109,10 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=["auto", "numpy", "cupy"],
         default=d.backend,
-        help="auto: GPU if present",
+        help="auto: GPU if present (default from GPUNET_BACKEND)",
     )
     t.add_argument(
-        "--kernels", choices=["auto", "cupy", "numba"], default=d.kernels, help="GPU kernel path"
+        "--kernels",
+        choices=["auto", "cupy", "numba"],
+        default=d.kernels,
+        help="GPU kernel path (default from GPUNET_KERNELS)",
     )
     t.add_argument(
         "--seed",
@@ -120,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.seed,
         help="makes the run reproducible (init, shuffles, dropout)",
     )
-    t.add_argument("--out", default="runs/latest", help="output folder")
+    t.add_argument("--out", default="runs/latest", help="output folder (the run folder)")
     t.add_argument(
         "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
     )
@@ -131,28 +144,78 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print versions, the active backend, the GPU (name, memory) and which kernel "
         "paths work.",
     )
+    if suppress_defaults:
+        for action in t._actions:
+            action.default = argparse.SUPPRESS
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+#: how the command line spells each option of TrainConfig, for error messages
+OPTION_NAMES = {
+    "data_dir": "--data-dir",
+    "weight_decay": "--weight-decay",
+    "batch_size": "--batch-size",
+    "no_progress": "--no-progress",
+}
+
+
+def option_names() -> dict:
+    from .run import TrainConfig
+
+    return {
+        f.name: OPTION_NAMES.get(f.name, f"--{f.name}") for f in dataclasses.fields(TrainConfig)
+    }
+
+
+def explicit_options(argv: list) -> set:
+    """The TrainConfig fields the user typed on the command line."""
+    return set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
+
+
+def _environment_errors(explicit: set) -> str | None:
+    import os
+
+    from .dispatch import GPU_CHOICES
+
+    for var, opt, choices in (
+        ("GPUNET_BACKEND", "backend", ("auto", "numpy", "cupy")),
+        ("GPUNET_KERNELS", "kernels", GPU_CHOICES),
+    ):
+        value = os.environ.get(var)
+        if value is not None and opt not in explicit and value not in choices:
+            return f"the environment variable {var} must be one of {list(choices)}, got {value!r}"
+    return None
+
+
+def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
+    from .backend import BackendError
     from .checkpoint import CheckpointError
-    from .run import TrainConfig, run
+    from .run import ConfigError, RunInterrupted, TrainConfig, run
     from .train import TrainingDiverged
 
+    explicit = explicit_options(argv if argv is not None else sys.argv[1:])
+    problem = _environment_errors(explicit)
+    if problem:
+        print(f"gpunet train: error: {problem}", file=sys.stderr)
+        return 2
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["progress"] = False if args.no_progress else None
     cfg = TrainConfig(**values)
     try:
-        result = run(cfg)
+        result = run(cfg, explicit=explicit, names=option_names())
     except TrainingDiverged as exc:
         print(f"gpunet train: {exc}", file=sys.stderr)
         return 1
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except RunInterrupted as exc:
+        print(f"gpunet train: {exc}", file=sys.stderr)
+        return 130
+    except (CheckpointError, ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
         print(f"gpunet train: error: {exc}", file=sys.stderr)
         return 2
     import gpunet
 
+    cfg = result.get("config", cfg)
     print(
         f"backend {gpunet.get_backend()} ({gpunet.device_name()}); dataset {cfg.dataset}; "
         f"{cfg.epochs} epochs in {sum(result['history'].time):.1f} s"
@@ -220,8 +283,11 @@ def _kernel_check(cupy: ModuleType):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return {"train": cmd_train, "info": cmd_info}[args.command](args)
+    if args.command == "train":
+        return cmd_train(args, argv)
+    return cmd_info(args)
 
 
 if __name__ == "__main__":

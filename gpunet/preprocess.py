@@ -52,6 +52,16 @@ class Transform:
             )
         if X.dtype.kind != "f":
             raise TypeError(f"{name} must be a float array, got dtype {X.dtype}")
+        mean = getattr(self, "mean", None)
+        if mean is not None:
+            per_channel = getattr(self, "per_channel", False)
+            got = X.shape[1] if per_channel else int(numpy.prod(X.shape[1:]))
+            if got != mean.size:
+                what = "channels" if per_channel else "features"
+                raise ValueError(
+                    f"{name} has {got} {what} per example but {type(self).__name__} was fitted "
+                    f"on data with {mean.size}: transform data shaped like the training data"
+                )
         return get_array_module(X)
 
     def state_dict(self) -> dict:

@@ -6,17 +6,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Iterable
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from gpunet.types import PathLike
 
 from . import backend, datasets, nn, optim, preprocess
 from .checkpoint import group, load_checkpoint
-from .train import Trainer, evaluate
+from .train import Callback, History, Trainer, TrainingDiverged, evaluate
 
 DATASETS = ("digits", "spiral", "cifar10", "mnist")
+
+
+class ConfigError(ValueError):
+    """An option of a run is invalid, or conflicts with the run it resumes. ``option`` names it."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
+#: options that may differ from the checkpoint's when resuming: where and how long it runs
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "backend", "kernels", "data_dir")
 
 
 @dataclass
@@ -46,27 +61,62 @@ class TrainConfig:
     resume: bool = False
     progress: bool | None = None
 
-    def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+    def validate(self, names: dict | None = None) -> TrainConfig:
+        """Check every option, one message per option naming it and its valid values
+        (``names`` maps field names to how the caller spells them, e.g. ``--batch-size``)."""
+        from .dispatch import GPU_CHOICES
+        from .nn import ACTIVATION_LAYERS
+
+        def fail(opt: str, message: str) -> None:
+            raise ConfigError(opt, f"{(names or {}).get(opt, opt)} {message}")
+
+        def one_of(opt: str, choices: object) -> None:
+            if getattr(self, opt) not in choices:
+                fail(opt, f"must be one of {sorted(choices)}, got {getattr(self, opt)!r}")
+
+        def integer(opt: str, low: int) -> None:
+            v = getattr(self, opt)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                fail(opt, f"must be an integer >= {low}, got {v!r}")
+
+        def number(opt: str, low: float, high: float | None = None, low_open: bool = False) -> None:
+            v = getattr(self, opt)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (v > low if low_open else v >= low) and (high is None or v < high)
+            if not ok:
+                rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
+                fail(opt, f"must be a number in {rng}, got {v!r}")
+
+        one_of("dataset", DATASETS)
         if self.dataset in ("cifar10", "mnist") and not self.data_dir:
-            raise ValueError(f"dataset {self.dataset!r} needs data_dir (a folder with its files)")
-        if self.optimizer not in optim.OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {sorted(optim.OPTIMIZERS)}, got {self.optimizer!r}"
+            fail("data_dir", f"is needed for dataset {self.dataset!r} (a folder with its files)")
+        if not isinstance(self.hidden, (list, tuple)) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden
+        ):
+            fail("hidden", f"must be a list of positive layer sizes, got {self.hidden!r}")
+        one_of("activation", ACTIVATION_LAYERS)
+        one_of("init", __import__("gpunet.init", fromlist=["INITIALIZERS"]).INITIALIZERS)
+        if not isinstance(self.batchnorm, bool):
+            fail("batchnorm", f"must be on or off (a bool), got {self.batchnorm!r}")
+        number("dropout", 0.0, 1.0)
+        one_of("optimizer", optim.OPTIMIZERS)
+        number("lr", 0.0, low_open=True)
+        number("momentum", 0.0, 1.0)
+        number("weight_decay", 0.0)
+        number("reg", 0.0)
+        one_of("schedule", SCHEDULES)
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        if self.batchnorm and self.batch_size < 2:
+            fail(
+                "batch_size",
+                "must be >= 2 with BatchNorm (batch statistics need 2 examples); "
+                "use a larger batch or turn BatchNorm off",
             )
-        if self.preprocess not in preprocess.PREPROCESSORS:
-            raise ValueError(
-                f"preprocess must be one of {sorted(preprocess.PREPROCESSORS)}, got "
-                f"{self.preprocess!r}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"need lr > 0, epochs >= 1, batch_size >= 1; got {self.lr}, {self.epochs}, "
-                f"{self.batch_size}"
-            )
+        one_of("preprocess", preprocess.PREPROCESSORS)
+        one_of("backend", ("auto", "numpy", "cupy"))
+        one_of("kernels", GPU_CHOICES)
+        integer("seed", 0)
         return self
 
 
@@ -108,17 +158,131 @@ def _optimizer(cfg: TrainConfig, params: Iterable):
     return cls(params, **kwargs)
 
 
-def run(cfg: TrainConfig) -> dict:
-    """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor. With
-    ``cfg.out`` set, writes config.json, history.json/.csv, curves.png and checkpoint.npz
-    (model + optimizer + schedule + preprocessing + history, resumable with ``cfg.resume``)."""
-    cfg.validate()
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _prepare_out(out: str, names: dict | None) -> None:
+    """The run folder must be a folder we can write to, said before anything runs."""
+    label = (names or {}).get("out", "out")
+    if not out:
+        raise ConfigError("out", f"{label} must name a folder, got {out!r}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError("out", f"{label} {out!r} is a file, not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError("out", f"{label} {out!r} cannot be written to ({exc.strerror})") from None
+
+
+def _resume_config(cfg: TrainConfig, old: dict, explicit: set | None, names: dict | None) -> tuple:
+    """(config to run, notes): the checkpoint's run, with only the changes that keep it the same
+    run; any other differing option is an error naming it with both values."""
+    label = (names or {}).get
+    diffs = []
+    for f in dataclasses.fields(TrainConfig):
+        k = f.name
+        if k in RESUMABLE_CHANGES or k not in old or (explicit is not None and k not in explicit):
+            continue
+        if _jsonable(getattr(cfg, k)) != old[k]:
+            diffs.append(f"{label(k, k)} {getattr(cfg, k)!r} (the checkpoint's run: {old[k]!r})")
+    if diffs:
+        raise ConfigError(
+            "resume",
+            f"{label('resume', 'resume')} continues the run in the checkpoint exactly, but these "
+            f"options differ from it: {'; '.join(diffs)}. Leave them out to continue that run, "
+            f"or start a new run in another {label('out', 'out')} folder",
+        )
+    keep = {k: v for k, v in old.items() if k not in RESUMABLE_CHANGES and hasattr(cfg, k)}
+    merged = dataclasses.replace(cfg, **keep)
+    notes = []
+    if merged.epochs != old.get("epochs", merged.epochs):
+        notes.append(
+            f"{label('epochs', 'epochs')} {old['epochs']} -> {merged.epochs}: training on to epoch "
+            f"{merged.epochs} (the {merged.schedule} schedule now spans {merged.epochs} epochs)"
+        )
+    return merged, notes
+
+
+def _jsonable(v: object) -> object:
+    return json.loads(json.dumps(v))
+
+
+def _write_json_atomic(path: str, obj: object) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C during ``run``: says which epoch the run folder holds and how to resume."""
+
+
+class _RunFolder(Callback):
+    """Writes config.json once the run has produced a good epoch: until then nothing in the
+    folder (another run's files) is replaced."""
+
+    def __init__(self, out: str, config: dict):
+        self.out, self.config, self.written = out, config, False
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
+        if not self.written:
+            _write_json_atomic(os.path.join(self.out, "config.json"), self.config)
+            self.written = True
+
+
+def run(
+    cfg: TrainConfig,
+    explicit: set | None = None,
+    names: dict | None = None,
+    log: Callable = _log,
+) -> dict:
+    """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor, and
+    ``status`` ("trained", "finished" or "stopped"). With ``cfg.out`` set, writes config.json,
+    history.json/.csv, curves.png and checkpoint.npz (model + optimizer + schedule +
+    preprocessing + history + config). ``cfg.resume`` continues the checkpoint's run exactly:
+    options that would change it (``explicit``: the ones the caller set; None: all) are an
+    error, except RESUMABLE_CHANGES (more epochs, another device). ``names``: how the caller
+    spells the options in messages (the CLI: ``--lr``)."""
+    cfg.validate(names)
+    ckpt = os.path.join(cfg.out, "checkpoint.npz") if cfg.out else None
+    if cfg.out is not None:
+        _prepare_out(cfg.out, names)
+    done, meta = 0, {}
+    if cfg.resume and ckpt and os.path.exists(ckpt):
+        _, meta = load_checkpoint(ckpt)
+        old = meta.get("config")
+        if old is None:
+            raise ConfigError(
+                "resume",
+                f"{ckpt} has no run configuration (not written by "
+                "`gpunet train`): it cannot be resumed as a run",
+            )
+        cfg, notes = _resume_config(cfg, old, explicit, names)
+        cfg.validate(names)
+        done = int(meta["epoch"])
+        for note in notes:
+            log(note)
+    elif cfg.resume:
+        log(f"no checkpoint in {cfg.out}: starting fresh")
     from .dispatch import set_kernels
 
     backend.set_backend(cfg.backend)
     set_kernels(cfg.kernels)
     backend.seed(cfg.seed)
     data = load_data(cfg)
+    if cfg.batch_size > len(data["X_train"]):
+        label = (names or {}).get("batch_size", "batch_size")
+        raise ConfigError(
+            "batch_size",
+            f"{label} must be in [1, {len(data['X_train'])}] (the training set of "
+            f"{cfg.dataset} has {len(data['X_train'])} examples), got {cfg.batch_size}",
+        )
     pre = preprocess.PREPROCESSORS[cfg.preprocess]
     pre = pre() if pre is not None else None
     if pre is not None:
@@ -135,49 +299,96 @@ def run(cfg: TrainConfig) -> dict:
     model.to(backend.get_backend())
     opt = _optimizer(cfg, model.parameters())
     schedule = SCHEDULES[cfg.schedule](opt, cfg)
-    ckpt = os.path.join(cfg.out, "checkpoint.npz") if cfg.out else None
-    if cfg.out:
-        os.makedirs(cfg.out, exist_ok=True)
-        with open(os.path.join(cfg.out, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(cfg), f, indent=2)
+    config = dataclasses.asdict(cfg)
+    folder = [_RunFolder(cfg.out, config)] if cfg.out else []
     trainer = Trainer(
         model,
         nn.SoftmaxCrossEntropy(),
         opt,
         schedule,
+        callbacks=folder,
         checkpoint=ckpt,
         seed=cfg.seed,
         progress=cfg.progress,
         reg=cfg.reg,
     )
+    trainer.extra_meta["config"] = _jsonable(config)
     if pre is not None:  # the fitted preprocessing travels with the model in every checkpoint
         trainer.extra_state["preprocess"] = pre.state_dict()
         trainer.extra_meta["preprocess"] = cfg.preprocess
-    history = trainer.fit(
-        data["X_train"],
-        data["y_train"],
-        val=(data["X_val"], data["y_val"]),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        resume=cfg.resume,
-    )
+    status = "trained"
+    if meta.get("stopped_early") is not None:
+        status = "stopped"
+        log(
+            f"the run in {cfg.out} was stopped early at epoch {meta['stopped_early']} "
+            f"(EarlyStopping) and stays stopped; its checkpoint holds the best epoch"
+        )
+    elif meta and done >= cfg.epochs:
+        status = "finished"
+        log(
+            f"the run in {cfg.out} is finished ({done} of {cfg.epochs} epochs); raise the "
+            "number of epochs to train on"
+        )
+    elif meta:
+        log(f"resumed from epoch {done} of {ckpt}")
+    try:
+        history = trainer.fit(
+            data["X_train"],
+            data["y_train"],
+            val=(data["X_val"], data["y_val"]),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            resume=bool(meta),
+        )
+    except TrainingDiverged:
+        if cfg.out:
+            _save_curves(
+                cfg, trainer.history, float("nan"), owned=bool(meta) or folder[0].written, log=log
+            )
+        raise
+    except KeyboardInterrupt:
+        saved = trainer.epoch if (ckpt and os.path.exists(ckpt)) else 0
+        where = (
+            f"epoch {saved} is saved in {ckpt}; continue with `gpunet train --out "
+            f"{cfg.out} --resume`"
+            if saved
+            else "no epoch was completed, nothing was saved"
+        )
+        raise RunInterrupted(f"interrupted during epoch {trainer.epoch + 1}: {where}") from None
     _, val_acc = evaluate(model, data["X_val"], data["y_val"])
     _, test_acc = evaluate(model, data["X_test"], data["y_test"])
     if cfg.out:
-        history.save_json(os.path.join(cfg.out, "history.json"))
-        history.save_csv(os.path.join(cfg.out, "history.csv"))
-        history.plot(
-            os.path.join(cfg.out, "curves.png"),
-            title=f"{cfg.dataset}: hidden {cfg.hidden}, {cfg.activation}, bn={cfg.batchnorm}, "
-            f"{cfg.optimizer} lr={cfg.lr} -- test acc {test_acc:.3f}",
-        )
+        _save_curves(cfg, history, test_acc, owned=True, log=None)
     return {
         "val_acc": val_acc,
         "test_acc": test_acc,
         "history": history,
         "model": model,
         "preprocessor": pre,
+        "status": status,
+        "config": cfg,
     }
+
+
+def _save_curves(
+    cfg: TrainConfig, history: History, test_acc: float, owned: bool, log: Callable | None
+) -> None:
+    """history.json/.csv and curves.png; a diverged run that never had a good epoch in this
+    folder writes diverged-* files beside another run's, replacing none of them."""
+    prefix = "" if owned else "diverged-"
+    history.save_json(os.path.join(cfg.out, f"{prefix}history.json"))
+    history.save_csv(os.path.join(cfg.out, f"{prefix}history.csv"))
+    result = f"test acc {test_acc:.3f}" if math.isfinite(test_acc) else "diverged"
+    history.plot(
+        os.path.join(cfg.out, f"{prefix}curves.png"),
+        title=f"{cfg.dataset}: hidden {cfg.hidden}, {cfg.activation}, bn={cfg.batchnorm}, "
+        f"{cfg.optimizer} lr={cfg.lr} -- {result}",
+    )
+    if log is not None:
+        log(
+            f"wrote the diverged run's history and curves: {cfg.out}/{prefix}history.json, "
+            f"{prefix}curves.png (the last good checkpoint is untouched)"
+        )
 
 
 def train_and_evaluate(cfg: TrainConfig) -> float:

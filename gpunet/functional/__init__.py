@@ -29,6 +29,7 @@ from .batchnorm import BatchNormCache, batch_norm_backward, batch_norm_forward  
 from .conv import conv2d_backward, conv2d_forward  # noqa: F401
 from .dropout import dropout_backward, dropout_forward, dropout_mask  # noqa: F401
 from .linear import linear_backward, linear_forward  # noqa: F401
+from .loss import multiclass_svm, softmax_cross_entropy  # noqa: F401
 from .maxout import maxout, maxout_backward  # noqa: F401
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
 from .prelu import prelu, prelu_backward  # noqa: F401

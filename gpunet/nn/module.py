@@ -8,8 +8,9 @@ which is what makes each step visible (and what the babysitting tools hook into)
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy
 
@@ -40,16 +41,76 @@ class Parameter:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
 
 
+def _checked_forward(forward: Callable) -> Callable:
+    """Every module's forward: the dtype policy at its entry, and the output's shape kept for
+    the check in backward."""
+
+    @functools.wraps(forward)
+    def wrapper(self: Module, x: Array) -> Array:
+        x = self._input_in_param_dtype(x)
+        out = forward(self, x)
+        object.__setattr__(self, "_forward_out", (tuple(out.shape), out.dtype))
+        return out
+
+    return wrapper
+
+
+def _checked_backward(backward: Callable) -> Callable:
+    """Every module's backward: refuses to run before a forward, or on a ``dout`` that is not
+    shaped like the forward's output, with a message instead of an error deep in a kernel."""
+
+    @functools.wraps(backward)
+    def wrapper(self: Module, dout: Array) -> Array:
+        seen = self.__dict__.get("_forward_out")
+        if seen is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward was called before forward: run forward on a "
+                "batch first (backward needs what forward keeps)"
+            )
+        if tuple(getattr(dout, "shape", ())) != seen[0]:
+            raise ValueError(
+                f"{type(self).__name__}.backward: dout has shape {tuple(dout.shape)}, expected "
+                f"the shape of the forward output {seen[0]}"
+            )
+        return backward(self, dout)
+
+    return wrapper
+
+
 class Module:
     """Base class. Subclasses set ``Parameter`` and ``Module`` attributes (registered
     automatically), register non-trainable state with ``register_buffer``, and implement
-    ``forward`` and ``backward``."""
+    ``forward`` and ``backward``.
+
+    The dtype policy (one for the whole library): a module's parameter dtype decides. Input of
+    another numeric dtype (float64 NumPy data into a float32 model, uint8 pixels) is converted at
+    the module's entry, as Keras does; anything else is refused there with a message.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _checked_forward(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _checked_backward(cls.__dict__["backward"])
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_out", None)
+
+    def _input_in_param_dtype(self, x: Array) -> Array:
+        dtype = next((p.data.dtype for _, p in self.named_parameters()), None)
+        if dtype is None or getattr(x, "dtype", dtype) == dtype:
+            return x
+        if not hasattr(x, "dtype") or x.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{type(self).__name__} takes numeric arrays (its parameters are {dtype}); got "
+                f"{getattr(x, 'dtype', type(x).__name__)}: convert with x.astype('{dtype}')"
+            )
+        return x.astype(dtype)
 
     # -- registration ----------------------------------------------------------------------
     def __setattr__(self, name: str, value: object) -> None:

@@ -5,14 +5,14 @@ checkpointing are callbacks; so are the babysitting monitors.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import TYPE_CHECKING
 
-from gpunet.types import Array
+from ..backend import get_array_module
 
 if TYPE_CHECKING:
-    from gpunet.train.loop import Trainer
-
-import math
+    from .loop import Trainer
 
 __all__ = ["Callback", "EarlyStopping", "StopOnDivergence", "Checkpoint", "TrainingDiverged"]
 
@@ -31,8 +31,8 @@ class Callback:
         """``logs["loss"]`` is the step's loss as a 0-d device array (reading it syncs)."""
 
     def on_losses(self, trainer: Trainer, first_iteration: int, values: list) -> None:
-        """A group of losses read back to the host (floats), the first at ``first_iteration``;
-        called before they join ``trainer.history.loss``."""
+        """A group of losses read back to the host (floats), the first at ``first_iteration``
+        (already appended to ``trainer.history.loss``)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         """``logs``: train_acc, val_acc, val_loss, lr, time of this epoch."""
@@ -64,7 +64,7 @@ class EarlyStopping(Callback):
         )
         self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
 
-    def _better(self, v: Array):
+    def _better(self, v: float) -> bool:
         if self.best is None:
             return True
         return (
@@ -72,8 +72,13 @@ class EarlyStopping(Callback):
         )
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
-        v = logs.get(self.monitor)
-        if v is None or math.isnan(v):
+        if self.monitor not in logs:
+            raise ValueError(
+                f"EarlyStopping: unknown monitor {self.monitor!r}; the epoch logs have "
+                f"{sorted(logs)}"
+            )
+        v = logs[self.monitor]
+        if math.isnan(v):
             raise ValueError(
                 f"EarlyStopping monitors {self.monitor!r}, which this run does not report "
                 f"(pass val=(X_val, y_val) to fit for val_acc / val_loss)"
@@ -88,8 +93,21 @@ class EarlyStopping(Callback):
                 trainer.stop_training = True
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.restore_best and self.best_state is not None:
+        """The best epoch's weights become the model's, and (with a checkpoint) the run folder's:
+        what ``fit`` returns and what is kept are the same model. A stopped run is marked
+        stopped in the checkpoint, so that resuming it does not train on. After a failure
+        (divergence, Ctrl-C) nothing is written: the last good checkpoint stays as it was."""
+        if trainer.failed:
+            return
+        stopped = trainer.stop_training and self.wait >= self.patience
+        restored = self.restore_best and self.best_state is not None
+        if restored:
             trainer.model.load_state_dict(self.best_state)
+            trainer.extra_meta["best_epoch"] = self.best_epoch
+        if stopped:
+            trainer.extra_meta["stopped_early"] = trainer.epoch
+        if trainer.checkpoint and (stopped or restored):
+            trainer.save()
 
 
 class StopOnDivergence(Callback):
@@ -99,18 +117,35 @@ class StopOnDivergence(Callback):
     def on_losses(self, trainer: Trainer, first_iteration: int, values: list) -> None:
         for k, v in enumerate(values):
             if not math.isfinite(v):
-                where = (
-                    f" (last good checkpoint: {trainer.checkpoint!r}, epoch {trainer.epoch})"
-                    if trainer.checkpoint
-                    else ""
-                )
                 raise TrainingDiverged(
                     f"loss became {v} at iteration {first_iteration + k} (epoch "
-                    f"{trainer.epoch + 1}); "
-                    f"training stopped. The learning rate ({trainer.optimizer.lr:g}) is "
-                    f"probably too "
-                    f"high: try lr / 10{where}."
+                    f"{trainer.epoch + 1}); training stopped. {_divergence_cause(trainer)}"
                 )
+
+
+def _divergence_cause(trainer: Trainer) -> str:
+    """The likely cause, from what can be checked: weights gone non-finite after updates mean
+    the steps were too large (the inputs and the initial weights were checked finite before
+    training); and where the last good state is, if any."""
+    bad = [
+        name
+        for name, p in trainer.model.named_parameters()
+        if not bool(get_array_module(p.data).isfinite(p.data).all())
+    ]
+    cause = (
+        f"The weights became NaN/Inf ({', '.join(bad[:3])}{'...' if len(bad) > 3 else ''}): "
+        if bad
+        else "The loss overflowed: "
+    )
+    cause += (
+        f"the learning rate ({trainer.optimizer.lr:g}) is probably too high (the inputs and the "
+        "initial weights were checked finite); try lr / 10."
+    )
+    if trainer.checkpoint and trainer.epoch > 0 and os.path.exists(trainer.checkpoint):
+        cause += f" The last good checkpoint, epoch {trainer.epoch}, is {trainer.checkpoint!r}."
+    else:
+        cause += " No epoch was completed, so no checkpoint was written."
+    return cause
 
 
 class Checkpoint(Callback):

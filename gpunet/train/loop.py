@@ -47,10 +47,38 @@ from .history import History
 __all__ = ["Trainer", "fit", "evaluate", "predict"]
 
 
-def _progress_enabled(progress: bool | None):
+def _progress_enabled(progress: bool | None) -> bool | None:
+    """True: a bar per epoch; None: one line per epoch (not a terminal: logs, nohup); False:
+    silent."""
     if progress is None:
-        return sys.stderr.isatty()
+        return True if sys.stderr.isatty() else None
     return bool(progress)
+
+
+def _check_int(value: object, name: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_finite(model: Module) -> None:
+    """Refuse NaN/Inf weights before training (a loaded checkpoint, a bad init): the divergence
+    they cause would otherwise be blamed on the learning rate."""
+    for name, p in model.named_parameters():
+        xp = get_array_module(p.data)
+        if not bool(xp.isfinite(p.data).all()):
+            raise ValueError(f"model parameter {name!r} holds NaN or Inf values before training")
+
+
+def _check_finite_data(X: Array, name: str) -> None:
+    xp = get_array_module(X)
+    if X.dtype.kind == "f":
+        bad = ~xp.isfinite(X)
+        if bool(bad.any()):
+            row = int(xp.argwhere(bad.reshape(len(X), -1).any(axis=1))[0, 0])
+            raise ValueError(
+                f"{name} holds {int(bad.sum())} NaN/Inf values (first in row {row}): clean or "
+                "impute the data before training"
+            )
 
 
 def _check_data(X: Array, y: Array, name: str) -> int:
@@ -66,6 +94,7 @@ def _check_data(X: Array, y: Array, name: str) -> int:
         )
     if ya.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, got {int(ya.min())}")
+    _check_finite_data(X, f"{name}: X")
     return int(ya.max())
 
 
@@ -105,6 +134,7 @@ class Trainer:
         #: more groups of arrays saved with every checkpoint ({"preprocess": {...}}), and meta
         self.extra_state, self.extra_meta = {}, {}
         self.stop_training = False
+        self.failed = False
         self.epoch = 0
         # labels are validated once in fit; per-step checks would read them back from the GPU
         self._loss_kwargs = {"check": False} if isinstance(loss, loss_mod.Loss) else {}
@@ -139,6 +169,10 @@ class Trainer:
         self.history = History.from_arrays(group(arrays, "history"))
         self.epoch, self.seed = int(meta["epoch"]), int(meta["seed"])
         backend.host_rng().bit_generator.state = json.loads(meta["rng_state"])
+        # a run that EarlyStopping ended stays ended (its checkpoint holds the best epoch)
+        self.stopped_early = meta.get("stopped_early")
+        if self.stopped_early is not None:
+            self.extra_meta["stopped_early"] = self.stopped_early
         return meta
 
     # -- the loop ------------------------------------------------------------------------------
@@ -154,22 +188,28 @@ class Trainer:
         self._max_label = _check_data(X_train, y_train, "training data")
         if val is not None:
             self._max_label = max(self._max_label, _check_data(val[0], val[1], "validation data"))
-        if epochs < 0 or batch_size < 1:
-            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+        _check_int(epochs, "epochs", 0)
+        _check_int(batch_size, "batch_size", 1)
         if resume and self.checkpoint and os.path.exists(self.checkpoint):
             self.restore()
+        _check_finite(self.model)
+        self.model.trained_with = self.loss  # what evaluate() reports by default
         xp = get_xp()
         X, y = _to_device(xp, X_train), _to_device(xp, y_train)  # once, when it fits
         Xv, yv = (
             (_to_device(xp, val[0]), _to_device(xp, val[1])) if val is not None else (None, None)
         )
         sync_every = self.sync_every or (1 if xp is numpy else 50)
-        self.stop_training = False
+        self.stop_training = getattr(self, "stopped_early", None) is not None
+        self.failed = False
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
             while self.epoch < epochs and not self.stop_training:
                 self._run_epoch(X, y, Xv, yv, epochs, batch_size, sync_every)
+        except BaseException:  # divergence, Ctrl-C: the callbacks must not save over good state
+            self.failed = True
+            raise
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
@@ -200,7 +240,7 @@ class Trainer:
                 sync_every,
             )
             logs = {
-                "train_acc": evaluate(self.model, X, y, max_examples=10000)[1],
+                "train_acc": _accuracy(self.model, X, y, max_examples=10000),
                 "lr": self.optimizer.lr,
                 "time": time.perf_counter() - start,
             }
@@ -215,7 +255,7 @@ class Trainer:
         for k in ("train_acc", "val_acc", "val_loss", "lr", "time"):
             getattr(h, k).append(float(logs[k]))
         self.epoch = e
-        if self.progress:
+        if self.progress is not False:  # a bar on a terminal, else one line per epoch (logs)
             print(
                 f"epoch {e}/{epochs}: loss {h.loss[-1]:.4f}  train acc {logs['train_acc']:.4f}  "
                 f"val acc {logs['val_acc']:.4f}  lr {logs['lr']:.3g}  ({logs['time']:.1f} s)",
@@ -258,7 +298,7 @@ class Trainer:
             bar.close()
 
     def _step(self, xb: Array, yb: Array) -> tuple:
-        scores = self.model.forward(xb)
+        scores = self.model(xb)
         if self._max_label >= scores.shape[1]:
             raise ValueError(
                 f"labels go up to {self._max_label} but the model outputs {scores.shape[1]} "
@@ -274,13 +314,13 @@ class Trainer:
         return loss, scores
 
     def _record(self, pending: list) -> None:
-        """Read back a group of losses (one sync); the callbacks see them first (the divergence
-        stop raises on a non-finite one)."""
+        """Read back a group of losses (one sync) into the history; then the callbacks see them
+        (the divergence stop raises on a non-finite one)."""
         first_iteration = len(self.history.loss) + 1
         values = [float(v) for v in pending]
+        self.history.loss.extend(values)  # a NaN too: a diverged run's history shows it
         for cb in self.callbacks:
             cb.on_losses(self, first_iteration, values)
-        self.history.loss.extend(values)
 
 
 def fit(
@@ -334,10 +374,26 @@ def _to_device(xp: ModuleType, a: Array):
     return xp.asarray(a)
 
 
-def _batched_scores(model: Module, X: Array, batch_size: int):
+def _batched_scores(model: Module, X: Array, batch_size: int, what: str) -> Array:
+    """The model's scores on X in eval mode, batch by batch (the model's mode is restored)."""
+    if getattr(X, "ndim", 0) < 1 or len(X) == 0:
+        raise ValueError(
+            f"{what}: X has no rows (shape {getattr(X, 'shape', None)}): nothing to {what}"
+        )
     xp = get_xp()
-    out = [model.forward(xp.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
-    return xp.concatenate(out) if out else None
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(xp.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
+    finally:
+        model.train(was_training)
+    return xp.concatenate(out)
+
+
+def _accuracy(model: Module, X: Array, y: Array, max_examples: int | None = None) -> float:
+    if max_examples is not None:
+        X, y = X[:max_examples], y[:max_examples]
+    return float(accuracy(_batched_scores(model, X, 1024, "evaluate"), get_xp().asarray(y)))
 
 
 def evaluate(
@@ -348,30 +404,23 @@ def evaluate(
     batch_size: int = 1024,
     max_examples: int | None = None,
 ) -> tuple:
-    """``(mean loss or nan, accuracy)`` of ``model`` in eval mode on (X, y); the model's mode is
-    restored afterwards. ``max_examples`` evaluates on the first that many only."""
+    """``(mean loss, accuracy)`` of ``model`` in eval mode on (X, y); the model's mode is
+    restored afterwards. ``loss``: the loss to report; None: the one the model was trained with
+    (``model.trained_with``, set by ``fit``), else softmax cross-entropy. ``max_examples``
+    evaluates on the first that many only."""
     if max_examples is not None:
         X, y = X[:max_examples], y[:max_examples]
-    was_training = model.training
-    model.eval()
-    try:
-        scores = _batched_scores(model, X, batch_size)
-    finally:
-        model.train(was_training)
+    if len(X) != len(y):
+        raise ValueError(f"evaluate: X has {len(X)} rows but y has {len(y)} labels")
+    scores = _batched_scores(model, X, batch_size, "evaluate")
     y = get_xp().asarray(y)
-    acc = float(accuracy(scores, y))
-    value = float(loss(scores, y)[0]) if loss is not None else float("nan")
-    return value, acc
+    loss = loss or getattr(model, "trained_with", None) or loss_mod.SoftmaxCrossEntropy()
+    return float(loss(scores, y)[0]), float(accuracy(scores, y))
 
 
 def predict(model: Module, X: Array, batch_size: int = 1024) -> Array:
     """Predicted class of each row of X (eval mode; the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return _batched_scores(model, X, batch_size).argmax(axis=1)
-    finally:
-        model.train(was_training)
+    return _batched_scores(model, X, batch_size, "predict").argmax(axis=1)
 
 
 class _NoBar:

@@ -13,7 +13,8 @@ __all__ = ["plot_histories"]
 
 
 def plot_histories(histories: dict, path: PathLike, title: str | None = None) -> None:
-    """Loss per iteration and train/val accuracy per epoch of one or several runs, in one figure."""
+    """Loss per iteration (and the validation loss per epoch) and train/val accuracy per epoch of
+    one or several runs, in one figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,6 +32,18 @@ def plot_histories(histories: dict, path: PathLike, title: str | None = None) ->
             ax_loss.plot(
                 numpy.arange(k, len(loss) + 1), smooth, color=color, label=f"{label}loss".strip()
             )
+        val_loss = numpy.asarray(h.val_loss, dtype=float)
+        if len(h.epoch) and numpy.isfinite(val_loss).any():
+            # the validation loss of each epoch, placed at the epoch's last iteration
+            per_epoch = len(loss) / max(len(h.epoch), 1)
+            ax_loss.plot(
+                numpy.asarray(h.epoch, dtype=float) * per_epoch,
+                val_loss,
+                "o--",
+                color=color,
+                ms=3,
+                label=f"{label}val loss".strip(),
+            )
         ax_acc.plot(h.epoch, h.train_acc, "-", color=color, label=f"{label}train")
         if any(not math.isnan(v) for v in h.val_acc):
             ax_acc.plot(h.epoch, h.val_acc, "--", color=color, label=f"{label}val")
@@ -41,7 +54,8 @@ def plot_histories(histories: dict, path: PathLike, title: str | None = None) ->
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="train vs val accuracy (gap = overfitting)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a short run draws no empty legend
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
