@@ -226,6 +226,8 @@ def minibatches(
     Generator (default: gpunet's)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n < 0:
+        raise ValueError(f"n (the number of examples) must be >= 0, got {n}")
     order = (rng or host_rng()).permutation(n) if shuffle else numpy.arange(n)
     stop = n - n % batch_size if drop_last else n
     batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)]

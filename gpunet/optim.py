@@ -102,6 +102,13 @@ class Optimizer:
         return self
 
 
+def _check_below_one(**values: float) -> None:
+    """A momentum of 1 or more never forgets a gradient: the updates grow without bound."""
+    for name, v in values.items():
+        if v is not None and v >= 1:
+            raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+
+
 def _check_nonneg(**values) -> None:
     for k, v in values.items():
         if not (isinstance(v, (int, float)) and v >= 0):
@@ -124,6 +131,7 @@ class SGD(Optimizer):
     ):
         super().__init__(params, lr)
         _check_nonneg(momentum=momentum, weight_decay=weight_decay, dampening=dampening)
+        _check_below_one(momentum=momentum)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
         self.momentum, self.nesterov, self.weight_decay, self.dampening = (
@@ -182,6 +190,7 @@ class RMSprop(Optimizer):
     ):
         super().__init__(params, lr)
         _check_nonneg(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
+        _check_below_one(momentum=momentum)
         self.alpha, self.eps, self.weight_decay, self.momentum, self.centered = (
             alpha,
             eps,
