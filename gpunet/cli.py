@@ -1,4 +1,5 @@
-"""The ``gpunet`` command: ``gpunet train`` and ``gpunet info`` (also ``python -m gpunet``)."""
+"""The ``gpunet`` command: ``train``, ``babysit``, ``init-study`` and ``info`` (also
+``python -m gpunet``)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,105 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         backend=os.environ.get("GPUNET_BACKEND", "auto"),
         kernels=os.environ.get("GPUNET_KERNELS", "auto"),
     )
+
+    def options(t: argparse.ArgumentParser) -> None:
+        """The options of one run, shared by train and babysit."""
+        t.add_argument(
+            "--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)"
+        )
+        t.add_argument(
+            "--data-dir",
+            default=d.data_dir,
+            help="folder with the CIFAR-10 binary or MNIST IDX files",
+        )
+        t.add_argument(
+            "--hidden",
+            type=_hidden,
+            default=d.hidden,
+            metavar="SIZES",
+            help="hidden layer sizes, comma-separated, e.g. 128,64",
+        )
+        t.add_argument(
+            "--activation",
+            choices=sorted(ACTIVATION_LAYERS),
+            default=d.activation,
+            metavar="NAME",
+            help=f"hidden activation: {', '.join(sorted(ACTIVATION_LAYERS))}",
+        )
+        t.add_argument(
+            "--init",
+            choices=sorted(init.INITIALIZERS),
+            default=d.init,
+            metavar="NAME",
+            help=f"weight initialization: {', '.join(sorted(init.INITIALIZERS))}",
+        )
+        t.add_argument(
+            "--batchnorm",
+            type=_bool,
+            default=d.batchnorm,
+            metavar="on|off",
+            help="BatchNorm after each hidden Linear layer (fused with the activation)",
+        )
+        t.add_argument(
+            "--dropout",
+            type=float,
+            default=d.dropout,
+            help="drop probability after each hidden layer",
+        )
+        t.add_argument(
+            "--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer, help="update rule"
+        )
+        t.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+        t.add_argument("--momentum", type=float, default=d.momentum, help="for sgd and rmsprop")
+        t.add_argument(
+            "--weight-decay",
+            type=float,
+            default=d.weight_decay,
+            help="L2 weight decay in the optimizer",
+        )
+        t.add_argument(
+            "--reg", type=float, default=d.reg, help="L2 strength as an explicit loss term"
+        )
+        t.add_argument(
+            "--schedule",
+            choices=sorted(SCHEDULES),
+            default=d.schedule,
+            help="learning-rate schedule",
+        )
+        t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
+        t.add_argument(
+            "--batch-size", type=int, default=d.batch_size, help="examples per mini-batch"
+        )
+        t.add_argument(
+            "--preprocess",
+            choices=sorted(preprocess.PREPROCESSORS),
+            default=d.preprocess,
+            help="fitted on the training split only, saved in the checkpoint",
+        )
+        t.add_argument(
+            "--backend",
+            choices=["auto", "numpy", "cupy"],
+            default=d.backend,
+            help="auto: GPU if present (default from GPUNET_BACKEND)",
+        )
+        t.add_argument(
+            "--kernels",
+            choices=["auto", "cupy", "numba"],
+            default=d.kernels,
+            help="GPU kernel path (default from GPUNET_KERNELS)",
+        )
+        t.add_argument(
+            "--seed",
+            type=int,
+            default=d.seed,
+            help="makes the run reproducible (init, shuffles, dropout)",
+        )
+        t.add_argument("--out", default="runs/latest", help="output folder (the run folder)")
+        t.add_argument(
+            "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
+        )
+        t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     parser = argparse.ArgumentParser(
         prog="gpunet", description="Train neural networks well, on a GPU or a CPU."
     )
@@ -55,89 +155,49 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "write config.json, history.json/.csv, curves.png and checkpoint.npz to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    options(t)
     t.add_argument(
-        "--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)"
+        "--monitor",
+        action="store_true",
+        help="babysitting monitors during the run (update/weight ratios, gradient norms, dead and "
+        "saturated units, train/val gap, exploding loss): alerts, and monitor-*.png in --out",
     )
-    t.add_argument(
-        "--data-dir", default=d.data_dir, help="folder with the CIFAR-10 binary or MNIST IDX files"
+    b = sub.add_parser(
+        "babysit",
+        help="the lecture's checklist on a configuration: report.md and figures in --out",
+        description="Initial loss, regularization, overfitting a small subset, gradient check, "
+        "learning-rate range, activations per layer, then a short monitored run and a reading of "
+        "its curves; one line per check, report.md and figures in --out. Takes the options of "
+        "`gpunet train`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    t.add_argument(
-        "--hidden",
-        type=_hidden,
-        default=d.hidden,
-        metavar="SIZES",
-        help="hidden layer sizes, comma-separated, e.g. 128,64",
+    options(b)
+    b.set_defaults(out="runs/babysit", epochs=10)
+    st = sub.add_parser(
+        "init-study",
+        help="the lecture's weight-initialization experiment: per-layer activation histograms",
+        description="A net of --layers x (Linear(width, width) -> activation) on unit-Gaussian "
+        "input, one forward and one backward pass per initialization: the per-layer table (std, "
+        "saturated, dead, gradient RMS) and a figure with one row of histograms per init.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    t.add_argument(
+    st.add_argument("--layers", type=int, default=10, help="depth")
+    st.add_argument("--width", type=int, default=500, help="units per layer")
+    st.add_argument(
         "--activation",
+        default="tanh",
         choices=sorted(ACTIVATION_LAYERS),
-        default=d.activation,
         metavar="NAME",
-        help=f"hidden activation: {', '.join(sorted(ACTIVATION_LAYERS))}",
+        help="activation after every layer",
     )
-    t.add_argument(
+    st.add_argument(
         "--init",
-        choices=sorted(init.INITIALIZERS),
-        default=d.init,
-        metavar="NAME",
-        help=f"weight initialization: {', '.join(sorted(init.INITIALIZERS))}",
+        default="small_random,normal,xavier_normal,kaiming_normal",
+        help=f"comma-separated initializations to compare: {', '.join(sorted(init.INITIALIZERS))}",
     )
-    t.add_argument(
-        "--batchnorm",
-        type=_bool,
-        default=d.batchnorm,
-        metavar="on|off",
-        help="BatchNorm after each hidden Linear layer (fused with the activation)",
-    )
-    t.add_argument(
-        "--dropout", type=float, default=d.dropout, help="drop probability after each hidden layer"
-    )
-    t.add_argument(
-        "--optimizer", choices=sorted(optim.OPTIMIZERS), default=d.optimizer, help="update rule"
-    )
-    t.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    t.add_argument("--momentum", type=float, default=d.momentum, help="for sgd and rmsprop")
-    t.add_argument(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help="L2 weight decay in the optimizer",
-    )
-    t.add_argument("--reg", type=float, default=d.reg, help="L2 strength as an explicit loss term")
-    t.add_argument(
-        "--schedule", choices=sorted(SCHEDULES), default=d.schedule, help="learning-rate schedule"
-    )
-    t.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training data")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per mini-batch")
-    t.add_argument(
-        "--preprocess",
-        choices=sorted(preprocess.PREPROCESSORS),
-        default=d.preprocess,
-        help="fitted on the training split only, saved in the checkpoint",
-    )
-    t.add_argument(
-        "--backend",
-        choices=["auto", "numpy", "cupy"],
-        default=d.backend,
-        help="auto: GPU if present (default from GPUNET_BACKEND)",
-    )
-    t.add_argument(
-        "--kernels",
-        choices=["auto", "cupy", "numba"],
-        default=d.kernels,
-        help="GPU kernel path (default from GPUNET_KERNELS)",
-    )
-    t.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="makes the run reproducible (init, shuffles, dropout)",
-    )
-    t.add_argument("--out", default="runs/latest", help="output folder (the run folder)")
-    t.add_argument(
-        "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
-    )
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    st.add_argument("--examples", type=int, default=1000, help="unit-Gaussian input rows")
+    st.add_argument("--seed", type=int, default=0, help="weights and input")
+    st.add_argument("--out", default="runs/init-study.png", help="the figure")
     sub.add_parser(
         "info",
         help="versions, backend, GPU name and memory, which kernel paths work",
@@ -145,8 +205,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "paths work.",
     )
     if suppress_defaults:
-        for action in t._actions:
-            action.default = argparse.SUPPRESS
+        for p in (t, b, st):
+            for action in p._actions:
+                action.default = argparse.SUPPRESS
     return parser
 
 
@@ -190,7 +251,7 @@ def _environment_errors(explicit: set) -> str | None:
 def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     from .backend import BackendError
     from .checkpoint import CheckpointError
-    from .run import ConfigError, RunInterrupted, TrainConfig, run
+    from .run import ConfigError, RunInterrupted, run
     from .train import TrainingDiverged
 
     explicit = explicit_options(argv if argv is not None else sys.argv[1:])
@@ -198,12 +259,9 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     if problem:
         print(f"gpunet train: error: {problem}", file=sys.stderr)
         return 2
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["progress"] = False if args.no_progress else None
-    cfg = TrainConfig(**values)
+    cfg = _config(args)
     try:
-        result = run(cfg, explicit=explicit, names=option_names())
+        result = run(cfg, explicit=explicit, names=option_names(), monitor=args.monitor)
     except TrainingDiverged as exc:
         print(f"gpunet train: {exc}", file=sys.stderr)
         return 1
@@ -222,6 +280,84 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     )
     print(f"val accuracy {result['val_acc']:.4f}  test accuracy {result['test_acc']:.4f}")
     print(f"wrote {cfg.out}/: config.json history.json history.csv curves.png checkpoint.npz")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> object:
+    from .run import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["progress"] = False if args.no_progress else None
+    return TrainConfig(**values)
+
+
+def cmd_babysit(args: argparse.Namespace) -> int:
+    """The checklist, one line per check (verdict first); exit 1 if a check failed."""
+    from .backend import BackendError
+    from .checkpoint import CheckpointError
+    from .diagnose.report import babysit
+    from .run import ConfigError
+
+    cfg = _config(args)
+    try:
+        results = babysit(cfg, names=option_names(), log=print)
+    except (CheckpointError, ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
+        print(f"gpunet babysit: error: {exc}", file=sys.stderr)
+        return 2
+    failed = [r for r in results if r.verdict == "fail"]
+    print(
+        f"{len(results)} checks: {len(results) - len(failed)} passed or warned, "
+        f"{len(failed)} failed"
+    )
+    return 1 if failed else 0
+
+
+def cmd_init_study(args: argparse.Namespace) -> int:
+    import os
+
+    from . import init as initializers
+    from .diagnose import init_study, plot_init_study, study_table
+
+    inits = [i.strip() for i in args.init.split(",") if i.strip()]
+    unknown = [i for i in inits if i not in initializers.INITIALIZERS]
+    if not inits or unknown:
+        print(
+            f"gpunet init-study: error: --init must name initializations among "
+            f"{sorted(initializers.INITIALIZERS)}, got {args.init!r}",
+            file=sys.stderr,
+        )
+        return 2
+    for name, value, low in (
+        ("--layers", args.layers, 1),
+        ("--width", args.width, 1),
+        ("--examples", args.examples, 2),
+    ):
+        if value < low:
+            print(
+                f"gpunet init-study: error: {name} must be >= {low}, got {value}", file=sys.stderr
+            )
+            return 2
+    studies = {}
+    for init in inits:
+        stats = init_study(
+            args.activation,
+            init,
+            layers=args.layers,
+            width=args.width,
+            n=args.examples,
+            seed=args.seed,
+        )
+        studies[f"{init}, {args.activation}"] = stats
+        print(study_table(f"{init} with {args.activation}:", stats))
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    plot_init_study(
+        studies,
+        args.out,
+        title=f"{args.layers} layers of {args.width} units, "
+        f"{args.activation}: activations per layer, one row per initialization",
+    )
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -287,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args, argv)
-    return cmd_info(args)
+    return {"babysit": cmd_babysit, "init-study": cmd_init_study, "info": cmd_info}[args.command](
+        args
+    )
 
 
 if __name__ == "__main__":

@@ -236,11 +236,45 @@ class _RunFolder(Callback):
             self.written = True
 
 
+def build(cfg: TrainConfig, names: dict | None = None) -> tuple:
+    """(data, fitted preprocessing or None, model on the configured backend): everything of a
+    run but its training. The backend, kernel path and seed are set from ``cfg``."""
+    from .dispatch import set_kernels
+
+    backend.set_backend(cfg.backend)
+    set_kernels(cfg.kernels)
+    backend.seed(cfg.seed)
+    data = load_data(cfg)
+    if cfg.batch_size > len(data["X_train"]):
+        label = (names or {}).get("batch_size", "batch_size")
+        raise ConfigError(
+            "batch_size",
+            f"{label} must be in [1, {len(data['X_train'])}] (the training set of "
+            f"{cfg.dataset} has {len(data['X_train'])} examples), got {cfg.batch_size}",
+        )
+    pre = preprocess.PREPROCESSORS[cfg.preprocess]
+    pre = pre() if pre is not None else None
+    if pre is not None:
+        pre.fit(data["X_train"])  # fitted on the training data only
+        data = {k: (pre.transform(v) if k.startswith("X") else v) for k, v in data.items()}
+    n_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
+    model = nn.mlp(
+        [data["X_train"].shape[1], *cfg.hidden, n_classes],
+        activation=cfg.activation,
+        batchnorm=cfg.batchnorm,
+        init=cfg.init,
+        dropout=cfg.dropout,
+    )
+    model.to(backend.get_backend())
+    return data, pre, model
+
+
 def run(
     cfg: TrainConfig,
     explicit: set | None = None,
     names: dict | None = None,
     log: Callable = _log,
+    monitor: bool = False,
 ) -> dict:
     """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor, and
     ``status`` ("trained", "finished" or "stopped"). With ``cfg.out`` set, writes config.json,
@@ -270,43 +304,22 @@ def run(
             log(note)
     elif cfg.resume:
         log(f"no checkpoint in {cfg.out}: starting fresh")
-    from .dispatch import set_kernels
-
-    backend.set_backend(cfg.backend)
-    set_kernels(cfg.kernels)
-    backend.seed(cfg.seed)
-    data = load_data(cfg)
-    if cfg.batch_size > len(data["X_train"]):
-        label = (names or {}).get("batch_size", "batch_size")
-        raise ConfigError(
-            "batch_size",
-            f"{label} must be in [1, {len(data['X_train'])}] (the training set of "
-            f"{cfg.dataset} has {len(data['X_train'])} examples), got {cfg.batch_size}",
-        )
-    pre = preprocess.PREPROCESSORS[cfg.preprocess]
-    pre = pre() if pre is not None else None
-    if pre is not None:
-        pre.fit(data["X_train"])  # fitted on the training data only
-        data = {k: (pre.transform(v) if k.startswith("X") else v) for k, v in data.items()}
-    n_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
-    model = nn.mlp(
-        [data["X_train"].shape[1], *cfg.hidden, n_classes],
-        activation=cfg.activation,
-        batchnorm=cfg.batchnorm,
-        init=cfg.init,
-        dropout=cfg.dropout,
-    )
-    model.to(backend.get_backend())
+    data, pre, model = build(cfg, names)
     opt = _optimizer(cfg, model.parameters())
     schedule = SCHEDULES[cfg.schedule](opt, cfg)
     config = dataclasses.asdict(cfg)
     folder = [_RunFolder(cfg.out, config)] if cfg.out else []
+    monitors = []
+    if monitor:  # the babysitting monitors, recorded into the history (gpunet.diagnose)
+        from .diagnose.monitors import default_monitors
+
+        monitors = default_monitors(data["X_train"][:256])
     trainer = Trainer(
         model,
         nn.SoftmaxCrossEntropy(),
         opt,
         schedule,
-        callbacks=folder,
+        callbacks=monitors + folder,
         checkpoint=ckpt,
         seed=cfg.seed,
         progress=cfg.progress,
@@ -359,6 +372,8 @@ def run(
     _, test_acc = evaluate(model, data["X_test"], data["y_test"])
     if cfg.out:
         _save_curves(cfg, history, test_acc, owned=True, log=None)
+        for m in monitors:
+            m.plot(history, os.path.join(cfg.out, f"monitor-{m.prefix}.png"))
     return {
         "val_acc": val_acc,
         "test_acc": test_acc,
@@ -367,6 +382,7 @@ def run(
         "preprocessor": pre,
         "status": status,
         "config": cfg,
+        "monitors": monitors,
     }
 
 

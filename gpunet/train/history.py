@@ -25,14 +25,26 @@ class History:
     val_loss: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     time: list = field(default_factory=list)
+    #: what the monitors record: name -> {"step": [iteration or epoch], "value": [float]}
+    monitors: dict = field(default_factory=dict)
 
     _EPOCH_FIELDS = ("epoch", "train_acc", "val_acc", "val_loss", "lr", "time")
 
+    def record(self, name: str, step: int, value: float) -> None:
+        """Append one value of a monitored series (``"update_ratio/0.weight"``) at ``step``."""
+        series = self.monitors.setdefault(name, {"step": [], "value": []})
+        series["step"].append(int(step))
+        series["value"].append(float(value))
+
     def to_arrays(self) -> dict:
-        return {
+        arrays = {
             k: numpy.asarray(getattr(self, k), dtype=numpy.float64)
             for k in ("loss",) + self._EPOCH_FIELDS
         }
+        for name, series in self.monitors.items():
+            arrays[f"monitor:{name}:step"] = numpy.asarray(series["step"], dtype=numpy.int64)
+            arrays[f"monitor:{name}:value"] = numpy.asarray(series["value"], dtype=numpy.float64)
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> History:
@@ -40,10 +52,20 @@ class History:
         for k in ("loss",) + cls._EPOCH_FIELDS:
             values = [float(v) for v in numpy.asarray(arrays.get(k, []))]
             setattr(h, k, [int(v) for v in values] if k == "epoch" else values)
+        for key in arrays:
+            if key.startswith("monitor:") and key.endswith(":step"):
+                name = key[len("monitor:") : -len(":step")]
+                h.monitors[name] = {
+                    "step": [int(v) for v in arrays[key]],
+                    "value": [float(v) for v in arrays[f"monitor:{name}:value"]],
+                }
         return h
 
     def to_dict(self) -> dict:
-        return {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
+        d = {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
+        if self.monitors:
+            d["monitors"] = self.monitors
+        return d
 
     def save_json(self, path: PathLike) -> None:
         with open(path, "w") as f:

@@ -188,6 +188,11 @@ class Trainer:
         self._max_label = _check_data(X_train, y_train, "training data")
         if val is not None:
             self._max_label = max(self._max_label, _check_data(val[0], val[1], "validation data"))
+            if tuple(val[0].shape[1:]) != tuple(X_train.shape[1:]):
+                raise ValueError(
+                    f"validation data: X has examples of shape {tuple(val[0].shape[1:])}, the "
+                    f"training data {tuple(X_train.shape[1:])}: they must match"
+                )
         _check_int(epochs, "epochs", 0)
         _check_int(batch_size, "batch_size", 1)
         if resume and self.checkpoint and os.path.exists(self.checkpoint):

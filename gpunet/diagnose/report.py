@@ -1,0 +1,112 @@
+"""``babysit``: the lecture's whole checklist on one configuration of ``gpunet train``, with a
+report a user can look at (Markdown and figures in the run folder) and one line per check.
+
+Order, as in the lecture: initial loss; regularization raises the loss; overfit a small subset;
+gradient check; the learning-rate range; the activations and backward signal per layer; then a
+short training run with every monitor on, and a reading of its curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+from .. import nn
+from ..run import TrainConfig, build, run
+from .activations import gradient_flow, plot_init_study, study_table
+from .checks import (
+    check_initial_loss,
+    check_regularization,
+    gradient_check,
+    lr_range_test,
+    overfit_small_subset,
+)
+from .curves import read_history
+from .results import CheckResult
+
+__all__ = ["babysit"]
+
+
+def babysit(cfg: TrainConfig, names: dict | None = None, log: Callable = print) -> list:
+    """Run every check on ``cfg`` (its model, data and preprocessing); write ``report.md`` and the
+    figures into ``cfg.out``; return the ``CheckResult`` list. ``log`` gets one line per check,
+    verdict first, as each finishes."""
+    cfg.validate(names)
+    out = cfg.out or "runs/babysit"
+    os.makedirs(out, exist_ok=True)
+    data, _, model = build(cfg, names)
+    X, y = data["X_train"], data["y_train"]
+    batch = slice(0, min(len(X), 512))
+    loss = nn.SoftmaxCrossEntropy()
+    results, figures = [], {}
+
+    def add(result: CheckResult) -> None:
+        results.append(result)
+        log(result.line())
+
+    add(check_initial_loss(model, X[batch], y[batch], loss))
+    add(check_regularization(model, X[batch], y[batch], reg=max(cfg.reg, 0.1), loss=loss))
+    add(overfit_small_subset(model, X, y, n=20, loss=loss, seed=cfg.seed))
+    add(gradient_check(model, loss, X[:16], y[:16], seed=cfg.seed))
+    lr = lr_range_test(model, X, y, loss=loss, batch_size=cfg.batch_size, seed=cfg.seed)
+    add(lr)
+    lr.plot(os.path.join(out, "lr_range.png"))
+    figures["learning-rate range"] = "lr_range.png"
+    model.train()
+    stats = gradient_flow(model, X[batch])
+    plot_init_study(
+        {"this model": stats},
+        os.path.join(out, "activations.png"),
+        title="this model's activations per layer, training mode, one batch",
+    )
+    figures["activations per layer"] = "activations.png"
+    table = study_table("per-layer activations and backward signal (one batch)", stats)
+    trained = run(
+        dataclasses.replace(cfg, out=out, resume=False, progress=False),
+        names=names,
+        log=log,
+        monitor=True,
+    )
+    for r in read_history(trained["history"]):
+        add(r)
+    for m in trained["monitors"]:
+        for alert in dict.fromkeys(m.alerts):
+            add(CheckResult(f"monitor {m.prefix}", "warn", alert))
+        figures[f"monitor: {m.prefix}"] = f"monitor-{m.prefix}.png"
+    figures["training curves"] = "curves.png"
+    _write_report(out, cfg, results, table, figures, trained)
+    log(f"wrote {out}/report.md and its figures")
+    return results
+
+
+def _write_report(
+    out: str, cfg: TrainConfig, results: list, table: str, figures: dict, trained: dict
+) -> None:
+    lines = [
+        "# Babysitting report",
+        "",
+        f"Configuration: dataset {cfg.dataset}, hidden {cfg.hidden}, {cfg.activation}, "
+        f"init {cfg.init}, BatchNorm {'on' if cfg.batchnorm else 'off'}, {cfg.optimizer} "
+        f"lr {cfg.lr:g}, {cfg.epochs} epochs, batch {cfg.batch_size}.",
+        "",
+        "| verdict | check | reading |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        lines.append(f"| **{r.verdict.upper()}** | {r.name} | {r.message.replace('|', '/')} |")
+    lines += [
+        "",
+        f"Short run: val accuracy {trained['val_acc']:.4f}, test accuracy "
+        f"{trained['test_acc']:.4f}.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+    ]
+    for title, path in figures.items():
+        if os.path.exists(os.path.join(out, path)):
+            lines += [f"## {title}", "", f"![{title}]({path})", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(lines))
