@@ -173,6 +173,55 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     options(b)
     b.set_defaults(out="runs/babysit", epochs=10)
+    se = sub.add_parser(
+        "search",
+        help="hyperparameter search: random or coarse-to-fine, journaled, resumable, parallel",
+        description="Random search (or coarse to fine with --stages) over log-scaled ranges of "
+        "the learning rate and the regularization, on the validation set, with the other options "
+        "of `gpunet train` fixed. Prints the trials sorted by validation accuracy and saves the "
+        "scatter plot; every finished trial goes to a journal, and a rerun skips them.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    options(se)
+    se.set_defaults(out="runs/search", epochs=5)
+    se.add_argument("--trials", type=int, default=20, help="trials (random search)")
+    se.add_argument(
+        "--lr-range",
+        default="1e-4,1",
+        metavar="LOW,HIGH",
+        help="learning rates, sampled on a log scale",
+    )
+    se.add_argument(
+        "--reg-range",
+        default="1e-6,1e-2",
+        metavar="LOW,HIGH",
+        help="L2 strengths, sampled on a log scale ('off': not searched)",
+    )
+    se.add_argument(
+        "--stages",
+        default=None,
+        metavar="N:EPOCHS,...",
+        help="coarse to fine, e.g. 20:2,10:8 (overrides --trials and --epochs)",
+    )
+    se.add_argument("--workers", type=int, default=0, help="local processes (0: in this process)")
+    se.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="a Dask scheduler (tcp://host:8786): one trial per worker (per GPU)",
+    )
+    se.add_argument(
+        "--journal", default=None, help="JSON-lines journal (default OUT/journal.jsonl)"
+    )
+    se.add_argument("--search-seed", type=int, default=0, help="seed of the sampled configurations")
+    se.add_argument("--max-failures", type=int, default=None, help="stop after this many failures")
+    se.add_argument(
+        "--engine",
+        choices=["gpunet", "optuna"],
+        default="gpunet",
+        help="optuna: a TPE study with pruning (needs gpunet[optuna])",
+    )
+    se.add_argument("--storage", default=None, help="Optuna storage URL (e.g. sqlite:///s.db)")
     st = sub.add_parser(
         "init-study",
         help="the lecture's weight-initialization experiment: per-layer activation histograms",
@@ -205,7 +254,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "paths work.",
     )
     if suppress_defaults:
-        for p in (t, b, st):
+        for p in (t, b, se, st):
             for action in p._actions:
                 action.default = argparse.SUPPRESS
     return parser
@@ -311,6 +360,107 @@ def cmd_babysit(args: argparse.Namespace) -> int:
         f"{len(failed)} failed"
     )
     return 1 if failed else 0
+
+
+def _log_range(text: str, option: str) -> tuple:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{option} must be LOW,HIGH (two numbers), got {text!r}") from None
+    if not 0 < low < high:
+        raise ValueError(f"{option} must have 0 < LOW < HIGH (a log scale), got {text!r}")
+    return low, high
+
+
+def _stages(text: str) -> list:
+    try:
+        stages = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        stages = []
+    if not stages or any(len(s) != 2 or s[0] < 1 or s[1] < 1 for s in stages):
+        raise ValueError(f"--stages must be N:EPOCHS pairs such as 20:2,10:8, got {text!r}")
+    return stages
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """A search over lr (and reg) with the rest of a `gpunet train` configuration fixed."""
+    import os
+
+    from . import tune
+    from .backend import BackendError
+    from .run import ConfigError
+
+    cfg = _config(args)
+    try:
+        cfg.validate(option_names())
+        space = {"lr": tune.LogUniform(*_log_range(args.lr_range, "--lr-range"))}
+        if args.reg_range != "off":
+            space["reg"] = tune.LogUniform(*_log_range(args.reg_range, "--reg-range"))
+        stages = _stages(args.stages) if args.stages else None
+        if args.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    except (ValueError, ConfigError) as exc:
+        print(f"gpunet search: error: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(cfg.out, exist_ok=True)
+    journal = args.journal or os.path.join(cfg.out, "journal.jsonl")
+    objective = tune.MLPObjective(cfg)
+    executor = args.scheduler or (args.workers if args.workers > 0 else None)
+    progress = False if args.no_progress else None
+    try:
+        if args.engine == "optuna":
+            results = tune.optuna_search(
+                objective, space, args.trials, storage=args.storage, seed=args.search_seed
+            )
+        elif stages:
+            results = tune.coarse_to_fine(
+                objective,
+                space,
+                stages,
+                seed=args.search_seed,
+                executor=executor,
+                journal=journal,
+                max_failures=args.max_failures,
+                progress=progress,
+            )
+        else:
+            results = tune.random_search(
+                objective,
+                space,
+                args.trials,
+                seed=args.search_seed,
+                executor=executor,
+                journal=journal,
+                max_failures=args.max_failures,
+                progress=progress,
+            )
+    except tune.SearchStopped as exc:
+        print(f"gpunet search: {exc}", file=sys.stderr)
+        results = exc.results
+    except KeyboardInterrupt:
+        print(
+            f"gpunet search: interrupted; finished trials are in {journal}, and the same "
+            "command resumes the search",
+            file=sys.stderr,
+        )
+        return 130
+    except (ImportError, BackendError, ValueError) as exc:
+        print(f"gpunet search: error: {exc}", file=sys.stderr)
+        return 2
+    print(results.table())
+    plot = os.path.join(cfg.out, "search.png")
+    results.plot(plot)
+    best = results.best
+    if best is not None:
+        print(
+            f"best: val accuracy {best.value:.4f} with "
+            + ", ".join(
+                f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in best.params.items()
+            )
+        )
+    print(f"wrote {plot} and {journal}")
+    return 0 if best is not None else 1
 
 
 def cmd_init_study(args: argparse.Namespace) -> int:
@@ -423,9 +573,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args, argv)
-    return {"babysit": cmd_babysit, "init-study": cmd_init_study, "info": cmd_info}[args.command](
-        args
-    )
+    handlers = {
+        "babysit": cmd_babysit,
+        "search": cmd_search,
+        "init-study": cmd_init_study,
+        "info": cmd_info,
+    }
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gpunet.types import PathLike
@@ -275,6 +275,7 @@ def run(
     names: dict | None = None,
     log: Callable = _log,
     monitor: bool = False,
+    callbacks: Sequence = (),
 ) -> dict:
     """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor, and
     ``status`` ("trained", "finished" or "stopped"). With ``cfg.out`` set, writes config.json,
@@ -282,7 +283,8 @@ def run(
     preprocessing + history + config). ``cfg.resume`` continues the checkpoint's run exactly:
     options that would change it (``explicit``: the ones the caller set; None: all) are an
     error, except RESUMABLE_CHANGES (more epochs, another device). ``names``: how the caller
-    spells the options in messages (the CLI: ``--lr``)."""
+    spells the options in messages (the CLI: ``--lr``). ``monitor``: the babysitting monitors;
+    ``callbacks``: more training callbacks (a search's early abandonment, Optuna's pruning)."""
     cfg.validate(names)
     ckpt = os.path.join(cfg.out, "checkpoint.npz") if cfg.out else None
     if cfg.out is not None:
@@ -319,7 +321,7 @@ def run(
         nn.SoftmaxCrossEntropy(),
         opt,
         schedule,
-        callbacks=monitors + folder,
+        callbacks=list(callbacks) + monitors + folder,
         checkpoint=ckpt,
         seed=cfg.seed,
         progress=cfg.progress,

@@ -1,0 +1,31 @@
+"""Objectives for the search tests, importable by worker processes (spawned pools, Dask)."""
+
+import math
+import os
+import time
+
+
+def bowl(params):
+    """A known optimum: lr = 1e-2 and x = 0.3 (the metric is highest there: 0)."""
+    return -((math.log10(params["lr"]) + 2) ** 2) - (params.get("x", 0.3) - 0.3) ** 2
+
+
+def sleepy_bowl(params):
+    time.sleep(params.get("sleep", 0.3))
+    return {"val_acc": bowl(params), "pid": os.getpid()}
+
+
+def counted(params):
+    """Appends one line per call to COUNT_FILE (so a test can count the calls across processes)."""
+    with open(os.environ["GPUNET_TEST_COUNT_FILE"], "a") as f:
+        f.write(f"{params['i']}\n")
+    time.sleep(float(os.environ.get("GPUNET_TEST_SLEEP", "0")))
+    return params["i"] / 10
+
+
+def flaky(params):
+    if params["i"] % 3 == 1:
+        raise RuntimeError(f"trial {params['i']} broke")
+    if params["i"] % 3 == 2:
+        return float("nan")
+    return 1.0
