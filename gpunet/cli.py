@@ -143,6 +143,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
         )
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
+        t.add_argument("--no-plot", action="store_true", help="no curves.png (it is drawn last)")
 
     parser = argparse.ArgumentParser(
         prog="gpunet", description="Train neural networks well, on a GPU or a CPU."
@@ -266,6 +267,7 @@ OPTION_NAMES = {
     "weight_decay": "--weight-decay",
     "batch_size": "--batch-size",
     "no_progress": "--no-progress",
+    "plot": "--no-plot",
 }
 
 
@@ -328,7 +330,8 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
         f"{cfg.epochs} epochs in {sum(result['history'].time):.1f} s"
     )
     print(f"val accuracy {result['val_acc']:.4f}  test accuracy {result['test_acc']:.4f}")
-    print(f"wrote {cfg.out}/: config.json history.json history.csv curves.png checkpoint.npz")
+    files = "config.json history.json history.csv " + ("curves.png " if cfg.plot else "")
+    print(f"wrote {cfg.out}/: {files}checkpoint.npz")
     return 0
 
 
@@ -338,6 +341,7 @@ def _config(args: argparse.Namespace) -> object:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values["progress"] = False if args.no_progress else None
+    values["plot"] = not args.no_plot
     return TrainConfig(**values)
 
 
@@ -526,6 +530,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"gpunet {gpunet.__version__}  Python {platform.python_version()}  numpy "
         f"{numpy.__version__}  "
         f"numba {numba.__version__}"
+    )
+    from .kernels.numba_cache import cache_usage
+
+    for folder, files, size in cache_usage():
+        print(f"kernel cache: {folder}: {files} files, {size / 2**20:.1f} MiB")
+    print(
+        "(GPUNET_CACHE_DIR moves the Numba kernel cache; CuPy keeps its own in "
+        "~/.cupy/kernel_cache or CUPY_CACHE_DIR)"
     )
     cupy, reason = probe_cupy()
     if cupy is None:

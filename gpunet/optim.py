@@ -15,17 +15,12 @@ AdamW:    p *= 1 - lr wd, then Adam with no weight decay in g   (Loshchilov & Hu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-from gpunet.types import Array
-
-if TYPE_CHECKING:
-    from gpunet.optim import Optimizer
-
 import math
+from collections.abc import Iterable
 
 import numpy
+
+from gpunet.types import Array
 
 from .backend import get_array_module, is_cupy_array, to_numpy
 from .nn.module import Parameter

@@ -31,7 +31,16 @@ class ConfigError(ValueError):
 
 
 #: options that may differ from the checkpoint's when resuming: where and how long it runs
-RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "backend", "kernels", "data_dir")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "out",
+    "resume",
+    "progress",
+    "backend",
+    "kernels",
+    "data_dir",
+    "plot",
+)
 
 
 @dataclass
@@ -60,6 +69,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     progress: bool | None = None
+    plot: bool = True
 
     def validate(self, names: dict | None = None) -> TrainConfig:
         """Check every option, one message per option naming it and its valid values
@@ -396,6 +406,8 @@ def _save_curves(
     prefix = "" if owned else "diverged-"
     history.save_json(os.path.join(cfg.out, f"{prefix}history.json"))
     history.save_csv(os.path.join(cfg.out, f"{prefix}history.csv"))
+    if not cfg.plot:
+        return
     result = f"test acc {test_acc:.3f}" if math.isfinite(test_acc) else "diverged"
     history.plot(
         os.path.join(cfg.out, f"{prefix}curves.png"),

@@ -12,12 +12,12 @@ up to two scalar parameters a, b (see activations.cuh for which).
 from __future__ import annotations
 
 import math
-import types
+import sys
 from collections.abc import Callable
 
 import numpy
 
-from gpunet.types import Array, DTypeLike
+from gpunet.types import Array
 
 #: Every constant the formulas use, by name: ``compile_all`` gives each compiled copy of the
 #: functions these values in the dtype it is compiled for, so that float32 math stays float32
@@ -206,14 +206,18 @@ NAMES = (
 )
 
 
-def compile_all(jit: Callable, dtype: DTypeLike = numpy.float64) -> dict:
+def compile_all(jit: Callable, dtype: type = numpy.float64) -> dict:
     """{name: jit(function)} for every function of ORDER, with CONSTANTS in ``dtype``; calls
     between them go to the compiled versions (each copy of a function gets a namespace holding the
-    typed constants and what was compiled before it)."""
+    typed constants and what was compiled before it). Each copy has its own name, e.g.
+    ``gelu_fwd__float32__<hash of this file>``, so that cached machine code is never shared
+    between dtypes or outlives a change of the math (kernels/numba_cache.py)."""
+    from .numba_cache import renamed, source_hash
+
+    tag = f"{numpy.dtype(dtype).name}__{source_hash(sys.modules[__name__])}"
     namespace = {"math": math, **{k: dtype(v) for k, v in CONSTANTS.items()}}
     compiled = {}
     for name in ORDER:
-        fn = globals()[name]
-        copy = types.FunctionType(fn.__code__, namespace, name, fn.__defaults__, fn.__closure__)
+        copy = renamed(globals()[name], f"{name}__{tag}", namespace)
         compiled[name] = namespace[name] = jit(copy)
     return compiled

@@ -6,41 +6,45 @@ for the cores (see cpu_batchnorm.py). Kernels are compiled per function and dtyp
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numba
 import numpy
 
 from gpunet.types import Array, DTypeLike
 
-from . import activation_math
+from . import activation_math, numba_cache
 
-#: the scalar math compiled per dtype: float32 stays float32 (constants included)
+#: the scalar math compiled per dtype: float32 stays float32 (constants included); cached on disk
 DEVICE_BY_DTYPE = {
-    dt: activation_math.compile_all(numba.njit, dt) for dt in (numpy.float32, numpy.float64)
+    dt: activation_math.compile_all(numba_cache.njit, dt) for dt in (numpy.float32, numpy.float64)
 }
 _KERNELS: dict = {}
 
 
-def _make(dev_fwd: Callable, dev_bwd: Callable) -> tuple:
-    @numba.njit(nogil=True)
-    def fwd(x: Array, y: Array, a: float, b: float) -> None:
-        for i in range(x.size):
-            y[i] = dev_fwd(x[i], a, b)
-
-    @numba.njit(nogil=True)
-    def bwd(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
-        for i in range(x.size):
-            dx[i] = dev_bwd(dy[i], x[i], a, b)
-
-    return fwd, bwd
+# The loops, written once; each (activation, dtype) gets a named copy whose global ``dev`` is
+# that activation's compiled scalar function -- a module-level function, so Numba can cache it.
+def _fwd_loop(x: Array, y: Array, a: float, b: float) -> None:
+    for i in range(x.size):
+        y[i] = dev(x[i], a, b)  # noqa: F821 (``dev`` is set in each copy's namespace)
 
 
-def _kernels(name: str, dtype: DTypeLike):
+def _bwd_loop(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
+    for i in range(x.size):
+        dx[i] = dev(dy[i], x[i], a, b)  # noqa: F821
+
+
+def _kernels(name: str, dtype: DTypeLike) -> tuple:
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
-        _KERNELS[key] = _make(device[f"{name}_fwd"], device[f"{name}_bwd"])
+        tag = f"{name}__{numpy.dtype(dtype).name}__{numba_cache.source_hash(activation_math)}"
+        _KERNELS[key] = tuple(
+            numba_cache.njit(
+                numba_cache.renamed(
+                    loop, f"{loop.__name__}__{tag}", {"dev": device[f"{name}_{d}"]}
+                ),
+                nogil=True,
+            )
+            for loop, d in ((_fwd_loop, "fwd"), (_bwd_loop, "bwd"))
+        )
     return _KERNELS[key]
 
 

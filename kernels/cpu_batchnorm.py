@@ -24,6 +24,8 @@ from numba import prange
 
 from gpunet.types import Array
 
+from . import numba_cache
+
 #: Below this many values the serial versions run. Waking threads costs more than it saves on
 #: small tensors, and inside a training step the OpenMP threads (which spin after each parallel
 #: region) fight NumPy's BLAS threads for the cores: on 2 cores a 256 x 3072-1024-1024 MLP step
@@ -37,10 +39,22 @@ def _parts(N: int) -> int:
 
 
 def _compiled(fn: Callable) -> tuple:
-    """(serial, parallel) njit versions of one function (prange is range in the serial one).
-    Only the serial one is cached on disk: Numba's cache is keyed by the function's source
-    location, so a cached parallel build of the same function would collide with it."""
-    return numba.njit(cache=True)(fn), numba.njit(parallel=True)(fn)
+    """(serial, parallel) njit versions of one function (prange is range in the serial one),
+    both cached on disk: the parallel one is a copy named ``<name>__parallel``, so that the two
+    builds of one source have their own cache entries (kernels/numba_cache.py)."""
+    parallel = numba_cache.renamed(fn, f"{fn.__name__}__parallel")
+    return numba_cache.njit(fn), numba_cache.njit(parallel, parallel=True)
+
+
+@numba_cache.njit
+def _sum_parts(s: Array) -> Array:
+    """Column sums of (parts, C), in part order. A loop, not ``s.sum(axis=0)``: Numba's axis
+    reductions cost over a second of compile time each, this one milliseconds."""
+    out = numpy.zeros(s.shape[1])
+    for p in range(s.shape[0]):
+        for c in range(s.shape[1]):
+            out[c] += s[p, c]
+    return out
 
 
 _threads = {"mode": "auto"}
@@ -59,7 +73,7 @@ def _pick(kernels: tuple, x3: Array) -> Array:
     return kernels[mode == "parallel" or (mode == "auto" and x3.size >= PARALLEL_MIN)]
 
 
-@numba.njit(cache=True)
+@numba_cache.njit
 def _merge_chunks(cnt: Array, mean: Array, m2: Array) -> tuple:
     """Chan's merge of per-chunk (count, mean, M2) rows, in order -> per-channel totals."""
     C = mean.shape[1]
@@ -151,7 +165,7 @@ def _bwd_sums(
                     a1 += dz * xhat
                 s0[p, c] += a0
                 s1[p, c] += a1
-    return s0.sum(axis=0), s1.sum(axis=0)
+    return _sum_parts(s0), _sum_parts(s1)
 
 
 def _dx(
@@ -249,7 +263,7 @@ def _bwd_sums_rows(
                     dz = 0.0
                 s0[p, c] += dz
                 s1[p, c] += dz * xhat
-    return s0.sum(axis=0), s1.sum(axis=0)
+    return _sum_parts(s0), _sum_parts(s1)
 
 
 def _dx_rows(

@@ -13,13 +13,13 @@ On a GPU they take CuPy arrays without a host sync and run on CuPy's current str
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy
 
 from gpunet.types import Array, DTypeLike
 
 from . import activation_math
+from .numba_cache import renamed, source_hash
 from .numba_support import cuda, launch
 
 ILP = 4
@@ -35,40 +35,42 @@ DEVICE = DEVICE_BY_DTYPE[numpy.float64]
 leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bwd"]
 
 
-def _make_forward(dev: Callable):
-    @cuda.jit
-    def kernel(x: Array, y: Array, a: float, b: float) -> None:
-        start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
-        for k in range(ILP):
-            i = start + k * cuda.blockDim.x
-            if i < x.size:
-                y[i] = dev(x[i], a, b)
+# The kernels, written once; each (activation, dtype) gets a named copy whose global ``dev`` is
+# that activation's device function (module-level functions, so their compiled code can be cached
+# on disk: kernels/numba_cache.py). Each thread handles ILP elements strided by the block size.
+def _fwd_kernel(x: Array, y: Array, a: float, b: float) -> None:
+    start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
+    for k in range(ILP):
+        i = start + k * cuda.blockDim.x
+        if i < x.size:
+            y[i] = dev(x[i], a, b)  # noqa: F821 (``dev`` is set in each copy's namespace)
 
-    return kernel
 
-
-def _make_backward(dev: Callable):
-    @cuda.jit
-    def kernel(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
-        start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
-        for k in range(ILP):
-            i = start + k * cuda.blockDim.x
-            if i < x.size:
-                dx[i] = dev(dy[i], x[i], a, b)
-
-    return kernel
+def _bwd_kernel(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
+    start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
+    for k in range(ILP):
+        i = start + k * cuda.blockDim.x
+        if i < x.size:
+            dx[i] = dev(dy[i], x[i], a, b)  # noqa: F821
 
 
 _KERNELS: dict = {}
 
 
-def _kernels(name: str, dtype: DTypeLike):
+def _kernels(name: str, dtype: DTypeLike) -> tuple:
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
-        _KERNELS[key] = (
-            _make_forward(device[f"{name}_fwd"]),
-            _make_backward(device[f"{name}_bwd"]),
+        tag = f"{name}__{numpy.dtype(dtype).name}__{source_hash(activation_math)}"
+        _KERNELS[key] = tuple(
+            cuda.jit(cache=True)(
+                renamed(
+                    k,
+                    f"{k.__name__}__{tag}",
+                    {"cuda": cuda, "ILP": ILP, "dev": device[f"{name}_{d}"]},
+                )
+            )
+            for k, d in ((_fwd_kernel, "fwd"), (_bwd_kernel, "bwd"))
         )
     return _KERNELS[key]
 
@@ -89,14 +91,14 @@ def backward(name: str, dy: Array, x: Array, dx: Array, a: float = 0.0, b: float
     launch(_kernels(name, x.dtype)[1], _blocks(x.size), BLOCK, dy, x, dx, st(a), st(b))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _prelu_fwd(x: Array, w: Array, y: Array, channels: int, inner: int) -> None:
     i = cuda.grid(1)
     if i < x.size:
         y[i] = leaky_relu_fwd(x[i], w[(i // inner) % channels], 0.0)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _prelu_bwd(
     dy: Array, x: Array, w: Array, dx: Array, dw_elem: Array, channels: int, inner: int
 ) -> None:
@@ -142,7 +144,7 @@ def _maxout_winner(x: Array, base: int, pieces: int, inner: int):
     return win
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxout_fwd(x: Array, y: Array, pieces: int, inner: int) -> None:
     o = cuda.grid(1)
     if o < y.size:
@@ -150,7 +152,7 @@ def _maxout_fwd(x: Array, y: Array, pieces: int, inner: int) -> None:
         y[o] = x[base + _maxout_winner(x, base, pieces, inner) * inner]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxout_bwd(dy: Array, x: Array, dx: Array, pieces: int, inner: int) -> None:
     o = cuda.grid(1)
     if o < dy.size:

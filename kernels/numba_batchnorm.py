@@ -89,7 +89,7 @@ def _chan(n_a: float, mean_a: float, m2_a: float, n_b: float, mean_b: float, m2_
     return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _stats_partial(x: Array, chunk: int, part: Array) -> None:
     """Block (c, p): Welford over values [p*chunk, (p+1)*chunk) of channel c -> part[c, p].
     Channels on the grid's x axis (up to 2^31 - 1; y stops at 65535): wide BatchNorm1d launches."""
@@ -128,7 +128,7 @@ def _stats_partial(x: Array, chunk: int, part: Array) -> None:
         part[c, p, 0], part[c, p, 1], part[c, p, 2] = sh_n[0], sh_mean[0], sh_m2[0]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _stats_finalize(
     part: Array, mean_out: Array, invstd_out: Array, stats64: Array, eps: float
 ) -> None:
@@ -146,7 +146,7 @@ def _stats_finalize(
         stats64[c, 1] = m2 / (n - 1.0) if n > 1.0 else var
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _apply(
     x: Array,
     y: Array,
@@ -171,7 +171,7 @@ def _apply(
         y[n, c, s] = _act_fwd(code, (x[n, c, s] - mean[c]) * scale + shift, act_a)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bwd_partial(
     dy: Array,
     x: Array,
@@ -214,7 +214,7 @@ def _bwd_partial(
         part[c, p, 0], part[c, p, 1] = sh0[0], sh1[0]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bwd_finalize(part: Array, dgamma: Array, dbeta: Array) -> None:
     c = cuda.grid(1)
     if c < part.shape[0]:
@@ -226,7 +226,7 @@ def _bwd_finalize(part: Array, dgamma: Array, dbeta: Array) -> None:
         dgamma[c] = s1
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _dx(
     dy: Array,
     x: Array,

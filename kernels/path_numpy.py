@@ -12,9 +12,10 @@ computations run under ``errstate(all="ignore")``.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
-import numba
 import numpy
 
 from gpunet.types import Array, DTypeLike
@@ -30,9 +31,24 @@ def _kink(x: Array, left: Array) -> Array:
     return numpy.where(x > 0, 1.0, numpy.where(x <= 0, left, x))
 
 
-@numba.vectorize(["float32(float32)", "float64(float64)"], cache=False)
-def _erf(x: Array):  # NumPy has no erf; libm's, vectorized by Numba on the CPU
-    return math.erf(x)
+@functools.cache
+def _erf_ufunc() -> Callable:
+    """libm's erf as a NumPy ufunc, compiled by Numba on first use (NumPy has no erf) and cached
+    on disk; not at import, which stays free of Numba."""
+    import numba
+
+    def erf(x: float) -> float:
+        return math.erf(x)
+
+    signatures = ["float32(float32)", "float64(float64)"]
+    try:
+        return numba.vectorize(signatures, cache=True)(erf)
+    except RuntimeError:  # no writable cache: compiled in memory
+        return numba.vectorize(signatures)(erf)
+
+
+def _erf(x: Array) -> Array:
+    return _erf_ufunc()(x)
 
 
 def sigmoid(x: Array, a: float = 0.0, b: float = 0.0) -> Array:

@@ -1,4 +1,4 @@
-"""python -m gpunet.bench {activations,batchnorm,step} [options]: print benchmark tables."""
+"""python -m gpunet.bench {activations,batchnorm,step,startup} [options]: print benchmark tables."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         "--shapes", default=None, help="e.g. 4096x4096,64x256x32x32 (default: the issue's list)"
     )
     bn.add_argument("--repeat", type=int, default=30)
+    su = sub.add_parser("startup", help="import, first step cold and warm, the plot, gpunet train")
+    su.add_argument("--repeat", type=int, default=3)
     st = sub.add_parser("step", help="a whole MLP training step vs torch eager")
     st.add_argument("--configs", default=None, help="batch x inputs x hidden, e.g. 256x3072x1024")
     st.add_argument("--repeat", type=int, default=30)
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 save_table=args.save_table,
             )
         )
+    elif args.which == "startup":
+        from . import startup
+
+        print(startup.run(repeat=args.repeat))
     elif args.which == "batchnorm":
         from . import batchnorm
 

@@ -102,7 +102,9 @@ class Module:
         object.__setattr__(self, "_forward_out", None)
 
     def _input_in_param_dtype(self, x: Array) -> Array:
-        dtype = next((p.data.dtype for _, p in self.named_parameters()), None)
+        # a module's own parameters decide; a container (no parameters of its own) leaves it to
+        # its first child -- and costs nothing per step
+        dtype = next((p.data.dtype for p in self._parameters.values()), None)
         if dtype is None or getattr(x, "dtype", dtype) == dtype:
             return x
         if not hasattr(x, "dtype") or x.dtype.kind not in "biuf":

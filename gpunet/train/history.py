@@ -4,6 +4,7 @@ iteration, and per epoch the train/val accuracy and loss, the learning rate and 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy
@@ -68,17 +69,22 @@ class History:
         return d
 
     def save_json(self, path: PathLike) -> None:
-        with open(path, "w") as f:
+        """Written atomically (a temporary file, then a rename)."""
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w") as f:
             json.dump(self.to_dict(), f)
+        os.replace(tmp, path)
 
     def save_csv(self, path: PathLike) -> None:
-        """One row per epoch (the per-iteration loss is in the JSON)."""
-        with open(path, "w") as f:
+        """One row per epoch (the per-iteration loss is in the JSON); written atomically."""
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w") as f:
             f.write(",".join(self._EPOCH_FIELDS) + "\n")
             for row in zip(*(getattr(self, k) for k in self._EPOCH_FIELDS)):
                 f.write(
                     ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
                 )
+        os.replace(tmp, path)
 
     def plot(self, path: PathLike, title: str | None = None) -> None:
         """Save the loss curve and the train-vs-val accuracy curves as a PNG (headless)."""

@@ -18,22 +18,18 @@ resumed from the checkpoint of epoch k reaches the same weights as an uninterrup
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import TYPE_CHECKING
-
-from gpunet.types import Array, PathLike
-
-if TYPE_CHECKING:
-    from gpunet.nn.module import Module
-    from gpunet.optim import Optimizer, Schedule
-
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy
+
+from gpunet.types import Array, PathLike
 
 from .. import backend
 from ..backend import fits_on_device, get_array_module, get_xp, to_numpy
@@ -44,6 +40,10 @@ from ..nn import loss as loss_mod
 from .callbacks import Checkpoint, StopOnDivergence
 from .history import History
 
+if TYPE_CHECKING:
+    from gpunet.nn.module import Module
+    from gpunet.optim import Optimizer, Schedule
+
 __all__ = ["Trainer", "fit", "evaluate", "predict"]
 
 
@@ -53,6 +53,12 @@ def _progress_enabled(progress: bool | None) -> bool | None:
     if progress is None:
         return True if sys.stderr.isatty() else None
     return bool(progress)
+
+
+def _largest_product(model: Module, batch_size: int) -> int:
+    """Multiply-adds of the model's largest matrix product on one batch (weights of 2+ dims)."""
+    sizes = [p.data.size for _, p in model.named_parameters() if p.data.ndim >= 2]
+    return batch_size * max(sizes, default=0)
 
 
 def _check_int(value: object, name: str, low: int) -> None:
@@ -209,9 +215,15 @@ class Trainer:
         self.failed = False
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        threads = (
+            backend.cpu_threads(_largest_product(self.model, batch_size))
+            if xp is numpy
+            else contextlib.nullcontext()
+        )
         try:
-            while self.epoch < epochs and not self.stop_training:
-                self._run_epoch(X, y, Xv, yv, epochs, batch_size, sync_every)
+            with threads:
+                while self.epoch < epochs and not self.stop_training:
+                    self._run_epoch(X, y, Xv, yv, epochs, batch_size, sync_every)
         except BaseException:  # divergence, Ctrl-C: the callbacks must not save over good state
             self.failed = True
             raise

@@ -1,0 +1,110 @@
+"""Time to the first step: nothing compiles at import, no process compiles what an earlier one
+compiled, an unwritable cache is a warning, the plot is optional and never half-written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STEP = r"""
+import numpy, gpunet
+from gpunet import functional as F
+x = numpy.random.default_rng(0).normal(size=(64, 32)).astype(numpy.float32)
+g, b = numpy.ones(32, numpy.float32), numpy.zeros(32, numpy.float32)
+y, c = F.batch_norm_forward(x, g, b, None, None, activation="relu")
+F.batch_norm_backward(y, c)
+with gpunet.use_cpu_kernels("numba-parallel"):
+    y, c = F.batch_norm_forward(x.reshape(8, 32, 8), None, None, None, None)
+    F.batch_norm_backward(y, c)
+with gpunet.use_cpu_kernels("numba"):
+    F.gelu_backward(x, F.gelu(x))
+from gpunet.kernels import cpu_activations, cpu_batchnorm
+dispatchers = [*cpu_activations._kernels("gelu", numpy.float32), *cpu_batchnorm._ROWS["stats"],
+               *cpu_batchnorm._STATS, *cpu_batchnorm._ROWS["bwd_sums"]]
+used = [d for d in dispatchers if d.signatures]
+print(sum(sum(d.stats.cache_misses.values()) for d in used),
+      sum(sum(d.stats.cache_hits.values()) for d in used), len(used))
+"""
+
+
+def _run(code, env, *args):
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+
+
+def test_import_compiles_nothing_and_does_not_load_numba():
+    done = _run(
+        "import sys, gpunet, gpunet.functional, gpunet.nn, gpunet.train\n"
+        "print('numba' in sys.modules, 'matplotlib' in sys.modules)",
+        dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_second_process_compiles_nothing(tmp_path):
+    env = dict(os.environ, GPUNET_CACHE_DIR=str(tmp_path / "cache"))
+    first = _run(STEP, env)
+    assert first.returncode == 0, first.stderr
+    misses, hits, used = (int(v) for v in first.stdout.split())
+    assert misses == used and hits == 0  # an empty cache: every kernel compiled
+    second = _run(STEP, env)
+    assert second.returncode == 0, second.stderr
+    misses, hits, used = (int(v) for v in second.stdout.split())
+    assert misses == 0 and hits == used and used >= 5  # serial, parallel, activation kernels
+
+
+def test_an_unwritable_cache_compiles_in_memory_with_one_warning():
+    env = dict(os.environ, GPUNET_CACHE_DIR="/proc/gpunet-cannot-write-here")
+    done = _run(STEP, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("CacheWarning: gpunet's kernel cache cannot be written") == 1
+
+
+def test_no_plot_and_the_info_command(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "gpunet", "train", "--out", str(out), "--epochs", "2", "--no-plot"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (out / "curves.png").exists() and (out / "history.json").exists()
+    assert "curves.png" not in done.stdout
+    env = dict(os.environ, GPUNET_CACHE_DIR=str(tmp_path / "c"))
+    info = subprocess.run(
+        [sys.executable, "-m", "gpunet", "info"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert info.returncode == 0 and f"kernel cache: {tmp_path / 'c'}:" in info.stdout
+
+
+@pytest.mark.parametrize("module", ["gpunet.kernels.numba_cache"])
+def test_cache_names_keep_dtypes_and_builds_apart(module):
+    import numpy
+
+    from gpunet.kernels import activation_math, cpu_activations, cpu_batchnorm
+
+    f32 = cpu_activations.DEVICE_BY_DTYPE[numpy.float32]["gelu_fwd"].py_func.__qualname__
+    f64 = cpu_activations.DEVICE_BY_DTYPE[numpy.float64]["gelu_fwd"].py_func.__qualname__
+    assert f32 != f64 and "float32" in f32 and "float64" in f64
+    from gpunet.kernels.numba_cache import source_hash
+
+    assert f32.endswith(source_hash(activation_math))  # a change of the math: new names
+    serial, parallel = cpu_batchnorm._STATS
+    assert parallel.py_func.__qualname__ == serial.py_func.__qualname__ + "__parallel"
