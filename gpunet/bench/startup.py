@@ -4,7 +4,7 @@
 * the first training step of the default digits MLP in a process whose kernel cache is empty
   (cold: a fresh cache folder, so every Numba kernel compiles) and in one whose cache is filled
   (warm: loaded from disk);
-* drawing ``curves.png`` of a 30-epoch history (matplotlib import included, and without it);
+* drawing ``curves.png`` of a 30-epoch history (Pillow's import, then the drawing);
 * ``gpunet train`` with its defaults, end to end (wall time), cold and warm;
 * torch beside it where it is installed: its import and its first step of the same MLP.
 Medians of ``--repeat`` runs; each run is its own process.
@@ -55,8 +55,7 @@ print(t1 - t0, time.perf_counter() - t1)
 PLOT = r"""
 import time, json, sys
 t0 = time.perf_counter()
-from matplotlib.figure import Figure
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image, ImageDraw, ImageFont
 t1 = time.perf_counter()
 from gpunet.train import History, plots
 n = 30
@@ -99,7 +98,7 @@ def run(repeat: int = 3) -> str:
         )
         plot = [_python(PLOT, base, os.path.join(tmp, "c.png")) for _ in range(repeat)]
         rows.append(
-            ["curves.png: import matplotlib", f"{statistics.median(p[0] for p in plot):.2f}"]
+            ["curves.png: import Pillow", f"{statistics.median(p[0] for p in plot):.2f}"]
         )
         rows.append(["curves.png: draw and write", f"{statistics.median(p[1] for p in plot):.2f}"])
         gpunet_cmd = [sys.executable, "-m", "gpunet", "train", "--no-progress"]
