@@ -216,11 +216,12 @@ def device_name_of(cupy: ModuleType) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-#: The CPU thread policy, in one place: below this many multiply-adds, a matrix product runs
-#: faster on one BLAS thread than on all (waking threads and sharing 2 cores with Numba's and
-#: NumPy's work costs more than it saves). Measured on the 2-core development machine: the
-#: digits MLP (batch 64, 64-128-64-10, at most 0.5 M multiply-adds per product) trains in 1.2 s
-#: on one thread against 2.1 s on two. Larger nets keep every thread.
+#: The CPU thread policy, in one place: below this many multiply-adds, a matrix product runs on
+#: one BLAS thread (waking threads costs more than it saves on tiny products, and on 2 cores they
+#: compete with Numba's and NumPy's work: issue #13 measured the digits run swinging between 6
+#: and 13 s from that oversubscription). Today, on the development machine, the digits MLP's 30
+#: epochs take 0.59-0.62 s with one BLAS thread or two -- within noise -- so this is a guard, not
+#: a measured speed-up. Larger nets keep every thread.
 SINGLE_THREAD_BELOW = 1 << 23
 
 
