@@ -97,9 +97,7 @@ def run(repeat: int = 3) -> str:
             ["first step, warm (kernels loaded from the cache)", f"{statistics.median(warm):.2f}"]
         )
         plot = [_python(PLOT, base, os.path.join(tmp, "c.png")) for _ in range(repeat)]
-        rows.append(
-            ["curves.png: import Pillow", f"{statistics.median(p[0] for p in plot):.2f}"]
-        )
+        rows.append(["curves.png: import Pillow", f"{statistics.median(p[0] for p in plot):.2f}"])
         rows.append(["curves.png: draw and write", f"{statistics.median(p[1] for p in plot):.2f}"])
         gpunet_cmd = [sys.executable, "-m", "gpunet", "train", "--no-progress"]
         for label, cache in (("cold", "train-cold"), ("warm", "train-cold")):
