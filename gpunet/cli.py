@@ -416,28 +416,21 @@ def cmd_search(args: argparse.Namespace) -> int:
             results = tune.optuna_search(
                 objective, space, args.trials, storage=args.storage, seed=args.search_seed
             )
-        elif stages:
-            results = tune.coarse_to_fine(
-                objective,
-                space,
-                stages,
-                seed=args.search_seed,
-                executor=executor,
-                journal=journal,
-                max_failures=args.max_failures,
-                progress=progress,
-            )
         else:
-            results = tune.random_search(
-                objective,
-                space,
-                args.trials,
+            # on a Dask cluster with --backend cupy, each trial asks for one GPU of a worker
+            # started with --resources GPU=<count>: one trial per GPU at a time
+            common = dict(
                 seed=args.search_seed,
                 executor=executor,
                 journal=journal,
                 max_failures=args.max_failures,
                 progress=progress,
+                gpu_per_trial=bool(args.scheduler) and cfg.backend == "cupy",
             )
+            if stages:
+                results = tune.coarse_to_fine(objective, space, stages, **common)
+            else:
+                results = tune.random_search(objective, space, args.trials, **common)
     except tune.SearchStopped as exc:
         print(f"gpunet search: {exc}", file=sys.stderr)
         results = exc.results

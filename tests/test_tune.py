@@ -204,6 +204,13 @@ def test_dask_cluster_runs_a_search_and_survives_a_killed_worker(tmp_path):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(objectives)  # the workers need not import the tests
+    try:
+        _dask_search_with_a_killed_worker(distributed, tmp_path)
+    finally:
+        cloudpickle.unregister_pickle_by_value(objectives)
+
+
+def _dask_search_with_a_killed_worker(distributed, tmp_path):
     journal = tmp_path / "j.jsonl"
     with (
         distributed.LocalCluster(
@@ -314,3 +321,28 @@ def test_small_search_on_digits_reaches_95_percent(tmp_path, capsys):
         == 0
     )
     assert len((tmp_path / "journal.jsonl").read_text().splitlines()) == 6
+
+
+def test_gpu_trials_ask_the_cluster_for_a_gpu_each():
+    distributed = pytest.importorskip("dask.distributed")
+    objectives.CONCURRENCY.update(running=0, peak=0)
+    # one worker with 4 threads but one GPU: the trials must run one at a time
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=4,
+            processes=False,
+            resources={"GPU": 1},
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        res = tune.run_trials(
+            objectives.one_at_a_time_probe,
+            [{"i": i} for i in range(4)],
+            executor=client,
+            gpu_per_trial=True,
+            progress=False,
+        )
+    assert [t.status for t in res.trials] == ["ok"] * 4
+    assert objectives.CONCURRENCY["peak"] == 1

@@ -2,6 +2,7 @@
 
 import math
 import os
+import threading
 import time
 
 
@@ -28,4 +29,18 @@ def flaky(params):
         raise RuntimeError(f"trial {params['i']} broke")
     if params["i"] % 3 == 2:
         return float("nan")
+    return 1.0
+
+
+CONCURRENCY = {"running": 0, "peak": 0, "lock": threading.Lock()}
+
+
+def one_at_a_time_probe(params):
+    """Records how many trials run at once in this process (for in-process Dask workers)."""
+    with CONCURRENCY["lock"]:
+        CONCURRENCY["running"] += 1
+        CONCURRENCY["peak"] = max(CONCURRENCY["peak"], CONCURRENCY["running"])
+    time.sleep(0.1)
+    with CONCURRENCY["lock"]:
+        CONCURRENCY["running"] -= 1
     return 1.0

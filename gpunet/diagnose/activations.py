@@ -183,7 +183,7 @@ def study_table(label: str, stats: list) -> str:
 
 def plot_init_study(studies: dict, path: PathLike, title: str | None = None) -> None:
     """One row per study (label -> list of LayerStats), one histogram panel per layer, and the
-    per-layer std and gradient RMS in each panel's title."""
+    per-layer std and gradient RMS (the gradient-flow view) in each panel's title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,7 +204,8 @@ def plot_init_study(studies: dict, path: PathLike, title: str | None = None) -> 
             s = stats[c]
             ax.bar(s.edges[:-1], s.hist, width=numpy.diff(s.edges), align="edge")
             ax.set_xlim(low, high)
-            ax.set_title(f"L{c + 1} std {s.std:.2g}", fontsize=8)
+            grad = "" if s.grad_rms is None else f"\ngrad {s.grad_rms:.2g}"  # the backward signal
+            ax.set_title(f"L{c + 1} std {s.std:.2g}{grad}", fontsize=8)
             ax.tick_params(labelsize=6)
             ax.set_yticks([])
             if c == 0:
