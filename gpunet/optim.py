@@ -97,6 +97,19 @@ class Optimizer:
         return self
 
 
+def _fused_cpu(op: str, *arrays: Array) -> bool:
+    """The fused Numba update for NumPy arrays, when the CPU kernel choice takes it
+    (gpunet.dispatch: ``auto`` and ``numba*``; ``numpy`` keeps the NumPy expressions below)."""
+    from .dispatch import path_name
+
+    return (
+        not is_cupy_array(arrays[0])
+        and all(a.flags.c_contiguous for a in arrays)
+        and arrays[0].dtype == arrays[1].dtype
+        and path_name(op, *arrays) == "numba-cpu"
+    )
+
+
 def _check_below_one(**values: float) -> None:
     """A momentum of 1 or more never forgets a gradient: the updates grow without bound."""
     for name, v in values.items():
@@ -149,6 +162,24 @@ class SGD(Optimizer):
                 st.get("momentum_buffer"),
                 self.lr,
                 self.momentum,
+                self.dampening,
+                self.weight_decay,
+                self.nesterov,
+                first,
+            )
+            return
+        if _fused_cpu("sgd", p.data, g):  # one fused pass (kernels/cpu_optim.py)
+            from gpunet.kernels import cpu_optim
+
+            first = bool(self.momentum) and "momentum_buffer" not in st
+            if first:
+                st["momentum_buffer"] = numpy.empty_like(p.data)
+            cpu_optim.sgd(
+                p.data,
+                g,
+                st.get("momentum_buffer"),
+                self.lr,
+                self.momentum or 0.0,
                 self.dampening,
                 self.weight_decay,
                 self.nesterov,
@@ -258,6 +289,26 @@ class Adam(Optimizer):
                 1 - b1**self.t,
                 1 - b2**self.t,
                 self._decoupled,
+            )
+            return
+        if _fused_cpu("adam", p.data, g):  # one fused pass (kernels/cpu_optim.py)
+            from gpunet.kernels import cpu_optim
+
+            m = st.setdefault("exp_avg", numpy.zeros_like(p.data))
+            v = st.setdefault("exp_avg_sq", numpy.zeros_like(p.data))
+            cpu_optim.adam(
+                p.data,
+                g,
+                m,
+                v,
+                self.lr,
+                b1,
+                b2,
+                self.eps,
+                self.weight_decay,
+                self._decoupled,
+                self.lr / (1 - b1**self.t),
+                math.sqrt(1 - b2**self.t),
             )
             return
         if self.weight_decay:

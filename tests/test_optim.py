@@ -246,3 +246,35 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
             numpy.testing.assert_allclose(
                 a.data, b.data, rtol=1e-12, atol=1e-14, err_msg=f"{k} at step {t}"
             )
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, 0.1),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, dampening=0.3),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
+        lambda ps: optim.AdamW(ps, 0.01),
+    ],
+    ids=["sgd", "momentum-wd", "dampening", "nesterov", "adam-l2", "adamw"],
+)
+def test_fused_cpu_updates_equal_the_numpy_expressions(make, dtype):
+    """kernels/cpu_optim.py (one Numba pass per parameter) against the NumPy update of
+    gpunet/optim.py, step by step, in float32 and float64."""
+    p0 = numpy.random.default_rng(0).normal(size=(7, 5)).astype(dtype)
+    results = {}
+    for choice in ("numpy", "numba"):
+        with gpunet.use_cpu_kernels(choice):
+            p = Parameter(p0.copy())
+            opt = make([p])
+            for k in range(4):
+                p.grad = numpy.sin(p0 * (k + 1)).astype(dtype)
+                opt.step()
+            results[choice] = p.data
+    assert results["numba"].dtype == dtype
+    numpy.testing.assert_allclose(
+        results["numba"], results["numpy"], rtol=4 * numpy.finfo(dtype).eps, atol=0
+    )

@@ -283,3 +283,43 @@ def test_progress_bar_runs(capsys):
         X, y, epochs=1
     )
     assert "epoch 1/1" in capsys.readouterr().err
+
+
+def test_training_computes_no_gradient_for_the_data(monkeypatch):
+    """The first layer's input is data: fit skips its dx (one matrix product of three), and
+    the weights it reaches are the same as when every dx is computed."""
+    from gpunet import functional as F_
+    from gpunet.datasets import make_spiral
+
+    X, y = make_spiral(20, 3, seed=0)
+    original = F_.linear_backward
+    weights, flags = {}, []
+    for skip in (True, False):
+
+        def backward(dout, cache, input_grad=True, skip=skip):
+            flags.append((skip, input_grad))
+            return original(dout, cache, input_grad if skip else True)
+
+        monkeypatch.setattr(nn.Linear, "_backward_fn", staticmethod(backward))
+        gpunet.seed(0)
+        model = nn.mlp([2, 16, 16, 3], dtype=numpy.float64)
+        fit(
+            model,
+            nn.SoftmaxCrossEntropy(),
+            optim.SGD(model.parameters(), 0.1, momentum=0.9),
+            X,
+            y,
+            epochs=2,
+            batch_size=20,
+            progress=False,
+            seed=0,
+        )
+        weights[skip] = {k: v.copy() for k, v in model.state_dict().items()}
+    monkeypatch.undo()
+    asked = [flag for skip, flag in flags if skip]
+    assert asked.count(False) == len(asked) // 3  # the first Linear of three
+    for k in weights[True]:
+        numpy.testing.assert_array_equal(weights[True][k], weights[False][k])
+    model = nn.mlp([2, 4, 3])
+    out = model(numpy.ones((5, 2), numpy.float32))
+    assert model.backward(numpy.ones_like(out)).shape == (5, 2)  # outside fit: dx as before

@@ -25,6 +25,7 @@ def _ours(xp: ModuleType, batch: int, d: int, h: int):
     model = nn.mlp([d, h, h, 10], batchnorm=True).to(gpunet.get_backend())
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.SoftmaxCrossEntropy()
+    model.input_grad = False  # as fit does: no gradient for the data (torch's x has none either)
     rng = numpy.random.default_rng(0)
     x = xp.asarray(rng.normal(size=(batch, d)).astype(numpy.float32))
     y = xp.asarray(rng.integers(0, 10, batch))

@@ -90,11 +90,14 @@ def conv2d_forward(
     return out, (x.shape, w, cols, stride, padding, b is not None)
 
 
-def conv2d_backward(dout: Array, cache: object) -> tuple:
-    """Returns ``(dx, dw, db)``."""
+def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
+    """Returns ``(dx, dw, db)`` (``dx`` None with ``input_grad=False``)."""
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)
     dw = xp.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))  # (F, C, kh, kw)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if not input_grad:
+        return None, dw, db
     dcols = xp.tensordot(w, dout, axes=([0], [1]))  # (C, kh, kw, N, Ho, Wo)
     dx = col2im(dcols.transpose(3, 0, 1, 2, 4, 5), x_shape, w.shape[2:], stride, padding)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None

@@ -25,10 +25,12 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout: Array, cache: object) -> tuple:
-    """Returns ``(dx, dw, db)`` (``db`` None without bias)."""
+def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
+    """Returns ``(dx, dw, db)`` (``db`` None without bias; ``dx`` None with
+    ``input_grad=False``: the first layer of a trained model needs no gradient for its input,
+    and skipping it saves a third of that layer's matrix products)."""
     x, w, has_bias = cache
-    dx = dout @ w.T
+    dx = dout @ w.T if input_grad else None
     dw = x.T @ dout
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db

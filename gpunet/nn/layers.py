@@ -46,8 +46,8 @@ class _WeightBias(Module):
 
     _backward_fn = None
 
-    def backward(self, dout: Array):
-        dx, dw, db = type(self)._backward_fn(dout, self._cache)
+    def backward(self, dout: Array) -> Array | None:
+        dx, dw, db = type(self)._backward_fn(dout, self._cache, self.input_grad)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

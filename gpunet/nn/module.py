@@ -100,6 +100,9 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_forward_out", None)
+        #: False: backward need not return the gradient of the input (None instead): the first
+        #: layer of a model that ``fit`` trains, whose input is data (Sequential passes it on)
+        object.__setattr__(self, "input_grad", True)
 
     def _input_in_param_dtype(self, x: Array) -> Array:
         # a module's own parameters decide; a container (no parameters of its own) leaves it to
@@ -289,7 +292,14 @@ class Sequential(Module):
             x = m.forward(x)
         return x
 
-    def backward(self, dout: Array) -> Array:
-        for m in reversed(list(self._modules.values())):
-            dout = m.backward(dout)
+    def backward(self, dout: Array) -> Array | None:
+        modules = list(self._modules.values())
+        if not modules:
+            return dout
+        object.__setattr__(modules[0], "input_grad", self.input_grad)
+        try:
+            for m in reversed(modules):
+                dout = m.backward(dout)
+        finally:
+            object.__setattr__(modules[0], "input_grad", True)
         return dout

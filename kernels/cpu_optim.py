@@ -1,0 +1,136 @@
+"""Optimizer updates on the CPU, one fused pass per parameter with Numba, instead of a chain of
+NumPy temporaries (each a pass over memory): the update rules of gpunet/optim.py, in the same
+order of operations and in the parameter's dtype, so the results equal the NumPy ones.
+
+Serial, on purpose: a parallel build measured 0.8 ms against 1.5 ms for SGD momentum on 3M
+float32 values alone, but inside a training step it made the step slower (30-36 ms against 20-21
+ms at batch 256, 3072-1024-1024-10): OpenBLAS's threads still spin after the step's matrix
+products and the two thread pools fight for the 2 cores. Cached on disk (kernels/numba_cache.py).
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from gpunet.types import Array
+
+from . import numba_cache
+
+
+def _sgd(
+    p: Array,
+    g: Array,
+    buf: Array,
+    lr: float,
+    mu: float,
+    keep: float,
+    wd: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
+    """d = g + wd p; buf = d (first step) or mu buf + keep d (keep = 1 - dampening);
+    d = d + mu buf (Nesterov) or buf; p -= lr d. ``buf`` is ignored when mu == 0."""
+    for i in range(p.size):
+        d = g[i] + wd * p[i] if wd != 0 else g[i]
+        if mu != 0:
+            b = d if first else buf[i] * mu + keep * d
+            buf[i] = b
+            d = d + mu * b if nesterov else b
+        p[i] -= lr * d
+
+
+def _adam(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    c1: float,
+    c2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    decay: float,
+    decoupled: bool,
+    step_size: float,
+    bc2_sqrt: float,
+) -> None:
+    """Adam (decoupled = False) / AdamW (p *= decay = 1 - lr wd first): m = b1 m + c1 g,
+    v = b2 v + c2 g g (c = 1 - b); p -= step_size m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
+    for i in range(p.size):
+        gi = g[i]
+        if wd != 0:
+            if decoupled:
+                p[i] *= decay
+            else:
+                gi = gi + wd * p[i]
+        mi = m[i] * b1 + c1 * gi
+        vi = v[i] * b2 + c2 * gi * gi
+        m[i], v[i] = mi, vi
+        p[i] -= step_size * mi / (numpy.sqrt(vi) / bc2_sqrt + eps)
+
+
+_sgd_kernel, _adam_kernel = numba_cache.njit(_sgd), numba_cache.njit(_adam)
+
+
+def sgd(
+    p: Array,
+    g: Array,
+    buf: Array | None,
+    lr: float,
+    mu: float,
+    damp: float,
+    wd: float,
+    nesterov: bool,
+    first: bool,
+) -> None:
+    """In place: p, and the momentum buffer ``buf`` (None without momentum). C-contiguous
+    arrays; every coefficient computed in float64 and rounded to the parameter's dtype once, as
+    NumPy does with a Python scalar, so float32 results equal the NumPy update's."""
+    t = p.dtype.type
+    flat = p.reshape(-1)
+    _sgd_kernel(
+        flat,
+        g.reshape(-1),
+        flat if buf is None else buf.reshape(-1),
+        t(lr),
+        t(mu),
+        t(1 - damp),
+        t(wd),
+        bool(nesterov),
+        bool(first),
+    )
+
+
+def adam(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    decoupled: bool,
+    step_size: float,
+    bc2_sqrt: float,
+) -> None:
+    """In place: p and the moments m, v (see ``_adam``)."""
+    t = p.dtype.type
+    _adam_kernel(
+        p.reshape(-1),
+        g.reshape(-1),
+        m.reshape(-1),
+        v.reshape(-1),
+        t(1 - b1),
+        t(1 - b2),
+        t(b1),
+        t(b2),
+        t(eps),
+        t(wd),
+        t(1 - lr * wd),
+        bool(decoupled),
+        t(step_size),
+        t(bc2_sqrt),
+    )
