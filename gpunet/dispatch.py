@@ -24,10 +24,10 @@ The rules (read them top to bottom):
   "numba-parallel")`` (``GPUNET_CPU_KERNELS``). ``numba*`` run the Numba CPU kernels for every
   operation they have (the activations, BatchNorm); ``-serial`` / ``-parallel`` force BatchNorm's
   thread use, which plain ``numba`` picks by size (cpu_batchnorm.PARALLEL_MIN). ``auto`` takes the
-  Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, gelu, silu from
-  CPU_KERNEL_MIN contiguous values; BatchNorm alone or with ReLU at any size; the SGD and Adam
-  updates) and NumPy elsewhere
-  (NumPy's SIMD exp/tanh beat Numba's scalar libm calls for sigmoid, tanh, elu, selu, softplus).
+  Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, sigmoid, elu,
+  selu, gelu, gelu_tanh, silu from 4096 contiguous values; BatchNorm alone or with ReLU at any
+  size; the SGD and Adam updates) and NumPy elsewhere (tanh: NumPy's own SIMD tanh; softplus:
+  its forward calls the C library's log1p per element in Numba).
 
 So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gelu_fwd_float``
 (``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
@@ -77,13 +77,21 @@ NUMBA_CPU_OPS = frozenset(
 #: what ``auto`` sends to the Numba CPU kernels, and from how many values. Measured (1M float32,
 #: 2-core EPYC, ms forward/backward, NumPy -> Numba): relu 4.5/8.9 -> 0.7/0.8, leaky_relu
 #: 4.9/9.0 -> 0.7/0.9, gelu 12.0/17.5 -> 7.8/11.4, silu 11.7/18.0 -> 8.0/8.4; tanh 0.75/1.3 ->
-#: 15/15 (NumPy wins). BatchNorm (+ReLU): 5-9x faster than NumPy at every size (BENCHMARKS.md).
+#: 15/15 (NumPy wins). With kernels/vector_math.py (vectorized float32 exp/tanh/erf), 1M values,
+#: ms fwd/bwd, NumPy -> Numba: float32 sigmoid 5.6/6.9 -> 0.64/0.72, elu 5.0/9.6 -> 0.68/0.54,
+#: selu 5.4/10.1 -> 0.84/0.55, gelu_tanh 58/66 -> 1.1/1.2, tanh 0.38/1.17 -> 0.87/0.80 (NumPy
+#: kept); float64 (C library math) sigmoid 4.5/5.6 -> 2.3/2.3, elu 3.3/5.5 -> 4.2/3.4, gelu_tanh
+#: 33/36 -> 9.8/9.5. BatchNorm (+ReLU): 5-9x faster than NumPy at every size (BENCHMARKS.md).
 #: Optimizer updates (kernels/cpu_optim.py), SGD momentum on 3M float32: NumPy 5.4 ms, fused
 #: 1.5 ms; the MLP step at batch 256, 3072-1024-1024-10: 27 -> 20-21 ms.
 AUTO_NUMBA_CPU = {
     "relu": 4096,
     "leaky_relu": 4096,
+    "sigmoid": 4096,
+    "elu": 4096,
+    "selu": 4096,
     "gelu": 4096,
+    "gelu_tanh": 4096,
     "silu": 4096,
     "batchnorm": 0,
     "batchnorm+relu": 0,

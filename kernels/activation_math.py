@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import types
 from collections.abc import Callable
 
 import numpy
@@ -56,10 +57,11 @@ def kink(x: Array, left: Array) -> float:
 
 
 def sigmoid_fwd(x: Array, a: float, b: float) -> float:
-    if x >= ZERO:
-        return ONE / (ONE + math.exp(-x))
-    e = math.exp(x)
-    return e / (ONE + e)
+    # e = exp(-|x|) in (0, 1] never overflows; one exp and one division, both sides of the
+    # select computed (so a CPU loop vectorizes): 1 / (1 + e) for x >= 0, e / (1 + e) below.
+    e = math.exp(-abs(x))
+    s = ONE / (ONE + e)
+    return s if x >= ZERO else e * s
 
 
 def sigmoid_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
@@ -206,16 +208,21 @@ NAMES = (
 )
 
 
-def compile_all(jit: Callable, dtype: type = numpy.float64) -> dict:
+def compile_all(
+    jit: Callable, dtype: type = numpy.float64, math_module: types.ModuleType = math
+) -> dict:
     """{name: jit(function)} for every function of ORDER, with CONSTANTS in ``dtype``; calls
     between them go to the compiled versions (each copy of a function gets a namespace holding the
-    typed constants and what was compiled before it). Each copy has its own name, e.g.
-    ``gelu_fwd__float32__<hash of this file>``, so that cached machine code is never shared
-    between dtypes or outlives a change of the math (kernels/numba_cache.py)."""
+    typed constants and what was compiled before it). ``math_module`` is what the formulas call
+    ``math``: the C library's, or kernels/vector_math.py's vectorizable float32 functions. Each
+    copy has its own name, e.g. ``gelu_fwd__float32__<hash>``, so that cached machine code is
+    never shared between dtypes or math modules, or outlives a change of the math
+    (kernels/numba_cache.py)."""
     from .numba_cache import renamed, source_hash
 
-    tag = f"{numpy.dtype(dtype).name}__{source_hash(sys.modules[__name__])}"
-    namespace = {"math": math, **{k: dtype(v) for k, v in CONSTANTS.items()}}
+    sources = (sys.modules[__name__],) + (() if math_module is math else (math_module,))
+    tag = f"{numpy.dtype(dtype).name}__{source_hash(*sources)}"
+    namespace = {"math": math_module, **{k: dtype(v) for k, v in CONSTANTS.items()}}
     compiled = {}
     for name in ORDER:
         copy = renamed(globals()[name], f"{name}__{tag}", namespace)

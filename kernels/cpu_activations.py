@@ -10,11 +10,22 @@ import numpy
 
 from gpunet.types import Array, DTypeLike
 
-from . import activation_math, numba_cache
+from . import activation_math, numba_cache, vector_math
 
-#: the scalar math compiled per dtype: float32 stays float32 (constants included); cached on disk
+#: NumPy's error model (a float division by zero gives inf, no exception check) and fused
+#: multiply-adds: what lets LLVM vectorize the loops. No other fast-math: NaN and inf stay exact.
+OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
+#: the scalar math compiled per dtype: float32 stays float32 (constants included) and calls the
+#: vectorizable exp/tanh/erf of vector_math.py; float64 calls the C library. Cached on disk.
+#: Inlined into the loops by Numba (LLVM would not inline the larger ones, and a call in the loop
+#: stops vectorization).
 DEVICE_BY_DTYPE = {
-    dt: activation_math.compile_all(numba_cache.njit, dt) for dt in (numpy.float32, numpy.float64)
+    numpy.float32: activation_math.compile_all(
+        numba_cache.njit(inline="always", **OPTIONS), numpy.float32, math_module=vector_math
+    ),
+    numpy.float64: activation_math.compile_all(
+        numba_cache.njit(inline="always", **OPTIONS), numpy.float64
+    ),
 }
 _KERNELS: dict = {}
 
@@ -35,13 +46,15 @@ def _kernels(name: str, dtype: DTypeLike) -> tuple:
     key = (name, numpy.dtype(dtype).type)
     if key not in _KERNELS:
         device = DEVICE_BY_DTYPE[key[1]]
-        tag = f"{name}__{numpy.dtype(dtype).name}__{numba_cache.source_hash(activation_math)}"
+        sources = numba_cache.source_hash(activation_math, vector_math)
+        tag = f"{name}__{numpy.dtype(dtype).name}__{sources}"
         _KERNELS[key] = tuple(
             numba_cache.njit(
                 numba_cache.renamed(
                     loop, f"{loop.__name__}__{tag}", {"dev": device[f"{name}_{d}"]}
                 ),
                 nogil=True,
+                **OPTIONS,
             )
             for loop, d in ((_fwd_loop, "fwd"), (_bwd_loop, "bwd"))
         )

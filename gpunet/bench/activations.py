@@ -48,11 +48,13 @@ def _sizes(max_mib: float):
     return sizes
 
 
+#: the CPU kernel choice behind each CPU row (the "cpu" row is the default, ``auto``)
+_CPU_CHOICE = {"numpy-ref": "numpy", "numba-cpu": "numba"}
+
+
 def _paths(xp: ModuleType):
-    if (
-        xp is numpy
-    ):  # the default CPU dispatch (Numba kernels where they win), and the pure reference
-        return ["cpu", "numpy-ref"]
+    if xp is numpy:  # the default CPU dispatch (Numba where it wins), each kernel path alone
+        return ["cpu", "numba-cpu", "numpy-ref"]
     from gpunet.dispatch import numba_cuda_problem
 
     return ["cupy"] + (["numba"] if numba_cuda_problem() is None else [])
@@ -107,7 +109,7 @@ def run(
             for path in _paths(xp):
                 with (
                     gpunet.use_kernels("numba" if path == "numba" else "cupy"),
-                    gpunet.use_cpu_kernels("numpy" if path == "numpy-ref" else "auto"),
+                    gpunet.use_cpu_kernels(_CPU_CHOICE.get(path, "auto")),
                 ):
                     tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
                     tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)

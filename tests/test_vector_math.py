@@ -1,0 +1,158 @@
+"""kernels/vector_math.py: float32 exp/expm1/tanh/erf against float64 references (NumPy, SciPy),
+their limits, and that a loop calling them is vectorized (the reason they exist)."""
+
+import math
+import re
+
+import numba
+import numpy
+import pytest
+import scipy.special
+
+from gpunet.kernels import activation_math, cpu_activations, vector_math
+
+OPTIONS = cpu_activations.OPTIONS
+
+# name -> (function, float64 reference, range swept, bound in ulp of the float32 result)
+CASES = {
+    "exp": (vector_math.exp, numpy.exp, (-103.0, 88.72), 1.1),
+    "expm1": (vector_math.expm1, numpy.expm1, (-20.0, 88.0), 1.8),
+    "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.4),
+    "erf": (vector_math.erf, scipy.special.erf, (-6.0, 6.0), 3.0),
+}
+_LOOPS: dict = {}
+
+
+def _loop(name):
+    """A fresh (uncached, so inspectable) loop y[i] = f(x[i])."""
+    if name not in _LOOPS:
+        fn = CASES[name][0]
+
+        @numba.njit(**OPTIONS)
+        def loop(x, y):
+            for i in range(x.size):
+                y[i] = fn(x[i])
+
+        _LOOPS[name] = loop
+    return _LOOPS[name]
+
+
+def _apply(name, x):
+    x = numpy.ascontiguousarray(x, dtype=numpy.float32)
+    y = numpy.empty_like(x)
+    _loop(name)(x, y)
+    return y
+
+
+def _ulps(got, ref):
+    """|got - ref| in units of the float32 spacing at ref (normal results only)."""
+    spacing = numpy.spacing(numpy.abs(ref).astype(numpy.float32)).astype(numpy.float64)
+    return numpy.abs(got.astype(numpy.float64) - ref) / spacing
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_within_the_stated_ulps_of_float64(name):
+    _, ref, (lo, hi), bound = CASES[name]
+    x = numpy.concatenate(
+        [
+            numpy.linspace(lo, hi, 1 << 20).astype(numpy.float32),
+            numpy.linspace(-1e-3, 1e-3, 1 << 14).astype(numpy.float32),  # where expm1/erf cancel
+            numpy.float32(2.0) ** -numpy.arange(10, 120, dtype=numpy.float32),  # tiny x
+        ]
+    )
+    got = _apply(name, x)
+    want = ref(x.astype(numpy.float64))
+    normal = numpy.abs(want) >= numpy.finfo(numpy.float32).tiny
+    worst = _ulps(got[normal], want[normal]).max()
+    assert worst <= bound, f"{name}: {worst:.2f} ulp"
+    # subnormal results (exp far below 0): within two of the smallest subnormal
+    assert numpy.all(numpy.abs(got[~normal] - want[~normal]) <= 2 * 2.0**-149)
+
+
+def test_the_ulp_measure_can_fail():
+    """A float32 result rounded one way too far is 1 ulp off, and the check sees it."""
+    x = numpy.linspace(-5, 5, 1001).astype(numpy.float32)
+    want = numpy.exp(x.astype(numpy.float64))
+    off = numpy.nextafter(want.astype(numpy.float32), numpy.float32(numpy.inf))
+    off = numpy.nextafter(off, numpy.float32(numpy.inf))
+    assert _ulps(off, want).max() > 1.1
+
+
+# x -> expected value per function (inf, -inf, NaN, signed zeros, overflow and underflow)
+SPECIAL = numpy.array(
+    [numpy.nan, numpy.inf, -numpy.inf, 0.0, -0.0, 1000.0, -1000.0, 88.73, -104.0],
+    dtype=numpy.float32,
+)
+EXPECTED = {
+    "exp": [numpy.nan, numpy.inf, 0.0, 1.0, 1.0, numpy.inf, 0.0, numpy.inf, 0.0],
+    "expm1": [numpy.nan, numpy.inf, -1.0, 0.0, -0.0, numpy.inf, -1.0, numpy.inf, -1.0],
+    "tanh": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
+    "erf": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_special_values(name):
+    got = _apply(name, SPECIAL)
+    want = numpy.array(EXPECTED[name], dtype=numpy.float32)
+    numpy.testing.assert_array_equal(got, want)
+    numpy.testing.assert_array_equal(numpy.signbit(got), numpy.signbit(want))
+
+
+def _vector_types(llvm_ir):
+    return set(re.findall(r"<(\d+) x float>", llvm_ir))
+
+
+def _math_calls(llvm_ir):
+    """Calls into the C library's math (``expf``, or LLVM's ``llvm.exp.v8f32``, which without a
+    vector math library becomes eight ``expf`` calls)."""
+    targets = set(re.findall(r"call[^@\n]*@([\w.]+)\(", llvm_ir))
+    return {t for t in targets if re.search(r"exp|tanh|erf|log", t)}
+
+
+def _vectorized_without_libm(llvm_ir):
+    return bool(_vector_types(llvm_ir)) and not _math_calls(llvm_ir)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_loop_over_them_is_vectorized(name):
+    _apply(name, numpy.zeros(64))
+    (llvm_ir,) = _loop(name).inspect_llvm().values()
+    assert _vectorized_without_libm(llvm_ir), (_vector_types(llvm_ir), _math_calls(llvm_ir))
+
+
+def _activation_loop(fwd):
+    @numba.njit(**OPTIONS)
+    def loop(x, y, a, b):
+        for i in range(x.size):
+            y[i] = fwd(x[i], a, b)  # a closure variable: Numba inlines it like cpu_activations'
+
+    return loop
+
+
+def test_the_activation_formulas_vectorize_with_them():
+    """sigmoid, tanh, silu, elu and both GELUs as compiled for the float32 CPU path: one loop
+    each, vectorized (a call into the C library in the loop would stop that)."""
+    device = activation_math.compile_all(
+        numba.njit(inline="always", **OPTIONS), numpy.float32, math_module=vector_math
+    )
+    for name in ("sigmoid", "tanh", "silu", "elu", "gelu", "gelu_tanh"):
+        loop = _activation_loop(device[f"{name}_fwd"])
+        x = numpy.linspace(-3, 3, 64, dtype=numpy.float32)
+        loop(x, numpy.empty_like(x), numpy.float32(1), numpy.float32(0))
+        (llvm_ir,) = loop.inspect_llvm().values()
+        assert _vectorized_without_libm(llvm_ir), (name, _math_calls(llvm_ir))
+
+
+def test_the_vectorization_check_can_fail():
+    """The same sigmoid loop with the C library's math (what float64 uses) calls expf per
+    element, and the check above says so."""
+    device = activation_math.compile_all(
+        numba.njit(inline="always", **OPTIONS), numpy.float32, math_module=math
+    )
+    loop = _activation_loop(device["sigmoid_fwd"])
+    x = numpy.linspace(-3, 3, 64, dtype=numpy.float32)
+    loop(x, numpy.empty_like(x), numpy.float32(1), numpy.float32(0))
+    (llvm_ir,) = loop.inspect_llvm().values()
+    assert _math_calls(llvm_ir)
+    assert not _vectorized_without_libm(llvm_ir)
