@@ -3,7 +3,8 @@
 Plain Python functions in the subset that both Numba CUDA (device functions) and Numba CPU
 (``njit``) compile; ``compile_all(jit)`` compiles them all for one target, dependencies first, each
 seeing the others' compiled versions. The formulas and special cases mirror ``activations.cuh``
-(the CuPy path) line for line; the NumPy reference is gpunet/functional/activations.py.
+(the CuPy path), except sigmoid, written here branch-free (the NumPy reference's form) so that
+the Numba CPU loops vectorize; the NumPy reference is gpunet/functional/activations.py.
 
 Every activation NAME has NAME_fwd(x, a, b) -> f(x) and NAME_bwd(dy, x, a, b) -> dy * f'(x), with
 up to two scalar parameters a, b (see activations.cuh for which).
