@@ -25,9 +25,9 @@ The rules (read them top to bottom):
   operation they have (the activations, BatchNorm); ``-serial`` / ``-parallel`` force BatchNorm's
   thread use, which plain ``numba`` picks by size (cpu_batchnorm.PARALLEL_MIN). ``auto`` takes the
   Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, sigmoid, elu,
-  selu, gelu, gelu_tanh, silu from 4096 contiguous values; BatchNorm alone or with ReLU at any
-  size; the SGD and Adam updates) and NumPy elsewhere (tanh: NumPy's own SIMD tanh; softplus:
-  its forward calls the C library's log1p per element in Numba).
+  selu, gelu, gelu_tanh, silu, softplus from 4096 contiguous values, softplus in float32 only;
+  BatchNorm alone or with ReLU at any size; the SGD and Adam updates) and NumPy elsewhere (tanh:
+  NumPy's own SIMD tanh wins; float64 softplus: Numba calls the C library's log1p per value).
 
 So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gelu_fwd_float``
 (``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
@@ -93,11 +93,18 @@ AUTO_NUMBA_CPU = {
     "gelu": 4096,
     "gelu_tanh": 4096,
     "silu": 4096,
+    "softplus": 4096,
     "batchnorm": 0,
     "batchnorm+relu": 0,
     "sgd": 0,
     "adam": 0,
 }
+
+
+#: ops that ``auto`` sends to Numba in float32 only: their float64 kernels call the C library
+#: per value and lose to NumPy (softplus, 1M float64, ms fwd+bwd: NumPy 10.9, Numba 12.8; float32
+#: with vector_math's log1p: NumPy 10.6, Numba 2.4)
+AUTO_NUMBA_CPU_FLOAT32_ONLY = frozenset({"softplus"})
 
 
 class KernelFallbackWarning(RuntimeWarning):
@@ -129,6 +136,7 @@ def path_name(op: str, *arrays) -> str:
     if (
         op in AUTO_NUMBA_CPU
         and x.size >= AUTO_NUMBA_CPU[op]
+        and (op not in AUTO_NUMBA_CPU_FLOAT32_ONLY or x.dtype == "float32")
         and all(a.flags.c_contiguous for a in arrays)
     ):
         return "numba-cpu"

@@ -1,4 +1,4 @@
-"""float32 exp, expm1, tanh and erf that a Numba CPU loop can vectorize.
+"""float32 exp, expm1, tanh, erf and log1p that a Numba CPU loop can vectorize.
 
 Numba compiles ``math.exp`` and friends on float32 to calls into the C library, one element at a
 time: a loop that calls them is never vectorized, which made sigmoid, tanh, SiLU, ELU and GELU
@@ -12,10 +12,11 @@ Used by the Numba CPU path for float32 only, in place of the ``math`` module tha
 activation_math.py's formulas call (``compile_all(..., math_module=vector_math)``); float64
 keeps the C library. Every function takes and returns float32, keeps NaN, and gives the
 mathematical limits at +-inf. Accuracy, measured against float64 on 2^24 points by
-tests/test_vector_math.py: exp within 1.1 ulp, expm1 1.8, tanh 1.4, erf 3 ulp and 2e-7 absolute
+tests/test_vector_math.py: exp within 1.1 ulp, expm1 1.8, tanh 1.4, log1p 2.5, erf 3 ulp and 2e-7
+absolute
 (the C library's float32 functions: about 1 ulp).
 
-References: S. L. Moshier, Cephes Math Library (expf.c, tanhf.c): range reductions and
+References: S. L. Moshier, Cephes Math Library (expf.c, tanhf.c, logf.c): range reductions and
 polynomial coefficients; W. H. Press et al., Numerical Recipes in C, 2nd ed., sec. 6.2 (erfcc,
 fractional error below 1.2e-7 everywhere); Abramowitz & Stegun 7.1.5 (erf's series near 0).
 """
@@ -43,6 +44,16 @@ def _int32_bits_as_float32(typingctx: object, bits: object) -> tuple:  # noqa: A
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _float32_bits_as_int32(typingctx: object, value: object) -> tuple:  # noqa: ARG001
+    """The int32 with the bit pattern of the float32 ``value``."""
+
+    def codegen(context: object, builder: ir.IRBuilder, signature: object, args: tuple) -> object:
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
 
 
 ONE, TWO, HALF, ZERO = _F(1.0), _F(2.0), _F(0.5), _F(0.0)
@@ -88,6 +99,23 @@ ERFC_Q = tuple(
         -1.26551223,
     )
 )
+# Cephes logf: log(1 + x) = x - x^2/2 + x^3 P(x) on sqrt(1/2) - 1 <= x < sqrt(2) - 1
+SQRT_HALF = _F(0.70710678118654752440)
+LOG_P = tuple(
+    _F(c)
+    for c in (
+        7.0376836292e-2,
+        -1.1514610310e-1,
+        1.1676998740e-1,
+        -1.2420140846e-1,
+        1.4249322787e-1,
+        -1.6668057665e-1,
+        2.0000714765e-1,
+        -2.4999993993e-1,
+        3.3333331174e-1,
+    )
+)
+NAN = _F(numpy.nan)
 # erf(x) = 2/sqrt(pi) sum_k (-1)^k x^(2k+1) / (k! (2k+1)) for |x| < ERF_SMALL (A&S 7.1.5)
 ERF_SMALL = _F(0.5)
 TWO_OVER_SQRT_PI = _F(1.1283791670955126)
@@ -171,10 +199,32 @@ def _isinf(x: float) -> bool:
     return math.isinf(x)
 
 
+def _log(u: float) -> float:
+    """log(u) for normal u > 0 (Cephes logf): u = m 2^e with m in [sqrt(1/2), sqrt(2)) read from
+    the bits, log(m) by the polynomial, e ln2 added in two parts."""
+    bits = _float32_bits_as_int32(u)
+    e = _F((bits >> numpy.int32(23)) - numpy.int32(126))
+    m = _int32_bits_as_float32((bits & numpy.int32(0x007FFFFF)) | numpy.int32(0x3F000000))
+    low = m < SQRT_HALF  # m in [0.5, 1): fold into [sqrt(1/2), sqrt(2))
+    x = (m + m - ONE) if low else (m - ONE)
+    e = (e - ONE) if low else e
+    z = x * x
+    p = LOG_P[0]
+    for c in LOG_P[1:]:
+        p = p * x + c
+    y = p * x * z + e * LN2_LO - HALF * z
+    return (x + y) + e * LN2_HI
+
+
 def _log1p(x: float) -> float:
-    # Not vectorized: the C library's log1p (softplus' forward only). Kept so that this module
-    # stands in for ``math`` in every formula of activation_math.py.
-    return math.log1p(x)
+    """log(1 + x): log(u) x / (u - 1) with u = 1 + x, which cancels the rounding of u
+    (Goldberg 1991, Theorem 4); x itself where u rounds to 1."""
+    u = ONE + x
+    y = log(u) * (x / (u - ONE))
+    y = x if u == ONE else y
+    y = INF if x == INF else y
+    y = -INF if u == ZERO else y
+    return NAN if x < -ONE else y  # and NaN stays NaN through the arithmetic
 
 
 # Compiled in dependency order; each sees the ones before it under its public name.
@@ -184,4 +234,5 @@ tanh = numba_cache.njit(numba_cache.renamed(_tanh, "vector_tanh"), **_OPTIONS)
 erfc_nonneg = numba_cache.njit(numba_cache.renamed(_erfc_nonneg, "vector_erfc_nonneg"), **_OPTIONS)
 erf = numba_cache.njit(numba_cache.renamed(_erf, "vector_erf"), **_OPTIONS)
 isinf = numba_cache.njit(numba_cache.renamed(_isinf, "vector_isinf"), **_OPTIONS)
+log = numba_cache.njit(numba_cache.renamed(_log, "vector_log"), **_OPTIONS)
 log1p = numba_cache.njit(numba_cache.renamed(_log1p, "vector_log1p"), **_OPTIONS)

@@ -182,3 +182,25 @@ def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
     kernel_path.save_table(rows)
     monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "broken"})
     assert kernel_path.gpu_path(1 << 21) == "cupy"
+
+
+def test_cpu_auto_routes_as_documented():
+    """The ``auto`` rules of gpunet/dispatch.py's docstring, for NumPy arrays."""
+    from gpunet.dispatch import path_name
+
+    big32 = numpy.zeros(10_000, numpy.float32)
+    big64 = big32.astype(numpy.float64)
+    with gpunet.use_cpu_kernels("auto"):
+        for op in ("relu", "sigmoid", "elu", "selu", "gelu", "gelu_tanh", "silu"):
+            assert path_name(op, big32) == "numba-cpu", op
+            assert path_name(op, big64) == "numba-cpu", op
+            assert path_name(op, big32[:10]) == "numpy", op  # under 4096 values
+            assert path_name(op, big32[::2]) == "numpy", op  # not contiguous
+        assert path_name("softplus", big32) == "numba-cpu"
+        assert path_name("softplus", big64) == "numpy"  # float32 only
+        assert path_name("tanh", big32) == "numpy"  # NumPy's SIMD tanh wins
+        assert path_name("batchnorm", big32[:10]) == "numba-cpu"  # any size
+    with gpunet.use_cpu_kernels("numpy"):
+        assert path_name("sigmoid", big32) == "numpy"
+    with gpunet.use_cpu_kernels("numba"):
+        assert path_name("tanh", big32[:10]) == "numba-cpu"

@@ -19,6 +19,7 @@ CASES = {
     "expm1": (vector_math.expm1, numpy.expm1, (-20.0, 88.0), 1.8),
     "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.4),
     "erf": (vector_math.erf, scipy.special.erf, (-6.0, 6.0), 3.0),
+    "log1p": (vector_math.log1p, numpy.log1p, (-0.999, 1e6), 2.5),
 }
 _LOOPS: dict = {}
 
@@ -88,6 +89,9 @@ EXPECTED = {
     "expm1": [numpy.nan, numpy.inf, -1.0, 0.0, -0.0, numpy.inf, -1.0, numpy.inf, -1.0],
     "tanh": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
     "erf": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
+    # log(1001) and log(89.73) from the float64 C library; below -1 no real log
+    "log1p": [numpy.nan, numpy.inf, numpy.nan, 0.0, -0.0, *numpy.log([1001.0]), numpy.nan]
+    + [*numpy.log1p(numpy.float32([88.73]).astype(numpy.float64)), numpy.nan],
 }
 
 
@@ -95,7 +99,7 @@ EXPECTED = {
 def test_special_values(name):
     got = _apply(name, SPECIAL)
     want = numpy.array(EXPECTED[name], dtype=numpy.float32)
-    numpy.testing.assert_array_equal(got, want)
+    numpy.testing.assert_allclose(got, want, rtol=3e-7, atol=0)  # exact for 0, +-1, inf
     numpy.testing.assert_array_equal(numpy.signbit(got), numpy.signbit(want))
 
 
@@ -131,12 +135,12 @@ def _activation_loop(fwd):
 
 
 def test_the_activation_formulas_vectorize_with_them():
-    """sigmoid, tanh, silu, elu and both GELUs as compiled for the float32 CPU path: one loop
-    each, vectorized (a call into the C library in the loop would stop that)."""
+    """sigmoid, tanh, silu, elu, softplus and both GELUs as compiled for the float32 CPU path:
+    one loop each, vectorized, no call into the C library's math."""
     device = activation_math.compile_all(
         numba.njit(inline="always", **OPTIONS), numpy.float32, math_module=vector_math
     )
-    for name in ("sigmoid", "tanh", "silu", "elu", "gelu", "gelu_tanh"):
+    for name in ("sigmoid", "tanh", "silu", "elu", "gelu", "gelu_tanh", "softplus"):
         loop = _activation_loop(device[f"{name}_fwd"])
         x = numpy.linspace(-3, 3, 64, dtype=numpy.float32)
         loop(x, numpy.empty_like(x), numpy.float32(1), numpy.float32(0))
