@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     su.add_argument("--repeat", type=int, default=3)
     st = sub.add_parser("step", help="a whole MLP training step vs torch eager")
     st.add_argument("--configs", default=None, help="batch x inputs x hidden, e.g. 256x3072x1024")
+    st.add_argument(
+        "--no-batchnorm", action="store_true", help="Linear -> ReLU layers, no BatchNorm"
+    )
+    st.add_argument(
+        "--sweep",
+        action="store_true",
+        help="batch 64..4096 at 3072->1024, then width 256..2048 at batch 256 (issue #13's sweep)",
+    )
     st.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args(argv)
     backend = gpunet.set_backend(args.backend)
@@ -66,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from . import step
 
-        print(step.run(configs=_shapes(args.configs), repeat=args.repeat))
+        configs = step.SWEEP if args.sweep else _shapes(args.configs)
+        print(step.run(configs=configs, repeat=args.repeat, batchnorm=not args.no_batchnorm))
     return 0
 
 
