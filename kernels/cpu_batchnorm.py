@@ -29,9 +29,10 @@ from . import numba_cache
 #: Below this many values the serial versions run. Waking threads costs more than it saves on
 #: small tensors, and inside a training step the OpenMP threads (which spin after each parallel
 #: region) fight NumPy's BLAS threads for the cores: on 2 cores a 256 x 3072-1024-1024 MLP step
-#: took 169 ms with parallel BatchNorm against 34 ms with serial. 4M values keeps MLP steps
-#: serial and standalone large BatchNorms (64x256x32x32 = 16M) parallel.
-PARALLEL_MIN = 1 << 22
+#: took 169 ms with parallel BatchNorm against 34 ms with serial; at batch 4096 (4M values per
+#: BatchNorm) 334 ms against 277 ms. 8M values keeps MLP steps up to batch 4096 x 2048 serial and
+#: standalone large BatchNorms (64x256x32x32 = 16M, 4096x4096) parallel.
+PARALLEL_MIN = 1 << 23
 
 
 def _parts(N: int) -> int:
