@@ -70,7 +70,10 @@ def _adam(
         p[i] -= step_size * mi / (numpy.sqrt(vi) / bc2_sqrt + eps)
 
 
-_sgd_kernel, _adam_kernel = numba_cache.njit(_sgd), numba_cache.njit(_adam)
+# NumPy's error model: a division by zero gives inf/NaN as in NumPy (no exception check per
+# value, which also kept the Adam loop from vectorizing: 15.7 -> 4.5 ms on 4.2M float32 values)
+_sgd_kernel = numba_cache.njit(_sgd, error_model="numpy")
+_adam_kernel = numba_cache.njit(_adam, error_model="numpy")
 
 
 def sgd(

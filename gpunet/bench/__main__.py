@@ -1,4 +1,5 @@
-"""python -m gpunet.bench {activations,batchnorm,step,startup} [options]: print benchmark tables."""
+"""python -m gpunet.bench {activations,batchnorm,step,optim,startup} [options]: print benchmark
+tables."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         help="batch 64..4096 at 3072->1024, then width 256..2048 at batch 256 (issue #13's sweep)",
     )
     st.add_argument("--repeat", type=int, default=30)
+    op = sub.add_parser("optim", help="one optimizer update over an MLP's parameters vs torch")
+    op.add_argument("--nets", default=None, help="inputs x hidden, e.g. 3072x1024,784x512")
+    op.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
+    op.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args(argv)
     backend = gpunet.set_backend(args.backend)
     print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}")
@@ -67,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import startup
 
         print(startup.run(repeat=args.repeat))
+    elif args.which == "optim":
+        from . import optim
+
+        names = args.optimizers.split(",")
+        print(optim.run(nets=_shapes(args.nets), optimizers=names, repeat=args.repeat))
     elif args.which == "batchnorm":
         from . import batchnorm
 
