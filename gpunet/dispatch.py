@@ -25,9 +25,9 @@ The rules (read them top to bottom):
   operation they have (the activations, BatchNorm); ``-serial`` / ``-parallel`` force BatchNorm's
   thread use, which plain ``numba`` picks by size (cpu_batchnorm.PARALLEL_MIN). ``auto`` takes the
   Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, sigmoid, elu,
-  selu, gelu, gelu_tanh, silu, softplus from 4096 contiguous values, softplus in float32 only;
-  BatchNorm alone or with ReLU at any size; the SGD and Adam updates) and NumPy elsewhere (tanh:
-  NumPy's own SIMD tanh wins; float64 softplus: Numba calls the C library's log1p per value).
+  selu, gelu, gelu_tanh, silu, and in float32 only softplus and tanh, from 4096 contiguous values;
+  BatchNorm alone or with ReLU at any size; the SGD and Adam updates) and NumPy elsewhere (float64
+  tanh and softplus: there Numba calls the C library per value and NumPy's SIMD code wins).
 
 So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gelu_fwd_float``
 (``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
@@ -94,6 +94,7 @@ AUTO_NUMBA_CPU = {
     "gelu_tanh": 4096,
     "silu": 4096,
     "softplus": 4096,
+    "tanh": 4096,
     "batchnorm": 0,
     "batchnorm+relu": 0,
     "sgd": 0,
@@ -102,9 +103,10 @@ AUTO_NUMBA_CPU = {
 
 
 #: ops that ``auto`` sends to Numba in float32 only: their float64 kernels call the C library
-#: per value and lose to NumPy (softplus, 1M float64, ms fwd+bwd: NumPy 10.9, Numba 12.8; float32
-#: with vector_math's log1p: NumPy 10.6, Numba 2.4)
-AUTO_NUMBA_CPU_FLOAT32_ONLY = frozenset({"softplus"})
+#: per value and lose to NumPy (1M float64, ms fwd+bwd, NumPy -> Numba: softplus 10.9 -> 12.8,
+#: tanh 2.4 -> 17.2; float32 with vector_math and 512-bit vectors: softplus 9.5 -> 1.6, tanh 1.49
+#: -> 1.29)
+AUTO_NUMBA_CPU_FLOAT32_ONLY = frozenset({"softplus", "tanh"})
 
 
 class KernelFallbackWarning(RuntimeWarning):

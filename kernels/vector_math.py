@@ -36,11 +36,30 @@ _F = numpy.float32
 _OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}, "inline": "always"}
 
 
+#: LLVM's function attribute that lets the loop vectorizer use 512-bit vectors on AVX-512 CPUs
+#: (its default there is 256: "prefer-256-bit" tuning). Measured on the 2-core Xeon (AVX-512),
+#: float32, serial: sigmoid on 1M values 727 -> 545 us, gelu 1372 -> 1003 us. Ignored where the
+#: CPU has no 512-bit vectors.
+WIDE_VECTORS = '"prefer-vector-width"="512"'
+
+
+def _prefer_wide_vectors(function: ir.Function) -> None:
+    """Mark the LLVM function being compiled (the loop that inlines these functions) with
+    WIDE_VECTORS. llvmlite's FunctionAttributes only takes attribute names it knows, so the
+    key=value string goes into the underlying set, which it prints verbatim; should a later
+    llvmlite refuse that, the loops stay at the default width (speed only, never results)."""
+    try:
+        set.add(function.attributes, WIDE_VECTORS)
+    except Exception:  # pragma: no cover - depends on llvmlite's internals
+        pass
+
+
 @intrinsic
 def _int32_bits_as_float32(typingctx: object, bits: object) -> tuple:  # noqa: ARG001 (Numba's signature)
     """The float32 whose bit pattern is the int32 ``bits`` (C's memcpy; one register move)."""
 
     def codegen(context: object, builder: ir.IRBuilder, signature: object, args: tuple) -> object:
+        _prefer_wide_vectors(builder.function)
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen

@@ -160,3 +160,15 @@ def test_the_vectorization_check_can_fail():
     (llvm_ir,) = loop.inspect_llvm().values()
     assert _math_calls(llvm_ir)
     assert not _vectorized_without_libm(llvm_ir)
+
+
+def test_loops_use_512_bit_vectors_where_the_cpu_has_them():
+    """vector_math marks the loops ``prefer-vector-width=512``: 16 float32 lanes on AVX-512."""
+    import llvmlite.binding as llvm
+
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("this CPU has no AVX-512: the loops stay at 8 lanes")
+    _apply("exp", numpy.zeros(64))
+    (llvm_ir,) = _loop("exp").inspect_llvm().values()
+    assert vector_math.WIDE_VECTORS in llvm_ir
+    assert "16" in _vector_types(llvm_ir)
