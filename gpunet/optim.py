@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from types import ModuleType
 
 import numpy
 
@@ -97,6 +98,29 @@ class Optimizer:
         return self
 
 
+def _zeros(st: dict, name: str, like: Array) -> Array:
+    """``st[name]``, made zeros like ``like`` the first time only (``dict.setdefault`` would
+    allocate and zero a new array on every step)."""
+    if name not in st:
+        st[name] = get_array_module(like).zeros_like(like)
+    return st[name]
+
+
+def _fused_kernels(op: str, p: Array, g: Array) -> ModuleType | None:
+    """The module whose ``op`` updates ``p`` in one fused pass -- kernels/cupy_optim.py for CuPy
+    arrays (one launch of kernels/optim.cuh), kernels/cpu_optim.py where the CPU kernel choice
+    takes it -- or None: the NumPy expressions. Both modules have the same signatures."""
+    if is_cupy_array(p):
+        from gpunet.kernels import cupy_optim
+
+        return cupy_optim
+    if _fused_cpu(op, p, g):
+        from gpunet.kernels import cpu_optim
+
+        return cpu_optim
+    return None
+
+
 def _fused_cpu(op: str, *arrays: Array) -> bool:
     """The fused Numba update for NumPy arrays, when the CPU kernel choice takes it
     (gpunet.dispatch: ``auto`` and ``numba*``; ``numpy`` keeps the NumPy expressions below)."""
@@ -150,33 +174,14 @@ class SGD(Optimizer):
         )
 
     def _update(self, p: Array, g: Array, st: dict) -> None:
-        if is_cupy_array(p.data):  # one fused launch (kernels/optim.cuh)
-            from gpunet.kernels import cupy_optim
-
-            first = self.momentum and "momentum_buffer" not in st
-            if first:
-                st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
-            cupy_optim.sgd(
-                g,
-                p.data,
-                st.get("momentum_buffer"),
-                self.lr,
-                self.momentum,
-                self.dampening,
-                self.weight_decay,
-                self.nesterov,
-                first,
-            )
-            return
-        if _fused_cpu("sgd", p.data, g):  # one fused pass (kernels/cpu_optim.py)
-            from gpunet.kernels import cpu_optim
-
+        fused = _fused_kernels("sgd", p.data, g)
+        if fused is not None:
             first = bool(self.momentum) and "momentum_buffer" not in st
             if first:
-                st["momentum_buffer"] = numpy.empty_like(p.data)
-            cpu_optim.sgd(
-                p.data,
+                st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
+            fused.sgd(
                 g,
+                p.data,
                 st.get("momentum_buffer"),
                 self.lr,
                 self.momentum or 0.0,
@@ -229,18 +234,18 @@ class RMSprop(Optimizer):
         xp = get_array_module(p.data)
         if self.weight_decay:
             g = g + self.weight_decay * p.data
-        sq = st.setdefault("square_avg", xp.zeros_like(p.data))
+        sq = _zeros(st, "square_avg", p.data)
         sq *= self.alpha
         sq += (1 - self.alpha) * g * g
         if self.centered:
-            ga = st.setdefault("grad_avg", xp.zeros_like(p.data))
+            ga = _zeros(st, "grad_avg", p.data)
             ga *= self.alpha
             ga += (1 - self.alpha) * g
             avg = xp.sqrt(sq - ga * ga) + self.eps
         else:
             avg = xp.sqrt(sq) + self.eps
         if self.momentum:
-            buf = st.setdefault("momentum_buffer", xp.zeros_like(p.data))
+            buf = _zeros(st, "momentum_buffer", p.data)
             buf *= self.momentum
             buf += g / avg
             p.data -= self.lr * buf
@@ -271,12 +276,10 @@ class Adam(Optimizer):
     def _update(self, p: Array, g: Array, st: dict) -> None:
         xp = get_array_module(p.data)
         b1, b2 = self.betas
-        if xp is not numpy:  # one fused launch (kernels/optim.cuh)
-            from gpunet.kernels import cupy_optim
-
-            m = st.setdefault("exp_avg", xp.zeros_like(p.data))
-            v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
-            cupy_optim.adam(
+        m, v = _zeros(st, "exp_avg", p.data), _zeros(st, "exp_avg_sq", p.data)
+        fused = _fused_kernels("adam", p.data, g)
+        if fused is not None:
+            fused.adam(
                 g,
                 p.data,
                 m,
@@ -291,33 +294,11 @@ class Adam(Optimizer):
                 self._decoupled,
             )
             return
-        if _fused_cpu("adam", p.data, g):  # one fused pass (kernels/cpu_optim.py)
-            from gpunet.kernels import cpu_optim
-
-            m = st.setdefault("exp_avg", numpy.zeros_like(p.data))
-            v = st.setdefault("exp_avg_sq", numpy.zeros_like(p.data))
-            cpu_optim.adam(
-                p.data,
-                g,
-                m,
-                v,
-                self.lr,
-                b1,
-                b2,
-                self.eps,
-                self.weight_decay,
-                self._decoupled,
-                self.lr / (1 - b1**self.t),
-                math.sqrt(1 - b2**self.t),
-            )
-            return
         if self.weight_decay:
             if self._decoupled:
                 p.data *= 1 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p.data
-        m = st.setdefault("exp_avg", xp.zeros_like(p.data))
-        v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
         m *= b1
         m += (1 - b1) * g
         v *= b2

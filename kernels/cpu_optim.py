@@ -10,6 +10,8 @@ products and the two thread pools fight for the 2 cores. Cached on disk (kernels
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from gpunet.types import Array
@@ -77,8 +79,8 @@ _adam_kernel = numba_cache.njit(_adam, error_model="numpy")
 
 
 def sgd(
-    p: Array,
     g: Array,
+    p: Array,
     buf: Array | None,
     lr: float,
     mu: float,
@@ -87,9 +89,10 @@ def sgd(
     nesterov: bool,
     first: bool,
 ) -> None:
-    """In place: p, and the momentum buffer ``buf`` (None without momentum). C-contiguous
-    arrays; every coefficient computed in float64 and rounded to the parameter's dtype once, as
-    NumPy does with a Python scalar, so float32 results equal the NumPy update's."""
+    """In place: p, and the momentum buffer ``buf`` (None without momentum); the signature of
+    cupy_optim.sgd. C-contiguous arrays; every coefficient computed in float64 and rounded to
+    the parameter's dtype once, as NumPy does with a Python scalar, so float32 results equal the
+    NumPy update's."""
     t = p.dtype.type
     flat = p.reshape(-1)
     _sgd_kernel(
@@ -106,8 +109,8 @@ def sgd(
 
 
 def adam(
-    p: Array,
     g: Array,
+    p: Array,
     m: Array,
     v: Array,
     lr: float,
@@ -115,11 +118,12 @@ def adam(
     b2: float,
     eps: float,
     wd: float,
+    bc1: float,
+    bc2: float,
     decoupled: bool,
-    step_size: float,
-    bc2_sqrt: float,
 ) -> None:
-    """In place: p and the moments m, v (see ``_adam``)."""
+    """In place: p and the moments m, v (see ``_adam``); the signature of cupy_optim.adam, with
+    the bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t."""
     t = p.dtype.type
     _adam_kernel(
         p.reshape(-1),
@@ -134,6 +138,6 @@ def adam(
         t(wd),
         t(1 - lr * wd),
         bool(decoupled),
-        t(step_size),
-        t(bc2_sqrt),
+        t(lr / bc1),
+        t(math.sqrt(bc2)),
     )

@@ -48,6 +48,24 @@ def _sizes(max_mib: float):
     return sizes
 
 
+def _row(nbytes: int, name: str, path: str, tf: float, tb: float, copy_gbs: float) -> list:
+    """One table row: times, the bytes moved per second (forward reads x and writes y; backward
+    reads dy and x and writes dx) and that rate over the copy rate."""
+    gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
+    return [
+        _human(nbytes),
+        name,
+        path,
+        f"{tf * 1e6:.1f}",
+        f"{gf:.0f}",
+        f"{100 * gf / copy_gbs:.0f}%",
+        f"{tb * 1e6:.1f}",
+        f"{gb:.0f}",
+        f"{100 * gb / copy_gbs:.0f}%",
+        f"{copy_gbs:.0f}",
+    ]
+
+
 #: the CPU kernel choice behind each CPU row (the "cpu" row is the default, ``auto``)
 _CPU_CHOICE = {"numpy-ref": "numpy", "numba-cpu": "numba"}
 
@@ -114,40 +132,12 @@ def run(
                     tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
                     tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
                 totals[(n, path)] = totals.get((n, path), 0.0) + tf + tb
-                gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
-                rows.append(
-                    [
-                        _human(nbytes),
-                        name,
-                        path,
-                        f"{tf * 1e6:.1f}",
-                        f"{gf:.0f}",
-                        f"{100 * gf / copy_gbs:.0f}%",
-                        f"{tb * 1e6:.1f}",
-                        f"{gb:.0f}",
-                        f"{100 * gb / copy_gbs:.0f}%",
-                        f"{copy_gbs:.0f}",
-                    ]
-                )
+                rows.append(_row(nbytes, name, path, tf, tb, copy_gbs))
             if torch is not None:
                 tfwd, tfb = _torch_case(torch, name, kwargs, x_host, device)
                 tf = time_torch(torch, device, tfwd, repeat=repeat)
                 tb = max(time_torch(torch, device, tfb, repeat=repeat) - tf, 1e-9)
-                gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
-                rows.append(
-                    [
-                        _human(nbytes),
-                        name,
-                        "torch",
-                        f"{tf * 1e6:.1f}",
-                        f"{gf:.0f}",
-                        f"{100 * gf / copy_gbs:.0f}%",
-                        f"{tb * 1e6:.1f}",
-                        f"{gb:.0f}",
-                        f"{100 * gb / copy_gbs:.0f}%",
-                        f"{copy_gbs:.0f}",
-                    ]
-                )
+                rows.append(_row(nbytes, name, "torch", tf, tb, copy_gbs))
     headers = [
         "size",
         "function",
