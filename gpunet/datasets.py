@@ -47,6 +47,20 @@ def split_indices(n: int, fractions: tuple, seed: int) -> tuple:
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
+def split(X: Array, y: Array, fractions: tuple, seed: int) -> dict:
+    """``{"X_train", "y_train", "X_val", "y_val", "X_test", "y_test"}``: one shuffle by
+    ``split_indices``; ``fractions`` = (train, validation), the test set takes the rest."""
+    tr, va, te = split_indices(len(X), fractions, seed)
+    return {
+        "X_train": X[tr],
+        "y_train": y[tr],
+        "X_val": X[va],
+        "y_val": y[va],
+        "X_test": X[te],
+        "y_test": y[te],
+    }
+
+
 def load_digits(flatten: bool = True) -> dict:
     """The handwritten digits that scikit-learn ships (UCI, CC BY 4.0): 1,797 8x8 images of
     gray levels 0..16, 10 classes, bundled with gpunet (no download).
@@ -63,15 +77,7 @@ def load_digits(flatten: bool = True) -> dict:
     X = images.astype(numpy.float32)
     X = X.reshape(len(X), 64) if flatten else X.reshape(len(X), 1, 8, 8)
     y = labels.astype(numpy.int64)
-    tr, va, te = split_indices(len(X), (0.70, 0.15), seed=20261126)
-    return {
-        "X_train": X[tr],
-        "y_train": y[tr],
-        "X_val": X[va],
-        "y_val": y[va],
-        "X_test": X[te],
-        "y_test": y[te],
-    }
+    return split(X, y, (0.70, 0.15), seed=20261126)
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 (binary)

@@ -144,15 +144,7 @@ def load_data(cfg: TrainConfig) -> dict:
         data = datasets.load_digits()
     elif cfg.dataset == "spiral":
         X, y = datasets.make_spiral(300, 3, seed=0)
-        tr, va, te = datasets.split_indices(len(X), (0.7, 0.15), seed=1)
-        data = {
-            "X_train": X[tr],
-            "y_train": y[tr],
-            "X_val": X[va],
-            "y_val": y[va],
-            "X_test": X[te],
-            "y_test": y[te],
-        }
+        data = datasets.split(X, y, (0.7, 0.15), seed=1)
     elif cfg.dataset == "cifar10":
         data = datasets.load_cifar10(cfg.data_dir)
     else:
