@@ -216,23 +216,13 @@ def device_name_of(cupy: ModuleType) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-#: The CPU thread policy, in one place: below this many multiply-adds, a matrix product runs on
-#: one BLAS thread (waking threads costs more than it saves on tiny products, and on 2 cores they
-#: compete with Numba's and NumPy's work: issue #13 measured the digits run swinging between 6
-#: and 13 s from that oversubscription). Today, on the development machine, the digits MLP's 30
-#: epochs take 0.59-0.62 s with one BLAS thread or two -- within noise -- so this is a guard, not
-#: a measured speed-up. Larger nets keep every thread.
-SINGLE_THREAD_BELOW = 1 << 23
-
-
 def cpu_threads(largest_product: int) -> contextlib.AbstractContextManager:
     """The BLAS threads for a CPU computation whose largest matrix product has
-    ``largest_product`` multiply-adds: one below SINGLE_THREAD_BELOW, else the default."""
-    if largest_product >= SINGLE_THREAD_BELOW:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
+    ``largest_product`` multiply-adds (the rule lives with the rest of the CPU thread policy, in
+    kernels/cpu_threads.py)."""
+    from gpunet.kernels import cpu_threads
 
-    return threadpool_limits(limits=1, user_api="blas")
+    return cpu_threads.blas_threads(largest_product)
 
 
 #: data larger than this fraction of the free GPU memory stays on the host (moved batch by batch)

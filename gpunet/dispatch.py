@@ -22,8 +22,10 @@ The rules (read them top to bottom):
   falls back to ``cupy`` with one ``KernelFallbackWarning``.
 * NumPy arrays -> the CPU choice, ``set_cpu_kernels("auto" | "numpy" | "numba" | "numba-serial" |
   "numba-parallel")`` (``GPUNET_CPU_KERNELS``). ``numba*`` run the Numba CPU kernels for every
-  operation they have (the activations, BatchNorm); ``-serial`` / ``-parallel`` force BatchNorm's
-  thread use, which plain ``numba`` picks by size (cpu_batchnorm.PARALLEL_MIN). ``auto`` takes the
+  operation they have (the activations, BatchNorm, the optimizer updates); ``-serial`` /
+  ``-parallel`` force their thread use, which ``auto`` and plain ``numba`` leave to the CPU
+  thread policy (kernels/cpu_threads.py: every core for a kernel on its own, one within 0.15 s of
+  a matrix product, where OpenBLAS's threads still spin). ``auto`` takes the
   Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, sigmoid, elu,
   selu, gelu, gelu_tanh, silu, and in float32 only softplus and tanh, from 4096 contiguous values;
   BatchNorm alone or with ReLU at any size; the SGD and Adam updates) and NumPy elsewhere (float64
@@ -202,11 +204,9 @@ def set_cpu_kernels(name: str = "auto") -> None:
     """Choose the CPU kernel path: ``"auto"``, ``"numpy"``, ``"numba"``, ``"numba-serial"`` or
     ``"numba-parallel"``."""
     name = _checked(name, CPU_CHOICES, "cpu kernels")
-    from gpunet.kernels import cpu_batchnorm
+    from gpunet.kernels import cpu_threads
 
-    cpu_batchnorm.set_threads(
-        {"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto")
-    )
+    cpu_threads.set_mode({"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto"))
     _state["cpu"] = name
 
 

@@ -24,15 +24,7 @@ from numba import prange
 
 from gpunet.types import Array
 
-from . import numba_cache
-
-#: Below this many values the serial versions run. Waking threads costs more than it saves on
-#: small tensors, and inside a training step the OpenMP threads (which spin after each parallel
-#: region) fight NumPy's BLAS threads for the cores: on 2 cores a 256 x 3072-1024-1024 MLP step
-#: took 169 ms with parallel BatchNorm against 34 ms with serial; at batch 4096 (4M values per
-#: BatchNorm) 334 ms against 277 ms. 8M values keeps MLP steps up to batch 4096 x 2048 serial and
-#: standalone large BatchNorms (64x256x32x32 = 16M, 4096x4096) parallel.
-PARALLEL_MIN = 1 << 23
+from . import cpu_threads, numba_cache
 
 
 def _parts(N: int) -> int:
@@ -65,20 +57,9 @@ def _sum_parts(s: Array) -> Array:
     return out
 
 
-_threads = {"mode": "auto"}
-
-
-def set_threads(mode: str) -> None:
-    """``"auto"`` (parallel from PARALLEL_MIN values), ``"serial"`` or ``"parallel"``; set through
-    gpunet.dispatch.set_cpu_kernels ("numba", "numba-serial", "numba-parallel")."""
-    if mode not in ("auto", "serial", "parallel"):
-        raise ValueError(f"mode must be 'auto', 'serial' or 'parallel', got {mode!r}")
-    _threads["mode"] = mode
-
-
 def _pick(kernels: tuple, x3: Array) -> Array:
-    mode = _threads["mode"]
-    return kernels[mode == "parallel" or (mode == "auto" and x3.size >= PARALLEL_MIN)]
+    """The serial or parallel build, as the CPU thread policy says (kernels/cpu_threads.py)."""
+    return kernels[cpu_threads.parallel(x3.size)]
 
 
 @numba_cache.njit

@@ -2,10 +2,12 @@
 NumPy temporaries (each a pass over memory): the update rules of gpunet/optim.py, in the same
 order of operations and in the parameter's dtype, so the results equal the NumPy ones.
 
-Serial, on purpose: a parallel build measured 0.8 ms against 1.5 ms for SGD momentum on 3M
-float32 values alone, but inside a training step it made the step slower (30-36 ms against 20-21
-ms at batch 256, 3072-1024-1024-10): OpenBLAS's threads still spin after the step's matrix
-products and the two thread pools fight for the 2 cores. Cached on disk (kernels/numba_cache.py).
+Serial and parallel builds, picked per call by the CPU thread policy (cpu_threads.py): the
+parallel one measured 0.8 ms against 1.5 ms for SGD momentum on 3M float32 values alone, but
+inside a training step it made the step slower (30-36 ms against 20-21 ms at batch 256,
+3072-1024-1024-10): OpenBLAS's threads still spin after the step's matrix products and the two
+thread pools fight for the 2 cores, so there the serial one runs. Cached on disk
+(kernels/numba_cache.py).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy
+from numba import prange
 
 from gpunet.types import Array
 
-from . import numba_cache
+from . import cpu_threads, numba_cache
 
 
 def _sgd(
@@ -32,7 +35,7 @@ def _sgd(
 ) -> None:
     """d = g + wd p; buf = d (first step) or mu buf + keep d (keep = 1 - dampening);
     d = d + mu buf (Nesterov) or buf; p -= lr d. ``buf`` is ignored when mu == 0."""
-    for i in range(p.size):
+    for i in prange(p.size):
         d = g[i] + wd * p[i] if wd != 0 else g[i]
         if mu != 0:
             b = d if first else buf[i] * mu + keep * d
@@ -59,7 +62,7 @@ def _adam(
 ) -> None:
     """Adam (decoupled = False) / AdamW (p *= decay = 1 - lr wd first): m = b1 m + c1 g,
     v = b2 v + c2 g g (c = 1 - b); p -= step_size m / (sqrt(v) / sqrt(1 - b2^t) + eps)."""
-    for i in range(p.size):
+    for i in prange(p.size):
         gi = g[i]
         if wd != 0:
             if decoupled:
@@ -74,8 +77,20 @@ def _adam(
 
 # NumPy's error model: a division by zero gives inf/NaN as in NumPy (no exception check per
 # value, which also kept the Adam loop from vectorizing: 15.7 -> 4.5 ms on 4.2M float32 values)
-_sgd_kernel = numba_cache.njit(_sgd, error_model="numpy")
-_adam_kernel = numba_cache.njit(_adam, error_model="numpy")
+# Each has a serial and a parallel (``prange``) build; the CPU thread policy picks per call
+# (cpu_threads.py: serial inside a training step, parallel for an update on its own).
+_SGD = (
+    numba_cache.njit(_sgd, error_model="numpy"),
+    numba_cache.njit(
+        numba_cache.renamed(_sgd, "_sgd__parallel"), error_model="numpy", parallel=True
+    ),
+)
+_ADAM = (
+    numba_cache.njit(_adam, error_model="numpy"),
+    numba_cache.njit(
+        numba_cache.renamed(_adam, "_adam__parallel"), error_model="numpy", parallel=True
+    ),
+)
 
 
 def sgd(
@@ -95,7 +110,7 @@ def sgd(
     NumPy update's."""
     t = p.dtype.type
     flat = p.reshape(-1)
-    _sgd_kernel(
+    _SGD[cpu_threads.parallel(p.size)](
         flat,
         g.reshape(-1),
         flat if buf is None else buf.reshape(-1),
@@ -125,7 +140,7 @@ def adam(
     """In place: p and the moments m, v (see ``_adam``); the signature of cupy_optim.adam, with
     the bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t."""
     t = p.dtype.type
-    _adam_kernel(
+    _ADAM[cpu_threads.parallel(p.size)](
         p.reshape(-1),
         g.reshape(-1),
         m.reshape(-1),

@@ -59,7 +59,7 @@ def _gpu_copy_of_cpu_variant(item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
     return params.get("cpu_implementation", "cpu-serial") != "cpu-serial" and params.get(
         "path", "numpy"
-    ) not in ("numpy", "cpu-kernels")
+    ) not in ("numpy", "cpu-kernels", "cpu-parallel")
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ turns into a clean skip on machines without a GPU:
 
 * ``numpy``        -- the NumPy reference (Numba CPU kernels switched off)
 * ``cpu-kernels``  -- NumPy arrays through the Numba CPU kernels, whatever their size
+* ``cpu-parallel`` -- the same kernels' parallel builds (kernels/cpu_threads.py), whatever the size
 * ``cupy``         -- CuPy arrays, vectorized RawKernels where the layout allows
 * ``cupy-strided`` -- CuPy arrays as non-contiguous views: the ElementwiseKernel path
 * ``numba``        -- CuPy arrays through the Numba CUDA kernels
@@ -23,6 +24,7 @@ import gpunet
 PATHS = [
     pytest.param("numpy", id="numpy"),
     pytest.param("cpu-kernels", id="cpu-kernels"),
+    pytest.param("cpu-parallel", id="cpu-parallel"),
     pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
     pytest.param("cupy-strided", id="cupy-strided", marks=pytest.mark.gpu),
     pytest.param("numba", id="numba", marks=pytest.mark.gpu),
@@ -31,8 +33,9 @@ PATHS = [
 ]
 
 #: the CPU kernel path each host path runs (gpunet.set_cpu_kernels): "numpy" whatever the size,
-#: "cpu-kernels" every function through the Numba CPU kernels whatever its size
-CPU_CHOICE = {"numpy": "numpy", "cpu-kernels": "numba"}
+#: "cpu-kernels" every function through the Numba CPU kernels whatever its size, "cpu-parallel"
+#: their parallel builds
+CPU_CHOICE = {"numpy": "numpy", "cpu-kernels": "numba", "cpu-parallel": "numba-parallel"}
 
 #: per-dtype tolerances (rtol, atol) between a path and a float64 reference
 TOL = {numpy.float32: (2e-5, 1e-6), numpy.float64: (1e-12, 1e-13), "default": (1e-5, 1e-6)}
@@ -55,7 +58,7 @@ def _strided_copy(xp, a):
 def to_path(path, *arrays):
     """Put NumPy ``arrays`` where ``path`` computes; anything else (None, a Python int such as
     maxout's ``pieces``) passes through."""
-    if path in ("numpy", "cpu-kernels"):
+    if path in CPU_CHOICE:
         return arrays
     import cupy
 

@@ -262,11 +262,11 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
     ids=["sgd", "momentum-wd", "dampening", "nesterov", "adam-l2", "adamw"],
 )
 def test_fused_cpu_updates_equal_the_numpy_expressions(make, dtype):
-    """kernels/cpu_optim.py (one Numba pass per parameter) against the NumPy update of
-    gpunet/optim.py, step by step, in float32 and float64."""
+    """kernels/cpu_optim.py (one Numba pass per parameter; its serial and parallel builds)
+    against the NumPy update of gpunet/optim.py, step by step, in float32 and float64."""
     p0 = numpy.random.default_rng(0).normal(size=(7, 5)).astype(dtype)
     results = {}
-    for choice in ("numpy", "numba"):
+    for choice in ("numpy", "numba-serial", "numba-parallel"):
         with gpunet.use_cpu_kernels(choice):
             p = Parameter(p0.copy())
             opt = make([p])
@@ -274,7 +274,8 @@ def test_fused_cpu_updates_equal_the_numpy_expressions(make, dtype):
                 p.grad = numpy.sin(p0 * (k + 1)).astype(dtype)
                 opt.step()
             results[choice] = p.data
-    assert results["numba"].dtype == dtype
-    numpy.testing.assert_allclose(
-        results["numba"], results["numpy"], rtol=4 * numpy.finfo(dtype).eps, atol=0
-    )
+    for build in ("numba-serial", "numba-parallel"):
+        assert results[build].dtype == dtype
+        numpy.testing.assert_allclose(
+            results[build], results["numpy"], rtol=4 * numpy.finfo(dtype).eps, atol=0
+        )

@@ -15,6 +15,7 @@ from gpunet.types import Array
 
 from .._checks import float_inputs
 from ..backend import get_array_module
+from .linear import _noted
 
 
 def pair(v: int | tuple, name: str) -> tuple:
@@ -85,6 +86,7 @@ def conv2d_forward(
     cols = im2col(x, kernel, stride, padding)
     out = xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3]))  # (F, N, Ho, Wo)
     out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))
+    _noted(out)
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out, (x.shape, w, cols, stride, padding, b is not None)
@@ -95,6 +97,7 @@ def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)
     dw = xp.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))  # (F, C, kh, kw)
+    _noted(dw)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if not input_grad:
         return None, dw, db

@@ -7,9 +7,12 @@ Matrix products go to BLAS on the CPU and cuBLAS on the GPU.
 
 from __future__ import annotations
 
+import numpy
+
 from gpunet.types import Array
 
 from .._checks import float_inputs
+from ..kernels import cpu_threads
 
 
 def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
@@ -20,6 +23,7 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
     out = x @ w
+    _noted(out)
     if b is not None:
         out += b
     return out, (x, w, b is not None)
@@ -32,5 +36,13 @@ def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
     x, w, has_bias = cache
     dx = dout @ w.T if input_grad else None
     dw = x.T @ dout
+    _noted(dw)
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
+
+
+def _noted(product: Array) -> None:
+    """Tell the CPU thread policy that BLAS ran (its threads now spin for ~0.1 s:
+    kernels/cpu_threads.py)."""
+    if type(product) is numpy.ndarray:
+        cpu_threads.note_matmul()

@@ -1,0 +1,86 @@
+"""kernels/cpu_threads.py: the CPU thread policy -- which build (serial or parallel) of the Numba
+CPU kernels runs, and that gpunet's matrix products switch it to serial while BLAS threads spin.
+(The parallel builds' numerics: the ``cpu-parallel`` path of tests/parity.py, and the optimizer
+and BatchNorm tests.)"""
+
+import numba
+import numpy
+import pytest
+
+import gpunet
+from gpunet import functional as F
+from gpunet.kernels import cpu_activations, cpu_threads
+
+
+@pytest.fixture(autouse=True)
+def _fresh_policy(monkeypatch):
+    monkeypatch.setitem(cpu_threads._state, "last_matmul", float("-inf"))
+    yield
+
+
+def test_forced_modes_win_whatever_the_size_and_the_last_product():
+    cpu_threads.note_matmul()
+    with gpunet.use_cpu_kernels("numba-parallel"):
+        assert cpu_threads.parallel(1)
+    with gpunet.use_cpu_kernels("numba-serial"):
+        assert not cpu_threads.parallel(1 << 30)
+    assert cpu_threads.get_mode() == "auto"  # the switch is restored
+
+
+def test_auto_is_parallel_for_large_kernels_away_from_products(monkeypatch):
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: auto is always serial (tested below)")
+    assert cpu_threads.parallel(cpu_threads.PARALLEL_MIN)
+    assert not cpu_threads.parallel(cpu_threads.PARALLEL_MIN - 1)
+    cpu_threads.note_matmul()
+    assert not cpu_threads.parallel(1 << 30)  # BLAS threads are spinning now
+    clock = cpu_threads.time.perf_counter()
+    monkeypatch.setattr(
+        cpu_threads.time, "perf_counter", lambda: clock + cpu_threads.QUIET_S + 0.01
+    )
+    assert cpu_threads.parallel(1 << 30)  # ... and quiet again after QUIET_S
+
+
+def test_auto_is_serial_on_one_thread(monkeypatch):
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert not cpu_threads.parallel(1 << 30)
+
+
+def test_bad_mode_is_refused():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        cpu_threads.set_mode("both")
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv2d"])
+def test_gpunet_matrix_products_are_noted(layer):
+    rng = numpy.random.default_rng(0)
+    before = cpu_threads._state["last_matmul"]
+    if layer == "linear":
+        out, cache = F.linear_forward(
+            rng.normal(size=(4, 3)).astype("f4"), rng.normal(size=(3, 2)).astype("f4")
+        )
+        forward_time = cpu_threads._state["last_matmul"]
+        assert forward_time > before
+        F.linear_backward(numpy.ones_like(out), cache)
+    else:
+        x = rng.normal(size=(2, 1, 4, 4)).astype("f4")
+        out, cache = F.conv2d_forward(x, rng.normal(size=(3, 1, 3, 3)).astype("f4"))
+        forward_time = cpu_threads._state["last_matmul"]
+        assert forward_time > before
+        F.conv2d_backward(numpy.ones_like(out), cache)
+    assert cpu_threads._state["last_matmul"] > forward_time
+
+
+def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
+    """The policy as the kernels see it: which build cpu_activations asks for."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs two Numba threads")
+    asked = []
+    real = cpu_activations._kernels
+    monkeypatch.setattr(cpu_activations, "_kernels", lambda *a: asked.append(a[2]) or real(*a))
+    x = numpy.random.default_rng(0).normal(size=(256, 512)).astype("f4")
+    with gpunet.use_cpu_kernels("numba"):
+        F.relu(x)  # on its own: parallel
+        h, _ = F.linear_forward(x, numpy.eye(512, dtype="f4"))
+        F.relu(h)  # in a forward pass: serial
+    assert asked == [True, False]
