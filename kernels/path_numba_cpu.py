@@ -15,11 +15,14 @@ import numpy
 
 from gpunet.types import Array
 
-from . import cpu_activations, cpu_batchnorm, path_numpy
+from . import cpu_activations, cpu_batchnorm, cpu_loss, path_numpy
 
 # No CPU kernels for these: the NumPy code is what this path runs.
 prelu_forward, prelu_backward = path_numpy.prelu_forward, path_numpy.prelu_backward
 maxout_forward, maxout_backward = path_numpy.maxout_forward, path_numpy.maxout_backward
+
+
+softmax_xent = cpu_loss.softmax_xent
 
 
 def activation_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:

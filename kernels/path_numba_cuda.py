@@ -112,3 +112,10 @@ def bn_backward(
     return numba_batchnorm.backward(
         dy3, x3, mean, invstd, gamma, beta, ACTIVATION_CODES[act], act_a, batch_stats
     )
+
+
+def softmax_xent(scores: Array, y: Array) -> tuple:
+    """One fused CUDA C launch (kernels/loss.cuh) instead of ~14 small CuPy ones."""
+    from . import cupy_loss
+
+    return cupy_loss.softmax_cross_entropy(scores, y)

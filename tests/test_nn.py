@@ -233,7 +233,14 @@ def _ref_softmax_ce(s, y):
     return total / len(y)
 
 
-def test_softmax_cross_entropy_value_gradient_and_shift():
+@pytest.fixture(params=["numpy", "numba"])
+def cpu_loss_path(request):
+    """The loss on the NumPy reference and on the Numba CPU kernel (kernels/cpu_loss.py)."""
+    with gpunet.use_cpu_kernels(request.param):
+        yield request.param
+
+
+def test_softmax_cross_entropy_value_gradient_and_shift(cpu_loss_path):
     rng = numpy.random.default_rng(10)
     s, y = rng.normal(size=(6, 4)), rng.integers(0, 4, 6)
     loss, ds = F.loss.softmax_cross_entropy(s, y)
@@ -310,6 +317,28 @@ def test_module_to_cupy_and_back_preserves_values():
     model.to("numpy")
     for k, v in model.state_dict().items():
         numpy.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 10), (5, 1000)])
+def test_fused_cpu_softmax_cross_entropy_matches_float64_loops(shape, dtype):
+    """kernels/cpu_loss.py against the float64 loops of _ref_softmax_ce and the softmax formula;
+    NaN propagates; the result keeps the dtype."""
+    rng = numpy.random.default_rng(16)
+    s, y = (rng.normal(size=shape) * 5).astype(dtype), rng.integers(0, shape[1], shape[0])
+    with gpunet.use_cpu_kernels("numba"):
+        loss, ds = F.loss.softmax_cross_entropy(s, y)
+    s64 = s.astype(numpy.float64)
+    p = numpy.exp(s64 - s64.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[numpy.arange(shape[0]), y] -= 1
+    tol = 2e-6 if dtype == numpy.float32 else 1e-12
+    assert numpy.asarray(loss).dtype == dtype and ds.dtype == dtype
+    assert float(loss) == pytest.approx(_ref_softmax_ce(s64, y), rel=tol, abs=tol)
+    numpy.testing.assert_allclose(ds, p / shape[0], rtol=tol, atol=tol / shape[0])
+    s[0, 0] = numpy.nan
+    with gpunet.use_cpu_kernels("numba"):
+        assert numpy.isnan(float(F.loss.softmax_cross_entropy(s, y)[0]))
 
 
 @pytest.mark.gpu

@@ -12,8 +12,6 @@ Shapes: scores (N, C) float; y (N,) integer labels in [0, C).
 
 from __future__ import annotations
 
-import numpy
-
 from gpunet.types import Array
 
 from .._checks import check_array, float_inputs
@@ -46,21 +44,9 @@ def softmax_cross_entropy(scores: Array, y: Array, check: bool = True) -> tuple:
     """Returns ``(loss, dscores)``; loss is a 0-d array on the scores' device (no host sync)."""
     if check:
         check_labels(scores, y)
-    xp = get_array_module(scores)
-    if xp is not numpy:  # one fused kernel instead of ~14 small launches (kernels/loss.cuh)
-        from gpunet.kernels import cupy_loss
+    from ..dispatch import kernels_for
 
-        return cupy_loss.softmax_cross_entropy(scores, y)
-    N = scores.shape[0]
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = xp.exp(shifted)
-    sum_exp = exp.sum(axis=1, keepdims=True)
-    rows = xp.arange(N)
-    loss = (xp.log(sum_exp[:, 0]) - shifted[rows, y]).mean()
-    dscores = exp / sum_exp
-    dscores[rows, y] -= 1
-    dscores /= N
-    return loss, dscores
+    return kernels_for("softmax_xent", scores).softmax_xent(scores, y)
 
 
 def multiclass_svm(scores: Array, y: Array, margin: float = 1.0, check: bool = True) -> tuple:
