@@ -1,7 +1,8 @@
 """gpunet: train neural networks well, on an NVIDIA GPU (CuPy) or a CPU (NumPy), with the same code.
 
 Pick the device with ``gpunet.set_backend("auto" | "numpy" | "cupy")`` (or ``GPUNET_BACKEND``),
-the GPU kernel path with ``gpunet.set_kernels("auto" | "cupy" | "numba")``, and make every random
+the GPU kernel path with ``gpunet.set_kernels("auto" | "cupy" | "numba")``, the CPU matrix-product
+library with ``gpunet.set_cpu_blas("auto" | "numpy" | "mkl")``, and make every random
 draw reproducible with ``gpunet.seed(n)``.
 """
 
@@ -19,10 +20,13 @@ from .backend import (  # noqa: F401
 )
 from .dispatch import (  # noqa: F401
     KernelFallbackWarning,
+    get_cpu_blas,
     get_cpu_kernels,
     get_kernels,
+    set_cpu_blas,
     set_cpu_kernels,
     set_kernels,
+    use_cpu_blas,
     use_cpu_kernels,
     use_kernels,
 )

@@ -532,13 +532,20 @@ def cmd_info(args: argparse.Namespace) -> int:
         "(GPUNET_CACHE_DIR moves the Numba kernel cache; CuPy keeps its own in "
         "~/.cupy/kernel_cache or CUPY_CACHE_DIR)"
     )
+    from .kernels import cpu_blas
+
+    problem = cpu_blas.mkl_problem()
+    print(
+        f"CPU matrix products: {cpu_blas.active()} (choice {cpu_blas.get_cpu_blas()!r}; MKL: "
+        + ("available" if problem is None else f"unavailable, {problem}")
+        + ")"
+    )
     cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")
         print(
-            "backend: numpy (CPU); kernel paths: Numba CPU kernels (BatchNorm, relu, "
-            "leaky_relu, gelu, "
-            "silu) and the NumPy reference"
+            "backend: numpy (CPU); kernel paths: Numba CPU kernels (activations, BatchNorm, "
+            "optimizer updates, softmax cross-entropy) and the NumPy reference"
         )
         return 0
     print(f"cupy {cupy.__version__}")

@@ -63,6 +63,9 @@ __all__ = [
     "set_cpu_kernels",
     "get_cpu_kernels",
     "use_cpu_kernels",
+    "set_cpu_blas",
+    "get_cpu_blas",
+    "use_cpu_blas",
     "numba_cuda_problem",
     "save_table",
     "table_path",
@@ -242,6 +245,32 @@ def use_cpu_kernels(name: str) -> Iterator:
         yield
     finally:
         set_cpu_kernels(old)
+
+
+def set_cpu_blas(name: str = "auto") -> None:
+    """Choose the library of the CPU matrix products: ``"auto"`` (Intel MKL when the ``mkl``
+    package is installed, else NumPy's BLAS), ``"numpy"`` or ``"mkl"`` (kernels/cpu_blas.py)."""
+    from gpunet.kernels import cpu_blas
+
+    cpu_blas.set_cpu_blas(name)
+
+
+def get_cpu_blas() -> str:
+    """The chosen CPU matrix-product library (``GPUNET_CPU_BLAS`` on first use)."""
+    from gpunet.kernels import cpu_blas
+
+    return cpu_blas.get_cpu_blas()
+
+
+@contextlib.contextmanager
+def use_cpu_blas(name: str) -> Iterator:
+    """``with use_cpu_blas("numpy"): ...`` runs the block's CPU products on that library."""
+    old = get_cpu_blas()
+    set_cpu_blas(name)
+    try:
+        yield
+    finally:
+        set_cpu_blas(old)
 
 
 # ----------------------------------------------------------------------------- Numba CUDA usable?

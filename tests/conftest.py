@@ -70,6 +70,7 @@ def _numpy_backend_by_default():
     gpunet.set_backend("numpy")
     gpunet.set_kernels("auto")
     gpunet.set_cpu_kernels("auto")
+    gpunet.set_cpu_blas(os.environ.get("GPUNET_CPU_BLAS", "auto"))
     gpunet.seed(0)
     yield
 

@@ -53,6 +53,8 @@ def test_bad_mode_is_refused():
 
 @pytest.mark.parametrize("layer", ["linear", "conv2d"])
 def test_gpunet_matrix_products_are_noted(layer):
+    """On NumPy's BLAS (OpenBLAS, whose threads spin) every product is noted."""
+    gpunet.set_cpu_blas("numpy")  # conftest restores the default
     rng = numpy.random.default_rng(0)
     before = cpu_threads._state["last_matmul"]
     if layer == "linear":
@@ -72,15 +74,32 @@ def test_gpunet_matrix_products_are_noted(layer):
 
 
 def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
-    """The policy as the kernels see it: which build cpu_activations asks for."""
+    """The policy as the kernels see it: which build cpu_activations asks for (NumPy's BLAS)."""
     if numba.get_num_threads() < 2:
         pytest.skip("needs two Numba threads")
     asked = []
     real = cpu_activations._kernels
     monkeypatch.setattr(cpu_activations, "_kernels", lambda *a: asked.append(a[2]) or real(*a))
     x = numpy.random.default_rng(0).normal(size=(256, 512)).astype("f4")
-    with gpunet.use_cpu_kernels("numba"):
+    with gpunet.use_cpu_kernels("numba"), gpunet.use_cpu_blas("numpy"):
         F.relu(x)  # on its own: parallel
         h, _ = F.linear_forward(x, numpy.eye(512, dtype="f4"))
         F.relu(h)  # in a forward pass: serial
     assert asked == [True, False]
+
+
+def test_mkl_products_on_numba_threads_leave_the_kernels_parallel():
+    """MKL on GNU OpenMP shares Numba's threads: nothing spins after its products, so they are not
+    noted (kernels/cpu_blas.py)."""
+    from gpunet.kernels import cpu_blas
+
+    if cpu_blas.mkl_problem() is not None:
+        pytest.skip(f"MKL unavailable: {cpu_blas.mkl_problem()}")
+    gpunet.set_cpu_blas("mkl")
+    assert cpu_blas.shares_numba_threads() == (
+        cpu_blas.os.environ.get("MKL_THREADING_LAYER", "GNU").upper() == "GNU"
+    )
+    x = numpy.ones((256, 512), "f4")
+    F.linear_forward(x, numpy.ones((512, 512), "f4"))
+    noted = cpu_threads._state["last_matmul"] != float("-inf")
+    assert noted == (not cpu_blas.shares_numba_threads())

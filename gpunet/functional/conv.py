@@ -5,7 +5,8 @@ Shapes: x (N, C, H, W), w (F, C, kh, kw), b (F,) or None
 out[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xpad[n, c, i*stride + p, j*stride + q]
 
 im2col gathers the kh*kw shifted views into cols (N, C, kh, kw, Ho, Wo) with kh*kw strided copies;
-the product is a tensordot (cuBLAS on the GPU). Backward scatters dcols back with kh*kw strided
+the product is a tensordot (cuBLAS on the GPU; on the CPU NumPy's BLAS or MKL, as
+kernels/cpu_blas.py decides). Backward scatters dcols back with kh*kw strided
 adds.
 """
 
@@ -15,7 +16,7 @@ from gpunet.types import Array
 
 from .._checks import float_inputs
 from ..backend import get_array_module
-from .linear import _noted
+from ..kernels import cpu_blas
 
 
 def pair(v: int | tuple, name: str) -> tuple:
@@ -84,9 +85,8 @@ def conv2d_forward(
         raise ValueError("stride must be positive")
     kernel = w.shape[2:]
     cols = im2col(x, kernel, stride, padding)
-    out = xp.tensordot(w, cols, axes=([1, 2, 3], [1, 2, 3]))  # (F, N, Ho, Wo)
+    out = _tensordot(w, cols, ([1, 2, 3], [1, 2, 3]))  # (F, N, Ho, Wo)
     out = xp.ascontiguousarray(out.transpose(1, 0, 2, 3))
-    _noted(out)
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out, (x.shape, w, cols, stride, padding, b is not None)
@@ -96,12 +96,18 @@ def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
     """Returns ``(dx, dw, db)`` (``dx`` None with ``input_grad=False``)."""
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)
-    dw = xp.tensordot(dout, cols, axes=([0, 2, 3], [0, 4, 5]))  # (F, C, kh, kw)
-    _noted(dw)
+    dw = _tensordot(dout, cols, ([0, 2, 3], [0, 4, 5]))  # (F, C, kh, kw)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if not input_grad:
         return None, dw, db
-    dcols = xp.tensordot(w, dout, axes=([0], [1]))  # (C, kh, kw, N, Ho, Wo)
+    dcols = _tensordot(w, dout, ([0], [1]))  # (C, kh, kw, N, Ho, Wo)
     dx = col2im(dcols.transpose(3, 0, 1, 2, 4, 5), x_shape, w.shape[2:], stride, padding)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return xp.ascontiguousarray(dx), dw, db
+
+
+def _tensordot(a: Array, b: Array, axes: tuple) -> Array:
+    xp = get_array_module(a)
+    if xp.__name__ == "numpy":
+        return cpu_blas.tensordot(a, b, axes)
+    return xp.tensordot(a, b, axes=axes)

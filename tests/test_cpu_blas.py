@@ -1,0 +1,132 @@
+"""kernels/cpu_blas.py: gpunet's CPU matrix products on NumPy's BLAS and on Intel MKL, against
+float64 NumPy references, in every operand layout the layers produce; and the choice itself."""
+
+import numpy
+import pytest
+
+import gpunet
+from gpunet import functional as F
+from gpunet import nn, optim
+from gpunet.kernels import cpu_blas
+
+MKL = cpu_blas.mkl_problem() is None
+LIBRARIES = [
+    "numpy",
+    pytest.param("mkl", marks=pytest.mark.skipif(not MKL, reason=f"MKL: {cpu_blas.mkl_problem()}")),
+]
+TOL = {numpy.float32: 2e-5, numpy.float64: 1e-12}
+
+
+@pytest.fixture(params=LIBRARIES)
+def library(request):
+    with gpunet.use_cpu_blas(request.param):
+        yield request.param
+
+
+def _pair(rng, m, k, n, dtype, layout):
+    a = rng.normal(size=(m, k)).astype(dtype)
+    b = rng.normal(size=(k, n)).astype(dtype)
+    if layout == "transposed":  # F-contiguous operands, as x.T and w.T in the backward pass
+        a, b = numpy.ascontiguousarray(a.T).T, numpy.ascontiguousarray(b.T).T
+    elif layout == "strided":  # neither C nor F contiguous: copied first
+        a, b = numpy.repeat(a, 2, axis=1)[:, ::2], numpy.repeat(b, 2, axis=1)[:, ::2]
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 2), (64, 128, 128), (300, 257, 129)])
+def test_matmul_matches_float64(library, shape, layout, dtype):
+    a, b = _pair(numpy.random.default_rng(0), *shape, dtype, layout)
+    got = cpu_blas.matmul(a, b)
+    want = a.astype(numpy.float64) @ b.astype(numpy.float64)
+    assert got.dtype == dtype and got.shape == want.shape and got.flags.c_contiguous
+    scale = numpy.abs(a).astype(numpy.float64) @ numpy.abs(b).astype(numpy.float64)
+    assert numpy.all(numpy.abs(got - want) <= TOL[dtype] * scale + 1e-30)
+
+
+def test_matmul_reference_can_fail(library):
+    a, b = _pair(numpy.random.default_rng(0), 64, 128, 128, numpy.float32, "contiguous")
+    got = cpu_blas.matmul(a, b)
+    got[3, 4] += 1e-2  # the bound there is about 2e-5 * 80
+    want = a.astype(numpy.float64) @ b.astype(numpy.float64)
+    scale = numpy.abs(a).astype(numpy.float64) @ numpy.abs(b).astype(numpy.float64)
+    assert not numpy.all(numpy.abs(got - want) <= TOL[numpy.float32] * scale)
+
+
+def test_integer_and_empty_operands_fall_back_to_numpy(library):
+    a = numpy.arange(6).reshape(2, 3)
+    numpy.testing.assert_array_equal(cpu_blas.matmul(a, a.T), a @ a.T)
+    e = cpu_blas.matmul(numpy.ones((0, 4), "f4"), numpy.ones((4, 3), "f4"))
+    assert e.shape == (0, 3)
+    z = cpu_blas.matmul(numpy.ones((2, 0), "f4"), numpy.ones((0, 3), "f4"))
+    numpy.testing.assert_array_equal(z, numpy.zeros((2, 3), "f4"))
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1024, 512), (2000, 600)])
+def test_column_sums_match_float64(library, shape, dtype):
+    d = numpy.random.default_rng(1).normal(size=shape).astype(dtype)
+    got = cpu_blas.column_sums(d)
+    want = d.astype(numpy.float64).sum(axis=0)
+    assert got.dtype == dtype and got.shape == (shape[1],)
+    bound = TOL[dtype] * numpy.abs(d).astype(numpy.float64).sum(axis=0)
+    assert numpy.all(numpy.abs(got - want) <= bound)
+
+
+@pytest.mark.parametrize(
+    "shapes, axes",
+    [
+        (((4, 3, 2, 2), (3, 2, 2, 5, 6, 6)), ([1, 2, 3], [0, 1, 2])),
+        (((4, 3, 2, 2), (5, 3, 2, 2, 6, 6)), ([1, 2, 3], [1, 2, 3])),  # conv forward
+        (((5, 4, 6, 6), (5, 3, 2, 2, 6, 6)), ([0, 2, 3], [0, 4, 5])),  # conv weight gradient
+        (((4, 3, 2, 2), (5, 4, 6, 6)), ([0], [1])),  # conv input gradient
+    ],
+)
+def test_tensordot_equals_numpy(library, shapes, axes):
+    rng = numpy.random.default_rng(2)
+    a, b = (rng.normal(size=s) for s in shapes)
+    numpy.testing.assert_allclose(
+        cpu_blas.tensordot(a, b, axes), numpy.tensordot(a, b, axes=axes), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_a_training_run_agrees_across_libraries():
+    """Ten SGD steps of a BatchNorm MLP on NumPy's BLAS and on MKL: the same losses to float32
+    rounding (the libraries differ in summation order only)."""
+    if not MKL:
+        pytest.skip(f"MKL: {cpu_blas.mkl_problem()}")
+    rng = numpy.random.default_rng(3)
+    x = rng.normal(size=(256, 300)).astype("f4")
+    y = rng.integers(0, 10, 256)
+    losses = {}
+    for library in ("numpy", "mkl"):
+        with gpunet.use_cpu_blas(library):
+            gpunet.seed(0)
+            model = nn.mlp([300, 200, 200, 10])
+            opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            run = []
+            for _ in range(10):
+                loss, d = F.loss.softmax_cross_entropy(model.forward(x), y)
+                model.zero_grad()
+                model.backward(d)
+                opt.step()
+                run.append(float(loss))
+            losses[library] = run
+    assert losses["mkl"][-1] < losses["mkl"][0]
+    numpy.testing.assert_allclose(losses["mkl"], losses["numpy"], rtol=1e-4)
+
+
+def test_the_choice_is_checked_and_reported(monkeypatch):
+    with pytest.raises(ValueError, match="cpu blas must be one of"):
+        gpunet.set_cpu_blas("openblas")
+    monkeypatch.setitem(cpu_blas._state, "problem", "not here")
+    monkeypatch.setitem(cpu_blas._state, "mkl", None)
+    with pytest.raises(RuntimeError, match="MKL cannot be used here \\(not here\\)"):
+        gpunet.set_cpu_blas("mkl")
+    gpunet.set_cpu_blas("auto")
+    assert cpu_blas.active() == "numpy"  # auto without MKL: NumPy's BLAS
+    assert not cpu_blas.shares_numba_threads()
+    with gpunet.use_cpu_blas("numpy"):
+        assert gpunet.get_cpu_blas() == "numpy"
+    assert gpunet.get_cpu_blas() == "auto"
