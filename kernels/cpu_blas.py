@@ -51,11 +51,13 @@ __all__ = [
 ]
 
 CHOICES = ("auto", "numpy", "mkl")
-#: Products of fewer multiply-adds than this stay NumPy's even when MKL is active: a ctypes call
-#: costs ~6 us (MKL 14 us against NumPy's 7 us at 64x64x128; MKL ahead from about 1M: 17.5 against
-#: 22.5 us at 64x128x128), and OpenBLAS runs products this small on the calling thread (measured:
-#: 64x128x96 = 786K on one thread, 64x128x128 = 1M on two), so no BLAS thread is left spinning.
-SMALL_PRODUCT = 1 << 20
+#: Products of at most this many multiply-adds stay NumPy's even when MKL is active: a ctypes call
+#: costs ~6 us (MKL 6.4 us against NumPy's 0.6 us at 8x4x3), and OpenBLAS runs products this small
+#: on the calling thread (its threshold, 4 x 65536), so none of its threads is left spinning.
+#: Larger ones go to MKL even where NumPy's is faster alone (64x64x128: 14 against 7 us): OpenBLAS
+#: threads some shapes from here on (64x1024x10 = 655K), and one spinning OpenBLAS thread inside a
+#: step cost 5x (batch 64, 3072-1024-1024-10 with a 1M limit: 38.6 ms against 7.2 ms).
+SMALL_PRODUCT = 1 << 18
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MKL_THREADING_GNU = 3  # mkl_service.h: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 _state: dict = {"choice": None, "mkl": None, "problem": None, "gnu": False}
@@ -173,7 +175,7 @@ def _noted(out: Array) -> Array:
 
 def matmul(a: Array, b: Array) -> Array:
     """a @ b for 2-D NumPy arrays a (M, K) and b (K, N)."""
-    small = a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] < SMALL_PRODUCT
+    small = a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] <= SMALL_PRODUCT
     if active() == "mkl":
         if small:
             return a @ b  # NumPy's, on this thread (SMALL_PRODUCT)
@@ -206,7 +208,7 @@ def column_sums(d: Array) -> Array:
     if d.dtype not in (numpy.float32, numpy.float64) or not N or not M:
         return d.sum(axis=0)
     if active() == "mkl":
-        if N * M < SMALL_PRODUCT:
+        if N * M <= SMALL_PRODUCT:
             return d.sum(axis=0)  # no BLAS call at all: nothing left spinning
         d = numpy.ascontiguousarray(d)
         ones, out = numpy.ones(N, d.dtype), numpy.empty(M, d.dtype)

@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args(argv)
     backend = gpunet.set_backend(args.backend)
-    print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}")
+    cpu = ""
+    if backend == "numpy":
+        from gpunet.kernels import cpu_blas
+
+        cpu = f"  cpu_blas={cpu_blas.active()}  cpu_kernels={gpunet.get_cpu_kernels()}"
+    print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}{cpu}")
     if args.which == "activations":
         from . import activations
 
