@@ -151,18 +151,24 @@ def _operand(a: Array) -> tuple | None:
     return None
 
 
-def _mkl_gemm(a: Array, b: Array) -> Array | None:
+def _mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
+    """a @ b (+ bias, a row added to every row: MKL's beta = 1 on an output that starts as the
+    broadcast bias, which saves a pass over the output), or None where MKL cannot take it."""
     if not (a.dtype == b.dtype and a.dtype in (numpy.float32, numpy.float64)):
         return None
-    if 0 in a.shape or 0 in b.shape:
+    if 0 in a.shape or 0 in b.shape or (bias is not None and bias.dtype != a.dtype):
         return None
     a = a if _operand(a) else numpy.ascontiguousarray(a)
     b = b if _operand(b) else numpy.ascontiguousarray(b)
     (ta, lda), (tb, ldb) = _operand(a), _operand(b)
     (M, K), N = a.shape, b.shape[1]
     out = numpy.empty((M, N), a.dtype)
+    beta = 0.0
+    if bias is not None:
+        out[...] = bias
+        beta = 1.0
     gemm = _state["mkl"].cblas_sgemm if a.dtype == numpy.float32 else _state["mkl"].cblas_dgemm
-    gemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, 0.0,
+    gemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
          out.ctypes.data, N)  # fmt: skip
     return out
 
@@ -173,18 +179,25 @@ def _noted(out: Array) -> Array:
     return out
 
 
-def matmul(a: Array, b: Array) -> Array:
-    """a @ b for 2-D NumPy arrays a (M, K) and b (K, N)."""
+def matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
+    """a @ b for 2-D NumPy arrays a (M, K) and b (K, N), plus ``bias`` (N,) on every row if given
+    (a Linear layer's x @ W + b)."""
     small = a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] <= SMALL_PRODUCT
     if active() == "mkl":
         if small:
-            return a @ b  # NumPy's, on this thread (SMALL_PRODUCT)
+            return _plus(a @ b, bias)  # NumPy's, on this thread (SMALL_PRODUCT)
         if a.ndim == 2 and b.ndim == 2:
-            out = _mkl_gemm(a, b)
+            out = _mkl_gemm(a, b, bias)
             if out is not None:
                 return _noted(out)
     out = a @ b
     cpu_threads.note_matmul()
+    return _plus(out, bias)
+
+
+def _plus(out: Array, bias: Array | None) -> Array:
+    if bias is not None:
+        out += bias
     return out
 
 

@@ -130,3 +130,16 @@ def test_the_choice_is_checked_and_reported(monkeypatch):
     with gpunet.use_cpu_blas("numpy"):
         assert gpunet.get_cpu_blas() == "numpy"
     assert gpunet.get_cpu_blas() == "auto"
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 4), (300, 257, 129)])
+def test_matmul_with_bias_matches_float64(library, shape, dtype):
+    rng = numpy.random.default_rng(4)
+    a, b = _pair(rng, *shape, dtype, "contiguous")
+    bias = rng.normal(size=shape[2]).astype(dtype)
+    got = cpu_blas.matmul(a, b, bias=bias)
+    want = a.astype(numpy.float64) @ b.astype(numpy.float64) + bias
+    scale = numpy.abs(a).astype(numpy.float64) @ numpy.abs(b).astype(numpy.float64) + abs(bias)
+    assert got.dtype == dtype
+    assert numpy.all(numpy.abs(got - want) <= TOL[dtype] * scale)

@@ -23,9 +23,12 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
         raise ValueError(f"linear: x must be (N, D) and w (D, M); got x {x.shape}, w {w.shape}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
-    out = _matmul(x, w)
-    if b is not None:
-        out += b
+    if type(x) is numpy.ndarray:
+        out = cpu_blas.matmul(x, w, bias=b)
+    else:
+        out = x @ w
+        if b is not None:
+            out += b
     return out, (x, w, b is not None)
 
 
