@@ -118,13 +118,13 @@ def selu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
 def gelu_fwd(x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return x if x > ZERO else ZERO
-    return HALF * x * (ONE + math.erf(x * SQRT1_2))
+    return HALF * x * math.erfc(-x * SQRT1_2)  # Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation
 
 
 def gelu_bwd(dy: Array, x: Array, a: float, b: float) -> float:
     if math.isinf(x):
         return dy if x > ZERO else ZERO
-    cdf = HALF * (ONE + math.erf(x * SQRT1_2))
+    cdf = HALF * math.erfc(-x * SQRT1_2)
     pdf = INV_SQRT_2PI * math.exp(-HALF * x * x)
     return dy * (cdf + x * pdf)
 

@@ -19,6 +19,7 @@ CASES = {
     "expm1": (vector_math.expm1, numpy.expm1, (-20.0, 88.0), 1.8),
     "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.4),
     "erf": (vector_math.erf, scipy.special.erf, (-6.0, 6.0), 3.0),
+    "erfc": (vector_math.erfc, scipy.special.erfc, (-6.0, 6.0), 6.5),
     "log1p": (vector_math.log1p, numpy.log1p, (-0.999, 1e6), 2.5),
 }
 _LOOPS: dict = {}
@@ -70,6 +71,16 @@ def test_within_the_stated_ulps_of_float64(name):
     assert numpy.all(numpy.abs(got[~normal] - want[~normal]) <= 2 * 2.0**-149)
 
 
+def test_erfc_far_tail_is_within_its_stated_factor():
+    """Beyond x = 6 (erfc < 2.2e-17) erfc holds its polynomial at 6: within a factor 0.6 of the
+    truth until float32 runs out of normal numbers (x ~ 9.2), and exactly 0 past the subnormals."""
+    x = numpy.linspace(6.0, 9.2, 1 << 16).astype(numpy.float32)
+    got = _apply("erfc", x).astype(numpy.float64)
+    want = scipy.special.erfc(x.astype(numpy.float64))
+    assert numpy.all(numpy.abs(got - want) <= 0.6 * want)
+    assert numpy.all(_apply("erfc", numpy.float32([10.5, 30.0, 1e30])) == 0)
+
+
 def test_the_ulp_measure_can_fail():
     """A float32 result rounded one way too far is 1 ulp off, and the check sees it."""
     x = numpy.linspace(-5, 5, 1001).astype(numpy.float32)
@@ -89,6 +100,7 @@ EXPECTED = {
     "expm1": [numpy.nan, numpy.inf, -1.0, 0.0, -0.0, numpy.inf, -1.0, numpy.inf, -1.0],
     "tanh": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
     "erf": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
+    "erfc": [numpy.nan, 0.0, 2.0, 1.0, 1.0, 0.0, 2.0, 0.0, 2.0],
     # log(1001) and log(89.73) from the float64 C library; below -1 no real log
     "log1p": [numpy.nan, numpy.inf, numpy.nan, 0.0, -0.0, *numpy.log([1001.0]), numpy.nan]
     + [*numpy.log1p(numpy.float32([88.73]).astype(numpy.float64)), numpy.nan],
