@@ -93,9 +93,24 @@ def active() -> str:
 
 
 def shares_numba_threads() -> bool:
-    """Whether the products run on Numba's OpenMP threads (MKL on GNU OpenMP): then nothing spins
-    after a product and gpunet's kernels may use every core inside a training step."""
-    return active() == "mkl" and _state["gnu"]
+    """Whether the products run on Numba's OpenMP threads (MKL on GNU OpenMP, Numba on its OpenMP
+    layer): then nothing spins after a product and gpunet's kernels may use every core inside a
+    training step. Otherwise the products are noted like OpenBLAS's (cpu_threads.py)."""
+    return active() == "mkl" and _state["gnu"] and _numba_on_openmp()
+
+
+def _numba_on_openmp() -> bool:
+    """Numba's threading layer is OpenMP -- or not chosen yet, with OpenMP first in line
+    (``_load_mkl`` put it there; a layer is chosen at the first parallel kernel)."""
+    import numba
+
+    try:
+        return numba.threading_layer() == "omp"
+    except ValueError:  # no parallel kernel has run yet
+        layer = numba.config.THREADING_LAYER
+        return layer == "omp" or (
+            layer == "default" and numba.config.THREADING_LAYER_PRIORITY[0] == "omp"
+        )
 
 
 def mkl_problem() -> str | None:
@@ -117,6 +132,7 @@ def _load_mkl() -> None:
             lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
             lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_THREADING_GNU))
         _state["gnu"] = os.environ.get("MKL_THREADING_LAYER", "GNU").upper() == "GNU"
+        _prefer_numba_openmp()
         p, i = ctypes.c_void_p, ctypes.c_int
         for prefix, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
             gemm = getattr(lib, f"cblas_{prefix}gemm")
@@ -128,6 +144,21 @@ def _load_mkl() -> None:
         _state["mkl"] = lib
     except (OSError, AttributeError) as exc:
         _state["problem"] = f"libmkl_rt did not load: {exc}"
+
+
+def _prefer_numba_openmp() -> None:
+    """Put OpenMP first among Numba's threading layers (its default order tries TBB first), so
+    that Numba's parallel kernels and MKL's products share one pool; unless the user chose a
+    layer, or a parallel kernel already ran (the layer is then fixed)."""
+    import numba
+
+    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
+        return
+    try:
+        numba.threading_layer()
+    except ValueError:
+        order = [layer for layer in numba.config.THREADING_LAYER_PRIORITY if layer != "omp"]
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", *order]
 
 
 def _find_mkl_rt() -> str | None:

@@ -143,3 +143,30 @@ def test_matmul_with_bias_matches_float64(library, shape, dtype):
     scale = numpy.abs(a).astype(numpy.float64) @ numpy.abs(b).astype(numpy.float64) + abs(bias)
     assert got.dtype == dtype
     assert numpy.all(numpy.abs(got - want) <= TOL[dtype] * scale)
+
+
+def test_threads_are_shared_only_with_numba_on_openmp(monkeypatch):
+    """MKL's products count as 'on Numba's threads' only when Numba runs its OpenMP layer too;
+    with TBB or the workqueue the products are noted like OpenBLAS's (kernels/cpu_threads.py)."""
+    import numba
+
+    if not MKL:
+        pytest.skip(f"MKL: {cpu_blas.mkl_problem()}")
+    gpunet.set_cpu_blas("mkl")
+    monkeypatch.setitem(cpu_blas._state, "gnu", True)
+    for layer, shared in (("omp", True), ("tbb", False), ("workqueue", False)):
+        monkeypatch.setattr(numba, "threading_layer", lambda layer=layer: layer)
+        assert cpu_blas.shares_numba_threads() is shared
+
+    def not_chosen():
+        raise ValueError("no threading layer yet")
+
+    monkeypatch.setattr(numba, "threading_layer", not_chosen)
+    monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
+    monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])
+    assert not cpu_blas.shares_numba_threads()
+    monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("NUMBA_THREADING_LAYER_PRIORITY", raising=False)
+    cpu_blas._prefer_numba_openmp()
+    assert numba.config.THREADING_LAYER_PRIORITY == ["omp", "tbb", "workqueue"]
+    assert cpu_blas.shares_numba_threads()
