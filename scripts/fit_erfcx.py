@@ -1,51 +1,51 @@
-"""Fit the polynomial of kernels/vector_math.py's float32 erfc: R(z) = erfc(z) exp(z^2) (the scaled
-complementary error function, scipy.special.erfcx) on 0 <= z <= ERFCX_HI, in t = 2 z / ERFCX_HI - 1.
+"""Fit the rational function of kernels/vector_math.py's float32 erfc: R(z) = erfc(z) exp(z^2)
+(the scaled complementary error function, scipy.special.erfcx) ~ P(z) / Q(z) on 0 <= z <= 10,
+P of degree 4 and Q of degree 5 (so that R ~ 1 / (sqrt(pi) z) far out, as erfcx does), Q(0) = 1.
 
-A least-squares Chebyshev fit of relative error, reweighted a few times toward the minimax
-(Lawson's iteration), converted to monomials in t (well conditioned on [-1, 1]). Prints the
-coefficients, highest power first, and the relative error of a float32 Horner evaluation.
+Sanathanan-Koerner iteration: each round a linear least-squares fit of P - R Q weighted by
+1 / (R Q_previous), i.e. of the relative error of P / Q. Prints the coefficients (constant term
+first) and the relative error of a float32 Horner evaluation.
 
-    python scripts/fit_erfcx.py [degree] [hi]
+    python scripts/fit_erfcx.py
 """
-
-import sys
 
 import numpy
 import scipy.special
-from numpy.polynomial import chebyshev
+
+N_P, N_Q, Z_MAX = 4, 5, 10.0
 
 
-def fit(degree: int = 18, hi: float = 6.0) -> tuple:
-    z = numpy.linspace(0.0, hi, 400001)
+def fit(rounds: int = 30) -> tuple:
+    z = numpy.linspace(0.0, Z_MAX, 200001)
     r = scipy.special.erfcx(z)
-    t = 2 * z / hi - 1
-    w = 1 / r
-    c = chebyshev.chebfit(t, r, degree, w=w)
-    for _ in range(8):
-        err = (chebyshev.chebval(t, c) - r) / r
-        w = w * (1 + 50 * numpy.abs(err) / numpy.abs(err).max())
-        c = chebyshev.chebfit(t, r, degree, w=w)
-    return tuple(chebyshev.cheb2poly(c)[::-1]), z, r
+    q_prev = numpy.ones_like(z)
+    columns = [z**k for k in range(N_P + 1)] + [-r * z**k for k in range(1, N_Q + 1)]
+    a = numpy.stack(columns, axis=1)
+    for _ in range(rounds):
+        w = 1 / (r * numpy.abs(q_prev))
+        sol, *_ = numpy.linalg.lstsq(a * w[:, None], r * w, rcond=None)
+        p, q = sol[: N_P + 1], numpy.concatenate([[1.0], sol[N_P + 1 :]])
+        q_prev = numpy.polynomial.polynomial.polyval(z, q)
+    return p, q
+
+
+def horner32(coefs, z):
+    acc = numpy.float32(coefs[-1])
+    for c in coefs[-2::-1]:
+        acc = (acc * z + numpy.float32(c)).astype(numpy.float32)
+    return acc
 
 
 def main() -> None:
-    degree = int(sys.argv[1]) if len(sys.argv) > 1 else 18
-    hi = float(sys.argv[2]) if len(sys.argv) > 2 else 6.0
-    coefs, z, r = fit(degree, hi)
-    z32 = z.astype(numpy.float32)
-    t32 = z32 * numpy.float32(2 / hi) - numpy.float32(1)
-    acc = numpy.float32(coefs[0])
-    for c in coefs[1:]:
-        acc = (acc * t32 + numpy.float32(c)).astype(numpy.float32)
-    ref = scipy.special.erfcx(z32.astype(numpy.float64))
+    p, q = fit()
+    z = numpy.linspace(0.0, Z_MAX, 200001).astype(numpy.float32)
+    got = (horner32(p, z) / horner32(q, z)).astype(numpy.float64)
+    want = scipy.special.erfcx(z.astype(numpy.float64))
     print(
-        f"# degree {degree} on [0, {hi}]: float32 Horner relative error "
-        f"{numpy.max(numpy.abs(acc - ref) / ref):.2e}"
+        f"# float32 relative error on [0, {Z_MAX}]: {numpy.max(numpy.abs(got - want) / want):.2e}"
     )
-    print("ERFCX_P = (")
-    for c in coefs:
-        print(f"    {float(c)!r},")
-    print(")")
+    print("ERFCX_P =", tuple(float(c) for c in p))
+    print("ERFCX_Q =", tuple(float(c) for c in q))
 
 
 if __name__ == "__main__":
