@@ -268,11 +268,12 @@ def _erf(x: float) -> float:
     return small if z < ERF_SMALL else big
 
 
-def _erfc(x: float) -> float:
-    """erfc(x) = 1 - erf(x) with relative accuracy where it is small: exp(-x^2) R(|x|) for x >= 0
-    (R = P / Q, ERFCX_P and ERFCX_Q), 2 minus that below 0; 0 where exp(-x^2) leaves float32's
-    normal range (erfc < 1.7e-39). x^2 is split into hi + lo exactly (a fused multiply-add), so
-    that exp(-x^2) keeps its accuracy at large x: exp(-hi - lo) = exp(-hi) (1 - lo)."""
+def _erfc_and_gauss(x: float) -> tuple:
+    """(erfc(x), exp(-x^2)): erfc(x) = 1 - erf(x) with relative accuracy where it is small,
+    exp(-x^2) R(|x|) for x >= 0 (R = P / Q, ERFCX_P and ERFCX_Q), 2 minus that below 0; both 0
+    where exp(-x^2) leaves float32's normal range (erfc < 1.7e-39). x^2 is split into hi + lo
+    exactly (a fused multiply-add), so that exp(-x^2) keeps its accuracy at large x:
+    exp(-hi - lo) = exp(-hi) (1 - lo). The Gaussian comes free, which GELU's backward needs."""
     z = abs(x)
     p = ERFCX_P[4]
     p = p * z + ERFCX_P[3]
@@ -288,10 +289,18 @@ def _erfc(x: float) -> float:
     hi = z * z
     lo = _fma(z, z, -hi)  # the rounding error of hi, exactly
     e = exp_finite(-(hi if hi < ERFC_EXP_MIN else ERFC_EXP_MIN))
-    y = (e - e * lo) * (p / q)
-    y = y if hi < ERFC_EXP_MIN else ZERO
+    g = e - e * lo
+    y = g * (p / q)
+    small = hi < ERFC_EXP_MIN  # else both are 0 (P / Q itself is inf / inf past z ~ 1e9)
+    g = g if small else ZERO
+    y = y if small else ZERO
     y = y if x >= ZERO else TWO - y
-    return x if x != x else y  # NaN in, the same NaN out
+    return (x if x != x else y), g  # NaN in, the same NaN out
+
+
+def _erfc(x: float) -> float:
+    """erfc(x) (see erfc_and_gauss)."""
+    return erfc_and_gauss(x)[0]
 
 
 def _isinf(x: float) -> bool:
@@ -333,6 +342,9 @@ expm1 = numba_cache.njit(numba_cache.renamed(_expm1, "vector_expm1"), **_OPTIONS
 tanh = numba_cache.njit(numba_cache.renamed(_tanh, "vector_tanh"), **_OPTIONS)
 erfc_nonneg = numba_cache.njit(numba_cache.renamed(_erfc_nonneg, "vector_erfc_nonneg"), **_OPTIONS)
 erf = numba_cache.njit(numba_cache.renamed(_erf, "vector_erf"), **_OPTIONS)
+erfc_and_gauss = numba_cache.njit(
+    numba_cache.renamed(_erfc_and_gauss, "vector_erfc_and_gauss"), **_OPTIONS
+)
 erfc = numba_cache.njit(numba_cache.renamed(_erfc, "vector_erfc"), **_OPTIONS)
 isinf = numba_cache.njit(numba_cache.renamed(_isinf, "vector_isinf"), **_OPTIONS)
 log = numba_cache.njit(numba_cache.renamed(_log, "vector_log"), **_OPTIONS)
