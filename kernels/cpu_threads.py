@@ -22,10 +22,12 @@ What decides it, measured on the 2-core development machine (Intel Xeon VM, NumP
   own halves on two cores: sigmoid on 1M values 459 -> 230 us, from about 64K values on (below,
   waking the threads costs more than the second core saves).
 
-gpunet knows when *it* ran a product: gpunet.functional's Linear and Conv2d call
-``note_matmul()``. Products a program makes with NumPy directly are invisible here; a program that
-interleaves its own large products with gpunet kernels can pin the choice with
-``gpunet.set_cpu_kernels("numba-serial")`` (or ``"numba-parallel"``).
+gpunet knows when *it* ran a product: every CPU product of Linear, Conv2d and the bias gradients
+goes through cpu_blas.py, which calls ``note_matmul()`` after each one that leaves foreign threads
+spinning (OpenBLAS's; not MKL's when MKL runs on Numba's own OpenMP threads -- then the kernels
+stay parallel inside a step too). Products a program makes with NumPy directly are invisible
+here; a program that interleaves its own large products with gpunet kernels can pin the choice
+with ``gpunet.set_cpu_kernels("numba-serial")`` (or ``"numba-parallel"``).
 """
 
 from __future__ import annotations
