@@ -16,8 +16,6 @@ top (gpunet/functional/batchnorm.py decides).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numba
 import numpy
 from numba import prange
@@ -29,14 +27,6 @@ from . import cpu_threads, numba_cache
 
 def _parts(N: int) -> int:
     return max(1, min(N, 4 * numba.get_num_threads()))
-
-
-def _compiled(fn: Callable, **options: object) -> tuple:
-    """(serial, parallel) njit versions of one function (prange is range in the serial one),
-    both cached on disk: the parallel one is a copy named ``<name>__parallel``, so that the two
-    builds of one source have their own cache entries (kernels/numba_cache.py)."""
-    parallel = numba_cache.renamed(fn, f"{fn.__name__}__parallel")
-    return numba_cache.njit(fn, **options), numba_cache.njit(parallel, parallel=True, **options)
 
 
 #: For the kernels that sum along a contiguous run (the spatial axis S): let LLVM reassociate the
@@ -281,10 +271,13 @@ def _dx_rows(
             dx[n, c] = gamma[c] * invstd[c] * dz
 
 
-_STATS, _BWD_SUMS = _compiled(_stats, **REDUCE_OPTIONS), _compiled(_bwd_sums, **REDUCE_OPTIONS)
-_APPLY, _DX = _compiled(_apply), _compiled(_dx)
+_STATS, _BWD_SUMS = (
+    numba_cache.serial_and_parallel(_stats, **REDUCE_OPTIONS),
+    numba_cache.serial_and_parallel(_bwd_sums, **REDUCE_OPTIONS),
+)
+_APPLY, _DX = numba_cache.serial_and_parallel(_apply), numba_cache.serial_and_parallel(_dx)
 _ROWS = {
-    name: _compiled(f)
+    name: numba_cache.serial_and_parallel(f)
     for name, f in (
         ("stats", _stats_rows),
         ("apply", _apply_rows),

@@ -79,18 +79,8 @@ def _adam(
 # value, which also kept the Adam loop from vectorizing: 15.7 -> 4.5 ms on 4.2M float32 values)
 # Each has a serial and a parallel (``prange``) build; the CPU thread policy picks per call
 # (cpu_threads.py: serial inside a training step, parallel for an update on its own).
-_SGD = (
-    numba_cache.njit(_sgd, error_model="numpy"),
-    numba_cache.njit(
-        numba_cache.renamed(_sgd, "_sgd__parallel"), error_model="numpy", parallel=True
-    ),
-)
-_ADAM = (
-    numba_cache.njit(_adam, error_model="numpy"),
-    numba_cache.njit(
-        numba_cache.renamed(_adam, "_adam__parallel"), error_model="numpy", parallel=True
-    ),
-)
+_SGD = numba_cache.serial_and_parallel(_sgd, error_model="numpy")
+_ADAM = numba_cache.serial_and_parallel(_adam, error_model="numpy")
 
 
 def sgd(

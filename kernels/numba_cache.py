@@ -26,7 +26,15 @@ from collections.abc import Callable
 
 import numba
 
-__all__ = ["CacheWarning", "njit", "cache_dir", "cache_usage", "source_hash", "renamed"]
+__all__ = [
+    "CacheWarning",
+    "njit",
+    "serial_and_parallel",
+    "cache_dir",
+    "cache_usage",
+    "source_hash",
+    "renamed",
+]
 
 
 class CacheWarning(UserWarning):
@@ -130,3 +138,12 @@ def cache_usage() -> list:
                     size += os.path.getsize(os.path.join(root, n))
         out.append((folder, files, size))
     return out
+
+
+def serial_and_parallel(fn: Callable, **options: object) -> tuple:
+    """(serial, parallel) njit builds of one function (``prange`` is ``range`` in the serial
+    one), both cached on disk: the parallel one is a copy named ``<name>__parallel``, so that the
+    two builds of one source have their own cache entries. kernels/cpu_threads.py picks one per
+    call (``builds[cpu_threads.parallel(n)]``)."""
+    parallel = renamed(fn, f"{fn.__name__}__parallel")
+    return njit(fn, **options), njit(parallel, parallel=True, **options)
