@@ -1,4 +1,4 @@
-"""float32 exp, expm1, tanh, erf, erfc and log1p that a Numba CPU loop can vectorize.
+"""float32 exp, expm1, tanh, erfc and log1p that a Numba CPU loop can vectorize.
 
 Numba compiles ``math.exp`` and friends on float32 to calls into the C library, one element at a
 time: a loop that calls them is never vectorized, which made sigmoid, tanh, SiLU, ELU and GELU
@@ -12,16 +12,15 @@ Used by the Numba CPU path for float32 only, in place of the ``math`` module tha
 activation_math.py's formulas call (``compile_all(..., math_module=vector_math)``); float64
 keeps the C library. Every function takes and returns float32, keeps NaN, and gives the
 mathematical limits at +-inf. Accuracy, measured against float64 on 2^24 points by
-tests/test_vector_math.py: exp within 1.1 ulp, expm1 1.8, tanh 1.4, log1p 2.5, erf 3 ulp and 2e-7
-absolute, erfc 6.5 ulp (4.4e-7 relative) down to float32's normal range (0 beyond x = 9.27)
-(the C library's float32 functions: about 1 ulp). GELU computes its Phi(x) as
+tests/test_vector_math.py: exp within 1.1 ulp, expm1 1.8, tanh 1.4, log1p 2.5, erfc 6.5 ulp (4.4e-7
+relative) down to float32's normal range, 0 beyond x = 9.27 (the C library's float32 functions:
+about 1 ulp). GELU computes its Phi(x) as
 erfc(-x / sqrt 2) / 2 -- one exponential, one division, and no cancellation in the negative tail,
 where 1 + erf(x / sqrt 2) loses the relative accuracy that PyTorch's float32 GELU loses there.
 
 References: S. L. Moshier, Cephes Math Library (expf.c, tanhf.c, logf.c): range reductions and
-polynomial coefficients; W. H. Press et al., Numerical Recipes in C, 2nd ed., sec. 6.2 (erfcc,
-fractional error below 1.2e-7 everywhere); Abramowitz & Stegun 7.1.5 (erf's series near 0);
-erfc's rational function: scripts/fit_erfcx.py (a Sanathanan-Koerner fit of scipy.special.erfcx).
+polynomial coefficients; erfc's rational function: scripts/fit_erfcx.py (a Sanathanan-Koerner fit
+of scipy.special.erfcx).
 """
 
 from __future__ import annotations
@@ -120,22 +119,6 @@ TANH_P = tuple(
 )
 TANH_P4 = _F(-3.33332819422e-1)
 TANH_SATURATED = _F(9.1)  # 1 - tanh(9.1) = 2.5e-8 < half an ulp of 1
-# Numerical Recipes erfcc: erfc(z) = t exp(-z^2 + Q(t)), t = 1 / (1 + z/2), z >= 0
-ERFC_Q = tuple(
-    _F(c)
-    for c in (
-        0.17087277,
-        -0.82215223,
-        1.48851587,
-        -1.13520398,
-        0.27886807,
-        -0.18628806,
-        0.09678418,
-        0.37409196,
-        1.00002368,
-        -1.26551223,
-    )
-)
 # Cephes logf: log(1 + x) = x - x^2/2 + x^3 P(x) on sqrt(1/2) - 1 <= x < sqrt(2) - 1
 SQRT_HALF = _F(0.70710678118654752440)
 LOG_P = tuple(
@@ -168,32 +151,32 @@ ERFCX_Q = tuple(
               0.41712138745191535, 0.060578549686189434)
 )  # fmt: skip
 ERFC_EXP_MIN = _F(86.0)  # exp(-z^2) for z^2 < 86 is normal; beyond, erfc(z) < 1.7e-39 is 0 here
-# erf(x) = 2/sqrt(pi) sum_k (-1)^k x^(2k+1) / (k! (2k+1)) for |x| < ERF_SMALL (A&S 7.1.5)
-ERF_SMALL = _F(0.5)
-TWO_OVER_SQRT_PI = _F(1.1283791670955126)
-ERF_SERIES = tuple(_F((-1) ** k / (math.factorial(k) * (2 * k + 1))) for k in range(7, 0, -1))
 
 
-def _exp(x: float) -> float:
-    """e^x: x = n ln2 + r with |r| <= ln(2)/2; e^x = 2^n e^r, e^r by Cephes' polynomial, 2^n
-    written into the exponent bits in two halves (so that n = 128 and subnormals fit). x is held
-    in [EXP_MIN, EXP_MAX], just outside float32's range, so that overflow to inf and underflow to
-    0 come out of the arithmetic itself (no selects: 7 % faster in sigmoid); NaN passes through
-    both comparisons."""
-    xc = EXP_MIN if x < EXP_MIN else x
-    xc = EXP_MAX if xc > EXP_MAX else xc
-    n = (LOG2E * xc + ROUND_MAGIC) - ROUND_MAGIC
-    r = (xc - n * LN2_HI) - n * LN2_LO
+def _exp_reduced(x: float) -> tuple:
+    """(e^r, n) with x = n ln2 + r, |r| <= ln(2)/2 (Cody & Waite's two-part ln 2), e^r by Cephes'
+    polynomial: e^x = 2^n e^r, the scaling left to the caller."""
+    n = (LOG2E * x + ROUND_MAGIC) - ROUND_MAGIC
+    r = (x - n * LN2_HI) - n * LN2_LO
     p = EXP_P[0]
     p = p * r + EXP_P[1]
     p = p * r + EXP_P[2]
     p = p * r + EXP_P[3]
     p = p * r + EXP_P[4]
     p = p * r + EXP_P[5]
-    p = p * (r * r) + r + ONE
-    ni = numpy.int32(n)
-    n1 = ni >> numpy.int32(1)
-    n2 = ni - n1
+    return p * (r * r) + r + ONE, numpy.int32(n)
+
+
+def _exp(x: float) -> float:
+    """e^x: 2^n e^r (exp_reduced), 2^n written into the exponent bits in two halves (so that
+    n = 128 and subnormals fit). x is held in [EXP_MIN, EXP_MAX], just outside float32's range,
+    so that overflow to inf and underflow to 0 come out of the arithmetic itself (no selects: 7 %
+    faster in sigmoid); NaN passes through both comparisons."""
+    xc = EXP_MIN if x < EXP_MIN else x
+    xc = EXP_MAX if xc > EXP_MAX else xc
+    p, n = exp_reduced(xc)
+    n1 = n >> numpy.int32(1)
+    n2 = n - n1
     y = p * _int32_bits_as_float32((n1 + numpy.int32(127)) << numpy.int32(23))
     y = y * _int32_bits_as_float32((n2 + numpy.int32(127)) << numpy.int32(23))
     return x if x != x else y  # NaN in, the same NaN out
@@ -203,16 +186,8 @@ def _exp_finite(x: float) -> float:
     """e^x for -87 < x < 88 only (the caller's promise: normal results, no overflow, no NaN):
     _exp without its clamps and special cases, one scale of the exponent bits; 15 % faster in tanh
     (4M values: 2.25 -> 1.91 ms)."""
-    n = (LOG2E * x + ROUND_MAGIC) - ROUND_MAGIC
-    r = (x - n * LN2_HI) - n * LN2_LO
-    p = EXP_P[0]
-    p = p * r + EXP_P[1]
-    p = p * r + EXP_P[2]
-    p = p * r + EXP_P[3]
-    p = p * r + EXP_P[4]
-    p = p * r + EXP_P[5]
-    p = p * (r * r) + r + ONE
-    return p * _int32_bits_as_float32((numpy.int32(n) + numpy.int32(127)) << numpy.int32(23))
+    p, n = exp_reduced(x)
+    return p * _int32_bits_as_float32((n + numpy.int32(127)) << numpy.int32(23))
 
 
 def _expm1(x: float) -> float:
@@ -243,29 +218,6 @@ def _tanh(x: float) -> float:
     big = -big if x < ZERO else big
     y = small if z < TANH_SMALL else big
     return x if x != x else y  # NaN stays NaN
-
-
-def _erfc_nonneg(z: float) -> float:
-    """erfc(z) for z >= 0 (Numerical Recipes' erfcc, fractional error < 1.2e-7)."""
-    t = ONE / (ONE + HALF * z)
-    q = ERFC_Q[0]
-    for c in ERFC_Q[1:]:
-        q = q * t + c
-    return t * exp(q - z * z)
-
-
-def _erf(x: float) -> float:
-    """erf(x): the series near 0 (relative accuracy where erf is small), 1 - erfc(|x|) with the
-    sign of x elsewhere."""
-    s = x * x
-    p = ERF_SERIES[0]
-    for c in ERF_SERIES[1:]:
-        p = p * s + c
-    small = (p * s + ONE) * x * TWO_OVER_SQRT_PI
-    z = abs(x)
-    big = ONE - erfc_nonneg(z)
-    big = -big if x < ZERO else big
-    return small if z < ERF_SMALL else big
 
 
 def _erfc_and_gauss(x: float) -> tuple:
@@ -336,12 +288,11 @@ def _log1p(x: float) -> float:
 
 
 # Compiled in dependency order; each sees the ones before it under its public name.
+exp_reduced = numba_cache.njit(numba_cache.renamed(_exp_reduced, "vector_exp_reduced"), **_OPTIONS)
 exp = numba_cache.njit(numba_cache.renamed(_exp, "vector_exp"), **_OPTIONS)
 exp_finite = numba_cache.njit(numba_cache.renamed(_exp_finite, "vector_exp_finite"), **_OPTIONS)
 expm1 = numba_cache.njit(numba_cache.renamed(_expm1, "vector_expm1"), **_OPTIONS)
 tanh = numba_cache.njit(numba_cache.renamed(_tanh, "vector_tanh"), **_OPTIONS)
-erfc_nonneg = numba_cache.njit(numba_cache.renamed(_erfc_nonneg, "vector_erfc_nonneg"), **_OPTIONS)
-erf = numba_cache.njit(numba_cache.renamed(_erf, "vector_erf"), **_OPTIONS)
 erfc_and_gauss = numba_cache.njit(
     numba_cache.renamed(_erfc_and_gauss, "vector_erfc_and_gauss"), **_OPTIONS
 )

@@ -1,5 +1,5 @@
-"""kernels/vector_math.py: float32 exp/expm1/tanh/erf against float64 references (NumPy, SciPy),
-their limits, and that a loop calling them is vectorized (the reason they exist)."""
+"""kernels/vector_math.py: float32 exp/expm1/tanh/erfc/log1p against float64 references (NumPy,
+SciPy), their limits, and that a loop calling them is vectorized (the reason they exist)."""
 
 import math
 import re
@@ -18,7 +18,6 @@ CASES = {
     "exp": (vector_math.exp, numpy.exp, (-103.0, 88.72), 1.1),
     "expm1": (vector_math.expm1, numpy.expm1, (-20.0, 88.0), 1.8),
     "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.4),
-    "erf": (vector_math.erf, scipy.special.erf, (-6.0, 6.0), 3.0),
     "erfc": (vector_math.erfc, scipy.special.erfc, (-6.0, 6.0), 6.5),
     "log1p": (vector_math.log1p, numpy.log1p, (-0.999, 1e6), 2.5),
 }
@@ -120,7 +119,6 @@ EXPECTED = {
     "exp": [numpy.nan, numpy.inf, 0.0, 1.0, 1.0, numpy.inf, 0.0, numpy.inf, 0.0],
     "expm1": [numpy.nan, numpy.inf, -1.0, 0.0, -0.0, numpy.inf, -1.0, numpy.inf, -1.0],
     "tanh": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
-    "erf": [numpy.nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0, 1.0, -1.0],
     "erfc": [numpy.nan, 0.0, 2.0, 1.0, 1.0, 0.0, 2.0, 0.0, 2.0],
     # log(1001) and log(89.73) from the float64 C library; below -1 no real log
     "log1p": [numpy.nan, numpy.inf, numpy.nan, 0.0, -0.0, *numpy.log([1001.0]), numpy.nan]
