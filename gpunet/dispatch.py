@@ -43,7 +43,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 from .backend import is_cupy_array
@@ -225,26 +225,25 @@ def get_cpu_kernels() -> str:
 
 
 @contextlib.contextmanager
-def use_kernels(name: str) -> Iterator:
+def _switched(get: Callable, set_: Callable, name: str) -> Iterator:
+    """Within the block, the choice ``set_(name)``; the old one (``get()``) restored after."""
+    old = get()
+    set_(name)
+    try:
+        yield
+    finally:
+        set_(old)
+
+
+def use_kernels(name: str) -> contextlib.AbstractContextManager:
     """``with use_kernels("numba"): ...`` runs the block on that GPU path, then restores the old
     one."""
-    old = get_kernels()
-    set_kernels(name)
-    try:
-        yield
-    finally:
-        set_kernels(old)
+    return _switched(get_kernels, set_kernels, name)
 
 
-@contextlib.contextmanager
-def use_cpu_kernels(name: str) -> Iterator:
+def use_cpu_kernels(name: str) -> contextlib.AbstractContextManager:
     """``with use_cpu_kernels("numpy"): ...`` runs the block on that CPU path, then restores."""
-    old = get_cpu_kernels()
-    set_cpu_kernels(name)
-    try:
-        yield
-    finally:
-        set_cpu_kernels(old)
+    return _switched(get_cpu_kernels, set_cpu_kernels, name)
 
 
 def set_cpu_blas(name: str = "auto") -> None:
@@ -262,15 +261,9 @@ def get_cpu_blas() -> str:
     return cpu_blas.get_cpu_blas()
 
 
-@contextlib.contextmanager
-def use_cpu_blas(name: str) -> Iterator:
+def use_cpu_blas(name: str) -> contextlib.AbstractContextManager:
     """``with use_cpu_blas("numpy"): ...`` runs the block's CPU products on that library."""
-    old = get_cpu_blas()
-    set_cpu_blas(name)
-    try:
-        yield
-    finally:
-        set_cpu_blas(old)
+    return _switched(get_cpu_blas, set_cpu_blas, name)
 
 
 # ----------------------------------------------------------------------------- Numba CUDA usable?

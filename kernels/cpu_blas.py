@@ -101,11 +101,15 @@ def shares_numba_threads() -> bool:
 
 def _numba_on_openmp() -> bool:
     """Numba's threading layer is OpenMP -- or not chosen yet, with OpenMP first in line
-    (``_load_mkl`` put it there; a layer is chosen at the first parallel kernel)."""
+    (``_load_mkl`` put it there; a layer is chosen at the first parallel kernel). Asked after
+    every product: once the layer is chosen, the answer is kept."""
+    if "numba_omp" in _state:
+        return _state["numba_omp"]
     import numba
 
     try:
-        return numba.threading_layer() == "omp"
+        _state["numba_omp"] = numba.threading_layer() == "omp"
+        return _state["numba_omp"]
     except ValueError:  # no parallel kernel has run yet
         layer = numba.config.THREADING_LAYER
         return layer == "omp" or (

@@ -12,7 +12,10 @@ import cupy
 
 from gpunet.types import Array
 
-from . import ACTIVATION_CODES, numba_activations, numba_batchnorm, path_numpy
+from . import ACTIVATION_CODES, numba_activations, numba_batchnorm, path_cupy, path_numpy
+
+# No Numba CUDA kernel for this: the CUDA C one of the CuPy path runs.
+softmax_xent = path_cupy.softmax_xent
 
 
 def activation_forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
@@ -112,10 +115,3 @@ def bn_backward(
     return numba_batchnorm.backward(
         dy3, x3, mean, invstd, gamma, beta, ACTIVATION_CODES[act], act_a, batch_stats
     )
-
-
-def softmax_xent(scores: Array, y: Array) -> tuple:
-    """One fused CUDA C launch (kernels/loss.cuh) instead of ~14 small CuPy ones."""
-    from . import cupy_loss
-
-    return cupy_loss.softmax_cross_entropy(scores, y)

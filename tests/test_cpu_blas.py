@@ -154,13 +154,16 @@ def test_threads_are_shared_only_with_numba_on_openmp(monkeypatch):
         pytest.skip(f"MKL: {cpu_blas.mkl_problem()}")
     gpunet.set_cpu_blas("mkl")
     monkeypatch.setitem(cpu_blas._state, "gnu", True)
+    monkeypatch.setitem(cpu_blas._state, "numba_omp", None)  # restored after the test
     for layer, shared in (("omp", True), ("tbb", False), ("workqueue", False)):
+        del cpu_blas._state["numba_omp"]  # the kept answer: asked afresh for each layer
         monkeypatch.setattr(numba, "threading_layer", lambda layer=layer: layer)
         assert cpu_blas.shares_numba_threads() is shared
 
     def not_chosen():
         raise ValueError("no threading layer yet")
 
+    del cpu_blas._state["numba_omp"]
     monkeypatch.setattr(numba, "threading_layer", not_chosen)
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
     monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])

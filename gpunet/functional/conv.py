@@ -12,6 +12,8 @@ adds.
 
 from __future__ import annotations
 
+import numpy
+
 from gpunet.types import Array
 
 from .._checks import float_inputs
@@ -107,7 +109,8 @@ def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
 
 
 def _tensordot(a: Array, b: Array, axes: tuple) -> Array:
+    """cuBLAS for CuPy arrays, kernels/cpu_blas.py for NumPy ones."""
     xp = get_array_module(a)
-    if xp.__name__ == "numpy":
+    if xp is numpy:
         return cpu_blas.tensordot(a, b, axes)
     return xp.tensordot(a, b, axes=axes)

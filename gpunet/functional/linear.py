@@ -13,6 +13,7 @@ import numpy
 from gpunet.types import Array
 
 from .._checks import float_inputs
+from ..backend import get_array_module
 from ..kernels import cpu_blas
 
 
@@ -23,13 +24,7 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
         raise ValueError(f"linear: x must be (N, D) and w (D, M); got x {x.shape}, w {w.shape}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
-    if type(x) is numpy.ndarray:
-        out = cpu_blas.matmul(x, w, bias=b)
-    else:
-        out = x @ w
-        if b is not None:
-            out += b
-    return out, (x, w, b is not None)
+    return _matmul(x, w, bias=b), (x, w, b is not None)
 
 
 def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
@@ -45,13 +40,16 @@ def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
 
 def _column_sums(dout: Array) -> Array:
     """sum over N of dout (on the CPU a BLAS matrix-vector product: kernels/cpu_blas.py)."""
-    if type(dout) is numpy.ndarray:
+    if get_array_module(dout) is numpy:
         return cpu_blas.column_sums(dout)
     return dout.sum(axis=0)
 
 
-def _matmul(a: Array, b: Array) -> Array:
-    """a @ b: cuBLAS for CuPy arrays, kernels/cpu_blas.py for NumPy ones."""
-    if type(a) is numpy.ndarray:
-        return cpu_blas.matmul(a, b)
-    return a @ b
+def _matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
+    """a @ b (+ bias on every row): cuBLAS for CuPy arrays, kernels/cpu_blas.py for NumPy ones."""
+    if get_array_module(a) is numpy:
+        return cpu_blas.matmul(a, b, bias=bias)
+    out = a @ b
+    if bias is not None:
+        out += bias
+    return out
