@@ -296,11 +296,12 @@ def _erfc_and_gauss(x: float) -> tuple:
     e = exp_finite(-(hi if hi < ERFC_EXP_MIN else ERFC_EXP_MIN))
     g = e - e * lo
     y = g * (p / q)
-    small = hi < ERFC_EXP_MIN  # else both are 0 (P / Q itself is inf / inf past z ~ 1e9)
-    g = g if small else ZERO
-    y = y if small else ZERO
-    y = y if x >= ZERO else TWO - y
-    return (x if x != x else y), g  # NaN in, the same NaN out
+    # both 0 from z^2 = 86 on (P / Q itself is inf / inf past z ~ 1e9); NaN fails the comparison
+    # and stays NaN through the arithmetic
+    tail = hi >= ERFC_EXP_MIN
+    g = ZERO if tail else g
+    y = ZERO if tail else y
+    return (y if x >= ZERO else TWO - y), g
 
 
 def _erfc(x: float) -> float:
