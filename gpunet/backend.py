@@ -153,6 +153,8 @@ def get_array_module(*arrays) -> ModuleType:
     ``None`` and Python scalars are ignored. A mix of host and device arrays raises ``TypeError``
     naming the positions, instead of failing later inside a kernel.
     """
+    if all(type(a) is numpy.ndarray for a in arrays):  # the common case, answered first
+        return numpy
     on_device, on_host = [], []
     for i, a in enumerate(arrays):
         if a is None or isinstance(a, (int, float, bool, numpy.generic)):

@@ -6,7 +6,9 @@ chunk reads its rows once, front to back:
 
 * statistics: per (row, channel), the S values are summarized exactly (two passes over S values
   in cache) and merged into the chunk's per-channel (count, mean, M2) with Chan's formula, in
-  float64; the chunks are then merged the same way. No E[x^2] - E[x]^2.
+  float64; the chunks are then merged the same way. No E[x^2] - E[x]^2. (N, C) input: one pass
+  per chunk of shifted sums (see _stats_rows). The per-channel finish (invstd, running
+  statistics) is one small loop too (_finish).
 * backward sums: per-chunk float64 sums of dz and dz * xhat, added up at the end.
 * elementwise passes (normalize, dx) run over rows in parallel.
 
@@ -178,11 +180,12 @@ def _dx(
 
 
 # (N, C) input (S == 1): the same algorithms with the channel loop innermost, so that it runs over
-# contiguous memory and vectorizes; statistics by two passes over small row chunks (in cache),
-# merged across chunks with Chan's formula.
-ROWS_PER_CHUNK = 32
-
-
+# contiguous memory and vectorizes. Statistics in one pass per chunk of rows: float64 sums of
+# d = x - x[first row of the chunk] and of d^2, then mean = shift + sum(d) / k and
+# M2 = sum(d^2) - sum(d)^2 / k (the "shifted data" algorithm: d is a difference of two samples,
+# so sum(d)^2 / k is of the order of M2 and float64 loses nothing that float32 data has); the
+# chunks merged with Chan's formula. One pass instead of two: (256, 1024) float32 67 -> 45 us,
+# (4096, 4096) 3.8 -> 3.1 ms, 2 threads.
 def _stats_rows(x: Array, parts: int) -> tuple:
     N, C = x.shape
     rows = (N + parts - 1) // parts
@@ -193,21 +196,18 @@ def _stats_rows(x: Array, parts: int) -> tuple:
         n0, n1 = p * rows, min(N, (p + 1) * rows)
         if n1 <= n0:
             continue
-        acc = numpy.zeros(C)
-        for n in range(n0, n1):
+        s1 = numpy.zeros(C)
+        s2 = numpy.zeros(C)
+        for n in range(n0 + 1, n1):
             for c in range(C):
-                acc[c] += x[n, c]
-        inv = 1.0 / (n1 - n0)
+                d = numpy.float64(x[n, c]) - numpy.float64(x[n0, c])
+                s1[c] += d
+                s2[c] += d * d
+        k = n1 - n0
         for c in range(C):
-            mean[p, c] = acc[c] * inv
-        acc[:] = 0.0
-        for n in range(n0, n1):
-            for c in range(C):
-                d = x[n, c] - mean[p, c]
-                acc[c] += d * d
-        for c in range(C):
-            m2[p, c] = acc[c]
-        cnt[p] = n1 - n0
+            mean[p, c] = x[n0, c] + s1[c] / k
+            m2[p, c] = s2[c] - s1[c] * s1[c] / k
+        cnt[p] = k
     return _merge_chunks(cnt, mean, m2)
 
 
@@ -234,14 +234,18 @@ def _bwd_sums_rows(
     s0 = numpy.zeros((parts, C))
     s1 = numpy.zeros((parts, C))
     for p in prange(parts):
+        a0 = numpy.zeros(C)  # the chunk's own sums (not rows of s0/s1: a parallel loop writing
+        a1 = numpy.zeros(C)  # into one shared array vectorized worse, 89 -> 62 us at (256, 1024))
         for n in range(p * rows, min(N, (p + 1) * rows)):
             for c in range(C):
                 xhat = (x[n, c] - mean[c]) * invstd[c]
                 dz = dy[n, c]
                 if relu and not (xhat * gamma[c] + beta[c] > 0):
                     dz = 0.0
-                s0[p, c] += dz
-                s1[p, c] += dz * xhat
+                a0[c] += dz
+                a1[c] += dz * xhat
+        s0[p] = a0
+        s1[p] = a1
     return _sum_parts(s0), _sum_parts(s1)
 
 
@@ -300,17 +304,53 @@ def _view(a: float):
 
 
 def _row_parts(x3: Array):
+    """Chunks of rows: one per thread for (N, C) input (its kernels read each row once, so
+    larger chunks only mean fewer partial sums to merge), 4 per thread for (N, C, S)."""
     N = x3.shape[0]
     if x3.shape[2] == 1:
-        return max(1, -(-N // ROWS_PER_CHUNK))
+        return max(1, min(N, numba.get_num_threads() if cpu_threads.parallel(x3.size) else 1))
     return _parts(N)
 
 
-def stats(x3: Array) -> tuple:
-    """(mean, biased var, unbiased var) per channel, float64."""
-    mean, m2, count = _kernel("stats", x3)(_view(x3), _row_parts(x3))
-    var = m2 / count
-    return mean, var, (m2 / (count - 1) if count > 1 else var)
+@numba_cache.njit(error_model="numpy")
+def _finish(
+    mean64: Array,
+    m2: Array,
+    count: float,
+    eps: float,
+    update: bool,
+    factor: float,
+    running_mean: Array,
+    running_var: Array,
+    mean: Array,
+    invstd: Array,
+) -> None:
+    """Per channel, in one loop (a dozen NumPy operations on (C,) vectors cost 15-20 us at
+    C = 1024, a fifth of the whole forward pass): mean and 1 / sqrt(var + eps) in x's dtype
+    from the float64 sums, and with ``update`` the running statistics, in place, with the
+    unbiased variance: r = (1 - factor) r + factor * batch (path_numpy.update_running)."""
+    for c in range(mean64.shape[0]):
+        var = m2[c] / count
+        mean[c] = mean64[c]
+        invstd[c] = 1.0 / numpy.sqrt(var + eps)
+        if update:
+            unbiased = m2[c] / (count - 1.0) if count > 1.0 else var
+            running_mean[c] = (1.0 - factor) * running_mean[c] + factor * mean64[c]
+            running_var[c] = (1.0 - factor) * running_var[c] + factor * unbiased
+
+
+def batch_statistics(
+    x3: Array, eps: float, running_mean: Array, running_var: Array, factor: float, update: bool
+) -> tuple:
+    """(mean, invstd) per channel of x3 (N, C, S), in its dtype, from float64 statistics; with
+    ``update`` the running statistics (x3's dtype) move towards the batch's, in place."""
+    mean64, m2, count = _kernel("stats", x3)(_view(x3), _row_parts(x3))
+    C = x3.shape[1]
+    mean, invstd = numpy.empty(C, x3.dtype), numpy.empty(C, x3.dtype)
+    if not update:
+        running_mean = running_var = mean  # not touched: a placeholder of the right type
+    _finish(mean64, m2, float(count), eps, update, factor, running_mean, running_var, mean, invstd)
+    return mean, invstd
 
 
 def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu: bool) -> Array:

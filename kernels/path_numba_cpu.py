@@ -50,10 +50,9 @@ def bn_forward(
 ) -> tuple:
     """As path_numpy.bn_forward."""
     if batch_stats:
-        mean64, var64, unbiased64 = cpu_batchnorm.stats(x3)
-        if update:
-            path_numpy.update_running(running_mean, running_var, mean64, unbiased64, factor)
-        mean, invstd = mean64.astype(x3.dtype), path_numpy.invstd_of(var64, eps, x3.dtype)
+        mean, invstd = cpu_batchnorm.batch_statistics(
+            x3, eps, running_mean, running_var, factor, update
+        )
         apply_invstd = invstd
     else:
         mean, invstd = running_mean.copy(), None

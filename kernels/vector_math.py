@@ -3,8 +3,9 @@
 Numba compiles ``math.exp`` and friends on float32 to calls into the C library, one element at a
 time: a loop that calls them is never vectorized, which made sigmoid, tanh, SiLU, ELU and GELU
 7-17x slower than PyTorch's SIMD (Sleef) kernels. The functions here are branch-free float32
-arithmetic only -- a range reduction, a polynomial, an exponent written into the bits -- so that
-LLVM turns the loops of cpu_activations.py into AVX2/AVX-512 code. (Intel's SVML, which Numba
+arithmetic only -- a range reduction, a polynomial, a scaling by 2^n (one ``vscalefps`` on
+AVX-512, the exponent bits elsewhere) -- so that LLVM turns the loops of cpu_activations.py into
+AVX2/AVX-512 code. (Intel's SVML, which Numba
 can use instead, needs an llvmlite built with it; the PyPI wheels are not:
 ``llvmlite.binding.targets.has_svml()`` is False.)
 
@@ -14,13 +15,13 @@ keeps the C library. Every function takes and returns float32, keeps NaN, and gi
 mathematical limits at +-inf. Accuracy, measured against float64 on 2^24 points by
 tests/test_vector_math.py: exp within 1.1 ulp, expm1 1.8, tanh 1.8, log1p 2.5, erfc 6.5 ulp (4.4e-7
 relative) down to float32's normal range, 0 beyond x = 9.27 (the C library's float32 functions:
-about 1 ulp). GELU computes its Phi(x) as
+about 1 ulp; CUDA's tanhf: 2 ulp). GELU computes its Phi(x) as
 erfc(-x / sqrt 2) / 2 -- one exponential, one division, and no cancellation in the negative tail,
 where 1 + erf(x / sqrt 2) loses the relative accuracy that PyTorch's float32 GELU loses there.
 
-References: S. L. Moshier, Cephes Math Library (expf.c, tanhf.c, logf.c): range reductions and
-polynomial coefficients; erfc's rational function: scripts/fit_erfcx.py (a Sanathanan-Koerner fit
-of scipy.special.erfcx).
+References: S. L. Moshier, Cephes Math Library (expf.c, logf.c): range reductions and
+polynomial coefficients; tanh(x) = expm1(2x) / (expm1(2x) + 2), the form of SLEEF's tanhf;
+erfc's rational function: scripts/fit_erfcx.py (a Sanathanan-Koerner fit of scipy.special.erfcx).
 """
 
 from __future__ import annotations
@@ -226,10 +227,10 @@ def _exp_reduced(x: float) -> tuple:
 
 
 def _exp(x: float) -> float:
-    """e^x: 2^n e^r (exp_reduced), 2^n written into the exponent bits in two halves (so that
-    n = 128 and subnormals fit). x is held in [EXP_MIN, EXP_MAX], just outside float32's range,
-    so that overflow to inf and underflow to 0 come out of the arithmetic itself (no selects: 7 %
-    faster in sigmoid); NaN passes through both comparisons."""
+    """e^x: 2^n e^r (exp_reduced) scaled by _ldexp (n = 128 and subnormal results included). x is
+    held in [EXP_MIN, EXP_MAX], just outside float32's range, so that overflow to inf and
+    underflow to 0 come out of the arithmetic itself (no selects: 7 % faster in sigmoid); NaN
+    passes both comparisons and stays NaN through the arithmetic."""
     xc = EXP_MIN if x < EXP_MIN else x
     xc = EXP_MAX if xc > EXP_MAX else xc
     p, n = exp_reduced(xc)
@@ -238,8 +239,8 @@ def _exp(x: float) -> float:
 
 def _exp_finite(x: float) -> float:
     """e^x for -87 < x < 88 only (the caller's promise: normal results, no overflow, no NaN):
-    _exp without its clamps and special cases, one scale of the exponent bits; 15 % faster in tanh
-    (4M values: 2.25 -> 1.91 ms)."""
+    _exp without its clamps, scaled by _ldexp_normal (one factor of exponent bits without
+    AVX-512); 15 % faster in the old two-branch tanh (4M values: 2.25 -> 1.91 ms)."""
     p, n = exp_reduced(x)
     return _ldexp_normal(p, n)
 

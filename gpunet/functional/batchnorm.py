@@ -31,8 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy
-
 from gpunet.types import Array
 
 from .._checks import check_array, check_like, float_inputs
@@ -151,7 +149,7 @@ def batch_norm_forward(
     xp = _check(x, gamma, beta, running_mean, running_var, momentum, eps, activation)
     act_a = _activation_arg(activation, activation_arg)
     N, C = x.shape[:2]
-    S = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
+    S = math.prod(x.shape[2:])
     batch_stats = training or running_mean is None
     if batch_stats and N * S == 0:
         raise ValueError(

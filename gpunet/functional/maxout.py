@@ -10,6 +10,8 @@ Maxout neither saturates nor dies, at ``pieces`` times the parameters of the lay
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from gpunet.types import Array
@@ -28,7 +30,7 @@ def _split(x: Array, pieces: int) -> tuple:
             f"the feature axis of x (axis 1, size {x.shape[1]}) is not divisible by pieces={pieces}"
         )
     channels = x.shape[1] // pieces
-    inner = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
+    inner = math.prod(x.shape[2:])
     return (x.shape[0], channels) + x.shape[2:], int(pieces), inner
 
 

@@ -12,7 +12,7 @@ x * dy where x <= 0.
 
 from __future__ import annotations
 
-import numpy
+import math
 
 from gpunet.types import Array
 
@@ -33,7 +33,7 @@ def _layout(x: Array, weight: Array) -> tuple:
             f"weight must have shape ({channels},) (one slope per channel of x, axis 1) or (1,) "
             f"(one slope); got weight shape {weight.shape} for x shape {x.shape}"
         )
-    inner = int(numpy.prod(x.shape[2:], dtype=numpy.int64))
+    inner = math.prod(x.shape[2:])
     return channels, inner
 
 
