@@ -58,6 +58,11 @@ CHOICES = ("auto", "numpy", "mkl")
 #: threads some shapes from here on (64x1024x10 = 655K), and one spinning OpenBLAS thread inside a
 #: step cost 5x (batch 64, 3072-1024-1024-10 with a 1M limit: 38.6 ms against 7.2 ms).
 SMALL_PRODUCT = 1 << 18
+#: MKL's product A^T B with few columns (a weight gradient X^T dY of a layer with <= 16 outputs)
+#: runs 2-3x faster computed as (B^T A)^T: (512, 1024)^T-layout x (1024, 10) 185 -> 84 us,
+#: (1024, 256)^T x (256, 10) 97 -> 32 us on the development machine (a skinny product with a
+#: C-ordered left operand showed no such rule, so it is left alone).
+SKINNY_COLUMNS = 16
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MKL_THREADING_GNU = 3  # mkl_service.h: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 _state: dict = {"choice": None, "mkl": None, "problem": None, "gnu": False}
@@ -222,12 +227,26 @@ def matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
         if small:
             return _plus(a @ b, bias)  # NumPy's, on this thread (SMALL_PRODUCT)
         if a.ndim == 2 and b.ndim == 2:
+            if _skinny_transposed(a, b, bias):
+                out = _mkl_gemm(b.T, a.T)  # (A^T B)^T's transpose: the same dot products
+                if out is not None:
+                    return _noted(numpy.ascontiguousarray(out.T))
             out = _mkl_gemm(a, b, bias)
             if out is not None:
                 return _noted(out)
     out = a @ b
     cpu_threads.note_matmul()
     return _plus(out, bias)
+
+
+def _skinny_transposed(a: Array, b: Array, bias: Array | None) -> bool:
+    """a is a transposed row-major array (F-contiguous only) and b has SKINNY_COLUMNS or fewer."""
+    return (
+        bias is None
+        and b.shape[1] <= SKINNY_COLUMNS
+        and a.flags.f_contiguous
+        and not a.flags.c_contiguous
+    )
 
 
 def _plus(out: Array, bias: Array | None) -> Array:
