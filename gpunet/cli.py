@@ -535,10 +535,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .kernels import cpu_blas
 
     problem = cpu_blas.mkl_problem()
+    hint = ""
+    if problem is not None and sys.platform == "linux" and platform.machine() == "x86_64":
+        hint = " -- pip install 'gpunet[mkl]': products 5-12 % faster, see BENCHMARKS.md"
     print(
         f"CPU matrix products: {cpu_blas.active()} (choice {cpu_blas.get_cpu_blas()!r}; MKL: "
         + ("available" if problem is None else f"unavailable, {problem}")
         + ")"
+        + hint
     )
     cupy, reason = probe_cupy()
     if cupy is None:

@@ -107,3 +107,17 @@ def test_help(args):
 def test_info():
     p = _run("info")
     assert p.returncode == 0 and "gpunet 0.1.0" in p.stdout and "backend" in p.stdout.lower()
+
+
+def test_info_says_how_to_get_mkl_where_it_is_missing(monkeypatch, capsys):
+    import platform
+
+    from gpunet import cli
+    from gpunet.kernels import cpu_blas
+
+    monkeypatch.setattr(cpu_blas, "mkl_problem", lambda: "the mkl package is not installed")
+    assert cli.main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("CPU matrix"))
+    assert "unavailable, the mkl package is not installed" in line
+    wheels_exist = sys.platform == "linux" and platform.machine() == "x86_64"
+    assert ("pip install 'gpunet[mkl]'" in line) == wheels_exist
