@@ -95,11 +95,13 @@ def _fma(typingctx: object, a: object, b: object, c: object) -> tuple:  # noqa: 
 
 
 def _has_avx512(context: object) -> bool:
-    """Whether the code being compiled targets AVX-512 (Numba's target features: the host's, or
-    NUMBA_CPU_FEATURES). Numba keys its disk cache by these features, so a kernel compiled one
-    way is never loaded on a CPU of the other kind."""
+    """Whether the code being compiled targets AVX-512 with its 128/256-bit forms (F and VL: the
+    loops' remainders use ``vscalefps`` on xmm registers). Numba's target features are the
+    host's, or NUMBA_CPU_FEATURES; Numba keys its disk cache by them, so a kernel compiled one way
+    is never loaded on a CPU of the other kind."""
     try:
-        return "+avx512f" in context.codegen()._tm_features
+        features = context.codegen()._tm_features
+        return "+avx512f" in features and "+avx512vl" in features
     except Exception:  # pragma: no cover - depends on Numba's internals; the portable code then
         return False
 

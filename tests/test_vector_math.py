@@ -213,6 +213,9 @@ def test_loops_use_512_bit_vectors_where_the_cpu_has_them():
     (llvm_ir,) = _loop("exp").inspect_llvm().values()
     assert vector_math.WIDE_VECTORS in llvm_ir
     assert "16" in _vector_types(llvm_ir)
+    if AVX512:  # F and VL (vector_math._has_avx512): 2^n by an instruction, no C call
+        (asm,) = _loop("exp").inspect_asm().values()
+        assert "vscalefps" in asm and "ldexp" not in asm
 
 
 _WITHOUT_AVX512 = """
