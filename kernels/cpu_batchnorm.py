@@ -49,11 +49,6 @@ def _sum_parts(s: Array) -> Array:
     return out
 
 
-def _pick(kernels: tuple, x3: Array) -> Array:
-    """The serial or parallel build, as the CPU thread policy says (kernels/cpu_threads.py)."""
-    return kernels[cpu_threads.parallel(x3.size)]
-
-
 @numba_cache.njit
 def _merge_chunks(cnt: Array, mean: Array, m2: Array) -> tuple:
     """Chan's merge of per-chunk (count, mean, M2) rows, in order -> per-channel totals."""
@@ -291,24 +286,26 @@ _ROWS = {
 }
 
 
-def _kernel(name: str, x3: Array) -> Array:
-    """The (serial, parallel)-picked kernel for x3's layout: rows kernels on 2-D views for S ==
-    1."""
-    if x3.shape[2] == 1:
-        return _pick(_ROWS[name], x3)
-    return _pick({"stats": _STATS, "apply": _APPLY, "bwd_sums": _BWD_SUMS, "dx": _DX}[name], x3)
+def _kernel(name: str, x3: Array, parallel: bool) -> Array:
+    """The serial or parallel build for x3's layout (rows kernels on 2-D views for S == 1);
+    ``parallel`` is the CPU thread policy's answer (kernels/cpu_threads.py), asked once per
+    public call so that its kernels and their chunk count agree."""
+    builds = _ROWS[name] if x3.shape[2] == 1 else {
+        "stats": _STATS, "apply": _APPLY, "bwd_sums": _BWD_SUMS, "dx": _DX
+    }[name]  # fmt: skip
+    return builds[parallel]
 
 
 def _view(a: float):
     return a.reshape(a.shape[0], a.shape[1]) if a.shape[2] == 1 else a
 
 
-def _row_parts(x3: Array):
+def _row_parts(x3: Array, parallel: bool):
     """Chunks of rows: one per thread for (N, C) input (its kernels read each row once, so
     larger chunks only mean fewer partial sums to merge), 4 per thread for (N, C, S)."""
     N = x3.shape[0]
     if x3.shape[2] == 1:
-        return max(1, min(N, numba.get_num_threads() if cpu_threads.parallel(x3.size) else 1))
+        return max(1, min(N, numba.get_num_threads() if parallel else 1))
     return _parts(N)
 
 
@@ -344,7 +341,8 @@ def batch_statistics(
 ) -> tuple:
     """(mean, invstd) per channel of x3 (N, C, S), in its dtype, from float64 statistics; with
     ``update`` the running statistics (x3's dtype) move towards the batch's, in place."""
-    mean64, m2, count = _kernel("stats", x3)(_view(x3), _row_parts(x3))
+    parallel = cpu_threads.parallel(x3.size)
+    mean64, m2, count = _kernel("stats", x3, parallel)(_view(x3), _row_parts(x3, parallel))
     C = x3.shape[1]
     mean, invstd = numpy.empty(C, x3.dtype), numpy.empty(C, x3.dtype)
     if not update:
@@ -359,7 +357,8 @@ def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu
     scale = (invstd if gamma is None else gamma * invstd).astype(dt)
     shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt)
     y = numpy.empty_like(x3)
-    _kernel("apply", x3)(_view(x3), _view(y), mean.astype(dt), scale, shift, relu)
+    kernel = _kernel("apply", x3, cpu_threads.parallel(x3.size))
+    kernel(_view(x3), _view(y), mean.astype(dt), scale, shift, relu)
     return y
 
 
@@ -379,12 +378,13 @@ def backward(
     g = numpy.ones(C, dt) if gamma is None else gamma
     b = numpy.zeros(C, dt) if beta is None else beta
     mean, invstd = mean.astype(dt), invstd.astype(dt)
-    dbeta, dgamma = _kernel("bwd_sums", x3)(
-        _view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3)
+    parallel = cpu_threads.parallel(x3.size)
+    dbeta, dgamma = _kernel("bwd_sums", x3, parallel)(
+        _view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3, parallel)
     )
     dx = numpy.empty_like(x3)
     M = x3.shape[0] * x3.shape[2]
-    _kernel("dx", x3)(
+    _kernel("dx", x3, parallel)(
         _view(dy3),
         _view(x3),
         _view(dx),

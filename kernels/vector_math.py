@@ -344,19 +344,20 @@ def _log1p(x: float) -> float:
     return NAN if x < -ONE else y  # and NaN stays NaN through the arithmetic
 
 
-# Compiled in dependency order; each sees the ones before it under its public name.
-expm1_reduced = numba_cache.njit(
-    numba_cache.renamed(_expm1_reduced, "vector_expm1_reduced"), **_OPTIONS
-)
-exp_reduced = numba_cache.njit(numba_cache.renamed(_exp_reduced, "vector_exp_reduced"), **_OPTIONS)
-exp = numba_cache.njit(numba_cache.renamed(_exp, "vector_exp"), **_OPTIONS)
-exp_finite = numba_cache.njit(numba_cache.renamed(_exp_finite, "vector_exp_finite"), **_OPTIONS)
-expm1 = numba_cache.njit(numba_cache.renamed(_expm1, "vector_expm1"), **_OPTIONS)
-tanh = numba_cache.njit(numba_cache.renamed(_tanh, "vector_tanh"), **_OPTIONS)
-erfc_and_gauss = numba_cache.njit(
-    numba_cache.renamed(_erfc_and_gauss, "vector_erfc_and_gauss"), **_OPTIONS
-)
-erfc = numba_cache.njit(numba_cache.renamed(_erfc, "vector_erfc"), **_OPTIONS)
-isinf = numba_cache.njit(numba_cache.renamed(_isinf, "vector_isinf"), **_OPTIONS)
-log = numba_cache.njit(numba_cache.renamed(_log, "vector_log"), **_OPTIONS)
-log1p = numba_cache.njit(numba_cache.renamed(_log1p, "vector_log1p"), **_OPTIONS)
+# Compiled in dependency order; each sees the ones before it under its public name, and each
+# compiled copy is named vector<name> (``_exp`` -> ``vector_exp``: its own disk-cache entry).
+def _compiled(fn: Callable) -> Callable:
+    return numba_cache.njit(numba_cache.renamed(fn, f"vector{fn.__name__}"), **_OPTIONS)
+
+
+expm1_reduced = _compiled(_expm1_reduced)
+exp_reduced = _compiled(_exp_reduced)
+exp = _compiled(_exp)
+exp_finite = _compiled(_exp_finite)
+expm1 = _compiled(_expm1)
+tanh = _compiled(_tanh)
+erfc_and_gauss = _compiled(_erfc_and_gauss)
+erfc = _compiled(_erfc)
+isinf = _compiled(_isinf)
+log = _compiled(_log)
+log1p = _compiled(_log1p)
