@@ -221,8 +221,8 @@ def device_name_of(cupy: ModuleType) -> str:
 def cpu_threads(largest_product: int) -> contextlib.AbstractContextManager:
     """The BLAS threads for a CPU computation whose largest matrix product has
     ``largest_product`` multiply-adds (the rule lives with the rest of the CPU thread policy, in
-    kernels/cpu_threads.py)."""
-    from gpunet.kernels import cpu_threads
+    kernels/shared/cpu_threads.py)."""
+    from gpunet.kernels.shared import cpu_threads
 
     return cpu_threads.blas_threads(largest_product)
 

@@ -524,7 +524,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{numpy.__version__}  "
         f"numba {numba.__version__}"
     )
-    from .kernels.numba_cache import cache_usage
+    from .kernels.shared.numba_cache import cache_usage
 
     for folder, files, size in cache_usage():
         print(f"kernel cache: {folder}: {files} files, {size / 2**20:.1f} MiB")
@@ -532,7 +532,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "(GPUNET_CACHE_DIR moves the Numba kernel cache; CuPy keeps its own in "
         "~/.cupy/kernel_cache or CUPY_CACHE_DIR)"
     )
-    from .kernels import cpu_blas
+    from .kernels.shared import cpu_blas
 
     problem = cpu_blas.mkl_problem()
     hint = ""

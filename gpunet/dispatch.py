@@ -2,18 +2,19 @@
 
 Every operation of gpunet.functional makes one call, ``kernels_for(op, x)``, and calls the function
 of the same name on the module it gets. There are four such modules, the kernel paths, with the
-same functions and signatures (kernels/path_*.py):
+same signatures (kernels/interface.py: ``KernelPath``; one subpackage each):
 
 =================  =====================================================  ======================
 path               what runs                                              arrays
 =================  =====================================================  ======================
-``numpy``          vectorized NumPy expressions (kernels/path_numpy.py)   NumPy
-``numba-cpu``      Numba CPU kernels (kernels/path_numba_cpu.py)          NumPy
-``cupy``           CUDA C through CuPy (kernels/path_cupy.py)             CuPy
-``numba``          Numba CUDA kernels (kernels/path_numba_cuda.py)        CuPy
+``numpy``          NumPy expressions, CPU BLAS (kernels/numpy/path.py)     NumPy
+``numba-cpu``      Numba CPU kernels (kernels/numba_cpu/path.py)          NumPy
+``cupy``           CUDA C, cuBLAS through CuPy (kernels/cupy/path.py)     CuPy
+``numba``          Numba CUDA kernels (kernels/numba_cuda/path.py)        CuPy
 =================  =====================================================  ======================
 
-The rules (read them top to bottom):
+The Numba paths run a subset of the operations (their ``OPS``); any other operation goes to the
+complete path of the same device (``numpy`` or ``cupy``). The rules (read them top to bottom):
 
 * CuPy arrays -> the GPU choice, ``set_kernels("auto" | "cupy" | "numba")`` (``GPUNET_KERNELS``).
   ``auto`` follows a table of the faster path per size that ``python -m gpunet.bench activations
@@ -24,13 +25,13 @@ The rules (read them top to bottom):
   "numba-parallel")`` (``GPUNET_CPU_KERNELS``). ``numba*`` run the Numba CPU kernels for every
   operation they have (the activations, BatchNorm, the optimizer updates); ``-serial`` /
   ``-parallel`` force their thread use, which ``auto`` and plain ``numba`` leave to the CPU
-  thread policy (kernels/cpu_threads.py: every core for a kernel on its own, one within 0.15 s of
-  a matrix product, where OpenBLAS's threads still spin). ``auto`` takes the
-  Numba kernels only where they measured faster (AUTO_NUMBA_CPU: relu, leaky_relu, sigmoid, elu,
-  selu, gelu, gelu_tanh, silu, and in float32 only softplus and tanh, from 4096 contiguous values;
-  BatchNorm alone or with ReLU at any size; the SGD and Adam updates; softmax cross-entropy) and
-  NumPy elsewhere (float64
-  tanh and softplus: there Numba calls the C library per value and NumPy's SIMD code wins).
+  thread policy (kernels/shared/cpu_threads.py: every core for a kernel on its own, one within
+  0.15 s of a matrix product, where OpenBLAS's threads still spin). ``auto`` takes the
+  Numba kernels only where they measured faster (AUTO_NUMBA_CPU, from kernels/activation_table.py:
+  relu, leaky_relu, sigmoid, elu, selu, gelu, gelu_tanh, silu, and in float32 only softplus and
+  tanh, from 4096 contiguous values; BatchNorm alone or with ReLU at any size; the SGD and Adam
+  updates; softmax cross-entropy) and NumPy elsewhere (float64 tanh and softplus: there Numba
+  calls the C library per value and NumPy's SIMD code wins).
 
 So ``gelu`` on a CuPy array of 10 values runs the vectorized CUDA C kernel ``gelu_fwd_float``
 (``cupy``; ``auto`` without a measured table); on a NumPy array of 10 million it runs the Numba CPU
@@ -46,15 +47,23 @@ import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
+from gpunet.types import Array
+
+from . import kernels
 from .backend import is_cupy_array
-from .kernels import FUSED_ACTIVATIONS
-from .kernels.activation_math import NAMES as ACTIVATION_NAMES
+from .kernels import cupy as _cupy_pkg
+from .kernels import numba_cpu as _numba_cpu_pkg
+from .kernels import numba_cuda as _numba_cuda_pkg
+from .kernels import numpy as _numpy_pkg
+from .kernels.activation_table import ACTIVATIONS, BY_NAME
 
 __all__ = [
     "GPU_CHOICES",
     "CPU_CHOICES",
     "KernelFallbackWarning",
     "kernels_for",
+    "path_module",
+    "op_family",
     "path_name",
     "gpu_path",
     "set_kernels",
@@ -74,48 +83,38 @@ __all__ = [
 GPU_CHOICES = ("auto", "cupy", "numba")
 CPU_CHOICES = ("auto", "numpy", "numba", "numba-serial", "numba-parallel")
 
-#: operations the Numba CPU kernels implement (a BatchNorm op is "batchnorm" or "batchnorm+ACT")
-NUMBA_CPU_OPS = frozenset(
-    ACTIVATION_NAMES
-    + tuple("batchnorm" if act is None else f"batchnorm+{act}" for act in FUSED_ACTIVATIONS)
-    + ("sgd", "adam", "softmax_xent")
-)
-#: what ``auto`` sends to the Numba CPU kernels, and from how many values. Measured (1M float32,
-#: 2-core EPYC, ms forward/backward, NumPy -> Numba): relu 4.5/8.9 -> 0.7/0.8, leaky_relu
-#: 4.9/9.0 -> 0.7/0.9, gelu 12.0/17.5 -> 7.8/11.4, silu 11.7/18.0 -> 8.0/8.4; tanh 0.75/1.3 ->
-#: 15/15 (NumPy wins). With kernels/vector_math.py (vectorized float32 exp/tanh/erf), 1M values,
-#: ms fwd/bwd, NumPy -> Numba: float32 sigmoid 5.6/6.9 -> 0.64/0.72, elu 5.0/9.6 -> 0.68/0.54,
-#: selu 5.4/10.1 -> 0.84/0.55, gelu_tanh 58/66 -> 1.1/1.2, tanh 0.38/1.17 -> 0.87/0.80 (NumPy
-#: kept); float64 (C library math) sigmoid 4.5/5.6 -> 2.3/2.3, elu 3.3/5.5 -> 4.2/3.4, gelu_tanh
-#: 33/36 -> 9.8/9.5. BatchNorm (+ReLU): 5-9x faster than NumPy at every size (BENCHMARKS.md).
-#: Optimizer updates (kernels/cpu_optim.py), SGD momentum on 3M float32: NumPy 5.4 ms, fused
-#: 1.5 ms; the MLP step at batch 256, 3072-1024-1024-10: 27 -> 20-21 ms. Softmax cross-entropy
-#: (kernels/cpu_loss.py), float32, NumPy -> Numba: (1024, 10) 112 -> 36 us, (1024, 1000) 2.09
-#: -> 1.93 ms.
-AUTO_NUMBA_CPU = {
-    "relu": 4096,
-    "leaky_relu": 4096,
-    "sigmoid": 4096,
-    "elu": 4096,
-    "selu": 4096,
-    "gelu": 4096,
-    "gelu_tanh": 4096,
-    "silu": 4096,
-    "softplus": 4096,
-    "tanh": 4096,
+#: path name -> its subpackage of gpunet.kernels (the entry module is ``<subpackage>.path``)
+PACKAGES = {"numpy": "numpy", "numba-cpu": "numba_cpu", "cupy": "cupy", "numba": "numba_cuda"}
+#: path name -> the operation keys it runs (kernels/interface.py), read without importing it
+PATH_OPS = {
+    "numpy": _numpy_pkg.OPS,
+    "numba-cpu": _numba_cpu_pkg.OPS,
+    "cupy": _cupy_pkg.OPS,
+    "numba": _numba_cuda_pkg.OPS,
+}
+#: what ``auto`` sends to the Numba CPU kernels, and from how many contiguous values: the
+#: activations' ``cpu_min`` of kernels/activation_table.py (measurements there); BatchNorm alone
+#: or with ReLU 5-9x faster than NumPy at every size (BENCHMARKS.md); optimizer updates, SGD
+#: momentum on 3M float32: NumPy 5.4 ms, fused 1.5 ms; softmax cross-entropy, float32, NumPy ->
+#: Numba: (1024, 10) 112 -> 36 us, (1024, 1000) 2.09 -> 1.93 ms.
+AUTO_NUMBA_CPU = {a.name: a.cpu_min for a in ACTIVATIONS if a.cpu_min is not None} | {
     "batchnorm": 0,
     "batchnorm+relu": 0,
     "sgd": 0,
     "adam": 0,
     "softmax_xent": 0,
 }
+#: ops that ``auto`` sends to Numba in float32 only (their float64 kernels call the C library per
+#: value and lose to NumPy)
+AUTO_NUMBA_CPU_FLOAT32_ONLY = frozenset(a.name for a in ACTIVATIONS if a.cpu_float32_only)
 
 
-#: ops that ``auto`` sends to Numba in float32 only: their float64 kernels call the C library
-#: per value and lose to NumPy (1M float64, ms fwd+bwd, NumPy -> Numba: softplus 10.9 -> 12.8,
-#: tanh 2.4 -> 17.2; float32 with vector_math and 512-bit vectors: softplus 9.5 -> 1.6, tanh 1.49
-#: -> 1.29)
-AUTO_NUMBA_CPU_FLOAT32_ONLY = frozenset({"softplus", "tanh"})
+def op_family(op: str) -> str:
+    """The interface's operation key of ``op``: ``"activation"`` for an activation name,
+    ``"batchnorm"`` for ``"batchnorm+ACT"``, else ``op`` itself."""
+    if op in BY_NAME:
+        return "activation"
+    return "batchnorm" if op.startswith("batchnorm") else op
 
 
 class KernelFallbackWarning(RuntimeWarning):
@@ -127,20 +126,22 @@ _numba_probe: dict = {}
 
 
 # ----------------------------------------------------------------------------- the choice
-def kernels_for(op: str, *arrays) -> ModuleType:
+def kernels_for(op: str, *arrays: Array) -> ModuleType:
     """The kernel path module that runs ``op`` on ``arrays`` (the first one decides the device;
     gpunet.functional has already refused mixed devices)."""
-    return _path_module(path_name(op, *arrays))
+    return path_module(path_name(op, *arrays))
 
 
-def path_name(op: str, *arrays) -> str:
+def path_name(op: str, *arrays: Array) -> str:
     """``"numpy"``, ``"numba-cpu"``, ``"cupy"`` or ``"numba"``: the rules of the module
     docstring."""
     x = arrays[0]
+    family = op_family(op)
     if is_cupy_array(x):
-        return gpu_path(x.size)
+        path = gpu_path(x.size)
+        return path if family in PATH_OPS[path] else "cupy"
     choice = get_cpu_kernels()
-    if choice == "numpy" or op not in NUMBA_CPU_OPS:
+    if choice == "numpy" or family not in PATH_OPS["numba-cpu"]:
         return "numpy"
     if choice != "auto":
         return "numba-cpu"
@@ -154,18 +155,11 @@ def path_name(op: str, *arrays) -> str:
     return "numpy"
 
 
-_MODULES = {
-    "numpy": "path_numpy",
-    "numba-cpu": "path_numba_cpu",
-    "cupy": "path_cupy",
-    "numba": "path_numba_cuda",
-}
-
-
-def _path_module(name: str) -> ModuleType:
+def path_module(name: str) -> ModuleType:
+    """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``)."""
     import importlib
 
-    return importlib.import_module(f"gpunet.kernels.{_MODULES[name]}")
+    return importlib.import_module(f"{kernels.__name__}.{PACKAGES[name]}.path")
 
 
 def gpu_path(n_elements: int) -> str:
@@ -211,7 +205,7 @@ def set_cpu_kernels(name: str = "auto") -> None:
     """Choose the CPU kernel path: ``"auto"``, ``"numpy"``, ``"numba"``, ``"numba-serial"`` or
     ``"numba-parallel"``."""
     name = _checked(name, CPU_CHOICES, "cpu kernels")
-    from gpunet.kernels import cpu_threads
+    from gpunet.kernels.shared import cpu_threads
 
     cpu_threads.set_mode({"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto"))
     _state["cpu"] = name
@@ -248,15 +242,16 @@ def use_cpu_kernels(name: str) -> contextlib.AbstractContextManager:
 
 def set_cpu_blas(name: str = "auto") -> None:
     """Choose the library of the CPU matrix products: ``"auto"`` (Intel MKL when the ``mkl``
-    package is installed, else NumPy's BLAS), ``"numpy"`` or ``"mkl"`` (kernels/cpu_blas.py)."""
-    from gpunet.kernels import cpu_blas
+    package is installed, else NumPy's BLAS), ``"numpy"`` or ``"mkl"``
+    (kernels/shared/cpu_blas.py)."""
+    from gpunet.kernels.shared import cpu_blas
 
     cpu_blas.set_cpu_blas(name)
 
 
 def get_cpu_blas() -> str:
     """The chosen CPU matrix-product library (``GPUNET_CPU_BLAS`` on first use)."""
-    from gpunet.kernels import cpu_blas
+    from gpunet.kernels.shared import cpu_blas
 
     return cpu_blas.get_cpu_blas()
 
@@ -278,11 +273,12 @@ def _probe_numba() -> str | None:
     try:
         import cupy
 
-        from gpunet.kernels import numba_support, path_numba_cuda
+        from gpunet.kernels.numba_cuda import path as numba_cuda_path
+        from gpunet.kernels.numba_cuda import support
 
-        if numba_support.SIMULATOR:
+        if support.SIMULATOR:
             return "NUMBA_ENABLE_CUDASIM=1 is set (the simulator cannot take CuPy arrays)"
-        y = path_numba_cuda.activation_forward(
+        y = numba_cuda_path.activation_forward(
             "relu", cupy.asarray([-1.0, 2.0], dtype=cupy.float32)
         )
         if y.get().tolist() != [0.0, 2.0]:

@@ -24,6 +24,7 @@ import numpy
 from gpunet.types import Array
 
 from .backend import get_array_module, is_cupy_array, to_numpy
+from .kernels.interface import AdamStep, SGDStep
 from .nn.module import Parameter
 
 
@@ -106,32 +107,17 @@ def _zeros(st: dict, name: str, like: Array) -> Array:
     return st[name]
 
 
-def _fused_kernels(op: str, p: Array, g: Array) -> ModuleType | None:
-    """The module whose ``op`` updates ``p`` in one fused pass -- kernels/cupy_optim.py for CuPy
-    arrays (one launch of kernels/optim.cuh), kernels/cpu_optim.py where the CPU kernel choice
-    takes it -- or None: the NumPy expressions. Both modules have the same signatures."""
-    if is_cupy_array(p):
-        from gpunet.kernels import cupy_optim
+def _update_kernels(op: str, p: Array, g: Array) -> ModuleType:
+    """The kernel path whose ``op`` (``"sgd"`` or ``"adam"``) updates ``p`` in place: one fused
+    launch of kernels/cupy/optim.cuh for CuPy arrays, the fused Numba loop where the CPU kernel
+    choice takes it (contiguous arrays of one dtype), else the NumPy expressions."""
+    from .dispatch import kernels_for, path_module
 
-        return cupy_optim
-    if _fused_cpu(op, p, g):
-        from gpunet.kernels import cpu_optim
-
-        return cpu_optim
-    return None
-
-
-def _fused_cpu(op: str, *arrays: Array) -> bool:
-    """The fused Numba update for NumPy arrays, when the CPU kernel choice takes it
-    (gpunet.dispatch: ``auto`` and ``numba*``; ``numpy`` keeps the NumPy expressions below)."""
-    from .dispatch import path_name
-
-    return (
-        not is_cupy_array(arrays[0])
-        and all(a.flags.c_contiguous for a in arrays)
-        and arrays[0].dtype == arrays[1].dtype
-        and path_name(op, *arrays) == "numba-cpu"
-    )
+    if not is_cupy_array(p) and (
+        g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous)
+    ):
+        return path_module("numpy")
+    return kernels_for(op, p, g)
 
 
 def _check_below_one(**values: float) -> None:
@@ -174,34 +160,13 @@ class SGD(Optimizer):
         )
 
     def _update(self, p: Array, g: Array, st: dict) -> None:
-        fused = _fused_kernels("sgd", p.data, g)
-        if fused is not None:
-            first = bool(self.momentum) and "momentum_buffer" not in st
-            if first:
-                st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
-            fused.sgd(
-                g,
-                p.data,
-                st.get("momentum_buffer"),
-                self.lr,
-                self.momentum or 0.0,
-                self.dampening,
-                self.weight_decay,
-                self.nesterov,
-                first,
-            )
-            return
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
-        if self.momentum:
-            buf = st.get("momentum_buffer")
-            if buf is None:
-                buf = st["momentum_buffer"] = g.copy()
-            else:
-                buf *= self.momentum
-                buf += (1 - self.dampening) * g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= self.lr * g
+        first = bool(self.momentum) and "momentum_buffer" not in st
+        if first:
+            st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
+        step = SGDStep(
+            self.lr, self.momentum or 0.0, self.dampening, self.weight_decay, self.nesterov, first
+        )
+        _update_kernels("sgd", p.data, g).sgd(g, p.data, st.get("momentum_buffer"), step)
 
 
 class RMSprop(Optimizer):
@@ -274,38 +239,19 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = tuple(float(b) for b in betas), eps, weight_decay
 
     def _update(self, p: Array, g: Array, st: dict) -> None:
-        xp = get_array_module(p.data)
         b1, b2 = self.betas
         m, v = _zeros(st, "exp_avg", p.data), _zeros(st, "exp_avg_sq", p.data)
-        fused = _fused_kernels("adam", p.data, g)
-        if fused is not None:
-            fused.adam(
-                g,
-                p.data,
-                m,
-                v,
-                self.lr,
-                b1,
-                b2,
-                self.eps,
-                self.weight_decay,
-                1 - b1**self.t,
-                1 - b2**self.t,
-                self._decoupled,
-            )
-            return
-        if self.weight_decay:
-            if self._decoupled:
-                p.data *= 1 - self.lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * p.data
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        step_size = self.lr / (1 - b1**self.t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2**self.t) + self.eps
-        p.data -= step_size * m / denom
+        step = AdamStep(
+            self.lr,
+            b1,
+            b2,
+            self.eps,
+            self.weight_decay,
+            1 - b1**self.t,
+            1 - b2**self.t,
+            self._decoupled,
+        )
+        _update_kernels("adam", p.data, g).adam(g, p.data, m, v, step)
 
 
 class AdamW(Adam):

@@ -1,4 +1,5 @@
-"""Fit the rational function of kernels/vector_math.py's float32 erfc: R(z) = erfc(z) exp(z^2)
+"""Fit the rational function of kernels/numba_cpu/vector_math.py's float32 erfc:
+R(z) = erfc(z) exp(z^2)
 (the scaled complementary error function, scipy.special.erfcx) ~ P(z) / Q(z) on 0 <= z <= 10,
 P of degree 4 and Q of degree 5 (so that R ~ 1 / (sqrt(pi) z) far out, as erfcx does), Q(0) = 1.
 

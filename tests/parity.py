@@ -6,7 +6,7 @@ turns into a clean skip on machines without a GPU:
 
 * ``numpy``        -- the NumPy reference (Numba CPU kernels switched off)
 * ``cpu-kernels``  -- NumPy arrays through the Numba CPU kernels, whatever their size
-* ``cpu-parallel`` -- the same kernels' parallel builds (kernels/cpu_threads.py), whatever the size
+* ``cpu-parallel`` -- the same kernels' parallel builds (kernels/shared/cpu_threads.py), any size
 * ``cupy``         -- CuPy arrays, vectorized RawKernels where the layout allows
 * ``cupy-strided`` -- CuPy arrays as non-contiguous views: the ElementwiseKernel path
 * ``numba``        -- CuPy arrays through the Numba CUDA kernels

@@ -113,7 +113,7 @@ def test_info_says_how_to_get_mkl_where_it_is_missing(monkeypatch, capsys):
     import platform
 
     from gpunet import cli
-    from gpunet.kernels import cpu_blas
+    from gpunet.kernels.shared import cpu_blas
 
     monkeypatch.setattr(cpu_blas, "mkl_problem", lambda: "the mkl package is not installed")
     assert cli.main(["info"]) == 0

@@ -1,4 +1,5 @@
-"""kernels/cpu_blas.py: gpunet's CPU matrix products on NumPy's BLAS and on Intel MKL, against
+"""kernels/shared/cpu_blas.py: gpunet's CPU matrix products on NumPy's BLAS and on Intel MKL,
+against
 float64 NumPy references, in every operand layout the layers produce; and the choice itself."""
 
 import numpy
@@ -7,7 +8,7 @@ import pytest
 import gpunet
 from gpunet import functional as F
 from gpunet import nn, optim
-from gpunet.kernels import cpu_blas
+from gpunet.kernels.shared import cpu_blas
 
 MKL = cpu_blas.mkl_problem() is None
 LIBRARIES = [
@@ -174,7 +175,8 @@ def test_matmul_with_bias_matches_float64(library, shape, dtype):
 
 def test_threads_are_shared_only_with_numba_on_openmp(monkeypatch):
     """MKL's products count as 'on Numba's threads' only when Numba runs its OpenMP layer too;
-    with TBB or the workqueue the products are noted like OpenBLAS's (kernels/cpu_threads.py)."""
+    with TBB or the workqueue the products are noted like OpenBLAS's
+    (kernels/shared/cpu_threads.py)."""
     import numba
 
     if not MKL:

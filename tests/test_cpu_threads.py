@@ -1,4 +1,5 @@
-"""kernels/cpu_threads.py: the CPU thread policy -- which build (serial or parallel) of the Numba
+"""kernels/shared/cpu_threads.py: the CPU thread policy -- which build (serial or parallel) of the
+Numba
 CPU kernels runs, and that gpunet's matrix products switch it to serial while BLAS threads spin.
 (The parallel builds' numerics: the ``cpu-parallel`` path of tests/parity.py, and the optimizer
 and BatchNorm tests.)"""
@@ -9,7 +10,8 @@ import pytest
 
 import gpunet
 from gpunet import functional as F
-from gpunet.kernels import cpu_activations, cpu_threads
+from gpunet.kernels.numba_cpu import activations as cpu_activations
+from gpunet.kernels.shared import cpu_threads
 
 
 @pytest.fixture(autouse=True)
@@ -90,8 +92,8 @@ def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
 
 def test_mkl_products_on_numba_threads_leave_the_kernels_parallel():
     """MKL on GNU OpenMP shares Numba's threads: nothing spins after its products, so they are not
-    noted (kernels/cpu_blas.py)."""
-    from gpunet.kernels import cpu_blas
+    noted (kernels/shared/cpu_blas.py)."""
+    from gpunet.kernels.shared import cpu_blas
 
     if cpu_blas.mkl_problem() is not None:
         pytest.skip(f"MKL unavailable: {cpu_blas.mkl_problem()}")

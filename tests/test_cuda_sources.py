@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from gpunet import kernels
+from gpunet.kernels.cupy import sources as kernels
 
 NVCC = shutil.which("nvcc")
 
@@ -78,7 +78,7 @@ def _emulated_elementwise(definition, ctype):
 def test_elementwise_operations_compile(ctype, tmp_path):
     """Every ElementwiseKernel operation with its preamble, under its real kernel name, in one file
     per type (the preambles' include guards keep one copy of each)."""
-    from gpunet.kernels import elementwise_ops
+    from gpunet.kernels.cupy import elementwise_ops
 
     src = tmp_path / "elementwise.cu"
     src.write_text("\n".join(_emulated_elementwise(d, ctype) for d in elementwise_ops.all_ops()))
@@ -111,7 +111,7 @@ def test_translation_unit_compiles_with_nvrtc(unit):
 )
 @pytest.mark.parametrize("ctype", ["float", "double"])
 def test_elementwise_operations_compile_with_nvrtc(ctype):
-    from gpunet.kernels import elementwise_ops
+    from gpunet.kernels.cupy import elementwise_ops
 
     ok, log = nvrtc.compile_ptx(
         "\n".join(_emulated_elementwise(d, ctype) for d in elementwise_ops.all_ops())

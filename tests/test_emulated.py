@@ -94,7 +94,7 @@ def _bn_data(shape, dtype, seed=0):
 @pytest.fixture
 def many_blocks(monkeypatch, cp):
     """Split every channel over several blocks (the last-block merge) even on small shapes."""
-    from gpunet.kernels import cupy_batchnorm
+    from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
     monkeypatch.setattr(cupy_batchnorm, "MIN_PER_BLOCK", 64)
     monkeypatch.setattr(cupy_batchnorm, "BLOCKS_PER_SM", 8)
@@ -189,14 +189,14 @@ def test_emulated_wide_batchnorm_grids_are_valid():
     (CuPy spatial and Numba grids); checked with the driver's limits of the emulator."""
     from emulator import build, fake_cupy
 
-    from gpunet.kernels import numba_batchnorm
+    from gpunet.kernels.numba_cuda import batchnorm as numba_batchnorm
 
     wide = numpy.empty((2, 70000, 3))
     kernel = build.Kernel("bn_partial", (), 0)
     grid, _ = numba_batchnorm.partial_grid(wide)
     fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), (numba_batchnorm.THREADS, 1, 1))
     with emulation():
-        from gpunet.kernels import cupy_batchnorm
+        from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
         for shape in ((2, 70000, 3), (2, 70000, 1)):
             grid, block = cupy_batchnorm._reduce_launch(numpy.empty(shape))[:2]

@@ -30,7 +30,7 @@ def test_float32_activation_math_stays_float32():
     """Defect 5: Python float literals promoted the float32 kernels to float64 (e.g. hundreds of
     double instructions in GELU). The shared math (activation_math.py, compiled for Numba CUDA
     and CPU alike) now has no double in its float32 code."""
-    from gpunet.kernels import activation_math
+    from gpunet.kernels.shared import activation_math
 
     # compiled afresh (not from the disk cache, whose code Numba cannot show), as the kernels do
     compiled = activation_math.compile_all(numba.njit, numpy.float32)
@@ -74,7 +74,7 @@ def test_nvrtc_helper_finds_both_wheel_layouts(tmp_path):
 def test_numba_launch_uses_cupys_current_device(monkeypatch):
     """Defect 8: on a multi-GPU machine the Numba path launched on Numba's default device, not on
     CuPy's current one (where the arrays are)."""
-    from gpunet.kernels import numba_support
+    from gpunet.kernels.numba_cuda import support as numba_support
 
     entered = []
 

@@ -235,7 +235,7 @@ def _ref_softmax_ce(s, y):
 
 @pytest.fixture(params=["numpy", "numba"])
 def cpu_loss_path(request):
-    """The loss on the NumPy reference and on the Numba CPU kernel (kernels/cpu_loss.py)."""
+    """The loss on the NumPy reference and on the Numba CPU kernel (kernels/numba_cpu/loss.py)."""
     with gpunet.use_cpu_kernels(request.param):
         yield request.param
 
@@ -322,7 +322,7 @@ def test_module_to_cupy_and_back_preserves_values():
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (300, 10), (5, 1000)])
 def test_fused_cpu_softmax_cross_entropy_matches_float64_loops(shape, dtype):
-    """kernels/cpu_loss.py against the float64 loops of _ref_softmax_ce and the softmax formula;
+    """numba_cpu/loss.py against the float64 loops of _ref_softmax_ce and the softmax formula;
     NaN propagates; the result keeps the dtype."""
     rng = numpy.random.default_rng(16)
     s, y = (rng.normal(size=shape) * 5).astype(dtype), rng.integers(0, shape[1], shape[0])

@@ -51,7 +51,7 @@ def _x(dtype, n=70):
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 @pytest.mark.parametrize("name", NAMES)
 def test_numba_kernels_match_reference(name, dtype):
-    from gpunet.kernels import numba_activations as nk
+    from gpunet.kernels.numba_cuda import activations as nk
 
     public, kwargs = _public(name)
     fwd, bwd = F.ACTIVATIONS[public]
@@ -67,7 +67,7 @@ def test_numba_kernels_match_reference(name, dtype):
 
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_numba_prelu_and_maxout(dtype):
-    from gpunet.kernels import numba_activations as nk
+    from gpunet.kernels.numba_cuda import activations as nk
 
     rng = numpy.random.default_rng(1)
     x = rng.normal(size=(3, 4, 5)).astype(dtype)
@@ -95,9 +95,9 @@ def test_numba_prelu_and_maxout(dtype):
 @pytest.mark.parametrize("act", [0, 1, 4, 6])
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
-    from gpunet.kernels import ACTIVATION_CODES
-    from gpunet.kernels import numba_batchnorm as nb
-    from gpunet.kernels.path_numpy import update_running
+    from gpunet.kernels.activation_table import ACTIVATION_CODES
+    from gpunet.kernels.numba_cuda import batchnorm as nb
+    from gpunet.kernels.shared.batchnorm_stats import update_running
 
     monkeypatch.setattr(nb, "MIN_PER_BLOCK", 8)  # several partial blocks per channel: Chan merges
     monkeypatch.setattr(nb, "THREADS", 16)  # the simulator pays per thread; a power of 2 still

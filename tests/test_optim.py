@@ -262,7 +262,7 @@ def test_optimizer_on_a_small_net_follows_the_hand_derived_sequence(name):
     ids=["sgd", "momentum-wd", "dampening", "nesterov", "adam-l2", "adamw"],
 )
 def test_fused_cpu_updates_equal_the_numpy_expressions(make, dtype):
-    """kernels/cpu_optim.py (one Numba pass per parameter; its serial and parallel builds)
+    """kernels/numba_cpu/optim.py (one Numba pass per parameter; its serial and parallel builds)
     against the NumPy update of gpunet/optim.py, step by step, in float32 and float64."""
     p0 = numpy.random.default_rng(0).normal(size=(7, 5)).astype(dtype)
     results = {}

@@ -21,7 +21,8 @@ with gpunet.use_cpu_kernels("numba-parallel"):
     F.batch_norm_backward(y, c)
 with gpunet.use_cpu_kernels("numba"):
     F.gelu_backward(x, F.gelu(x))
-from gpunet.kernels import cpu_activations, cpu_batchnorm
+from gpunet.kernels.numba_cpu import activations as cpu_activations
+from gpunet.kernels.numba_cpu import batchnorm as cpu_batchnorm
 dispatchers = [*cpu_activations._kernels("gelu", numpy.float32), *cpu_batchnorm._ROWS["stats"],
                *cpu_batchnorm._STATS, *cpu_batchnorm._ROWS["bwd_sums"]]
 used = [d for d in dispatchers if d.signatures]
@@ -94,16 +95,19 @@ def test_no_plot_and_the_info_command(tmp_path):
     assert info.returncode == 0 and f"kernel cache: {tmp_path / 'c'}:" in info.stdout
 
 
-@pytest.mark.parametrize("module", ["gpunet.kernels.numba_cache"])
+@pytest.mark.parametrize("module", ["gpunet.kernels.shared.numba_cache"])
 def test_cache_names_keep_dtypes_and_builds_apart(module):
     import numpy
 
-    from gpunet.kernels import activation_math, cpu_activations, cpu_batchnorm, vector_math
+    from gpunet.kernels.numba_cpu import activations as cpu_activations
+    from gpunet.kernels.numba_cpu import batchnorm as cpu_batchnorm
+    from gpunet.kernels.numba_cpu import vector_math
+    from gpunet.kernels.shared import activation_math
 
     f32 = cpu_activations.DEVICE_BY_DTYPE[numpy.float32]["gelu_fwd"].py_func.__qualname__
     f64 = cpu_activations.DEVICE_BY_DTYPE[numpy.float64]["gelu_fwd"].py_func.__qualname__
     assert f32 != f64 and "float32" in f32 and "float64" in f64
-    from gpunet.kernels.numba_cache import source_hash
+    from gpunet.kernels.shared.numba_cache import source_hash
 
     # a change of the math: new names (float32 also calls vector_math's functions)
     assert f32.endswith(source_hash(activation_math, vector_math))

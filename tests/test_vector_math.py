@@ -1,4 +1,5 @@
-"""kernels/vector_math.py: float32 exp/expm1/tanh/erfc/log1p against float64 references (NumPy,
+"""kernels/numba_cpu/vector_math.py: float32 exp/expm1/tanh/erfc/log1p against float64 references
+(NumPy,
 SciPy), their limits, and that a loop calling them is vectorized (the reason they exist)."""
 
 import math
@@ -13,7 +14,9 @@ import pytest
 import scipy.special
 from numba.core.registry import cpu_target
 
-from gpunet.kernels import activation_math, cpu_activations, vector_math
+from gpunet.kernels.numba_cpu import activations as cpu_activations
+from gpunet.kernels.numba_cpu import vector_math
+from gpunet.kernels.shared import activation_math
 
 OPTIONS = cpu_activations.OPTIONS
 
@@ -221,7 +224,9 @@ def test_loops_use_512_bit_vectors_where_the_cpu_has_them():
 _WITHOUT_AVX512 = """
 import math, re, sys
 import numba, numpy
-from gpunet.kernels import activation_math, cpu_activations, vector_math
+from gpunet.kernels.numba_cpu import activations as cpu_activations
+from gpunet.kernels.numba_cpu import vector_math
+from gpunet.kernels.shared import activation_math
 device = activation_math.compile_all(
     numba.njit(inline="always", **cpu_activations.OPTIONS), numpy.float32, math_module=vector_math
 )

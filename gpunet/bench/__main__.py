@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = gpunet.set_backend(args.backend)
     cpu = ""
     if backend == "numpy":
-        from gpunet.kernels import cpu_blas
+        from gpunet.kernels.shared import cpu_blas
 
         cpu = f"  cpu_blas={cpu_blas.active()}  cpu_kernels={gpunet.get_cpu_kernels()}"
     print(f"# gpunet.bench {args.which}  backend={backend}  device={gpunet.device_name()}{cpu}")

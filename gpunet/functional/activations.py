@@ -6,9 +6,9 @@ shape of ``x``. Dtypes: float32, float64. Definitions and constants follow ``tor
 NaN in gives NaN out; +-inf give the mathematical limits; nothing overflows.
 
 Each call runs on the kernel path that ``gpunet.dispatch.kernels_for`` picks (its docstring has
-the rules): ``activation_forward(name, x, a, b)`` of kernels/path_numpy.py (NumPy),
-path_numba_cpu.py (Numba CPU), path_cupy.py (CUDA C: kernels/activations.cuh), or
-path_numba_cuda.py; ``a``, ``b`` are the function's scalar parameters.
+the rules): ``activation_forward(name, x, **params)`` of kernels/numpy/path.py (NumPy),
+kernels/numba_cpu/path.py (Numba CPU), kernels/cupy/path.py (CUDA C: kernels/cupy/activations.cuh),
+or kernels/numba_cuda/path.py; the parameters are named as here (kernels/activation_table.py).
 
 The lecture (CS231n, Training Neural Networks I): sigmoid and tanh saturate and kill gradients,
 sigmoid is not zero-centered; ReLU does not saturate for x > 0 but units can die; Leaky ReLU, ELU,
@@ -25,20 +25,20 @@ from gpunet.types import Array
 
 from .._checks import check_like, float_inputs
 from ..dispatch import kernels_for
-from ..kernels.activation_math import CONSTANTS
+from ..kernels.shared.activation_math import CONSTANTS
 
 SELU_ALPHA, SELU_SCALE = CONSTANTS["SELU_ALPHA"], CONSTANTS["SELU_SCALE"]
 
 
-def _forward(name: str, x: Array, a: float = 0.0, b: float = 0.0):
+def _forward(name: str, x: Array, **params: float) -> Array:
     float_inputs(x=x)
-    return kernels_for(name, x).activation_forward(name, x, a, b)
+    return kernels_for(name, x).activation_forward(name, x, **params)
 
 
-def _backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0):
+def _backward(name: str, dy: Array, x: Array, **params: float) -> Array:
     float_inputs(dy=dy, x=x)
     check_like(dy, "dy", x, "x")
-    return kernels_for(name, dy, x).activation_backward(name, dy, x, a, b)
+    return kernels_for(name, dy, x).activation_backward(name, dy, x, **params)
 
 
 def _finite(value: object, name: str) -> float:
@@ -81,22 +81,22 @@ def relu_backward(dy: Array, x: Array) -> Array:
 
 def leaky_relu(x: Array, negative_slope: float = 0.01) -> Array:
     """leaky_relu(x) = x if x > 0 else negative_slope * x."""
-    return _forward("leaky_relu", x, _finite(negative_slope, "negative_slope"))
+    return _forward("leaky_relu", x, negative_slope=_finite(negative_slope, "negative_slope"))
 
 
 def leaky_relu_backward(dy: Array, x: Array, negative_slope: float = 0.01) -> Array:
     """dx = dy where x > 0, negative_slope * dy where x <= 0."""
-    return _backward("leaky_relu", dy, x, _finite(negative_slope, "negative_slope"))
+    return _backward("leaky_relu", dy, x, negative_slope=_finite(negative_slope, "negative_slope"))
 
 
 def elu(x: Array, alpha: float = 1.0) -> Array:
     """elu(x) = x if x > 0 else alpha * (exp(x) - 1)  (Clevert et al. 2016)."""
-    return _forward("elu", x, _finite(alpha, "alpha"))
+    return _forward("elu", x, alpha=_finite(alpha, "alpha"))
 
 
 def elu_backward(dy: Array, x: Array, alpha: float = 1.0) -> Array:
     """dx = dy where x > 0, dy * alpha * exp(x) where x <= 0."""
-    return _backward("elu", dy, x, _finite(alpha, "alpha"))
+    return _backward("elu", dy, x, alpha=_finite(alpha, "alpha"))
 
 
 def selu(x: Array) -> Array:
@@ -130,21 +130,21 @@ def gelu_backward(dy: Array, x: Array, approximate: str = "none") -> Array:
     return _backward(_gelu_kernel(approximate), dy, x)
 
 
-def _softplus_args(beta: float, threshold: float) -> tuple:
+def _softplus_args(beta: float, threshold: float) -> dict:
     beta = _finite(beta, "beta")
     if beta == 0:
         raise ValueError("beta must be non-zero")
-    return beta, _finite(threshold, "threshold")
+    return {"beta": beta, "threshold": _finite(threshold, "threshold")}
 
 
 def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     """softplus(x) = log(1 + exp(beta x)) / beta, and x where beta x > threshold (stable)."""
-    return _forward("softplus", x, *_softplus_args(beta, threshold))
+    return _forward("softplus", x, **_softplus_args(beta, threshold))
 
 
 def softplus_backward(dy: Array, x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     """dx = dy * sigmoid(beta x), and dy where beta x > threshold."""
-    return _backward("softplus", dy, x, *_softplus_args(beta, threshold))
+    return _backward("softplus", dy, x, **_softplus_args(beta, threshold))
 
 
 def silu(x: Array) -> Array:

@@ -22,8 +22,8 @@ Shapes: x (N, C), (N, C, L) or (N, C, H, W); gamma, beta, running_mean, running_
 Statistics are computed without E[x^2] - E[x]^2: two passes in float64 on NumPy, chunked
 Welford/Chan in float64 in the kernels. Each call runs on the path that
 ``gpunet.dispatch.kernels_for("batchnorm[+ACT]", x)`` picks: ``bn_forward`` / ``bn_backward`` of
-kernels/path_numpy.py, path_numba_cpu.py (cpu_batchnorm.py), path_cupy.py (batchnorm.cuh) or
-path_numba_cuda.py (numba_batchnorm.py).
+kernels/numpy/ (batchnorm.py), kernels/numba_cpu/ (batchnorm.py), kernels/cupy/ (batchnorm.cuh)
+or kernels/numba_cuda/ (batchnorm.py), each taking a ``BNSpec`` (kernels/interface.py).
 """
 
 from __future__ import annotations
@@ -35,28 +35,23 @@ from gpunet.types import Array
 
 from .._checks import check_array, check_like, float_inputs
 from ..dispatch import kernels_for
-from ..kernels import ACTIVATION_CODES, FUSED_ACTIVATION_DEFAULTS
-from ..kernels.path_numpy import invstd_of
+from ..kernels.activation_table import ACTIVATION_CODES, FUSED_ACTIVATION_DEFAULTS
+from ..kernels.interface import BNParams, BNSpec
 
 __all__ = ["ACTIVATION_CODES", "BatchNormCache", "batch_norm_forward", "batch_norm_backward"]
 
 
 @dataclass
 class BatchNormCache:
-    """What backward needs: x as (N, C, S), the statistics used, and the options. ``invstd`` is
-    None after an inference forward: backward computes it from ``var`` (a copy of running_var)."""
+    """What backward needs: x as (N, C, S), the statistics used (the batch's, or the running ones
+    of an inference forward), the per-channel arrays and the call's ``BNSpec``."""
 
-    x3: object
+    x3: Array
     shape: tuple
-    mean: object
-    invstd: object
-    var: object
-    eps: float
-    gamma: object
-    beta: object
-    activation: str | None
-    activation_arg: float
-    batch_stats: bool
+    mean: Array
+    invstd: Array
+    params: BNParams
+    spec: BNSpec
 
 
 def _check(
@@ -169,21 +164,18 @@ def batch_norm_forward(
         None if v is None else xp.ascontiguousarray(v)
         for v in (gamma, beta, running_mean, running_var)
     )
+    params = BNParams(gamma, beta, rm, rv)
+    spec = BNSpec(batch_stats, update, factor, eps, activation, act_a)
     if C == 0:  # nothing to normalize (and no zero-sized grid to launch)
         y, mean, invstd = xp.empty_like(x3), xp.empty(0, x.dtype), xp.empty(0, x.dtype)
     else:
         op = "batchnorm" if activation is None else f"batchnorm+{activation}"
-        y, mean, invstd = kernels_for(op, x3).bn_forward(
-            x3, gamma, beta, rm, rv, batch_stats, update, factor, eps, activation, act_a
-        )
+        y, mean, invstd = kernels_for(op, x3).bn_forward(x3, params, spec)
     if update:
         for mine, theirs in ((rm, running_mean), (rv, running_var)):
             if mine is not theirs:
                 theirs[...] = mine
-    var = None if invstd is not None else rv.copy()
-    cache = BatchNormCache(
-        x3, x.shape, mean, invstd, var, eps, gamma, beta, activation, act_a, batch_stats
-    )
+    cache = BatchNormCache(x3, x.shape, mean, invstd, BNParams(gamma, beta, None, None), spec)
     return y.reshape(x.shape), cache
 
 
@@ -201,21 +193,11 @@ def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple:
     if x3.shape[1] == 0:
         dx, dgamma, dbeta = xp.empty_like(x3), xp.empty(0, x3.dtype), xp.empty(0, x3.dtype)
     else:
-        invstd = (
-            cache.invstd if cache.invstd is not None else invstd_of(cache.var, cache.eps, x3.dtype)
-        )
-        op = "batchnorm" if cache.activation is None else f"batchnorm+{cache.activation}"
+        act = cache.spec.act
+        op = "batchnorm" if act is None else f"batchnorm+{act}"
         dx, dgamma, dbeta = kernels_for(op, dy3, x3).bn_backward(
-            dy3,
-            x3,
-            cache.mean,
-            invstd,
-            cache.gamma,
-            cache.beta,
-            cache.activation,
-            cache.activation_arg,
-            cache.batch_stats,
+            dy3, x3, cache.mean, cache.invstd, cache.params, cache.spec
         )
-    if cache.gamma is None:
+    if cache.params.gamma is None:
         dgamma = dbeta = None
     return dx.reshape(cache.shape), dgamma, dbeta

@@ -6,19 +6,17 @@ out[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xpad[n, c, i*stride + p, 
 
 im2col gathers the kh*kw shifted views into cols (N, C, kh, kw, Ho, Wo) with kh*kw strided copies;
 the product is a tensordot (cuBLAS on the GPU; on the CPU NumPy's BLAS or MKL, as
-kernels/cpu_blas.py decides). Backward scatters dcols back with kh*kw strided
+kernels/shared/cpu_blas.py decides). Backward scatters dcols back with kh*kw strided
 adds.
 """
 
 from __future__ import annotations
 
-import numpy
-
 from gpunet.types import Array
 
 from .._checks import float_inputs
 from ..backend import get_array_module
-from ..kernels import cpu_blas
+from ..dispatch import kernels_for
 
 
 def pair(v: int | tuple, name: str) -> tuple:
@@ -109,8 +107,6 @@ def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
 
 
 def _tensordot(a: Array, b: Array, axes: tuple) -> Array:
-    """cuBLAS for CuPy arrays, kernels/cpu_blas.py for NumPy ones."""
-    xp = get_array_module(a)
-    if xp is numpy:
-        return cpu_blas.tensordot(a, b, axes)
-    return xp.tensordot(a, b, axes=axes)
+    """The kernel path's product: cuBLAS for CuPy arrays, kernels/shared/cpu_blas.py for NumPy
+    ones."""
+    return kernels_for("matmul", a).tensordot(a, b, axes)

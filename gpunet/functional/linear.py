@@ -3,18 +3,15 @@
 Shapes: x (N, D), W (D, M), b (M,) or None -> out (N, M).
 Backward: dx = dout @ W.T, dW = x.T @ dout, db = sum over N of dout.
 Matrix products go to cuBLAS on the GPU and, on the CPU, to NumPy's BLAS or Intel MKL
-(kernels/cpu_blas.py decides).
+(kernels/shared/cpu_blas.py decides): one ``kernels_for("matmul", x)`` call per product.
 """
 
 from __future__ import annotations
 
-import numpy
-
 from gpunet.types import Array
 
 from .._checks import float_inputs
-from ..backend import get_array_module
-from ..kernels import cpu_blas
+from ..dispatch import kernels_for
 
 
 def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
@@ -24,7 +21,7 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
         raise ValueError(f"linear: x must be (N, D) and w (D, M); got x {x.shape}, w {w.shape}")
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
-    return _matmul(x, w, bias=b), (x, w, b is not None)
+    return kernels_for("matmul", x).matmul(x, w, bias=b), (x, w, b is not None)
 
 
 def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
@@ -32,24 +29,8 @@ def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tupl
     ``input_grad=False``: the first layer of a trained model needs no gradient for its input,
     and skipping it saves a third of that layer's matrix products)."""
     x, w, has_bias = cache
-    dx = _matmul(dout, w.T) if input_grad else None
-    dw = _matmul(x.T, dout)
-    db = _column_sums(dout) if has_bias else None
+    path = kernels_for("matmul", dout)
+    dx = path.matmul(dout, w.T) if input_grad else None
+    dw = path.matmul(x.T, dout)
+    db = path.column_sums(dout) if has_bias else None
     return dx, dw, db
-
-
-def _column_sums(dout: Array) -> Array:
-    """sum over N of dout (on the CPU a BLAS matrix-vector product: kernels/cpu_blas.py)."""
-    if get_array_module(dout) is numpy:
-        return cpu_blas.column_sums(dout)
-    return dout.sum(axis=0)
-
-
-def _matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
-    """a @ b (+ bias on every row): cuBLAS for CuPy arrays, kernels/cpu_blas.py for NumPy ones."""
-    if get_array_module(a) is numpy:
-        return cpu_blas.matmul(a, b, bias=bias)
-    out = a @ b
-    if bias is not None:
-        out += bias
-    return out

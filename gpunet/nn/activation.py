@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy
@@ -9,6 +10,7 @@ import numpy
 from gpunet.types import Array, DTypeLike
 
 from .. import functional as F
+from ..kernels.activation_table import ACTIVATIONS
 from .module import Module, Parameter
 
 
@@ -123,16 +125,20 @@ class Maxout(Module):
         return f"pieces={self.pieces}"
 
 
-#: activation name (as in gpunet.functional / mlp(activation=...)) -> layer class
-ACTIVATION_LAYERS = {
-    "relu": ReLU,
-    "sigmoid": Sigmoid,
-    "tanh": Tanh,
-    "leaky_relu": LeakyReLU,
-    "elu": ELU,
-    "selu": SELU,
-    "gelu": GELU,
-    "softplus": Softplus,
-    "silu": SiLU,
-    "prelu": PReLU,
+_LAYER_CLASSES = {
+    cls.__name__: cls for cls in (ReLU, Sigmoid, Tanh, LeakyReLU, ELU, SELU, GELU, Softplus, SiLU)
 }
+#: activation name (as in mlp(activation=...) and the CLI's --activation) -> a callable that makes
+#: its layer: every row of kernels/activation_table.py (its ``layer`` and ``layer_args``), and
+#: PReLU (a learned slope, no row there)
+ACTIVATION_LAYERS: dict[str, Callable[[], Module]] = {"prelu": PReLU}
+for _row in ACTIVATIONS:
+    if _row.layer not in _LAYER_CLASSES:  # a new row: its layer made from functional's pair
+        _LAYER_CLASSES[_row.layer] = _layer(
+            _row.layer,
+            getattr(F, _row.name),
+            getattr(F, f"{_row.name}_backward"),
+            f"gpunet.functional.{_row.name} as a layer.",
+            **_row.defaults(),
+        )
+    ACTIVATION_LAYERS[_row.name] = functools.partial(_LAYER_CLASSES[_row.layer], **_row.layer_args)

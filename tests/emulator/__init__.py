@@ -1,7 +1,7 @@
 """CUDA C on the CPU: gpunet's CuPy kernels executed without a GPU (tests only).
 
 ``with emulation():`` installs tests/emulator/fake_cupy.py as ``cupy`` for the duration of the
-block, so that gpunet's real host glue (kernels/cupy_*.py, the functional layer, the optimizers)
+block, so that gpunet's real host glue (kernels/cupy/*.py, the functional layer, the optimizers)
 runs and launches the real CUDA C sources, compiled by g++ against cuda_emu.h. Everything it
 replaced is put back afterwards: on a machine with a GPU, the real CuPy tests run beside these.
 """
@@ -11,30 +11,50 @@ from __future__ import annotations
 import contextlib
 import sys
 
+#: the packages that hold a CuPy reference: every module below them is imported afresh inside
+#: ``emulation()`` (so that it binds the fake CuPy) and put back afterwards
+SWAPPED_PACKAGES = ("cupy", "gpunet.kernels.cupy", "gpunet.kernels.numba_cuda")
+
 
 def _is_swapped(name: str) -> bool:
-    return name == "cupy" or name.startswith("cupy.") or name.startswith("gpunet.kernels.cupy_")
+    return any(name == p or name.startswith(p + ".") for p in SWAPPED_PACKAGES)
+
+
+def _parent_attrs() -> dict:
+    """(parent module, attribute) -> value for every swapped module bound on its parent package
+    (``from . import batchnorm`` reads the parent's attribute before sys.modules)."""
+    found = {}
+    for name, module in list(sys.modules.items()):
+        if _is_swapped(name) and "." in name:
+            parent_name, _, attr = name.rpartition(".")
+            parent = sys.modules.get(parent_name)
+            if parent is not None and getattr(parent, attr, None) is module:
+                found[(parent, attr)] = module
+    return found
+
+
+def _drop_swapped() -> None:
+    for (parent, attr), _ in _parent_attrs().items():
+        delattr(parent, attr)
+    for k in [k for k in sys.modules if _is_swapped(k)]:
+        del sys.modules[k]
 
 
 @contextlib.contextmanager
 def emulation():
     """Run the block with the emulated CuPy as ``cupy`` and the CuPy kernel path chosen."""
-    import gpunet.kernels
     from gpunet import backend
     from gpunet import dispatch as kernel_path
 
     from . import fake_cupy
 
     saved_modules = {k: v for k, v in sys.modules.items() if _is_swapped(k)}
-    saved_attrs = {k: v for k, v in vars(gpunet.kernels).items() if k.startswith("cupy_")}
+    saved_attrs = _parent_attrs()
     saved_probe = dict(backend._cupy_probe)
     saved_backend = dict(backend._state)
     saved_kernels = kernel_path.get_kernels()
     saved_numba_probe = dict(kernel_path._numba_probe)
-    for k in saved_modules:
-        del sys.modules[k]
-    for k in saved_attrs:
-        delattr(gpunet.kernels, k)
+    _drop_swapped()
     sys.modules["cupy"] = fake_cupy
     backend._cupy_probe.clear()
     kernel_path._numba_probe.clear()
@@ -42,13 +62,10 @@ def emulation():
     try:
         yield fake_cupy
     finally:
-        for k in [k for k in sys.modules if _is_swapped(k)]:
-            del sys.modules[k]
-        for k in [k for k in vars(gpunet.kernels) if k.startswith("cupy_")]:
-            delattr(gpunet.kernels, k)
+        _drop_swapped()
         sys.modules.update(saved_modules)
-        for k, v in saved_attrs.items():
-            setattr(gpunet.kernels, k, v)
+        for (parent, attr), module in saved_attrs.items():
+            setattr(parent, attr, module)
         backend._cupy_probe.clear()
         backend._cupy_probe.update(saved_probe)
         backend._state.clear()

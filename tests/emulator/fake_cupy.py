@@ -1,7 +1,7 @@
 """A test double of the small part of CuPy that gpunet calls, running CUDA C on the CPU.
 
 Installed as ``sys.modules["cupy"]`` only inside the emulated tests (``emulation()`` in
-tests/emulator/__init__.py), so that ``kernels/cupy_*.py`` and the functional layer run unchanged:
+tests/emulator/__init__.py), so that ``kernels/cupy/*.py`` and the functional layer run unchanged:
 
 * ``ndarray``: NumPy memory (allocations 256-byte aligned, as CuPy's pool gives), with
   ``__cuda_array_interface__``, ``.data.ptr`` and ``.get()``; every other array function is NumPy's.

@@ -1,0 +1,264 @@
+"""Host side of the fused BatchNorm CUDA kernels (``batchnorm.cuh``): grid sizing and launches.
+
+Inputs are contiguous (N, C, S) views; the functional layer (gpunet/functional/batchnorm.py)
+checks arguments and makes them so. Forward in training: 2 launches; backward: 2 launches;
+inference forward: 1 launch.
+"""
+
+from __future__ import annotations
+
+import cupy
+
+from gpunet.types import Array, DTypeLike
+
+from .sources import unit_source
+
+THREADS = 256  # GPUNET_BN_THREADS
+ROWS_X, ROWS_Y = 32, 8  # GPUNET_BN_ROWS_X, GPUNET_BN_ROWS_Y
+BLOCKS_PER_SM = 4  # enough resident blocks to hide memory latency
+MIN_PER_BLOCK = 2048  # fewer values than this per block is all launch and merge overhead
+_counters: dict = {}
+
+
+@cupy.memoize(for_each_device=True)
+def _module() -> Array:
+    return cupy.RawModule(code=unit_source("batchnorm"), options=("-std=c++14",))
+
+
+@cupy.memoize(for_each_device=True)
+def _kernel(name: str, dtype: DTypeLike):
+    """The compiled function, looked up once per device (not once per launch)."""
+    return _module().get_function(f"{name}_{'float' if dtype == cupy.float32 else 'double'}")
+
+
+@cupy.memoize(for_each_device=True)
+def _target_blocks():
+    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+    return BLOCKS_PER_SM * sms
+
+
+def _counter_buffer(n: int):
+    """Zeroed per-group arrival counters; the last block of each group resets its counter to 0.
+    One buffer per (device, stream) so that concurrent streams never share a counter."""
+    key = (cupy.cuda.Device().id, cupy.cuda.get_current_stream().ptr)
+    buf = _counters.get(key)
+    if buf is None or buf.size < n:
+        buf = cupy.zeros(max(n, 1024), dtype=cupy.uint32)
+        _counters[key] = buf
+    return buf
+
+
+def _ceil(a: float, b: float):
+    return -(-a // b)
+
+
+def _split(total: int, groups: int, min_per_block: int) -> tuple:
+    """(nparts, chunk): split ``total`` values of each of ``groups`` groups into enough blocks."""
+    nparts = max(1, min(_ceil(_target_blocks(), max(groups, 1)), _ceil(total, min_per_block)))
+    chunk = max(1, _ceil(total, nparts))
+    return _ceil(total, chunk) if total else 1, chunk
+
+
+def _reduce_launch(x3: Array) -> tuple:
+    """Grid, block and (nparts, chunk, counter groups) for a per-channel reduction over x3."""
+    N, C, S = x3.shape
+    if S == 1:
+        tiles = _ceil(C, ROWS_X)
+        nparts, chunk = _split(N, tiles, MIN_PER_BLOCK // ROWS_X)
+        return (tiles, nparts), (ROWS_X, ROWS_Y), nparts, chunk, tiles
+    nparts, chunk = _split(N * S, C, MIN_PER_BLOCK)
+    return (C, nparts), (THREADS,), nparts, chunk, C
+
+
+def _elementwise_grid(n: int, dtype: DTypeLike) -> tuple:
+    lanes = 4 if dtype == cupy.float32 else 2
+    return (_ceil(n // lanes + 1, THREADS),), (THREADS,)
+
+
+def stats(x3: Array, running_mean: Array, running_var: Array, factor: float, eps: float) -> tuple:
+    """Batch mean and inverse std per channel; running statistics updated in place if given."""
+    N, C, S = x3.shape
+    dt = x3.dtype
+    mean, invstd = cupy.empty(C, dt), cupy.empty(C, dt)
+    grid, block, nparts, chunk, groups = _reduce_launch(x3)
+    part = cupy.empty(3 * C * nparts, cupy.float64)
+    counters = _counter_buffer(groups)
+    update = running_mean is not None
+    rm = running_mean if update else mean  # never read when update == 0
+    rv = running_var if update else mean
+    i64 = cupy.int64
+    if S == 1:
+        _kernel("bn_stats_rows", dt)(
+            grid,
+            block,
+            (
+                x3,
+                i64(N),
+                i64(C),
+                i64(chunk),
+                part,
+                counters,
+                mean,
+                invstd,
+                rm,
+                rv,
+                cupy.float64(factor),
+                cupy.float64(eps),
+                cupy.int32(update),
+            ),
+        )
+    else:
+        _kernel("bn_stats_spatial", dt)(
+            grid,
+            block,
+            (
+                x3,
+                i64(N),
+                i64(C),
+                i64(S),
+                i64(chunk),
+                part,
+                counters,
+                mean,
+                invstd,
+                rm,
+                rv,
+                cupy.float64(factor),
+                cupy.float64(eps),
+                cupy.int32(update),
+            ),
+        )
+    return mean, invstd
+
+
+def apply(
+    x3: Array,
+    mean: Array,
+    var_or_invstd: Array,
+    is_var: bool,
+    gamma: Array,
+    beta: Array,
+    act: int,
+    act_a: float,
+    eps: float,
+) -> Array:
+    """y = act((x - mean) * gamma * invstd + beta); invstd = 1/sqrt(var + eps) when is_var."""
+    N, C, S = x3.shape
+    y = cupy.empty_like(x3)
+    if x3.size:
+        affine = gamma is not None
+        _kernel("bn_apply", x3.dtype)(
+            *_elementwise_grid(x3.size, x3.dtype),
+            (
+                x3,
+                y,
+                mean,
+                var_or_invstd,
+                cupy.int32(is_var),
+                gamma if affine else mean,
+                beta if affine else mean,
+                cupy.int32(affine),
+                cupy.int32(act),
+                cupy.float64(act_a),
+                cupy.float64(eps),
+                cupy.int64(x3.size),
+                cupy.int64(C),
+                cupy.int64(S),
+            ),
+        )
+    return y
+
+
+def backward(
+    dy3: Array,
+    x3: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    act: int,
+    act_a: float,
+    batch_stats: bool,
+) -> tuple:
+    """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel."""
+    N, C, S = x3.shape
+    dt = x3.dtype
+    dgamma, dbeta = cupy.empty(C, dt), cupy.empty(C, dt)
+    dx = cupy.empty_like(x3)
+    affine = gamma is not None
+    g, b = (gamma, beta) if affine else (mean, mean)
+    grid, block, nparts, chunk, groups = _reduce_launch(x3)
+    part = cupy.empty(2 * C * nparts, cupy.float64)
+    counters = _counter_buffer(groups)
+    i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64
+    if S == 1:
+        _kernel("bn_bwd_reduce_rows", dt)(
+            grid,
+            block,
+            (
+                dy3,
+                x3,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                i64(N),
+                i64(C),
+                i64(chunk),
+                part,
+                counters,
+                dgamma,
+                dbeta,
+            ),
+        )
+    else:
+        _kernel("bn_bwd_reduce_spatial", dt)(
+            grid,
+            block,
+            (
+                dy3,
+                x3,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                i64(N),
+                i64(C),
+                i64(S),
+                i64(chunk),
+                part,
+                counters,
+                dgamma,
+                dbeta,
+            ),
+        )
+    if x3.size:
+        _kernel("bn_bwd_dx", dt)(
+            *_elementwise_grid(x3.size, dt),
+            (
+                dy3,
+                x3,
+                dx,
+                mean,
+                invstd,
+                g,
+                b,
+                i32(affine),
+                i32(act),
+                f64(act_a),
+                dgamma,
+                dbeta,
+                i32(batch_stats),
+                f64(1.0 / (N * S)),
+                i64(x3.size),
+                i64(C),
+                i64(S),
+            ),
+        )
+    return dx, dgamma, dbeta

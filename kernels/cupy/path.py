@@ -1,0 +1,106 @@
+"""The CuPy kernel path (complete: every operation of kernels/interface.py) -- CuPy arrays through
+gpunet's CUDA C (the ``*.cuh`` files beside this module) and cuBLAS.
+
+Activations: the vectorized RawKernel (one 16-byte vector per thread, vector.cuh) for contiguous,
+aligned float32/float64 arrays, the ElementwiseKernel for any other layout (activations.py).
+BatchNorm: fused statistics (running statistics updated in the kernel), normalize+activation, and
+a two-kernel backward (batchnorm.py, batchnorm.cuh). Loss and optimizer updates: one fused launch
+each (loss.py, optim.py).
+"""
+
+from __future__ import annotations
+
+import cupy
+
+from gpunet.types import Array
+
+from ..activation_table import ACTIVATION_CODES, scalars
+from ..interface import BNParams, BNSpec
+from ..shared.batchnorm_stats import invstd_of
+from . import OPS, activations, batchnorm
+from .linalg import column_sums, matmul, tensordot
+from .loss import softmax_cross_entropy as softmax_xent
+from .optim import adam, sgd
+
+NAME = "cupy"
+
+__all__ = [
+    "NAME",
+    "OPS",
+    "activation_forward",
+    "activation_backward",
+    "prelu_forward",
+    "prelu_backward",
+    "maxout_forward",
+    "maxout_backward",
+    "bn_forward",
+    "bn_backward",
+    "softmax_xent",
+    "matmul",
+    "tensordot",
+    "column_sums",
+    "sgd",
+    "adam",
+]
+
+
+def activation_forward(name: str, x: Array, **params: float) -> Array:
+    a, b = scalars(name, params)
+    if activations.vectorizable(x):
+        return activations.vector_forward(name, x, a, b)
+    return activations.elementwise_forward(name, x, a, b)
+
+
+def activation_backward(name: str, dy: Array, x: Array, **params: float) -> Array:
+    a, b = scalars(name, params)
+    if activations.vectorizable(dy, x):
+        return activations.vector_backward(name, dy, x, a, b)
+    return activations.elementwise_backward(name, dy, x, a, b)
+
+
+def prelu_forward(x: Array, w: Array, channels: int, inner: int) -> Array:
+    x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
+    return activations.prelu_forward(x, w, channels, inner)
+
+
+def prelu_backward(dy: Array, x: Array, w: Array, channels: int, inner: int) -> tuple:
+    dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
+    return activations.prelu_backward(dy, x, cupy.ascontiguousarray(w), channels, inner)
+
+
+def maxout_forward(x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
+    return activations.maxout_forward(cupy.ascontiguousarray(x), out_shape, pieces, inner)
+
+
+def maxout_backward(dy: Array, x: Array, out_shape: tuple, pieces: int, inner: int) -> Array:
+    dy, x = cupy.ascontiguousarray(dy), cupy.ascontiguousarray(x)
+    return activations.maxout_backward(dy, x, pieces, inner)
+
+
+def _aligned(a: Array) -> Array:
+    """The kernels load 16-byte vectors: a view that starts mid-vector is copied."""
+    return a if a.data.ptr % 16 == 0 else a.copy()
+
+
+def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
+    """2 launches in training (statistics + running update, then normalize + activation); with
+    the running statistics, the per-channel invstd (a few values) and 1 launch."""
+    gamma, beta, running_mean, running_var = params
+    x3, code = _aligned(x3), ACTIVATION_CODES[spec.act]
+    if spec.batch_stats:
+        rm, rv = (running_mean, running_var) if spec.update else (None, None)
+        mean, invstd = batchnorm.stats(x3, rm, rv, spec.factor, spec.eps)
+    else:
+        mean, invstd = running_mean.copy(), invstd_of(running_var, spec.eps, x3.dtype)
+    y = batchnorm.apply(x3, mean, invstd, 0, gamma, beta, code, spec.act_param, spec.eps)
+    return y, mean, invstd
+
+
+def bn_backward(
+    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
+) -> tuple:
+    dy3, x3, code = _aligned(dy3), _aligned(x3), ACTIVATION_CODES[spec.act]
+    gamma, beta = params.gamma, params.beta
+    return batchnorm.backward(
+        dy3, x3, mean, invstd, gamma, beta, code, spec.act_param, spec.batch_stats
+    )

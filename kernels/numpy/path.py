@@ -1,0 +1,57 @@
+"""The NumPy kernel path (complete: every operation of kernels/interface.py).
+
+The reference the other paths are held to in the tests, and the path for NumPy arrays wherever
+the Numba CPU kernels do not run (gpunet/dispatch.py). Matrix products go to the CPU BLAS that
+kernels/shared/cpu_blas.py chooses (NumPy's OpenBLAS or Intel MKL).
+"""
+
+from __future__ import annotations
+
+from gpunet.types import Array
+
+from ..activation_table import scalars
+from ..interface import BNParams, BNSpec
+from ..shared.cpu_blas import column_sums, matmul, tensordot
+from . import OPS, activations, batchnorm
+from .activations import maxout_backward, maxout_forward, prelu_backward, prelu_forward
+from .loss import softmax_xent
+from .optim import adam, sgd
+
+NAME = "numpy"
+
+__all__ = [
+    "NAME",
+    "OPS",
+    "activation_forward",
+    "activation_backward",
+    "prelu_forward",
+    "prelu_backward",
+    "maxout_forward",
+    "maxout_backward",
+    "bn_forward",
+    "bn_backward",
+    "softmax_xent",
+    "matmul",
+    "tensordot",
+    "column_sums",
+    "sgd",
+    "adam",
+]
+
+
+def activation_forward(name: str, x: Array, **params: float) -> Array:
+    return activations.forward(name, x, *scalars(name, params))
+
+
+def activation_backward(name: str, dy: Array, x: Array, **params: float) -> Array:
+    return activations.backward(name, dy, x, *scalars(name, params))
+
+
+def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
+    return batchnorm.forward(x3, params, spec)
+
+
+def bn_backward(
+    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
+) -> tuple:
+    return batchnorm.backward(dy3, x3, mean, invstd, params, spec)

@@ -1,0 +1,21 @@
+"""BatchNorm's per-channel bookkeeping, written once for every path that does it outside a kernel
+(NumPy and CuPy arrays alike): the running-statistics update and the inverse standard deviation.
+The CUDA C statistics kernel fuses the same update into its last block (kernels/cupy/batchnorm.cuh);
+the Numba CPU path into its finishing loop (kernels/numba_cpu/batchnorm.py)."""
+
+from __future__ import annotations
+
+from gpunet.types import Array, DTypeLike
+
+
+def update_running(
+    running_mean: Array, running_var: Array, mean64: Array, unbiased64: Array, factor: float
+) -> None:
+    """The running statistics, in place: r = (1 - factor) r + factor * batch (unbiased variance)."""
+    running_mean[...] = (1 - factor) * running_mean + factor * mean64
+    running_var[...] = (1 - factor) * running_var + factor * unbiased64
+
+
+def invstd_of(var: Array, eps: float, dtype: DTypeLike) -> Array:
+    """1 / sqrt(var + eps) in float64, returned in ``dtype``."""
+    return (1.0 / (var.astype("float64") + eps) ** 0.5).astype(dtype)

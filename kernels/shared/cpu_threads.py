@@ -1,0 +1,108 @@
+"""gpunet's CPU thread policy, in one place: when a Numba CPU kernel runs on every core and when
+on one, and how many BLAS threads a training run's matrix products get.
+
+The activation, BatchNorm and optimizer kernels (kernels/numba_cpu/activations.py, batchnorm.py,
+cpu_optim.py) each have a serial and a parallel (``prange``) build and ask ``parallel(n)`` which
+one to run; the training loop asks ``blas_threads(largest_product)`` (bottom of this file).
+
+What decides it, measured on the 2-core development machine (Intel Xeon VM, NumPy's OpenBLAS
+0.3.31 with its own pthreads, Numba 0.68 on its OpenMP threading layer; BENCHMARKS.md):
+
+* **Right after a matrix product, one thread.** OpenBLAS's worker threads keep spinning for about
+  0.1 s after every product (its THREAD_TIMEOUT, 2^28 cycles) and a parallel Numba region in that
+  window fights them for the cores: sigmoid on 1M float32 values took 0.46 ms serial and 5.4 ms
+  parallel after a product; a training step (batch 1024, 784-512-512-10) 14.5 ms with serial
+  kernels, 39 ms with parallel ones. Shortening both spins (``OPENBLAS_THREAD_TIMEOUT=4`` and
+  ``GOMP_SPINCOUNT=0`` or ``10000``, set before the libraries load) only brought the parallel step
+  back to 14.6 ms: on two cores the wake-ups cost what the second core gains. So inside training
+  and evaluation -- where every kernel follows a product by milliseconds -- the kernels run
+  serially, and the matrix products keep both cores (OpenBLAS's own threads; their speed is
+  PyTorch's MKL's within a few per cent: BENCHMARKS.md).
+* **Away from matrix products, every core.** An activation, BatchNorm or optimizer update on its
+  own halves on two cores: sigmoid on 1M values 459 -> 230 us, from about 64K values on (below,
+  waking the threads costs more than the second core saves).
+
+gpunet knows when *it* ran a product: every CPU product of Linear, Conv2d and the bias gradients
+goes through cpu_blas.py, which calls ``note_matmul()`` after each one that leaves foreign threads
+spinning (OpenBLAS's; not MKL's when MKL runs on Numba's own OpenMP threads -- then the kernels
+stay parallel inside a step too). Products a program makes with NumPy directly are invisible
+here; a program that interleaves its own large products with gpunet kernels can pin the choice
+with ``gpunet.set_cpu_kernels("numba-serial")`` (or ``"numba-parallel"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+__all__ = [
+    "MODES",
+    "PARALLEL_MIN",
+    "QUIET_S",
+    "SINGLE_THREAD_BELOW",
+    "blas_threads",
+    "get_mode",
+    "note_matmul",
+    "parallel",
+    "set_mode",
+]
+
+MODES = ("auto", "serial", "parallel")
+#: in ``auto``, from this many values a kernel away from matrix products runs on every core
+PARALLEL_MIN = 1 << 16
+#: in ``auto``, this long after gpunet's last matrix product kernels stay serial (OpenBLAS's
+#: worker threads spin for 2^28 TSC cycles, 0.08-0.13 s at 2-3.5 GHz, after each product)
+QUIET_S = 0.15
+
+_state = {"mode": "auto", "last_matmul": float("-inf")}
+
+
+def set_mode(mode: str) -> None:
+    """``"auto"`` (the rules above), ``"serial"`` or ``"parallel"`` for every Numba CPU kernel;
+    set through gpunet.dispatch.set_cpu_kernels ("numba"/"auto", "numba-serial",
+    "numba-parallel")."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _state["mode"] = mode
+
+
+def get_mode() -> str:
+    return _state["mode"]
+
+
+def note_matmul() -> None:
+    """Called after each matrix product gpunet makes on the CPU: BLAS threads are spinning now."""
+    _state["last_matmul"] = time.perf_counter()
+
+
+def parallel(n_values: int) -> bool:
+    """Whether a kernel over ``n_values`` values should run its parallel build now."""
+    mode = _state["mode"]
+    if mode != "auto":
+        return mode == "parallel"
+    import numba  # here, not at the top: Linear imports this module, and Numba costs 0.3 s
+
+    return (
+        n_values >= PARALLEL_MIN
+        and numba.get_num_threads() > 1
+        and time.perf_counter() - _state["last_matmul"] > QUIET_S
+    )
+
+
+#: The BLAS side: below this many multiply-adds, a training run's matrix products run on one BLAS
+#: thread (waking threads costs more than it saves on tiny products, and on 2 cores they compete
+#: with Numba's and NumPy's work: issue #13 measured the digits run swinging between 6 and 13 s
+#: from that oversubscription). On the development machine the digits MLP's 30 epochs take
+#: 0.59-0.62 s with one BLAS thread or two -- within noise -- so this is a guard, not a measured
+#: speed-up. Larger nets keep every thread.
+SINGLE_THREAD_BELOW = 1 << 23
+
+
+def blas_threads(largest_product: int) -> contextlib.AbstractContextManager:
+    """The BLAS threads for a CPU computation whose largest matrix product has
+    ``largest_product`` multiply-adds: one below SINGLE_THREAD_BELOW, else the default."""
+    if largest_product >= SINGLE_THREAD_BELOW:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
