@@ -22,18 +22,6 @@ from .optim import adam, sgd
 
 NAME = "numba-cpu"
 
-__all__ = [
-    "NAME",
-    "OPS",
-    "activation_forward",
-    "activation_backward",
-    "bn_forward",
-    "bn_backward",
-    "softmax_xent",
-    "sgd",
-    "adam",
-]
-
 
 def activation_forward(name: str, x: Array, **params: float) -> Array:
     return activations.forward(name, numpy.ascontiguousarray(x), *scalars(name, params))

@@ -20,19 +20,6 @@ from . import OPS, activations, batchnorm
 
 NAME = "numba"
 
-__all__ = [
-    "NAME",
-    "OPS",
-    "activation_forward",
-    "activation_backward",
-    "prelu_forward",
-    "prelu_backward",
-    "maxout_forward",
-    "maxout_backward",
-    "bn_forward",
-    "bn_backward",
-]
-
 
 def activation_forward(name: str, x: Array, **params: float) -> Array:
     x = cupy.ascontiguousarray(x)

@@ -19,25 +19,6 @@ from .optim import adam, sgd
 
 NAME = "numpy"
 
-__all__ = [
-    "NAME",
-    "OPS",
-    "activation_forward",
-    "activation_backward",
-    "prelu_forward",
-    "prelu_backward",
-    "maxout_forward",
-    "maxout_backward",
-    "bn_forward",
-    "bn_backward",
-    "softmax_xent",
-    "matmul",
-    "tensordot",
-    "column_sums",
-    "sgd",
-    "adam",
-]
-
 
 def activation_forward(name: str, x: Array, **params: float) -> Array:
     return activations.forward(name, x, *scalars(name, params))
