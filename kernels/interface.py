@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 
 from gpunet.types import Array
 
-__all__ = ["KernelPath", "BNSpec", "BNParams", "SGDStep", "AdamStep", "OP_FUNCTIONS"]
+__all__ = ["KernelPath", "BNSpec", "BNParams", "BNStats", "SGDStep", "AdamStep", "OP_FUNCTIONS"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,14 @@ class BNSpec:
     eps: float
     act: str | None = None
     act_param: float = 0.0
+
+
+class BNStats(NamedTuple):
+    """The per-channel statistics a BatchNorm forward normalized with, (C,) in x's dtype: the
+    batch's, or the running ones (inference); what backward needs."""
+
+    mean: Array
+    invstd: Array
 
 
 class BNParams(NamedTuple):
@@ -116,14 +124,12 @@ class KernelPath(Protocol):
         """dy routed to each group's first maximum (a NaN wins), 0 elsewhere."""
         ...
 
-    def bn_forward(
-        self, x3: Array, params: BNParams, spec: BNSpec
-    ) -> tuple[Array, Array, Array | None]:
-        """(y, mean, invstd) for (N, C, S) x; invstd None with the running statistics."""
+    def bn_forward(self, x3: Array, params: BNParams, spec: BNSpec) -> tuple[Array, BNStats]:
+        """(y, the statistics used) for (N, C, S) x."""
         ...
 
     def bn_backward(
-        self, dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
+        self, dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec
     ) -> tuple[Array, Array, Array]:
         """(dx, dgamma, dbeta); sums in float64."""
         ...

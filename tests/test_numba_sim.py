@@ -96,8 +96,9 @@ def test_numba_prelu_and_maxout(dtype):
 @pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
 def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
     from gpunet.kernels.activation_table import ACTIVATION_CODES
+    from gpunet.kernels.interface import BNParams, BNSpec, BNStats
     from gpunet.kernels.numba_cuda import batchnorm as nb
-    from gpunet.kernels.shared.batchnorm_stats import update_running
+    from gpunet.kernels.shared.batchnorm_stats import invstd_of, update_running
 
     monkeypatch.setattr(nb, "MIN_PER_BLOCK", 8)  # several partial blocks per channel: Chan merges
     monkeypatch.setattr(nb, "THREADS", 16)  # the simulator pays per thread; a power of 2 still
@@ -113,10 +114,12 @@ def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
     y_ref, cache = F.batch_norm_forward(x, gamma, beta, ref_rm, ref_rv, activation=name)
     dx_ref, dg_ref, db_ref = F.batch_norm_backward(dy, cache)
 
+    params = BNParams(gamma, beta, rm, rv)
+    spec = BNSpec(batch_stats=True, update=True, factor=0.1, eps=1e-5, act=name)
     mean, invstd, stats64 = nb.stats(x3, 1e-5)
     update_running(rm, rv, stats64[:, 0], stats64[:, 1], 0.1)
-    y = nb.apply(x3, mean, invstd, 0, gamma, beta, act, 0.0, 1e-5)
-    dx, dg, db = nb.backward(dy.reshape(x3.shape), x3, mean, invstd, gamma, beta, act, 0.0, True)
+    y = nb.apply(x3, mean, invstd, params, spec)
+    dx, dg, db = nb.backward(dy.reshape(x3.shape), x3, BNStats(mean, invstd), params, spec)
     for got, want in (
         (y.reshape(shape), y_ref),
         (rm, ref_rm),
@@ -128,7 +131,8 @@ def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
         assert_allclose(got, want.astype(numpy.float64), dtype, scale=50)
 
     # inference: running statistics as constants
-    y_eval = nb.apply(x3, rm, rv, 1, gamma, beta, act, 0.0, 1e-5)
+    eval_spec = BNSpec(batch_stats=False, update=False, factor=0.0, eps=1e-5, act=name)
+    y_eval = nb.apply(x3, rm, invstd_of(rv, 1e-5, dtype), params, eval_spec)
     y_eval_ref, _ = F.batch_norm_forward(
         x, gamma, beta, rm.copy(), rv.copy(), training=False, activation=name
     )

@@ -36,7 +36,7 @@ from gpunet.types import Array
 from .._checks import check_array, check_like, float_inputs
 from ..dispatch import kernels_for
 from ..kernels.activation_table import ACTIVATION_CODES, FUSED_ACTIVATION_DEFAULTS
-from ..kernels.interface import BNParams, BNSpec
+from ..kernels.interface import BNParams, BNSpec, BNStats
 
 __all__ = ["ACTIVATION_CODES", "BatchNormCache", "batch_norm_forward", "batch_norm_backward"]
 
@@ -170,7 +170,7 @@ def batch_norm_forward(
         y, mean, invstd = xp.empty_like(x3), xp.empty(0, x.dtype), xp.empty(0, x.dtype)
     else:
         op = "batchnorm" if activation is None else f"batchnorm+{activation}"
-        y, mean, invstd = kernels_for(op, x3).bn_forward(x3, params, spec)
+        y, (mean, invstd) = kernels_for(op, x3).bn_forward(x3, params, spec)
     if update:
         for mine, theirs in ((rm, running_mean), (rv, running_var)):
             if mine is not theirs:
@@ -196,7 +196,7 @@ def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple:
         act = cache.spec.act
         op = "batchnorm" if act is None else f"batchnorm+{act}"
         dx, dgamma, dbeta = kernels_for(op, dy3, x3).bn_backward(
-            dy3, x3, cache.mean, cache.invstd, cache.params, cache.spec
+            dy3, x3, BNStats(cache.mean, cache.invstd), cache.params, cache.spec
         )
     if cache.params.gamma is None:
         dgamma = dbeta = None

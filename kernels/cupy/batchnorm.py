@@ -11,6 +11,8 @@ import cupy
 
 from gpunet.types import Array, DTypeLike
 
+from ..activation_table import ACTIVATION_CODES
+from ..interface import BNParams, BNSpec, BNStats
 from .sources import unit_source
 
 THREADS = 256  # GPUNET_BN_THREADS
@@ -131,20 +133,13 @@ def stats(x3: Array, running_mean: Array, running_var: Array, factor: float, eps
     return mean, invstd
 
 
-def apply(
-    x3: Array,
-    mean: Array,
-    var_or_invstd: Array,
-    is_var: bool,
-    gamma: Array,
-    beta: Array,
-    act: int,
-    act_a: float,
-    eps: float,
-) -> Array:
-    """y = act((x - mean) * gamma * invstd + beta); invstd = 1/sqrt(var + eps) when is_var."""
+def apply(x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec) -> Array:
+    """y = act((x - mean) * gamma * invstd + beta), the activation ``spec.act``."""
     N, C, S = x3.shape
     y = cupy.empty_like(x3)
+    gamma, beta = params.gamma, params.beta
+    act, act_a, eps, is_var = ACTIVATION_CODES[spec.act], spec.act_param, spec.eps, 0
+    var_or_invstd = invstd  # the kernel can also take running_var (is_var = 1)
     if x3.size:
         affine = gamma is not None
         _kernel("bn_apply", x3.dtype)(
@@ -169,18 +164,10 @@ def apply(
     return y
 
 
-def backward(
-    dy3: Array,
-    x3: Array,
-    mean: Array,
-    invstd: Array,
-    gamma: Array,
-    beta: Array,
-    act: int,
-    act_a: float,
-    batch_stats: bool,
-) -> tuple:
+def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
     """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel."""
+    (mean, invstd), (gamma, beta), batch_stats = stats, params[:2], spec.batch_stats
+    act, act_a = ACTIVATION_CODES[spec.act], spec.act_param
     N, C, S = x3.shape
     dt = x3.dtype
     dgamma, dbeta = cupy.empty(C, dt), cupy.empty(C, dt)

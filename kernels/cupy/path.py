@@ -14,9 +14,9 @@ import cupy
 
 from gpunet.types import Array
 
-from ..activation_table import ACTIVATION_CODES, scalars
-from ..interface import BNParams, BNSpec
-from ..shared.batchnorm_stats import invstd_of
+from ..activation_table import scalars
+from ..interface import BNParams, BNSpec, BNStats
+from ..shared.batchnorm_stats import running_constants
 from . import OPS, activations, batchnorm
 from .linalg import column_sums, matmul, tensordot
 from .loss import softmax_cross_entropy as softmax_xent
@@ -66,22 +66,14 @@ def _aligned(a: Array) -> Array:
 def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
     """2 launches in training (statistics + running update, then normalize + activation); with
     the running statistics, the per-channel invstd (a few values) and 1 launch."""
-    gamma, beta, running_mean, running_var = params
-    x3, code = _aligned(x3), ACTIVATION_CODES[spec.act]
+    x3 = _aligned(x3)
     if spec.batch_stats:
-        rm, rv = (running_mean, running_var) if spec.update else (None, None)
+        rm, rv = (params.running_mean, params.running_var) if spec.update else (None, None)
         mean, invstd = batchnorm.stats(x3, rm, rv, spec.factor, spec.eps)
     else:
-        mean, invstd = running_mean.copy(), invstd_of(running_var, spec.eps, x3.dtype)
-    y = batchnorm.apply(x3, mean, invstd, 0, gamma, beta, code, spec.act_param, spec.eps)
-    return y, mean, invstd
+        mean, invstd = running_constants(params, spec, x3.dtype)
+    return batchnorm.apply(x3, mean, invstd, params, spec), BNStats(mean, invstd)
 
 
-def bn_backward(
-    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
-) -> tuple:
-    dy3, x3, code = _aligned(dy3), _aligned(x3), ACTIVATION_CODES[spec.act]
-    gamma, beta = params.gamma, params.beta
-    return batchnorm.backward(
-        dy3, x3, mean, invstd, gamma, beta, code, spec.act_param, spec.batch_stats
-    )
+def bn_backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
+    return batchnorm.backward(_aligned(dy3), _aligned(x3), stats, params, spec)

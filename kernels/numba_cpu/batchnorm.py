@@ -24,6 +24,7 @@ from numba import prange
 
 from gpunet.types import Array
 
+from ..interface import BNParams, BNSpec, BNStats
 from ..shared import cpu_threads, numba_cache
 
 
@@ -362,17 +363,11 @@ def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu
     return y
 
 
-def backward(
-    dy3: Array,
-    x3: Array,
-    mean: Array,
-    invstd: Array,
-    gamma: Array,
-    beta: Array,
-    relu: bool,
-    batch_stats: bool,
-) -> tuple:
-    """(dx, dgamma, dbeta) with float64 sums."""
+def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
+    """(dx, dgamma, dbeta) with float64 sums. The kernels fuse ReLU only: ``spec.act`` is None or
+    "relu" here (the path applies any other activation's backward first)."""
+    (mean, invstd), (gamma, beta), batch_stats = stats, params[:2], spec.batch_stats
+    relu = spec.act == "relu"
     dt = x3.dtype
     C = x3.shape[1]
     g = numpy.ones(C, dt) if gamma is None else gamma

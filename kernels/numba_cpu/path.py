@@ -9,13 +9,15 @@ Numba pass. Kernels take C-contiguous arrays: other layouts are copied first.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy
 
 from gpunet.types import Array
 
 from ..activation_table import scalars
-from ..interface import BNParams, BNSpec
-from ..shared.batchnorm_stats import invstd_of
+from ..interface import BNParams, BNSpec, BNStats
+from ..shared.batchnorm_stats import running_constants
 from . import OPS, activations, batchnorm
 from .loss import softmax_xent
 from .optim import adam, sgd
@@ -39,19 +41,16 @@ def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
             x3, spec.eps, running_mean, running_var, spec.factor, spec.update
         )
     else:
-        mean, invstd = running_mean.copy(), invstd_of(running_var, spec.eps, x3.dtype)
+        mean, invstd = running_constants(params, spec, x3.dtype)
     y = batchnorm.apply(x3, mean, invstd, gamma, beta, spec.act == "relu")
     if spec.act not in (None, "relu"):
         y = activations.forward(spec.act, y, spec.act_param, 0.0)
-    return y, mean, invstd
+    return y, BNStats(mean, invstd)
 
 
-def bn_backward(
-    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
-) -> tuple:
-    gamma, beta = params.gamma, params.beta
+def bn_backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
     if spec.act not in (None, "relu"):  # dz = dy * act'(z), then the plain kernels
-        z = batchnorm.apply(x3, mean, invstd, gamma, beta, False)
+        z = batchnorm.apply(x3, *stats, params.gamma, params.beta, False)
         dy3 = activations.backward(spec.act, dy3, z, spec.act_param, 0.0)
-    relu = spec.act == "relu"
-    return batchnorm.backward(dy3, x3, mean, invstd, gamma, beta, relu, spec.batch_stats)
+        spec = dataclasses.replace(spec, act=None)
+    return batchnorm.backward(dy3, x3, stats, params, spec)

@@ -14,6 +14,8 @@ import numpy
 
 from gpunet.types import Array
 
+from ..activation_table import ACTIVATION_CODES
+from ..interface import BNParams, BNSpec, BNStats
 from .fused_switch import act_bwd as _act_bwd
 from .fused_switch import act_fwd as _act_fwd
 from .support import cuda, launch
@@ -245,17 +247,11 @@ def stats(x3: Array, eps: float) -> tuple:
     return mean, invstd, stats64
 
 
-def apply(
-    x3: Array,
-    mean: Array,
-    var_or_invstd: Array,
-    is_var: bool,
-    gamma: Array,
-    beta: Array,
-    act_code: int,
-    act_a: float,
-    eps: float,
-) -> Array:
+def apply(x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec) -> Array:
+    """y = act((x - mean) * gamma * invstd + beta), the activation ``spec.act``."""
+    gamma, beta = params.gamma, params.beta
+    act_code, act_a, eps, is_var = ACTIVATION_CODES[spec.act], spec.act_param, spec.eps, False
+    var_or_invstd = invstd  # the kernel can also take running_var (is_var)
     xp = _xp(x3)
     y = xp.empty_like(x3)
     if x3.size:
@@ -279,17 +275,10 @@ def apply(
     return y
 
 
-def backward(
-    dy3: Array,
-    x3: Array,
-    mean: Array,
-    invstd: Array,
-    gamma: Array,
-    beta: Array,
-    act_code: int,
-    act_a: float,
-    batch_stats: bool,
-) -> tuple:
+def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
+    """(dx, dgamma, dbeta): float64 partial sums per block, a finalize kernel, then dx."""
+    (mean, invstd), (gamma, beta), batch_stats = stats, params[:2], spec.batch_stats
+    act_code, act_a = ACTIVATION_CODES[spec.act], spec.act_param
     xp = _xp(x3)
     N, C, S = x3.shape
     grid, chunk = partial_grid(x3)

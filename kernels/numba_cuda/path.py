@@ -13,9 +13,9 @@ import cupy
 
 from gpunet.types import Array
 
-from ..activation_table import ACTIVATION_CODES, scalars
-from ..interface import BNParams, BNSpec
-from ..shared.batchnorm_stats import invstd_of, update_running
+from ..activation_table import scalars
+from ..interface import BNParams, BNSpec, BNStats
+from ..shared.batchnorm_stats import running_constants, update_running
 from . import OPS, activations, batchnorm
 
 NAME = "numba"
@@ -64,24 +64,15 @@ def maxout_backward(dy: Array, x: Array, out_shape: tuple, pieces: int, inner: i
 
 
 def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
-    gamma, beta, running_mean, running_var = params
-    code = ACTIVATION_CODES[spec.act]
     if spec.batch_stats:
         mean, invstd, stats64 = batchnorm.stats(x3, spec.eps)
         if spec.update:
             mean64, unbiased64 = stats64[:, 0], stats64[:, 1]
-            update_running(running_mean, running_var, mean64, unbiased64, spec.factor)
+            update_running(params.running_mean, params.running_var, mean64, unbiased64, spec.factor)
     else:
-        mean, invstd = running_mean.copy(), invstd_of(running_var, spec.eps, x3.dtype)
-    y = batchnorm.apply(x3, mean, invstd, 0, gamma, beta, code, spec.act_param, spec.eps)
-    return y, mean, invstd
+        mean, invstd = running_constants(params, spec, x3.dtype)
+    return batchnorm.apply(x3, mean, invstd, params, spec), BNStats(mean, invstd)
 
 
-def bn_backward(
-    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
-) -> tuple:
-    code = ACTIVATION_CODES[spec.act]
-    gamma, beta = params.gamma, params.beta
-    return batchnorm.backward(
-        dy3, x3, mean, invstd, gamma, beta, code, spec.act_param, spec.batch_stats
-    )
+def bn_backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
+    return batchnorm.backward(dy3, x3, stats, params, spec)

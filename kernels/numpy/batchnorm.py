@@ -7,8 +7,8 @@ import numpy
 
 from gpunet.types import Array, DTypeLike
 
-from ..interface import BNParams, BNSpec
-from ..shared.batchnorm_stats import invstd_of, update_running
+from ..interface import BNParams, BNSpec, BNStats
+from ..shared.batchnorm_stats import invstd_of, running_constants, update_running
 from . import activations
 
 
@@ -33,26 +33,23 @@ def _z(x3: Array, mean: Array, invstd: Array, gamma: Array | None, beta: Array |
 
 
 def forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
-    """``(y, mean, invstd)`` for (N, C, S) x (kernels/interface.py)."""
+    """``(y, BNStats(mean, invstd))`` for (N, C, S) x (kernels/interface.py)."""
     if spec.batch_stats:
         mean64, var64, unbiased64 = batch_stats64(x3)
         if spec.update:
             update_running(params.running_mean, params.running_var, mean64, unbiased64, spec.factor)
         mean, invstd = mean64.astype(x3.dtype), invstd_of(var64, spec.eps, x3.dtype)
     else:
-        mean = params.running_mean.copy()
-        invstd = invstd_of(params.running_var, spec.eps, x3.dtype)
+        mean, invstd = running_constants(params, spec, x3.dtype)
     z = _z(x3, mean, invstd, params.gamma, params.beta)
     if spec.act is not None:
         z = activations.forward(spec.act, z, spec.act_param, 0.0)
-    return z, mean, invstd
+    return z, BNStats(mean, invstd)
 
 
-def backward(
-    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
-) -> tuple:
+def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
     """``(dx, dgamma, dbeta)``; sums in float64."""
-    gamma = params.gamma
+    gamma, (mean, invstd) = params.gamma, stats
     xhat = (x3 - _per_channel(mean, x3.dtype)) * _per_channel(invstd, x3.dtype)
     dz = dy3
     if spec.act is not None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from gpunet.types import Array
 
 from ..activation_table import scalars
-from ..interface import BNParams, BNSpec
 from ..shared.cpu_blas import column_sums, matmul, tensordot
-from . import OPS, activations, batchnorm
+from . import OPS, activations
 from .activations import maxout_backward, maxout_forward, prelu_backward, prelu_forward
+from .batchnorm import backward as bn_backward
+from .batchnorm import forward as bn_forward
 from .loss import softmax_xent
 from .optim import adam, sgd
 
@@ -26,13 +27,3 @@ def activation_forward(name: str, x: Array, **params: float) -> Array:
 
 def activation_backward(name: str, dy: Array, x: Array, **params: float) -> Array:
     return activations.backward(name, dy, x, *scalars(name, params))
-
-
-def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
-    return batchnorm.forward(x3, params, spec)
-
-
-def bn_backward(
-    dy3: Array, x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec
-) -> tuple:
-    return batchnorm.backward(dy3, x3, mean, invstd, params, spec)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from gpunet.types import Array, DTypeLike
 
+from ..interface import BNParams, BNSpec
+
 
 def update_running(
     running_mean: Array, running_var: Array, mean64: Array, unbiased64: Array, factor: float
@@ -14,6 +16,12 @@ def update_running(
     """The running statistics, in place: r = (1 - factor) r + factor * batch (unbiased variance)."""
     running_mean[...] = (1 - factor) * running_mean + factor * mean64
     running_var[...] = (1 - factor) * running_var + factor * unbiased64
+
+
+def running_constants(params: BNParams, spec: BNSpec, dtype: DTypeLike) -> tuple:
+    """(mean, invstd) of an inference forward: a copy of the running mean (the cache keeps this
+    call's statistics) and 1 / sqrt(running_var + eps)."""
+    return params.running_mean.copy(), invstd_of(params.running_var, spec.eps, dtype)
 
 
 def invstd_of(var: Array, eps: float, dtype: DTypeLike) -> Array:
