@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import numpy
 
 from gpunet.types import Array, DTypeLike
+
+from .config import CHOICES, CONFIG, checked
 
 __all__ = [
     "BackendError",
@@ -49,7 +51,7 @@ __all__ = [
 
 logger = logging.getLogger("gpunet")
 
-BACKENDS = ("auto", "numpy", "cupy")
+BACKENDS = CHOICES["backend"]
 _CUPY_INSTALL_HINT = (
     "install it with `pip install 'gpunet[cuda12]'` (CUDA 12 driver) or "
     "`pip install 'gpunet[cuda13]'` (CUDA 13 driver)"
@@ -60,24 +62,19 @@ class BackendError(RuntimeError):
     """The requested backend cannot be used here (CuPy missing, no driver, no device)."""
 
 
-_state = {"resolved": None, "rng": numpy.random.default_rng()}
-_cupy_probe: dict = {}
-
-
 def probe_cupy() -> tuple:
     """Import CuPy and ask for a device once; return (module or None, reason it is unusable)."""
-    if not _cupy_probe:
+    probe = CONFIG.found.cupy
+    if not probe:
         try:
             import cupy
         except Exception as exc:  # ImportError, or a broken CUDA library underneath
-            _cupy_probe.update(
-                module=None, reason=f"CuPy does not import ({exc}); {_CUPY_INSTALL_HINT}"
-            )
+            probe.update(module=None, reason=f"CuPy does not import ({exc}); {_CUPY_INSTALL_HINT}")
         else:
             try:
                 count = cupy.cuda.runtime.getDeviceCount()
             except Exception as exc:
-                _cupy_probe.update(
+                probe.update(
                     module=None,
                     reason=(
                         f"CuPy imports but the CUDA driver does not answer ({exc}); "
@@ -86,14 +83,14 @@ def probe_cupy() -> tuple:
                 )
             else:
                 if count < 1:
-                    _cupy_probe.update(
+                    probe.update(
                         module=None,
                         reason="CuPy imports but no CUDA device is visible "
                         "(check CUDA_VISIBLE_DEVICES and `nvidia-smi`)",
                     )
                 else:
-                    _cupy_probe.update(module=cupy, reason=None)
-    return _cupy_probe["module"], _cupy_probe["reason"]
+                    probe.update(module=cupy, reason=None)
+    return probe["module"], probe["reason"]
 
 
 def cupy_or_none() -> ModuleType | None:
@@ -107,9 +104,7 @@ def set_backend(name: str = "auto") -> str:
     Returns the resolved name (``"numpy"`` or ``"cupy"``). Raises ``BackendError`` naming what is
     missing when ``"cupy"`` is asked for and cannot be had.
     """
-    if not isinstance(name, str) or name.lower() not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    name = name.lower()
+    name = checked("backend", name)
     if name == "numpy":
         resolved = "numpy"
     else:
@@ -117,7 +112,7 @@ def set_backend(name: str = "auto") -> str:
         if name == "cupy" and cupy is None:
             raise BackendError(f"backend 'cupy' was requested but {reason}")
         resolved = "cupy" if cupy is not None else "numpy"
-    _state["resolved"] = resolved
+    CONFIG.settings.backend, CONFIG.found.backend = name, resolved
     if name == "auto":
         logger.info(
             "gpunet backend: %s (%s)",
@@ -130,16 +125,21 @@ def set_backend(name: str = "auto") -> str:
 def get_backend() -> str:
     """The active backend's name, ``"numpy"`` or ``"cupy"`` (resolving ``GPUNET_BACKEND`` on first
     use)."""
-    if _state["resolved"] is None:
-        set_backend(os.environ.get("GPUNET_BACKEND", "auto"))
-    return _state["resolved"]
+    resolved = CONFIG.found.backend
+    return set_backend(CONFIG.get("backend")) if resolved is None else resolved
 
 
 def get_xp() -> ModuleType:
     """The array module of the active backend."""
-    if get_backend() == "cupy":
-        return cupy_or_none()
-    return numpy
+    return _cupy() if get_backend() == "cupy" else numpy
+
+
+def _cupy() -> ModuleType:
+    """CuPy, where the backend or an array already showed that it works."""
+    cupy = cupy_or_none()
+    if cupy is None:
+        raise BackendError(f"CuPy is needed here but {probe_cupy()[1]}")
+    return cupy
 
 
 def is_cupy_array(a: Array) -> bool:
@@ -155,7 +155,8 @@ def get_array_module(*arrays) -> ModuleType:
     """
     if all(type(a) is numpy.ndarray for a in arrays):  # the common case, answered first
         return numpy
-    on_device, on_host = [], []
+    on_device: list[int] = []
+    on_host: list[int] = []
     for i, a in enumerate(arrays):
         if a is None or isinstance(a, (int, float, bool, numpy.generic)):
             continue
@@ -166,24 +167,28 @@ def get_array_module(*arrays) -> ModuleType:
             f"{on_host} are NumPy (host) arrays; move them with gpunet.asarray() or "
             f"gpunet.to_numpy()"
         )
-    if on_device:
-        return cupy_or_none()
-    return numpy
+    return _cupy() if on_device else numpy
 
 
 def asarray(a: Array, dtype: DTypeLike | None = None) -> Array:
     """Move ``a`` to the active backend (no copy if it is already there with that dtype)."""
     xp = get_xp()
     if xp is numpy and is_cupy_array(a):
-        a = a.get()
+        a = _device_to_host(a)
     return xp.asarray(a, dtype=dtype)
 
 
 def to_numpy(a: Array) -> numpy.ndarray:
     """Return ``a`` as a NumPy array on the host."""
     if is_cupy_array(a):
-        return a.get()
+        return _device_to_host(a)
     return numpy.asarray(a)
+
+
+def _device_to_host(a: Any) -> numpy.ndarray:
+    """A CuPy array's values on the host (``Any``: CuPy is not installed where the types are
+    checked)."""
+    return a.get()
 
 
 def seed(n: int) -> None:
@@ -195,13 +200,12 @@ def seed(n: int) -> None:
     """
     if not isinstance(n, (int, numpy.integer)) or n < 0:
         raise ValueError(f"seed must be a non-negative integer, got {n!r}")
-    _state["rng"] = numpy.random.default_rng(int(n))
-    _state.pop("device_rng", None)
+    CONFIG.found.rng, CONFIG.found.device_rng = numpy.random.default_rng(int(n)), None
 
 
 def host_rng() -> numpy.random.Generator:
     """The library's host random generator (reseeded by ``seed``)."""
-    return _state["rng"]
+    return CONFIG.found.rng
 
 
 def device_name() -> str:
@@ -245,14 +249,13 @@ def local_rng(seed_value: int) -> Iterator:
     """Within the block, the library's random draws (shuffles, dropout, device noise) come from a
     generator seeded with ``seed_value``; the caller's generator is restored afterwards, untouched.
     The training loop draws each epoch from its own, so that a resumed run repeats it exactly."""
-    saved = {k: _state[k] for k in ("rng", "device_rng") if k in _state}
-    _state["rng"] = numpy.random.default_rng(int(seed_value))
-    _state.pop("device_rng", None)
+    found = CONFIG.found
+    saved = found.rng, found.device_rng
+    found.rng, found.device_rng = numpy.random.default_rng(int(seed_value)), None
     try:
-        yield _state["rng"]
+        yield found.rng
     finally:
-        _state.pop("device_rng", None)
-        _state.update(saved)
+        CONFIG.found.rng, CONFIG.found.device_rng = saved
 
 
 def uniform_like(shape: tuple, xp: ModuleType) -> Array:
@@ -263,6 +266,7 @@ def uniform_like(shape: tuple, xp: ModuleType) -> Array:
     """
     if xp is numpy:
         return host_rng().random(shape)
-    if "device_rng" not in _state:
-        _state["device_rng"] = xp.random.default_rng(int(host_rng().integers(2**63)))
-    return _state["device_rng"].random(shape)
+    found = CONFIG.found
+    if found.device_rng is None:
+        found.device_rng = xp.random.default_rng(int(host_rng().integers(2**63)))
+    return found.device_rng.random(shape)

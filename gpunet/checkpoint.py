@@ -71,7 +71,8 @@ def save_checkpoint(path: PathLike, arrays: dict, meta: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, **host)
+            # (the stub types ** as savez's own allow_pickle; our keys are dotted names)
+            numpy.savez(f, **host)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

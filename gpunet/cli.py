@@ -7,6 +7,10 @@ import argparse
 import dataclasses
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .run import TrainConfig
 
 
 def _bool(s: str) -> bool:
@@ -335,7 +339,7 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace) -> object:
+def _config(args: argparse.Namespace) -> TrainConfig:
     from .run import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -392,7 +396,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from . import tune
     from .backend import BackendError
-    from .run import ConfigError
+    from .run import ConfigError, run_folder
 
     cfg = _config(args)
     try:
@@ -406,8 +410,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"gpunet search: error: {exc}", file=sys.stderr)
         return 2
-    os.makedirs(cfg.out, exist_ok=True)
-    journal = args.journal or os.path.join(cfg.out, "journal.jsonl")
+    out = run_folder(cfg)
+    os.makedirs(out, exist_ok=True)
+    journal = args.journal or os.path.join(out, "journal.jsonl")
     objective = tune.MLPObjective(cfg)
     executor = args.scheduler or (args.workers if args.workers > 0 else None)
     progress = False if args.no_progress else None
@@ -445,7 +450,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"gpunet search: error: {exc}", file=sys.stderr)
         return 2
     print(results.table())
-    plot = os.path.join(cfg.out, "search.png")
+    plot = os.path.join(out, "search.png")
     results.plot(plot)
     best = results.best
     if best is not None:

@@ -153,6 +153,7 @@ def _read_idx(path: PathLike, magic: int, ndim: int) -> Array:
     import gzip
     import os
 
+    path = os.fspath(path)
     for candidate in (path, path + ".gz"):
         if os.path.isfile(candidate):
             break

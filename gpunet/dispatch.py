@@ -50,7 +50,8 @@ from types import ModuleType
 from gpunet.types import Array
 
 from . import kernels
-from .backend import is_cupy_array
+from .backend import is_cupy_array, to_numpy
+from .config import CHOICES, CONFIG
 from .kernels import cupy as _cupy_pkg
 from .kernels import numba_cpu as _numba_cpu_pkg
 from .kernels import numba_cuda as _numba_cuda_pkg
@@ -80,8 +81,8 @@ __all__ = [
     "table_path",
 ]
 
-GPU_CHOICES = ("auto", "cupy", "numba")
-CPU_CHOICES = ("auto", "numpy", "numba", "numba-serial", "numba-parallel")
+GPU_CHOICES = CHOICES["kernels"]
+CPU_CHOICES = CHOICES["cpu_kernels"]
 
 #: path name -> its subpackage of gpunet.kernels (the entry module is ``<subpackage>.path``)
 PACKAGES = {"numpy": "numpy", "numba-cpu": "numba_cpu", "cupy": "cupy", "numba": "numba_cuda"}
@@ -119,10 +120,6 @@ def op_family(op: str) -> str:
 
 class KernelFallbackWarning(RuntimeWarning):
     """The requested kernel path is unusable here; another one ran."""
-
-
-_state: dict = {"gpu": None, "cpu": None, "warned": False, "table": None}
-_numba_probe: dict = {}
 
 
 # ----------------------------------------------------------------------------- the choice
@@ -169,8 +166,8 @@ def gpu_path(n_elements: int) -> str:
         problem = numba_cuda_problem()
         if problem is None:
             return "numba"
-        if not _state["warned"]:
-            _state["warned"] = True
+        if "numba-fallback" not in CONFIG.found.warned:
+            CONFIG.found.warned.add("numba-fallback")
             warnings.warn(
                 f"Numba CUDA kernels are unusable here ({problem}); using CuPy kernels",
                 KernelFallbackWarning,
@@ -183,39 +180,25 @@ def gpu_path(n_elements: int) -> str:
 
 
 # ----------------------------------------------------------------------------- the switches
-def _checked(name: str, choices: tuple, what: str):
-    if not isinstance(name, str) or name.lower() not in choices:
-        raise ValueError(f"{what} must be one of {choices}, got {name!r}")
-    return name.lower()
-
-
 def set_kernels(name: str = "auto") -> None:
     """Choose the GPU kernel path: ``"auto"``, ``"cupy"`` or ``"numba"``."""
-    _state["gpu"] = _checked(name, GPU_CHOICES, "kernels")
+    CONFIG.set("kernels", name)
 
 
 def get_kernels() -> str:
     """The chosen GPU kernel path (``GPUNET_KERNELS`` on first use)."""
-    if _state["gpu"] is None:
-        set_kernels(os.environ.get("GPUNET_KERNELS", "auto"))
-    return _state["gpu"]
+    return CONFIG.get("kernels")
 
 
 def set_cpu_kernels(name: str = "auto") -> None:
     """Choose the CPU kernel path: ``"auto"``, ``"numpy"``, ``"numba"``, ``"numba-serial"`` or
     ``"numba-parallel"``."""
-    name = _checked(name, CPU_CHOICES, "cpu kernels")
-    from gpunet.kernels.shared import cpu_threads
-
-    cpu_threads.set_mode({"numba-serial": "serial", "numba-parallel": "parallel"}.get(name, "auto"))
-    _state["cpu"] = name
+    CONFIG.set("cpu_kernels", name)
 
 
 def get_cpu_kernels() -> str:
     """The chosen CPU kernel path (``GPUNET_CPU_KERNELS`` on first use)."""
-    if _state["cpu"] is None:
-        set_cpu_kernels(os.environ.get("GPUNET_CPU_KERNELS", "auto"))
-    return _state["cpu"]
+    return CONFIG.get("cpu_kernels")
 
 
 @contextlib.contextmanager
@@ -264,9 +247,10 @@ def use_cpu_blas(name: str) -> contextlib.AbstractContextManager:
 # ----------------------------------------------------------------------------- Numba CUDA usable?
 def numba_cuda_problem() -> str | None:
     """None if Numba CUDA kernels compile and run on CuPy arrays here, else the reason."""
-    if "problem" not in _numba_probe:
-        _numba_probe["problem"] = _probe_numba()
-    return _numba_probe["problem"]
+    probe = CONFIG.found.numba_cuda
+    if "problem" not in probe:
+        probe["problem"] = _probe_numba()
+    return probe["problem"]
 
 
 def _probe_numba() -> str | None:
@@ -281,7 +265,7 @@ def _probe_numba() -> str | None:
         y = numba_cuda_path.activation_forward(
             "relu", cupy.asarray([-1.0, 2.0], dtype=cupy.float32)
         )
-        if y.get().tolist() != [0.0, 2.0]:
+        if to_numpy(y).tolist() != [0.0, 2.0]:
             return "a Numba CUDA test kernel gave a wrong result"
     except Exception as exc:  # any failure means: use CuPy
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -297,7 +281,7 @@ def table_path() -> str:
     )
 
 
-def _current_device() -> str:
+def current_device() -> str:
     from .backend import cupy_or_none, device_name_of
 
     cupy = cupy_or_none()
@@ -306,18 +290,18 @@ def _current_device() -> str:
 
 def _auto_table() -> list:
     """[(max_elements, path), ...] measured on this device, or [] (then CuPy everywhere)."""
-    if _state["table"] is None:
-        _state["table"] = []
+    if CONFIG.found.kernel_table is None:
+        CONFIG.found.kernel_table = []
         try:
             with open(table_path()) as f:
                 data = json.load(f)
-            if data.get("device") == _current_device():
-                _state["table"] = sorted(
+            if data.get("device") == current_device():
+                CONFIG.found.kernel_table = sorted(
                     (int(n), str(p)) for n, p in data["rows"] if p in ("cupy", "numba")
                 )
         except (OSError, ValueError, KeyError, TypeError):
             pass  # no table, or not ours: the default rule
-    return _state["table"]
+    return CONFIG.found.kernel_table
 
 
 def _auto_choice(n_elements: int) -> str:
@@ -335,12 +319,12 @@ def save_table(rows: list, device: str | None = None) -> str:
     with open(tmp, "w") as f:
         json.dump(
             {
-                "device": device if device is not None else _current_device(),
+                "device": device if device is not None else current_device(),
                 "rows": [[int(n), p] for n, p in rows],
             },
             f,
             indent=1,
         )
     os.replace(tmp, path)
-    _state["table"] = None  # reloaded on next use
+    CONFIG.found.kernel_table = None  # reloaded on next use
     return path

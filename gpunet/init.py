@@ -47,18 +47,22 @@ __all__ = [
 ]
 
 
-def _out(values: list, dtype: DTypeLike):
+#: a shape: an int (one dimension) or a tuple of ints
+Shape = int | tuple[int, ...]
+
+
+def _out(values: numpy.ndarray | list, dtype: DTypeLike) -> Array:
     return get_xp().asarray(numpy.asarray(values, dtype=dtype))
 
 
-def _shape(shape: tuple):
+def _shape(shape: Shape) -> tuple[int, ...]:
     shape = (shape,) if isinstance(shape, (int, numpy.integer)) else tuple(int(s) for s in shape)
     if any(s < 0 for s in shape):
         raise ValueError(f"shape must have non-negative sizes, got {shape}")
     return shape
 
 
-def fans(shape: tuple) -> tuple:
+def fans(shape: Shape) -> tuple:
     """(fan_in, fan_out) of a weight of this shape (see the module docstring)."""
     shape = _shape(shape)
     if len(shape) < 2:
@@ -102,18 +106,18 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
-def zeros(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
+def zeros(shape: Shape, *, dtype: DTypeLike = numpy.float32) -> Array:
     """All zeros. For weights this never breaks symmetry (every unit stays identical)."""
     return _out(numpy.zeros(_shape(shape)), dtype)
 
 
-def constant(shape: tuple, value: float = 0.0, *, dtype: DTypeLike = numpy.float32) -> Array:
+def constant(shape: Shape, value: float = 0.0, *, dtype: DTypeLike = numpy.float32) -> Array:
     """All ``value``."""
     return _out(numpy.full(_shape(shape), value), dtype)
 
 
 def normal(
-    shape: tuple, std: float = 1.0, mean: float = 0.0, *, dtype: DTypeLike = numpy.float32
+    shape: Shape, std: float = 1.0, mean: float = 0.0, *, dtype: DTypeLike = numpy.float32
 ) -> Array:
     """N(mean, std^2)."""
     if std < 0:
@@ -122,7 +126,7 @@ def normal(
 
 
 def uniform(
-    shape: tuple, a: float = 0.0, b: float = 1.0, *, dtype: DTypeLike = numpy.float32
+    shape: Shape, a: float = 0.0, b: float = 1.0, *, dtype: DTypeLike = numpy.float32
 ) -> Array:
     """U(a, b)."""
     if not a <= b:
@@ -130,25 +134,25 @@ def uniform(
     return _out(host_rng().uniform(a, b, size=_shape(shape)), dtype)
 
 
-def small_random(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
+def small_random(shape: Shape, *, dtype: DTypeLike = numpy.float32) -> Array:
     """0.01 * N(0, 1): the lecture's first try (fine for small nets, vanishes in deep ones)."""
     return normal(shape, 0.01, dtype=dtype)
 
 
-def xavier_normal(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
+def xavier_normal(shape: Shape, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Glorot & Bengio 2010: N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     return normal(shape, gain * math.sqrt(2.0 / (fan_in + fan_out)), dtype=dtype)
 
 
-def xavier_uniform(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
+def xavier_uniform(shape: Shape, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Glorot & Bengio 2010: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(shape)
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform(shape, -a, a, dtype=dtype)
 
 
-def _kaiming_std(shape: tuple, a: float, mode: str, nonlinearity: str) -> float:
+def _kaiming_std(shape: Shape, a: float, mode: str, nonlinearity: str) -> float:
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fans(shape)
@@ -157,7 +161,7 @@ def _kaiming_std(shape: tuple, a: float, mode: str, nonlinearity: str) -> float:
 
 
 def kaiming_normal(
-    shape: tuple,
+    shape: Shape,
     *,
     a: float = 0.0,
     mode: str = "fan_in",
@@ -170,7 +174,7 @@ def kaiming_normal(
 
 
 def kaiming_uniform(
-    shape: tuple,
+    shape: Shape,
     *,
     a: float = 0.0,
     mode: str = "fan_in",
@@ -182,13 +186,13 @@ def kaiming_uniform(
     return uniform(shape, -bound, bound, dtype=dtype)
 
 
-def lecun_normal(shape: tuple, *, dtype: DTypeLike = numpy.float32) -> Array:
+def lecun_normal(shape: Shape, *, dtype: DTypeLike = numpy.float32) -> Array:
     """LeCun et al. 1998: N(0, 1 / fan_in) (the SELU paper's choice)."""
     fan_in, _ = fans(shape)
     return normal(shape, 1.0 / math.sqrt(fan_in), dtype=dtype)
 
 
-def orthogonal(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
+def orthogonal(shape: Shape, *, gain: float = 1.0, dtype: DTypeLike = numpy.float32) -> Array:
     """Saxe et al. 2014: a (semi-)orthogonal matrix from the QR decomposition of a Gaussian one,
     signs fixed so that the distribution is uniform; times ``gain``. Shape (rows, *cols) is
     flattened to (rows, prod(cols))."""
@@ -207,7 +211,7 @@ def orthogonal(shape: tuple, *, gain: float = 1.0, dtype: DTypeLike = numpy.floa
 
 
 def truncated_normal(
-    shape: tuple,
+    shape: Shape,
     std: float = 1.0,
     mean: float = 0.0,
     a: float = -2.0,

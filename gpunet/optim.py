@@ -44,7 +44,7 @@ class Optimizer:
         if not (isinstance(lr, (int, float)) and lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"lr must be a non-negative number, got {lr!r}")
         self.params, self.lr, self.t = params, float(lr), 0
-        self.state = [dict() for _ in params]
+        self.state: list[dict] = [dict() for _ in params]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -57,7 +57,7 @@ class Optimizer:
                 continue
             self._update(p, p.grad, st)
 
-    def _update(self, p: Array, g: Array, st: dict) -> None:
+    def _update(self, p: Parameter, g: Array, st: dict) -> None:
         raise NotImplementedError
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -71,7 +71,7 @@ class Optimizer:
                 out[f"state.{i}.{name}"] = value
         return out
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> Optimizer:
         self.t = int(to_numpy(state["t"]))
         for h in self._hyper:
             if h in state:
@@ -120,7 +120,7 @@ def _update_kernels(op: str, p: Array, g: Array) -> ModuleType:
     return kernels_for(op, p, g)
 
 
-def _check_below_one(**values: float) -> None:
+def _check_below_one(**values: float | None) -> None:
     """A momentum of 1 or more never forgets a gradient: the updates grow without bound."""
     for name, v in values.items():
         if v is not None and v >= 1:
@@ -150,7 +150,7 @@ class SGD(Optimizer):
         super().__init__(params, lr)
         _check_nonneg(momentum=momentum, weight_decay=weight_decay, dampening=dampening)
         _check_below_one(momentum=momentum)
-        if nesterov and (momentum <= 0 or dampening != 0):
+        if nesterov and (not momentum or momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
         self.momentum, self.nesterov, self.weight_decay, self.dampening = (
             momentum,
@@ -159,7 +159,7 @@ class SGD(Optimizer):
             dampening,
         )
 
-    def _update(self, p: Array, g: Array, st: dict) -> None:
+    def _update(self, p: Parameter, g: Array, st: dict) -> None:
         first = bool(self.momentum) and "momentum_buffer" not in st
         if first:
             st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
@@ -195,7 +195,7 @@ class RMSprop(Optimizer):
             centered,
         )
 
-    def _update(self, p: Array, g: Array, st: dict) -> None:
+    def _update(self, p: Parameter, g: Array, st: dict) -> None:
         xp = get_array_module(p.data)
         if self.weight_decay:
             g = g + self.weight_decay * p.data
@@ -238,7 +238,7 @@ class Adam(Optimizer):
         _check_nonneg(eps=eps, weight_decay=weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(float(b) for b in betas), eps, weight_decay
 
-    def _update(self, p: Array, g: Array, st: dict) -> None:
+    def _update(self, p: Parameter, g: Array, st: dict) -> None:
         b1, b2 = self.betas
         m, v = _zeros(st, "exp_avg", p.data), _zeros(st, "exp_avg_sq", p.data)
         step = AdamStep(
@@ -285,7 +285,8 @@ class Schedule:
     def factor(self, t: int) -> float:
         raise NotImplementedError
 
-    def step(self) -> None:
+    def step(self) -> float:
+        """Advance one epoch; returns the new learning rate."""
         self.t += 1
         self.optimizer.lr = self.base_lr * self.factor(self.t)
         return self.optimizer.lr
@@ -345,7 +346,11 @@ class LinearWarmup(Schedule):
     ``after`` (another schedule's factor, shifted by ``warmup``) or stays at base."""
 
     def __init__(
-        self, optimizer: Optimizer, warmup: int, start_factor: float = 0.1, after: int | None = None
+        self,
+        optimizer: Optimizer,
+        warmup: int,
+        start_factor: float = 0.1,
+        after: Schedule | None = None,
     ):
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1, got {warmup}")

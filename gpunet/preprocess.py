@@ -16,6 +16,7 @@ space).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy
@@ -160,7 +161,10 @@ class PCA(Transform):
 
     def __init__(self, n_components: int | None = None, whiten: bool = False, eps: float = 1e-8):
         self.n_components, self.whiten, self.eps = n_components, whiten, eps
-        self.mean = self.components = self.scale = self.in_shape = None
+        self.mean: Array | None = None
+        self.components: Array | None = None
+        self.scale: Array | None = None
+        self.in_shape: Array | None = None
 
     def fit(self, X: Array) -> Transform:
         self._check_input(X)
@@ -224,7 +228,7 @@ class ZCAWhiten(Transform):
         return Xd.reshape(Z.shape).astype(Z.dtype)
 
 
-PREPROCESSORS = {
+PREPROCESSORS: dict[str, Callable[[], Transform] | None] = {
     "none": None,
     "zero_center": ZeroCenter,
     "standardize": Standardize,

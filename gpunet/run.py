@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gpunet.types import PathLike
@@ -80,7 +80,7 @@ class TrainConfig:
         def fail(opt: str, message: str) -> None:
             raise ConfigError(opt, f"{(names or {}).get(opt, opt)} {message}")
 
-        def one_of(opt: str, choices: object) -> None:
+        def one_of(opt: str, choices: Collection[str]) -> None:
             if getattr(self, opt) not in choices:
                 fail(opt, f"must be one of {sorted(choices)}, got {getattr(self, opt)!r}")
 
@@ -145,6 +145,8 @@ def load_data(cfg: TrainConfig) -> dict:
     elif cfg.dataset == "spiral":
         X, y = datasets.make_spiral(300, 3, seed=0)
         data = datasets.split(X, y, (0.7, 0.15), seed=1)
+    elif cfg.data_dir is None:  # TrainConfig.check says so with the option's name
+        raise ConfigError("data_dir", f"data_dir is needed for dataset {cfg.dataset!r}")
     elif cfg.dataset == "cifar10":
         data = datasets.load_cifar10(cfg.data_dir)
     else:
@@ -254,8 +256,8 @@ def build(cfg: TrainConfig, names: dict | None = None) -> tuple:
             f"{label} must be in [1, {len(data['X_train'])}] (the training set of "
             f"{cfg.dataset} has {len(data['X_train'])} examples), got {cfg.batch_size}",
         )
-    pre = preprocess.PREPROCESSORS[cfg.preprocess]
-    pre = pre() if pre is not None else None
+    make_pre = preprocess.PREPROCESSORS[cfg.preprocess]
+    pre = make_pre() if make_pre is not None else None
     if pre is not None:
         pre.fit(data["X_train"])  # fitted on the training data only
         data = {k: (pre.transform(v) if k.startswith("X") else v) for k, v in data.items()}
@@ -395,14 +397,14 @@ def _save_curves(
 ) -> None:
     """history.json/.csv and curves.png; a diverged run that never had a good epoch in this
     folder writes diverged-* files beside another run's, replacing none of them."""
-    prefix = "" if owned else "diverged-"
-    history.save_json(os.path.join(cfg.out, f"{prefix}history.json"))
-    history.save_csv(os.path.join(cfg.out, f"{prefix}history.csv"))
+    prefix, out = "" if owned else "diverged-", run_folder(cfg)
+    history.save_json(os.path.join(out, f"{prefix}history.json"))
+    history.save_csv(os.path.join(out, f"{prefix}history.csv"))
     if not cfg.plot:
         return
     result = f"test acc {test_acc:.3f}" if math.isfinite(test_acc) else "diverged"
     history.plot(
-        os.path.join(cfg.out, f"{prefix}curves.png"),
+        os.path.join(out, f"{prefix}curves.png"),
         title=f"{cfg.dataset}: hidden {cfg.hidden}, {cfg.activation}, bn={cfg.batchnorm}, "
         f"{cfg.optimizer} lr={cfg.lr} -- {result}",
     )
@@ -413,15 +415,22 @@ def _save_curves(
         )
 
 
+def run_folder(cfg: TrainConfig) -> str:
+    """The run folder of a configuration that ``run`` has already given one."""
+    if cfg.out is None:
+        raise ValueError("the configuration has no run folder (out)")
+    return cfg.out
+
+
 def train_and_evaluate(cfg: TrainConfig) -> float:
     """Train ``cfg`` and return its validation accuracy (what a hyperparameter search maximizes)."""
     return run(cfg)["val_acc"]
 
 
-def load_preprocessor(path: PathLike) -> preprocess.Transform:
+def load_preprocessor(path: PathLike) -> preprocess.Transform | None:
     """The fitted preprocessing saved in a checkpoint by ``run`` (or None)."""
     arrays, meta = load_checkpoint(path)
-    name = meta.get("preprocess")
-    if not name or preprocess.PREPROCESSORS.get(name) is None:
+    make = preprocess.PREPROCESSORS.get(meta.get("preprocess") or "none")
+    if make is None:
         return None
-    return preprocess.PREPROCESSORS[name]().load_state_dict(group(arrays, "preprocess"))
+    return make().load_state_dict(group(arrays, "preprocess"))

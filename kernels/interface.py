@@ -4,7 +4,7 @@ A kernel path is a subpackage of ``gpunet.kernels`` (``numpy``, ``numba_cpu``, `
 ``numba_cuda``) whose ``__init__`` exports the functions below under these names and signatures,
 plus ``NAME`` (its name in gpunet.dispatch) and ``OPS`` (the operation keys it runs). The two
 complete paths, ``numpy`` and ``cupy``, run every operation and satisfy ``KernelPath`` as modules
-(mypy checks ``kernels/_conformance.py``); the two Numba paths run the subset in their ``OPS`` and
+(mypy checks ``kernels/conformance.py``); the two Numba paths run the subset in their ``OPS`` and
 gpunet.dispatch sends every other operation to the complete path of the same device. Every
 function present in a path has exactly the Protocol's signature: tests/test_kernel_interface.py
 holds each path to it.

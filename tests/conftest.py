@@ -64,15 +64,19 @@ def _gpu_copy_of_cpu_variant(item) -> bool:
 
 @pytest.fixture(autouse=True)
 def _numpy_backend_by_default():
-    """Each test starts on the NumPy backend with the default kernel path and a fixed seed."""
+    """Each test starts on the NumPy backend with the default kernel path and a fixed seed, and
+    gpunet's whole configuration (gpunet.config.CONFIG) is put back after it."""
     import gpunet
+    from gpunet.config import CONFIG
 
+    saved = CONFIG.snapshot()
     gpunet.set_backend("numpy")
     gpunet.set_kernels("auto")
     gpunet.set_cpu_kernels("auto")
     gpunet.set_cpu_blas(os.environ.get("GPUNET_CPU_BLAS", "auto"))
     gpunet.seed(0)
     yield
+    CONFIG.restore(saved)
 
 
 def pytest_runtest_setup(item):

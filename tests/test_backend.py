@@ -10,6 +10,7 @@ from conftest import GPU
 
 import gpunet
 from gpunet import backend
+from gpunet.config import CONFIG
 
 
 def test_numpy_backend_and_helpers():
@@ -24,11 +25,36 @@ def test_numpy_backend_and_helpers():
 
 def test_unknown_backend_and_kernels_names():
     with pytest.raises(
-        ValueError, match=r"backend must be one of \('auto', 'numpy', 'cupy'\), got 'tpu'"
+        ValueError, match=r"backend must be one of \['auto', 'numpy', 'cupy'\], got 'tpu'"
     ):
         gpunet.set_backend("tpu")
     with pytest.raises(ValueError, match="kernels must be one of"):
         gpunet.set_kernels("triton")
+
+
+def test_settings_from_the_environment_are_read_once_and_checked(monkeypatch):
+    """gpunet.config: an unset choice takes its environment variable on first use, a bad one
+    names the variable; ``using`` sets and restores one block's choices."""
+    from gpunet import config
+
+    monkeypatch.setattr(CONFIG, "settings", config.Settings())
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "numba-serial")
+    assert gpunet.get_cpu_kernels() == "numba-serial"
+    monkeypatch.setenv("GPUNET_CPU_KERNELS", "numpy")  # read once: no effect now
+    assert gpunet.get_cpu_kernels() == "numba-serial"
+    monkeypatch.setattr(CONFIG, "settings", config.Settings())
+    monkeypatch.setenv("GPUNET_KERNELS", "opencl")
+    with pytest.raises(
+        ValueError, match=r"kernels must be one of .*'opencl' \(from GPUNET_KERNELS\)"
+    ):
+        gpunet.get_kernels()
+    gpunet.set_cpu_kernels("auto")
+    with config.using(cpu_kernels="numpy", cpu_blas="numpy"):
+        assert (gpunet.get_cpu_kernels(), gpunet.get_cpu_blas()) == ("numpy", "numpy")
+    assert gpunet.get_cpu_kernels() == "auto"
+    with pytest.raises(TypeError, match="unknown settings"):
+        with config.using(threads=2):
+            pass
 
 
 @pytest.mark.skipif(GPU, reason="checks the error raised where no GPU is usable")
@@ -109,8 +135,8 @@ def test_use_kernels_restores_previous_choice():
 def test_numba_unusable_falls_back_with_one_warning(monkeypatch):
     from gpunet import dispatch as kernel_path
 
-    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "no CUDA target"})
-    monkeypatch.setitem(kernel_path._state, "warned", False)
+    monkeypatch.setattr(CONFIG.found, "numba_cuda", {"problem": "no CUDA target"})
+    monkeypatch.setattr(CONFIG.found, "warned", set())
     gpunet.set_kernels("numba")
     with pytest.warns(
         gpunet.KernelFallbackWarning,
@@ -154,9 +180,9 @@ def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
     from gpunet.bench.activations import auto_table
 
     monkeypatch.setenv("GPUNET_KERNEL_TABLE", str(tmp_path / "table.json"))
-    monkeypatch.setattr(kernel_path, "_current_device", lambda: "Test GPU")
-    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": None})
-    monkeypatch.setitem(kernel_path._state, "table", None)
+    monkeypatch.setattr(kernel_path, "current_device", lambda: "Test GPU")
+    monkeypatch.setattr(CONFIG.found, "numba_cuda", {"problem": None})
+    monkeypatch.setattr(CONFIG.found, "kernel_table", None)
     # measured: numba faster at 1M values only
     totals = {
         (256, "cupy"): 1.0,
@@ -180,7 +206,7 @@ def test_auto_follows_a_measured_table_for_this_device(tmp_path, monkeypatch):
     assert kernel_path.gpu_path(1 << 21) == "cupy"
     # and numba unusable: auto stays on CuPy without a warning
     kernel_path.save_table(rows)
-    monkeypatch.setattr(kernel_path, "_numba_probe", {"problem": "broken"})
+    monkeypatch.setattr(CONFIG.found, "numba_cuda", {"problem": "broken"})
     assert kernel_path.gpu_path(1 << 21) == "cupy"
 
 

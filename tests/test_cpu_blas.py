@@ -8,6 +8,7 @@ import pytest
 import gpunet
 from gpunet import functional as F
 from gpunet import nn, optim
+from gpunet.config import CONFIG
 from gpunet.kernels.shared import cpu_blas
 
 MKL = cpu_blas.mkl_problem() is None
@@ -56,9 +57,9 @@ def test_skinny_transposed_products_go_the_other_way(monkeypatch):
     """X^T dY with few columns is computed as (dY^T X)^T (2-3x faster in MKL), and only then;
     the result is C-contiguous either way (the optimizer's kernels read it flat)."""
     calls = []
-    gemm = cpu_blas._mkl_gemm
+    gemm = cpu_blas.mkl_gemm
     monkeypatch.setattr(
-        cpu_blas, "_mkl_gemm", lambda a, b, bias=None: calls.append(a.shape) or gemm(a, b, bias)
+        cpu_blas, "mkl_gemm", lambda a, b, bias=None: calls.append(a.shape) or gemm(a, b, bias)
     )
     rng = numpy.random.default_rng(1)
     x, dy = rng.normal(size=(1024, 512)).astype(numpy.float32), rng.normal(size=(1024, 10))
@@ -148,8 +149,8 @@ def test_a_training_run_agrees_across_libraries():
 def test_the_choice_is_checked_and_reported(monkeypatch):
     with pytest.raises(ValueError, match="cpu blas must be one of"):
         gpunet.set_cpu_blas("openblas")
-    monkeypatch.setitem(cpu_blas._state, "problem", "not here")
-    monkeypatch.setitem(cpu_blas._state, "mkl", None)
+    monkeypatch.setattr(CONFIG.found, "mkl_problem", "not here")
+    monkeypatch.setattr(CONFIG.found, "mkl", None)
     with pytest.raises(RuntimeError, match="MKL cannot be used here \\(not here\\)"):
         gpunet.set_cpu_blas("mkl")
     gpunet.set_cpu_blas("auto")
@@ -182,17 +183,16 @@ def test_threads_are_shared_only_with_numba_on_openmp(monkeypatch):
     if not MKL:
         pytest.skip(f"MKL: {cpu_blas.mkl_problem()}")
     gpunet.set_cpu_blas("mkl")
-    monkeypatch.setitem(cpu_blas._state, "gnu", True)
-    monkeypatch.setitem(cpu_blas._state, "numba_omp", None)  # restored after the test
+    monkeypatch.setattr(CONFIG.found, "mkl_gnu", True)
     for layer, shared in (("omp", True), ("tbb", False), ("workqueue", False)):
-        del cpu_blas._state["numba_omp"]  # the kept answer: asked afresh for each layer
+        CONFIG.found.numba_openmp = None  # the kept answer: asked afresh for each layer
         monkeypatch.setattr(numba, "threading_layer", lambda layer=layer: layer)
         assert cpu_blas.shares_numba_threads() is shared
 
     def not_chosen():
         raise ValueError("no threading layer yet")
 
-    del cpu_blas._state["numba_omp"]
+    CONFIG.found.numba_openmp = None
     monkeypatch.setattr(numba, "threading_layer", not_chosen)
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
     monkeypatch.setattr(numba.config, "THREADING_LAYER_PRIORITY", ["tbb", "omp", "workqueue"])

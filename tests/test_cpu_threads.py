@@ -10,13 +10,14 @@ import pytest
 
 import gpunet
 from gpunet import functional as F
+from gpunet.config import CONFIG
 from gpunet.kernels.numba_cpu import activations as cpu_activations
 from gpunet.kernels.shared import cpu_threads
 
 
 @pytest.fixture(autouse=True)
 def _fresh_policy(monkeypatch):
-    monkeypatch.setitem(cpu_threads._state, "last_matmul", float("-inf"))
+    monkeypatch.setattr(CONFIG.found, "last_matmul", float("-inf"))
     yield
 
 
@@ -49,8 +50,9 @@ def test_auto_is_serial_on_one_thread(monkeypatch):
 
 
 def test_bad_mode_is_refused():
-    with pytest.raises(ValueError, match="mode must be one of"):
-        cpu_threads.set_mode("both")
+    with pytest.raises(ValueError, match="cpu kernels must be one of"):
+        gpunet.set_cpu_kernels("both")
+    assert cpu_threads.get_mode() == "auto"
 
 
 @pytest.mark.parametrize("layer", ["linear", "conv2d"])
@@ -58,21 +60,21 @@ def test_gpunet_matrix_products_are_noted(layer):
     """On NumPy's BLAS (OpenBLAS, whose threads spin) every product is noted."""
     gpunet.set_cpu_blas("numpy")  # conftest restores the default
     rng = numpy.random.default_rng(0)
-    before = cpu_threads._state["last_matmul"]
+    before = cpu_threads.last_matmul()
     if layer == "linear":
         out, cache = F.linear_forward(
             rng.normal(size=(4, 3)).astype("f4"), rng.normal(size=(3, 2)).astype("f4")
         )
-        forward_time = cpu_threads._state["last_matmul"]
+        forward_time = cpu_threads.last_matmul()
         assert forward_time > before
         F.linear_backward(numpy.ones_like(out), cache)
     else:
         x = rng.normal(size=(2, 1, 4, 4)).astype("f4")
         out, cache = F.conv2d_forward(x, rng.normal(size=(3, 1, 3, 3)).astype("f4"))
-        forward_time = cpu_threads._state["last_matmul"]
+        forward_time = cpu_threads.last_matmul()
         assert forward_time > before
         F.conv2d_backward(numpy.ones_like(out), cache)
-    assert cpu_threads._state["last_matmul"] > forward_time
+    assert cpu_threads.last_matmul() > forward_time
 
 
 def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
@@ -80,8 +82,8 @@ def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
     if numba.get_num_threads() < 2:
         pytest.skip("needs two Numba threads")
     asked = []
-    real = cpu_activations._kernels
-    monkeypatch.setattr(cpu_activations, "_kernels", lambda *a: asked.append(a[2]) or real(*a))
+    real = cpu_activations.loops
+    monkeypatch.setattr(cpu_activations, "loops", lambda *a: asked.append(a[2]) or real(*a))
     x = numpy.random.default_rng(0).normal(size=(256, 512)).astype("f4")
     with gpunet.use_cpu_kernels("numba"), gpunet.use_cpu_blas("numpy"):
         F.relu(x)  # on its own: parallel
@@ -103,5 +105,5 @@ def test_mkl_products_on_numba_threads_leave_the_kernels_parallel():
     )
     x = numpy.ones((256, 512), "f4")
     F.linear_forward(x, numpy.ones((512, 512), "f4"))
-    noted = cpu_threads._state["last_matmul"] != float("-inf")
+    noted = cpu_threads.last_matmul() != float("-inf")
     assert noted == (not cpu_blas.shares_numba_threads())

@@ -13,6 +13,8 @@ import numpy
 import pytest
 import tomllib
 
+from gpunet.config import CONFIG
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -113,7 +115,7 @@ def test_numba_launch_uses_cupys_current_device(monkeypatch):
     )
     monkeypatch.setattr(numba_support, "SIMULATOR", False)
     monkeypatch.setattr(numba_support, "cuda", fake_cuda)
-    monkeypatch.setattr(numba_support, "_streams", {})
+    monkeypatch.setattr(CONFIG.found, "numba_streams", {})
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     numba_support.launch(Kernel(), 1, 32)
     assert entered == [1, ("launch", "stream-on-current")]
@@ -124,9 +126,7 @@ def test_a_numba_test_fails_instead_of_running_cupy(monkeypatch):
     kernels and passed. The parity harness now fails such a test."""
     import parity
 
-    from gpunet import dispatch as kernel_path
-
-    monkeypatch.setitem(kernel_path._numba_probe, "problem", "numba-cuda is broken (planted)")
+    monkeypatch.setitem(CONFIG.found.numba_cuda, "problem", "numba-cuda is broken (planted)")
     with pytest.raises(pytest.fail.Exception, match="Numba CUDA path is unusable here .*planted"):
         parity.run("numba", lambda x: x, numpy.ones(3))
 

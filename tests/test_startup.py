@@ -23,7 +23,7 @@ with gpunet.use_cpu_kernels("numba"):
     F.gelu_backward(x, F.gelu(x))
 from gpunet.kernels.numba_cpu import activations as cpu_activations
 from gpunet.kernels.numba_cpu import batchnorm as cpu_batchnorm
-dispatchers = [*cpu_activations._kernels("gelu", numpy.float32), *cpu_batchnorm._ROWS["stats"],
+dispatchers = [*cpu_activations.loops("gelu", numpy.float32), *cpu_batchnorm._ROWS["stats"],
                *cpu_batchnorm._STATS, *cpu_batchnorm._ROWS["bwd_sums"]]
 used = [d for d in dispatchers if d.signatures]
 print(sum(sum(d.stats.cache_misses.values()) for d in used),

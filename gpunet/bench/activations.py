@@ -21,7 +21,7 @@ from gpunet.types import Array, DTypeLike
 
 from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
 
-FUNCTIONS = {
+FUNCTIONS: dict[str, tuple[dict, str]] = {
     "sigmoid": ({}, "sigmoid"),
     "tanh": ({}, "tanh"),
     "relu": ({}, "relu"),
@@ -113,7 +113,7 @@ def run(
     if torch is not None and device == "cuda" and not torch.cuda.is_available():
         torch = None
     rows = StreamedRows()
-    totals = {}  # (elements, path) -> summed fwd + bwd seconds
+    totals: dict[tuple[int, str], float] = {}  # (elements, path) -> summed fwd + bwd seconds
     for nbytes in _sizes(max_mib):
         n = nbytes // dtype.itemsize
         x_host = numpy.random.default_rng(0).normal(size=n).astype(dtype)
@@ -162,10 +162,10 @@ def auto_table(totals: dict) -> list:
     """Rows (max_elements, faster path) from {(elements, path): seconds}: each measured size up to
     the next one takes the path that was faster there; the largest size's choice extends beyond."""
     sizes = sorted({n for n, _ in totals})
-    rows = []
+    rows: list[tuple[int, str]] = []
     for k, n in enumerate(sizes):
         measured = {p: t for (m, p), t in totals.items() if m == n and p in ("cupy", "numba")}
-        best = min(measured, key=measured.get) if measured else "cupy"
+        best = min(measured, key=lambda p: measured[p]) if measured else "cupy"
         upper = sizes[k + 1] - 1 if k + 1 < len(sizes) else 2**62
         if rows and rows[-1][1] == best:
             rows[-1] = (upper, best)

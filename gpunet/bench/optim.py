@@ -43,6 +43,7 @@ def _ours(xp: ModuleType, name: str, d: int, h: int):
         p = Parameter(data)
         p.grad = grad
         params.append(p)
+    opt: optim.Optimizer
     if name == "sgd":
         opt = optim.SGD(params, lr=1e-3, momentum=0.9)
     else:

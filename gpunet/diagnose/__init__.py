@@ -12,6 +12,8 @@
 * ``babysit``: all of it on a configuration, with a Markdown report (``gpunet babysit``).
 """
 
+from typing import Any
+
 from .activations import (  # noqa: F401
     LayerStats,
     activation_stats,
@@ -41,7 +43,7 @@ from .monitors import (  # noqa: F401
 from .results import FAIL, PASS, WARN, CheckResult  # noqa: F401
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:  # the lazily imported names
     if name == "babysit":  # imported on use: it pulls in the whole run machinery
         from .report import babysit
 

@@ -20,6 +20,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy
 
@@ -345,7 +346,7 @@ def lr_range_test(
         with numpy.errstate(all="ignore"):
             return _loss_of(net, loss, Xd[fixed], yd[fixed])
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for lr in lrs:
         net = copy.deepcopy(model)
         net.train()

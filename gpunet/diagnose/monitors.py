@@ -26,6 +26,7 @@ from gpunet.types import Array, PathLike
 
 from ..backend import get_array_module, to_numpy
 from ..train.callbacks import Callback
+from ..train.history import History
 from .activations import activation_stats
 
 if TYPE_CHECKING:
@@ -61,15 +62,19 @@ class Monitor(Callback):
         if self.verbose:
             print(f"monitor: {message}", file=sys.stderr)
 
-    def series(self, trainer_or_history: object) -> dict:
-        h = getattr(trainer_or_history, "history", trainer_or_history)
+    def series(self, trainer_or_history: Trainer | History) -> dict:
+        h = (
+            trainer_or_history
+            if isinstance(trainer_or_history, History)
+            else trainer_or_history.history
+        )
         return {
             k[len(self.prefix) + 1 :]: v
             for k, v in h.monitors.items()
             if k.startswith(self.prefix + "/")
         }
 
-    def plot(self, history: object, path: PathLike, log: bool = True) -> None:
+    def plot(self, history: Trainer | History, path: PathLike, log: bool = True) -> None:
         """Every series of this monitor against its step, in one PNG."""
         import matplotlib
 
@@ -211,7 +216,7 @@ class ActivationMonitor(Monitor):
                         f"{'are' if what == 'dead' else 'is'} {what} at epoch {epoch}: {advice}",
                     )
 
-    def plot(self, history: object, path: PathLike, log: bool = False) -> None:
+    def plot(self, history: Trainer | History, path: PathLike, log: bool = False) -> None:
         super().plot(history, path, log=log)
 
 
@@ -261,7 +266,7 @@ class GapMonitor(Monitor):
                 f"{logs['train_acc']:.2f}: the model underfits -- increase its capacity",
             )
 
-    def plot(self, history: object, path: PathLike, log: bool = False) -> None:
+    def plot(self, history: Trainer | History, path: PathLike, log: bool = False) -> None:
         super().plot(history, path, log=log)
 
 

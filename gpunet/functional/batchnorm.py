@@ -108,11 +108,11 @@ def _check(
     return xp
 
 
-def _activation_arg(activation: str | None, activation_arg: float | None):
+def _activation_arg(activation: str | None, activation_arg: float | None) -> float:
     """The fused activation's parameter: leaky_relu's negative slope, elu's alpha (defaults 0.01,
     1)."""
     if activation_arg is None:
-        return FUSED_ACTIVATION_DEFAULTS.get(activation, 0.0)
+        return FUSED_ACTIVATION_DEFAULTS.get(activation or "", 0.0)
     if activation not in FUSED_ACTIVATION_DEFAULTS:
         raise ValueError(
             f"activation_arg is the parameter of {sorted(FUSED_ACTIVATION_DEFAULTS)}; "

@@ -18,23 +18,24 @@ from .._checks import float_inputs
 from ..backend import get_array_module
 from ..dispatch import kernels_for
 
+#: (height, width) of a kernel, stride or padding
+Pair = tuple[int, int]
 
-def pair(v: int | tuple, name: str) -> tuple:
+
+def pair(v: int | tuple, name: str) -> tuple[int, int]:
     if isinstance(v, int):
         v = (v, v)
     if len(v) != 2 or any((not isinstance(a, int)) or a < 0 for a in v):
         raise ValueError(f"{name} must be a non-negative int or a pair of them, got {v!r}")
-    return tuple(v)
+    return (v[0], v[1])
 
 
-def output_size(h: int, w: int, kernel: tuple, stride: int | tuple, padding: int | tuple) -> tuple:
+def output_size(h: int, w: int, kernel: Pair, stride: Pair, padding: Pair) -> tuple:
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def im2col(
-    x: Array, kernel: tuple, stride: int | tuple, padding: int | tuple, pad_value: float = 0.0
-) -> tuple:
+def im2col(x: Array, kernel: Pair, stride: Pair, padding: Pair, pad_value: float = 0.0) -> Array:
     """cols (N, C, kh, kw, Ho, Wo) of the padded input."""
     xp = get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -54,9 +55,7 @@ def im2col(
     return cols
 
 
-def col2im(
-    dcols: Array, x_shape: tuple, kernel: tuple, stride: int | tuple, padding: int | tuple
-) -> Array:
+def col2im(dcols: Array, x_shape: tuple, kernel: Pair, stride: Pair, padding: Pair) -> Array:
     """The adjoint of im2col: sums dcols (N, C, kh, kw, Ho, Wo) back into dx (N, C, H, W)."""
     xp = get_array_module(dcols)
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -92,7 +91,7 @@ def conv2d_forward(
     return out, (x.shape, w, cols, stride, padding, b is not None)
 
 
-def conv2d_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
+def conv2d_backward(dout: Array, cache: tuple, input_grad: bool = True) -> tuple:
     """Returns ``(dx, dw, db)`` (``dx`` None with ``input_grad=False``)."""
     x_shape, w, cols, stride, padding, has_bias = cache
     xp = get_array_module(dout)

@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-
-import numpy
 
 from gpunet.types import Array, DTypeLike
 
@@ -17,16 +16,17 @@ from ..backend import get_array_module
 
 
 def dropout_mask(
-    shape: tuple, p: Array, xp: ModuleType, dtype: DTypeLike, rng: numpy.random.Generator
+    shape: tuple, p: float, xp: ModuleType, dtype: DTypeLike, rng: Callable[[tuple], Array]
 ) -> Array:
-    """A mask of ``shape``: 1 / (1 - p) with probability 1 - p, else 0. ``rng`` draws U(0, 1)."""
+    """A mask of ``shape``: 1 / (1 - p) with probability 1 - p, else 0. ``rng(shape)`` draws
+    U(0, 1) values on xp's device."""
     if p >= 1.0:
         return xp.zeros(shape, dtype=dtype)
     u = rng(shape)
     return ((u >= p) / (1.0 - p)).astype(dtype)
 
 
-def dropout_forward(x: Array, p: Array, mask: Array) -> tuple:
+def dropout_forward(x: Array, p: float, mask: Array) -> tuple:
     """Returns ``(out, cache)`` for a given ``mask`` (from ``dropout_mask``)."""
     float_inputs(x=x)
     if not 0.0 <= p <= 1.0:

@@ -24,7 +24,7 @@ def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple:
     return kernels_for("matmul", x).matmul(x, w, bias=b), (x, w, b is not None)
 
 
-def linear_backward(dout: Array, cache: object, input_grad: bool = True) -> tuple:
+def linear_backward(dout: Array, cache: tuple, input_grad: bool = True) -> tuple:
     """Returns ``(dx, dw, db)`` (``db`` None without bias; ``dx`` None with
     ``input_grad=False``: the first layer of a trained model needs no gradient for its input,
     and skipping it saves a third of that layer's matrix products)."""

@@ -33,7 +33,7 @@ def max_pool2d_forward(
     return out, (x.shape, arg, kernel, stride, padding)
 
 
-def max_pool2d_backward(dout: Array, cache: object) -> Array:
+def max_pool2d_backward(dout: Array, cache: tuple) -> Array:
     """Returns dx."""
     x_shape, arg, kernel, stride, padding = cache
     xp = get_array_module(dout)

@@ -11,7 +11,7 @@ from gpunet.types import Array, DTypeLike
 
 from .. import functional as F
 from ..kernels.activation_table import ACTIVATIONS
-from .module import Module, Parameter
+from .module import Module, Parameter, saved
 
 
 class _Elementwise(Module):
@@ -23,21 +23,21 @@ class _Elementwise(Module):
     def __init__(self, **params):
         super().__init__()
         self.params = params
-        self._x = None
+        self._x: Array | None = None
 
     def forward(self, x: Array):
         self._x = x
         return self.fn(x, **self.params)
 
     def backward(self, dout: Array):
-        return self.fn_backward(dout, self._x, **self.params)
+        return self.fn_backward(dout, saved(self._x, self), **self.params)
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
 
 
 def _layer(name: str, fn: Callable, fn_backward: Callable, doc: str, **defaults) -> type:
-    def __init__(self: float, **params):
+    def __init__(self: _Elementwise, **params: object) -> None:
         unknown = set(params) - set(defaults)
         if unknown:
             raise TypeError(f"{name} got unexpected arguments {sorted(unknown)}")
@@ -91,14 +91,14 @@ class PReLU(Module):
         from .. import init as initializers
 
         self.weight = Parameter(initializers.constant(num_parameters, init, dtype=dtype))
-        self._x = None
+        self._x: Array | None = None
 
     def forward(self, x: Array) -> Array:
         self._x = x
         return F.prelu(x, self.weight.data)
 
     def backward(self, dout: Array) -> Array:
-        dx, dw = F.prelu_backward(dout, self._x, self.weight.data)
+        dx, dw = F.prelu_backward(dout, saved(self._x, self), self.weight.data)
         self.weight.accumulate(dw)
         return dx
 
@@ -112,14 +112,14 @@ class Maxout(Module):
     def __init__(self, pieces: int):
         super().__init__()
         self.pieces = pieces
-        self._x = None
+        self._x: Array | None = None
 
     def forward(self, x: Array) -> Array:
         self._x = x
         return F.maxout(x, self.pieces)
 
     def backward(self, dout: Array) -> Array:
-        return F.maxout_backward(dout, self._x, self.pieces)
+        return F.maxout_backward(dout, saved(self._x, self), self.pieces)
 
     def extra_repr(self) -> str:
         return f"pieces={self.pieces}"

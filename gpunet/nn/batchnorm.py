@@ -13,7 +13,8 @@ from .module import Module, Parameter
 
 
 class _BatchNorm(Module):
-    _ndims = ()
+    _ndims: tuple[int, ...] = ()
+    num_batches_tracked: Array  # a buffer (register_buffer)
 
     def __init__(
         self,
@@ -55,9 +56,9 @@ class _BatchNorm(Module):
                 "running_var", initializers.constant(num_features, 1.0, dtype=dtype)
             )
             self.register_buffer("num_batches_tracked", numpy.zeros((), dtype=numpy.int64))
-        self._cache = None
+        self._cache: F.batchnorm.BatchNormCache | None = None
 
-    def forward(self, x: Array):
+    def forward(self, x: Array) -> Array:
         if x.ndim not in self._ndims:
             raise ValueError(
                 f"{type(self).__name__} expects {' or '.join(f'{d}-D' for d in self._ndims)} "
@@ -72,8 +73,8 @@ class _BatchNorm(Module):
         seen = int(self.num_batches_tracked) if track else 0
         y, self._cache = F.batch_norm_forward(
             x,
-            self.weight.data if self.affine else None,
-            self.bias.data if self.affine else None,
+            None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data,
             self.running_mean if track else None,
             self.running_var if track else None,
             training=self.training,
@@ -87,9 +88,11 @@ class _BatchNorm(Module):
             self.num_batches_tracked = numpy.asarray(seen + 1, dtype=numpy.int64)
         return y
 
-    def backward(self, dout: Array):
+    def backward(self, dout: Array) -> Array:
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         dx, dgamma, dbeta = F.batch_norm_backward(dout, self._cache)
-        if self.affine:
+        if self.weight is not None and self.bias is not None:
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
         return dx

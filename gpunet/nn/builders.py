@@ -12,12 +12,12 @@ from ..functional.batchnorm import ACTIVATION_CODES
 from .activation import ACTIVATION_LAYERS
 from .batchnorm import BatchNorm1d
 from .layers import Dropout, Linear
-from .module import Sequential
+from .module import Module, Sequential
 
 
 def mlp(
     sizes: Sequence[int],
-    activation: str | None = "relu",
+    activation: str = "relu",
     batchnorm: bool = True,
     init: str | Callable = "he_normal",
     dropout: float = 0.0,
@@ -43,7 +43,7 @@ def mlp(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    layers = []
+    layers: list[Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
         layers.append(Linear(fan_in, fan_out, bias=not batchnorm, init=init, dtype=dtype))
         if batchnorm and activation in ACTIVATION_CODES:

@@ -16,7 +16,7 @@ from gpunet.types import Array, DTypeLike
 from .. import functional as F
 from .. import init as initializers
 from ..backend import get_array_module, uniform_like
-from .module import Module, Parameter
+from .module import Module, Parameter, saved
 
 
 class SymmetryWarning(UserWarning):
@@ -44,10 +44,11 @@ class _WeightBias(Module):
     """A layer with ``weight`` and optional ``bias`` whose functional backward returns
     ``(dx, dw, db)`` from the cache its forward kept."""
 
-    _backward_fn = None
+    #: the functional backward: _backward_fn(dout, cache, input_grad) -> (dx, dw, db)
+    _backward_fn: Callable[..., tuple]
 
     def backward(self, dout: Array) -> Array | None:
-        dx, dw, db = type(self)._backward_fn(dout, self._cache, self.input_grad)
+        dx, dw, db = type(self)._backward_fn(dout, saved(self._cache, self), self.input_grad)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -76,7 +77,7 @@ class Linear(_WeightBias):
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(_init_weight(init, (in_features, out_features), dtype, "Linear"))
         self.bias = Parameter(initializers.zeros(out_features, dtype=dtype)) if bias else None
-        self._cache = None
+        self._cache: tuple | None = None
 
     def forward(self, x: Array) -> Array:
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -117,7 +118,7 @@ class Conv2d(_WeightBias):
             _init_weight(init, (out_channels, in_channels, kh, kw), dtype, "Conv2d")
         )
         self.bias = Parameter(initializers.zeros(out_channels, dtype=dtype)) if bias else None
-        self._cache = None
+        self._cache: tuple | None = None
 
     def forward(self, x: Array) -> Array:
         out, self._cache = F.conv2d_forward(
@@ -138,14 +139,14 @@ class MaxPool2d(Module):
     ):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self._cache = None
+        self._cache: tuple | None = None
 
     def forward(self, x: Array) -> Array:
         out, self._cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return out
 
     def backward(self, dout: Array) -> Array:
-        return F.max_pool2d_backward(dout, self._cache)
+        return F.max_pool2d_backward(dout, saved(self._cache, self))
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -170,7 +171,7 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p must be in [0, 1), got {p}")
         self.p = float(p)
-        self._mask = None
+        self._mask: Array | None = None
 
     def forward(self, x: Array) -> Array:
         if not self.training or self.p == 0.0:

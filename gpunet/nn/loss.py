@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gpunet.types import Array
 
 from ..functional import loss as L
@@ -9,7 +11,8 @@ from .module import Module
 
 
 class Loss:
-    fn = None
+    #: the functional loss: fn(scores, y, check=...) -> (loss, dscores)
+    fn: Callable[..., tuple]
 
     def __call__(self, scores: Array, y: Array, check: bool = True):
         """Returns ``(loss, dscores)``; ``check=False`` skips the label checks (which read the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy
 
@@ -18,13 +19,23 @@ from gpunet.types import Array
 
 from ..backend import get_array_module, is_cupy_array, to_numpy
 
+T = TypeVar("T")
+
+
+def saved(value: T | None, layer: Module) -> T:
+    """What ``layer``'s forward kept for its backward; a backward before any forward is a
+    RuntimeError naming the layer (instead of an error deep in the functional code)."""
+    if value is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    return value
+
 
 class Parameter:
     """A trainable array ``data`` and its gradient ``grad`` (None until a backward runs)."""
 
     def __init__(self, data: Array):
         self.data = data
-        self.grad = None
+        self.grad: Array | None = None
 
     def accumulate(self, g: Array) -> None:
         """grad += g (the first gradient is stored as is)."""
@@ -94,6 +105,12 @@ class Module:
         if "backward" in cls.__dict__:
             cls.backward = _checked_backward(cls.__dict__["backward"])
 
+    _parameters: OrderedDict[str, Parameter]
+    _buffers: OrderedDict[str, Array]
+    _modules: OrderedDict[str, Module]
+    training: bool
+    input_grad: bool
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -130,7 +147,7 @@ class Module:
             return
         object.__setattr__(self, name, value)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # a buffer (an array)
         buffers = self.__dict__.get("_buffers", {})
         if name in buffers:
             return buffers[name]
@@ -194,7 +211,7 @@ class Module:
             state[name] = b
         return state
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict, strict: bool = True) -> Module:
         """Copy values from ``state`` (NumPy or CuPy arrays) into this module, on its device,
         keeping each array's dtype. ``strict``: the names must match exactly."""
         own = self.state_dict()

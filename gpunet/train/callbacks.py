@@ -62,7 +62,10 @@ class EarlyStopping(Callback):
             min_delta,
             restore_best,
         )
-        self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict | None = None
+        self.wait = 0
 
     def _better(self, v: float) -> bool:
         if self.best is None:
@@ -100,9 +103,10 @@ class EarlyStopping(Callback):
         if trainer.failed:
             return
         stopped = trainer.stop_training and self.wait >= self.patience
-        restored = self.restore_best and self.best_state is not None
-        if restored:
-            trainer.model.load_state_dict(self.best_state)
+        best_state = self.best_state if self.restore_best else None
+        restored = best_state is not None
+        if best_state is not None:
+            trainer.model.load_state_dict(best_state)
             trainer.extra_meta["best_epoch"] = self.best_epoch
         if stopped:
             trainer.extra_meta["stopped_early"] = trainer.epoch

@@ -63,7 +63,7 @@ class History:
         return h
 
     def to_dict(self) -> dict:
-        d = {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
+        d: dict[str, object] = {k: list(getattr(self, k)) for k in ("loss",) + self._EPOCH_FIELDS}
         if self.monitors:
             d["monitors"] = self.monitors
         return d

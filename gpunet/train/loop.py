@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy
 
@@ -132,13 +132,14 @@ class Trainer:
             list(callbacks) + [StopOnDivergence()] + ([Checkpoint()] if self.checkpoint else [])
         )
         self.seed = (
-            int(seed) if seed is not None else int(numpy.random.SeedSequence().entropy % 2**63)
+            int(seed) if seed is not None else int(numpy.random.default_rng().integers(2**63))
         )
         self.progress, self.reg = _progress_enabled(progress), float(reg)
         self.sync_every = sync_every
         self.history = History()
         #: more groups of arrays saved with every checkpoint ({"preprocess": {...}}), and meta
-        self.extra_state, self.extra_meta = {}, {}
+        self.extra_state: dict[str, dict] = {}
+        self.extra_meta: dict[str, object] = {}
         self.stop_training = False
         self.failed = False
         self.epoch = 0
@@ -148,7 +149,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self, path: PathLike | None = None) -> None:
         """Atomically write model, optimizer, schedule, history, RNG state and epoch."""
-        path = path or self.checkpoint
+        path = self._checkpoint_path(path)
         arrays = flatten(
             model=self.model.state_dict(),
             optim=self.optimizer.state_dict(),
@@ -165,9 +166,15 @@ class Trainer:
         }
         save_checkpoint(path, arrays, meta)
 
+    def _checkpoint_path(self, path: PathLike | None) -> PathLike:
+        chosen = path or self.checkpoint
+        if chosen is None:
+            raise ValueError("no checkpoint path: pass one, or give the Trainer checkpoint=")
+        return chosen
+
     def restore(self, path: PathLike | None = None) -> dict:
         """Load a checkpoint written by ``save``; training continues after its epoch."""
-        arrays, meta = load_checkpoint(path or self.checkpoint)
+        arrays, meta = load_checkpoint(self._checkpoint_path(path))
         self.model.load_state_dict(group(arrays, "model"))
         self.optimizer.load_state_dict(group(arrays, "optim"))
         if self.lr_schedule is not None:
@@ -289,7 +296,7 @@ class Trainer:
         xp, data_xp = get_xp(), get_array_module(X)
         self.model.train()
         pending, first_iteration = [], len(self.history.loss)
-        bar = _bar(len(batches), f"epoch {e}/{epochs}", self.progress)
+        bar = _bar(len(batches), f"epoch {e}/{epochs}", bool(self.progress))
         try:
             for i, idx in enumerate(batches):
                 idx = idx if data_xp is numpy else data_xp.asarray(idx)
@@ -442,6 +449,18 @@ def predict(model: Module, X: Array, batch_size: int = 1024) -> Array:
     return _batched_scores(model, X, batch_size, "predict").argmax(axis=1)
 
 
+class ProgressBar(Protocol):
+    """What the loop uses of a tqdm bar."""
+
+    n: int
+
+    def update(self, k: int) -> object: ...
+
+    def set_postfix(self, **kw: object) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _NoBar:
     n = 0
 
@@ -455,7 +474,7 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, desc: str, enabled: bool) -> object:
+def _bar(total: int, desc: str, enabled: bool) -> ProgressBar:
     if not enabled:
         return _NoBar()
     from tqdm.auto import tqdm

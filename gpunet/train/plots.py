@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy
 
 from gpunet.types import PathLike
+
+if TYPE_CHECKING:  # Pillow loads with the first plot, not with gpunet
+    from PIL import ImageDraw, ImageFont
 
 __all__ = ["plot_histories"]
 
@@ -49,14 +54,14 @@ class _Panel:
 
     def __init__(
         self,
-        draw: object,
-        font: object,
+        draw: ImageDraw.ImageDraw,
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
         box: tuple,
         title: str,
         xlabel: str,
         ylabel: str,
-        xs: list,
-        ys: list,
+        xs: Sequence[float] | numpy.ndarray,
+        ys: Sequence[float] | numpy.ndarray,
         log_y: bool = False,
     ):
         self.draw, self.font, self.box, self.log_y = draw, font, box, log_y
@@ -78,8 +83,8 @@ class _Panel:
 
     def line(
         self,
-        xs: list,
-        ys: list,
+        xs: Sequence[float] | numpy.ndarray,
+        ys: Sequence[float] | numpy.ndarray,
         color: tuple,
         label: str | None = None,
         width: int = 2,
@@ -113,7 +118,13 @@ class _Panel:
                     width=width,
                 )
 
-    def markers(self, xs: list, ys: list, color: tuple, label: str | None = None) -> None:
+    def markers(
+        self,
+        xs: Sequence[float] | numpy.ndarray,
+        ys: Sequence[float] | numpy.ndarray,
+        color: tuple,
+        label: str | None = None,
+    ) -> None:
         for x, y in zip(xs, ys):
             if math.isfinite(x) and math.isfinite(y) and (y > 0 or not self.log_y):
                 px, py = self._px(x, y)

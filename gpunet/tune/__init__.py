@@ -10,6 +10,8 @@ pool, or on a Dask cluster (``pip install 'gpunet[distributed]'``); journaled an
     print(results.table()); results.plot("runs/search/search.png")
 """
 
+from typing import Any
+
 from .objective import AbandonOnExplosion, MLPObjective, cross_validate  # noqa: F401
 from .search import (  # noqa: F401
     Results,
@@ -24,7 +26,7 @@ from .search import (  # noqa: F401
 from .space import Choice, IntUniform, LogUniform, Uniform  # noqa: F401
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:  # the lazily imported names
     if name in ("optuna_objective", "optuna_search", "OptunaPruning"):
         from . import optuna_bridge
 

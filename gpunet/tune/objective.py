@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -13,6 +14,12 @@ from gpunet.types import Array
 
 from ..train.callbacks import Callback
 from .search import TrialAbandoned
+
+if TYPE_CHECKING:
+    import optuna
+
+    from ..run import TrainConfig
+    from ..train.loop import Trainer
 
 __all__ = ["AbandonOnExplosion", "MLPObjective", "cross_validate"]
 
@@ -26,7 +33,7 @@ class AbandonOnExplosion(Callback):
             raise ValueError(f"factor must be > 1, got {factor!r}")
         self.factor = factor
 
-    def on_losses(self, trainer: object, first_iteration: int, values: list) -> None:
+    def on_losses(self, trainer: Trainer, first_iteration: int, values: list) -> None:
         initial = trainer.history.loss[0]
         for k, v in enumerate(values):
             if not math.isfinite(v) or v > self.factor * initial:
@@ -45,13 +52,13 @@ class MLPObjective:
     (``base.backend="auto"``: the worker's GPU if it has one). ``abandon``: the factor of
     ``AbandonOnExplosion`` (None: off)."""
 
-    def __init__(self, base: object | None = None, abandon: float | None = 3.0):
+    def __init__(self, base: TrainConfig | None = None, abandon: float | None = 3.0):
         from ..run import TrainConfig
 
         self.base = base or TrainConfig(epochs=10)
         self.abandon = abandon
 
-    def __call__(self, params: dict, trial: object | None = None) -> dict:
+    def __call__(self, params: dict, trial: optuna.trial.Trial | None = None) -> dict:
         from ..run import TrainConfig, run
 
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -62,7 +69,7 @@ class MLPObjective:
                 f"gpunet train ({sorted(fields)})"
             )
         cfg = dataclasses.replace(self.base, out=None, resume=False, progress=False, **params)
-        callbacks = [AbandonOnExplosion(self.abandon)] if self.abandon else []
+        callbacks: list[Callback] = [AbandonOnExplosion(self.abandon)] if self.abandon else []
         if trial is not None:  # an Optuna trial: report each epoch, let its pruner stop it
             from .optuna_bridge import OptunaPruning
 

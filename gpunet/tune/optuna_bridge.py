@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..train.callbacks import Callback
 from .search import Results, Trial
-from .space import Choice, IntUniform, LogUniform, Uniform
+from .space import Choice, Dimension, IntUniform, LogUniform, Uniform
+
+if TYPE_CHECKING:  # Optuna is optional
+    import optuna
+
+    from ..train.loop import Trainer
 
 __all__ = ["optuna_objective", "OptunaPruning", "optuna_search"]
 
@@ -26,10 +32,10 @@ class OptunaPruning(Callback):
     """Reports ``monitor`` (default val_acc) to an ``optuna.Trial`` after each epoch; raises
     ``optuna.TrialPruned`` when the study's pruner says the trial is hopeless."""
 
-    def __init__(self, trial: object, monitor: str = "val_acc"):
+    def __init__(self, trial: optuna.trial.Trial, monitor: str = "val_acc"):
         self.trial, self.monitor = trial, monitor
 
-    def on_epoch_end(self, trainer: object, epoch: int, logs: dict) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
         self.trial.report(float(logs[self.monitor]), epoch)
         if self.trial.should_prune():
             raise _optuna().TrialPruned(
@@ -37,7 +43,7 @@ class OptunaPruning(Callback):
             )
 
 
-def _suggest(trial: object, name: str, dim: object) -> object:
+def _suggest(trial: optuna.trial.Trial, name: str, dim: Dimension) -> object:
     if isinstance(dim, LogUniform):
         return trial.suggest_float(name, dim.low, dim.high, log=True)
     if isinstance(dim, Uniform):
@@ -59,7 +65,7 @@ def optuna_objective(objective: Callable, space: dict, metric: str = "val_acc") 
     metric returned and every metric stored as a user attribute."""
     takes_trial = "trial" in inspect.signature(objective).parameters
 
-    def f(trial: object) -> float:
+    def f(trial: optuna.trial.Trial) -> float:
         params = {k: _suggest(trial, k, dim) for k, dim in space.items()}
         result = objective(params, trial=trial) if takes_trial else objective(params)
         metrics = dict(result) if isinstance(result, dict) else {metric: result}

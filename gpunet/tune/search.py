@@ -23,11 +23,13 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy
 
 from gpunet.types import PathLike
 
+from ..train.loop import ProgressBar
 from .journal import Journal
 from .space import at_edge, describe, narrow, sample
 
@@ -231,7 +233,13 @@ def _fmt(v: object) -> str:
 def _call(objective: Callable, params: dict, metric: str) -> dict:
     """Run one trial (in this process or a worker); never raises for the objective's errors."""
     start = time.perf_counter()
-    out = {"status": "ok", "metrics": {}, "value": float("nan"), "error": None, "traceback": None}
+    out: dict[str, Any] = {
+        "status": "ok",
+        "metrics": {},
+        "value": float("nan"),
+        "error": None,
+        "traceback": None,
+    }
     try:
         result = objective(dict(params))
         metrics = dict(result) if isinstance(result, dict) else {metric: result}
@@ -251,7 +259,7 @@ def _call(objective: Callable, params: dict, metric: str) -> dict:
     return out
 
 
-def _executor(executor: object) -> tuple:
+def _executor(executor: object) -> tuple[str, Any]:
     """(kind, object): "inline", ("processes", pool) or ("dask", client)."""
     if executor is None:
         return "inline", None
@@ -358,7 +366,7 @@ def _key(params: dict) -> str:
 
 def _dispatch(
     kind: str,
-    runner: object,
+    runner: Any,  # a concurrent.futures pool or a dask.distributed Client
     objective: Callable,
     todo: list,
     metric: str,
@@ -377,7 +385,7 @@ def _dispatch(
         for f in as_completed(futures):
             yield futures[f], f.result()
         return
-    from dask.distributed import as_completed
+    from dask.distributed import as_completed as dask_as_completed
 
     resources = {"GPU": 1} if gpu_per_trial else None
     futures = {
@@ -393,7 +401,7 @@ def _dispatch(
         ): t
         for t in todo
     }
-    for f in as_completed(futures):
+    for f in dask_as_completed(futures):
         t = futures[f]
         try:
             out = f.result()
@@ -411,14 +419,19 @@ def _dispatch(
 
 
 class _NoBar:
+    n = 0
+
     def update(self, k: int) -> None:
+        self.n += k
+
+    def set_postfix(self, **kw: object) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def _bar(total: int, progress: bool | None) -> object:
+def _bar(total: int, progress: bool | None) -> ProgressBar:
     if progress is False or (progress is None and not sys.stderr.isatty()):
         return _NoBar()
     from tqdm.auto import tqdm
@@ -516,7 +529,9 @@ def coarse_to_fine(
     if not stages:
         raise ValueError("stages must list (n_trials, epochs) pairs")
     rng = numpy.random.default_rng(seed)
-    all_trials, notes, current = [], [], dict(space)
+    all_trials: list[Trial] = []
+    notes: list[str] = []
+    current = dict(space)
     for stage, (n, epochs) in enumerate(stages):
         configs = [{**sample(current, rng), "epochs": int(epochs)} for _ in range(int(n))]
         res = run_trials(

@@ -7,7 +7,9 @@ The lecture: sample the learning rate and the regularization on a log scale
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Union
 
 import numpy
 
@@ -92,7 +94,7 @@ class Choice:
 
     options: tuple
 
-    def __init__(self, options: object):
+    def __init__(self, options: Iterable):
         options = tuple(options)
         if not options:
             raise ValueError("Choice needs at least one option")
@@ -104,6 +106,8 @@ class Choice:
 
 
 DIMENSIONS = (Uniform, IntUniform, Choice)
+#: a dimension of a search space (anything else in a space is a fixed value)
+Dimension = Union[Uniform, IntUniform, Choice]  # noqa: UP007 (a runtime alias, Python 3.10)
 
 
 def sample(space: dict, rng: numpy.random.Generator) -> dict:
@@ -127,7 +131,7 @@ def narrow(space: dict, best: list) -> dict:
     """The space of the next coarse-to-fine stage: each numeric dimension shrunk to the range
     of the ``best`` configurations (on its own scale: a LogUniform stays log-uniform); a Choice
     keeps the options the best ones used."""
-    out = {}
+    out: dict = {}
     for k, dim in space.items():
         values = [b[k] for b in best if k in b]
         if isinstance(dim, (Uniform, IntUniform)) and values:

@@ -50,7 +50,7 @@ def _counter_buffer(n: int):
     return buf
 
 
-def _ceil(a: float, b: float):
+def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 

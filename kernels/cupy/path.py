@@ -10,6 +10,8 @@ each (loss.py, optim.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import cupy
 
 from gpunet.types import Array
@@ -58,7 +60,7 @@ def maxout_backward(dy: Array, x: Array, out_shape: tuple, pieces: int, inner: i
     return activations.maxout_backward(dy, x, pieces, inner)
 
 
-def _aligned(a: Array) -> Array:
+def _aligned(a: Any) -> Any:  # a CuPy array
     """The kernels load 16-byte vectors: a view that starts mid-vector is copied."""
     return a if a.data.ptr % 16 == 0 else a.copy()
 

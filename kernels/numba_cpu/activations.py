@@ -7,6 +7,8 @@ Kernels are compiled per function, dtype and build on first use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy
 from numba import prange
 
@@ -38,6 +40,10 @@ _KERNELS: dict = {}
 # ``prange`` is ``range`` in the serial build; in the parallel one Numba splits the loop over its
 # threads (each thread's share still vectorized). Which build runs is the CPU thread policy's
 # choice (cpu_threads.py).
+#: the activation's compiled scalar function, set in each copy's namespace (declared only)
+dev: Callable[..., float]
+
+
 def _fwd_loop(x: Array, y: Array, a: float, b: float) -> None:
     for i in prange(x.size):
         y[i] = dev(x[i], a, b)  # noqa: F821 (``dev`` is set in each copy's namespace)
@@ -48,7 +54,7 @@ def _bwd_loop(dy: Array, x: Array, dx: Array, a: float, b: float) -> None:
         dx[i] = dev(dy[i], x[i], a, b)  # noqa: F821
 
 
-def _kernels(name: str, dtype: DTypeLike, parallel: bool = False) -> tuple:
+def loops(name: str, dtype: DTypeLike, parallel: bool = False) -> tuple:
     """(forward, backward) loops of one activation and dtype, serial or parallel; compiled (or
     loaded from the disk cache) on first use."""
     key = (name, numpy.dtype(dtype).type, parallel)
@@ -77,7 +83,7 @@ def forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """f(x) for a C-contiguous float32/float64 array."""
     y = numpy.empty_like(x)
     st = x.dtype.type
-    _kernels(name, x.dtype, cpu_threads.parallel(x.size))[0](
+    loops(name, x.dtype, cpu_threads.parallel(x.size))[0](
         x.reshape(-1), y.reshape(-1), st(a), st(b)
     )
     return y
@@ -87,7 +93,7 @@ def backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> 
     """dy * f'(x) for C-contiguous arrays of one shape and dtype."""
     dx = numpy.empty_like(x)
     st = x.dtype.type
-    _kernels(name, x.dtype, cpu_threads.parallel(x.size))[1](
+    loops(name, x.dtype, cpu_threads.parallel(x.size))[1](
         dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b)
     )
     return dx

@@ -18,6 +18,8 @@ top (gpunet/functional/batchnorm.py decides).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy
 from numba import prange
@@ -287,7 +289,7 @@ _ROWS = {
 }
 
 
-def _kernel(name: str, x3: Array, parallel: bool) -> Array:
+def _kernel(name: str, x3: Array, parallel: bool) -> Callable:
     """The serial or parallel build for x3's layout (rows kernels on 2-D views for S == 1);
     ``parallel`` is the CPU thread policy's answer (kernels/shared/cpu_threads.py), asked once per
     public call so that its kernels and their chunk count agree."""
@@ -297,7 +299,7 @@ def _kernel(name: str, x3: Array, parallel: bool) -> Array:
     return builds[parallel]
 
 
-def _view(a: float):
+def _view(a: Array) -> Array:
     return a.reshape(a.shape[0], a.shape[1]) if a.shape[2] == 1 else a
 
 

@@ -14,6 +14,7 @@ accurate). Replaces the NumPy reference's ~10 whole-array passes and temporaries
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy
 
@@ -21,6 +22,9 @@ from gpunet.types import Array
 
 from ..shared import numba_cache
 from . import vector_math
+
+#: exp in the scores' dtype, set in each copy's namespace (declared only)
+exp: Callable[[float], float]
 
 
 def _softmax_xent(scores: Array, y: Array, dscores: Array, e: Array) -> float:

@@ -27,7 +27,7 @@ erfc's rational function: scripts/fit_erfcx.py (a Sanathanan-Koerner fit of scip
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy
 from llvmlite import ir
@@ -94,7 +94,7 @@ def _fma(typingctx: object, a: object, b: object, c: object) -> tuple:  # noqa: 
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-def _has_avx512(context: object) -> bool:
+def _has_avx512(context: Any) -> bool:
     """Whether the code being compiled targets AVX-512 with its 128/256-bit forms (F and VL: the
     loops' remainders use ``vscalefps`` on xmm registers). Numba's target features are the
     host's, or NUMBA_CPU_FEATURES; Numba keys its disk cache by them, so a kernel compiled one way
@@ -128,7 +128,8 @@ def _ldexp_intrinsic(halves: bool) -> Callable:
         def codegen(context: object, builder: ir.IRBuilder, sig: object, args: tuple) -> object:  # noqa: ARG001
             _prefer_wide_vectors(builder.function)
             if not _has_avx512(context):
-                return _scale_bits(builder, *args, halves=halves)
+                p_value, n_value = args
+                return _scale_bits(builder, p_value, n_value, halves=halves)
             f32, i32 = ir.FloatType(), ir.IntType(32)
             fn = builder.module.declare_intrinsic(
                 "llvm.ldexp", [f32, i32], ir.FunctionType(f32, [f32, i32])

@@ -13,6 +13,7 @@ On a GPU they take CuPy arrays without a host sync and run on CuPy's current str
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy
 
@@ -39,6 +40,10 @@ leaky_relu_fwd, leaky_relu_bwd = DEVICE["leaky_relu_fwd"], DEVICE["leaky_relu_bw
 # that activation's device function (module-level functions, so their compiled code can be cached
 # on disk: kernels/shared/numba_cache.py). Each thread handles ILP elements strided by the block
 # size.
+#: the activation's device function, set in each copy's namespace (declared only)
+dev: Callable[..., float]
+
+
 def _fwd_kernel(x: Array, y: Array, a: float, b: float) -> None:
     start = cuda.blockIdx.x * (cuda.blockDim.x * ILP) + cuda.threadIdx.x
     for k in range(ILP):

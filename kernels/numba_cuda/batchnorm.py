@@ -9,6 +9,7 @@ Elementwise passes: one thread per element. Arrays are contiguous (N, C, S) view
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy
 
@@ -213,7 +214,7 @@ def _split(x3: Array) -> tuple:
     return max(1, -(-total // chunk)), chunk
 
 
-def _xp(a: float):
+def _xp(a: Array) -> ModuleType:
     import sys
 
     if type(a).__module__.startswith("cupy"):

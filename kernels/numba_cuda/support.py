@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy
+
+from gpunet.config import CONFIG
 
 
 def _numba_cuda_needs_row_stack() -> bool:
@@ -41,26 +43,25 @@ from numba import cuda  # noqa: E402
 numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = False
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
-_streams: dict = {}
 
 
 def _numba_stream(device: int):
     """Numba's view of CuPy's current stream on ``device`` (cached per device and stream)."""
     import cupy
 
-    key = (device, cupy.cuda.get_current_stream().ptr)
-    if key not in _streams:
-        _streams[key] = cuda.default_stream() if key[1] == 0 else cuda.external_stream(key[1])
-    return _streams[key]
+    key, streams = (device, cupy.cuda.get_current_stream().ptr), CONFIG.found.numba_streams
+    if key not in streams:
+        streams[key] = cuda.default_stream() if key[1] == 0 else cuda.external_stream(key[1])
+    return streams[key]
 
 
-def _as_device(a: float):
+def _as_device(a: object) -> object:
     if hasattr(a, "__cuda_array_interface__"):
         return cuda.as_cuda_array(a, sync=False)
     return a
 
 
-def launch(kernel: Callable, blocks: int, threads: int, *args) -> None:
+def launch(kernel: Any, blocks: int, threads: int, *args: object) -> None:
     """Launch ``kernel[blocks, threads]`` on CuPy's stream (or in the simulator on host arrays)."""
     if SIMULATOR:
         kernel[blocks, threads](*args)

@@ -20,8 +20,6 @@ from collections.abc import Callable
 
 import numpy
 
-from gpunet.types import Array
-
 from ..activation_table import NAMES  # noqa: F401 (the activations this math covers)
 
 #: Every constant the formulas use, by name: ``compile_all`` gives each compiled copy of the
@@ -57,7 +55,7 @@ CONSTANTS = {
 }
 
 
-def kink(x: Array, left: Array) -> float:
+def kink(x: float, left: float) -> float:
     if x > ZERO:
         return ONE
     if x <= ZERO:
@@ -65,7 +63,7 @@ def kink(x: Array, left: Array) -> float:
     return x  # NaN
 
 
-def sigmoid_fwd(x: Array, a: float, b: float) -> float:
+def sigmoid_fwd(x: float, a: float, b: float) -> float:
     # e = exp(-|x|) in (0, 1] never overflows; one exp and one division, both sides of the
     # select computed (so a CPU loop vectorizes): 1 / (1 + e) for x >= 0, e / (1 + e) below.
     e = math.exp(-abs(x))
@@ -73,41 +71,41 @@ def sigmoid_fwd(x: Array, a: float, b: float) -> float:
     return s if x >= ZERO else e * s
 
 
-def sigmoid_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def sigmoid_bwd(dy: float, x: float, a: float, b: float) -> float:
     s = sigmoid_fwd(x, a, b)
     return dy * s * (ONE - s)
 
 
-def tanh_fwd(x: Array, a: float, b: float) -> float:
+def tanh_fwd(x: float, a: float, b: float) -> float:
     return math.tanh(x)
 
 
-def tanh_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def tanh_bwd(dy: float, x: float, a: float, b: float) -> float:
     t = math.tanh(x)
     return dy * (ONE - t * t)
 
 
-def relu_fwd(x: Array, a: float, b: float) -> float:
+def relu_fwd(x: float, a: float, b: float) -> float:
     return ZERO if x < ZERO else x
 
 
-def relu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def relu_bwd(dy: float, x: float, a: float, b: float) -> float:
     return dy * kink(x, ZERO)
 
 
-def leaky_relu_fwd(x: Array, a: float, b: float) -> float:
+def leaky_relu_fwd(x: float, a: float, b: float) -> float:
     return x if x > ZERO else a * x
 
 
-def leaky_relu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def leaky_relu_bwd(dy: float, x: float, a: float, b: float) -> float:
     return dy * kink(x, a)
 
 
-def elu_fwd(x: Array, a: float, b: float) -> float:
+def elu_fwd(x: float, a: float, b: float) -> float:
     return x if x > ZERO else a * math.expm1(x)
 
 
-def elu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def elu_bwd(dy: float, x: float, a: float, b: float) -> float:
     if x > ZERO:
         return dy
     if x <= ZERO:
@@ -115,11 +113,11 @@ def elu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     return x
 
 
-def selu_fwd(x: Array, a: float, b: float) -> Array:
+def selu_fwd(x: float, a: float, b: float) -> float:
     return SELU_SCALE * elu_fwd(x, SELU_ALPHA, ZERO)
 
 
-def selu_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def selu_bwd(dy: float, x: float, a: float, b: float) -> float:
     return SELU_SCALE * elu_bwd(dy, x, SELU_ALPHA, ZERO)
 
 
@@ -129,27 +127,27 @@ def erfc_and_gauss(u: float) -> tuple:
     return math.erfc(u), math.exp(-u * u)
 
 
-def gelu_fwd(x: Array, a: float, b: float) -> float:
+def gelu_fwd(x: float, a: float, b: float) -> float:
     # x held at -GELU_LIMIT from below (gelu = -0 there, and at -inf); +inf passes: inf * 1
     xc = -GELU_LIMIT if x < -GELU_LIMIT else x  # NaN passes the comparison and stays NaN
     return HALF * xc * math.erfc(-xc * SQRT1_2)  # Phi(x) = erfc(-x / sqrt 2) / 2: no cancellation
 
 
-def gelu_bwd(dy: Array, x: Array, a: float, b: float) -> float:
+def gelu_bwd(dy: float, x: float, a: float, b: float) -> float:
     xc = -GELU_LIMIT if x < -GELU_LIMIT else x
     xc = GELU_LIMIT if xc > GELU_LIMIT else xc  # gelu' = 0 below, 1 above
     c, g = erfc_and_gauss(-xc * SQRT1_2)  # Phi(x) = c / 2, phi(x) = g / sqrt(2 pi)
     return dy * (HALF * c + xc * INV_SQRT_2PI * g)
 
 
-def gelu_tanh_fwd(x: Array, a: float, b: float) -> float:
+def gelu_tanh_fwd(x: float, a: float, b: float) -> float:
     if abs(x) > TEN:
         return x if x > ZERO else ZERO
     inner = SQRT_2_OVER_PI * (x + GELU_TANH_K * x * x * x)
     return HALF * x * (ONE + math.tanh(inner))
 
 
-def gelu_tanh_bwd(dy: Array, x: Array, a: float, b: float) -> float:
+def gelu_tanh_bwd(dy: float, x: float, a: float, b: float) -> float:
     if abs(x) > TEN:
         return dy if x > ZERO else ZERO
     x2 = x * x
@@ -158,12 +156,12 @@ def gelu_tanh_bwd(dy: Array, x: Array, a: float, b: float) -> float:
     return dy * (HALF * (ONE + t) + HALF * x * (ONE - t * t) * dinner)
 
 
-def softplus_fwd(x: Array, a: float, b: float) -> float:
+def softplus_fwd(x: float, a: float, b: float) -> float:
     z = x * a
     return x if z > b else math.log1p(math.exp(z)) / a
 
 
-def softplus_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
+def softplus_bwd(dy: float, x: float, a: float, b: float) -> float:
     z = x * a
     if z > b:
         return dy
@@ -171,13 +169,13 @@ def softplus_bwd(dy: Array, x: Array, a: float, b: float) -> Array:
     return dy * e / (e + ONE)
 
 
-def silu_fwd(x: Array, a: float, b: float) -> float:
+def silu_fwd(x: float, a: float, b: float) -> float:
     if math.isinf(x):
         return x if x > ZERO else ZERO
     return x * sigmoid_fwd(x, a, b)
 
 
-def silu_bwd(dy: Array, x: Array, a: float, b: float) -> float:
+def silu_bwd(dy: float, x: float, a: float, b: float) -> float:
     if math.isinf(x):
         return dy if x > ZERO else ZERO
     s = sigmoid_fwd(x, a, b)

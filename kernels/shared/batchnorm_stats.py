@@ -21,7 +21,10 @@ def update_running(
 def running_constants(params: BNParams, spec: BNSpec, dtype: DTypeLike) -> tuple:
     """(mean, invstd) of an inference forward: a copy of the running mean (the cache keeps this
     call's statistics) and 1 / sqrt(running_var + eps)."""
-    return params.running_mean.copy(), invstd_of(params.running_var, spec.eps, dtype)
+    rm, rv = params.running_mean, params.running_var
+    if rm is None or rv is None:
+        raise ValueError("inference with running statistics needs running_mean and running_var")
+    return rm.copy(), invstd_of(rv, spec.eps, dtype)
 
 
 def invstd_of(var: Array, eps: float, dtype: DTypeLike) -> Array:

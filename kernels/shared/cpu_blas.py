@@ -34,6 +34,8 @@ import sys
 
 import numpy
 
+from gpunet import config
+from gpunet.config import CONFIG, checked
 from gpunet.types import Array
 
 from . import cpu_threads
@@ -50,7 +52,7 @@ __all__ = [
     "column_sums",
 ]
 
-CHOICES = ("auto", "numpy", "mkl")
+CHOICES = config.CHOICES["cpu_blas"]
 #: Products of at most this many multiply-adds stay NumPy's even when MKL is active: a ctypes call
 #: costs ~6 us (MKL 6.4 us against NumPy's 0.6 us at 8x4x3), and OpenBLAS runs products this small
 #: on the calling thread (its threshold, 4 x 65536), so none of its threads is left spinning.
@@ -65,28 +67,27 @@ SMALL_PRODUCT = 1 << 18
 SKINNY_COLUMNS = 16
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MKL_THREADING_GNU = 3  # mkl_service.h: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
-_state: dict = {"choice": None, "mkl": None, "problem": None, "gnu": False}
 
 
 def set_cpu_blas(name: str = "auto") -> None:
     """Choose the library of gpunet's CPU matrix products: ``"auto"`` (MKL when installed, else
     NumPy's), ``"numpy"`` or ``"mkl"`` (an error if MKL cannot load)."""
-    if not isinstance(name, str) or name.lower() not in CHOICES:
-        raise ValueError(f"cpu blas must be one of {CHOICES}, got {name!r}")
-    name = name.lower()
+    name = checked("cpu_blas", name)
     if name == "mkl" and mkl_problem() is not None:
         raise RuntimeError(
             f"MKL cannot be used here ({mkl_problem()}); install it with "
             "pip install 'gpunet[mkl]' (Linux x86-64) or choose 'numpy'"
         )
-    _state["choice"] = name
+    CONFIG.settings.cpu_blas = name
 
 
 def get_cpu_blas() -> str:
     """The choice (``GPUNET_CPU_BLAS`` on first use, else ``"auto"``)."""
-    if _state["choice"] is None:
-        set_cpu_blas(os.environ.get("GPUNET_CPU_BLAS", "auto"))
-    return _state["choice"]
+    choice = CONFIG.settings.cpu_blas
+    if choice is None:
+        choice = CONFIG.get("cpu_blas")
+        set_cpu_blas(choice)
+    return choice
 
 
 def active() -> str:
@@ -101,20 +102,21 @@ def shares_numba_threads() -> bool:
     """Whether the products run on Numba's OpenMP threads (MKL on GNU OpenMP, Numba on its OpenMP
     layer): then nothing spins after a product and gpunet's kernels may use every core inside a
     training step. Otherwise the products are noted like OpenBLAS's (cpu_threads.py)."""
-    return active() == "mkl" and _state["gnu"] and _numba_on_openmp()
+    return active() == "mkl" and CONFIG.found.mkl_gnu and _numba_on_openmp()
 
 
 def _numba_on_openmp() -> bool:
     """Numba's threading layer is OpenMP -- or not chosen yet, with OpenMP first in line
     (``_load_mkl`` put it there; a layer is chosen at the first parallel kernel). Asked after
     every product: once the layer is chosen, the answer is kept."""
-    if "numba_omp" in _state:
-        return _state["numba_omp"]
+    found = CONFIG.found
+    if found.numba_openmp is not None:
+        return found.numba_openmp
     import numba
 
     try:
-        _state["numba_omp"] = numba.threading_layer() == "omp"
-        return _state["numba_omp"]
+        found.numba_openmp = numba.threading_layer() == "omp"
+        return found.numba_openmp
     except ValueError:  # no parallel kernel has run yet
         layer = numba.config.THREADING_LAYER
         return layer == "omp" or (
@@ -124,15 +126,15 @@ def _numba_on_openmp() -> bool:
 
 def mkl_problem() -> str | None:
     """None if MKL's C interface loads here, else why not."""
-    if _state["mkl"] is None and _state["problem"] is None:
+    if CONFIG.found.mkl is None and CONFIG.found.mkl_problem is None:
         _load_mkl()
-    return _state["problem"]
+    return CONFIG.found.mkl_problem
 
 
 def _load_mkl() -> None:
     path = _find_mkl_rt()
     if path is None:
-        _state["problem"] = "the mkl package is not installed (libmkl_rt not found)"
+        CONFIG.found.mkl_problem = "the mkl package is not installed (libmkl_rt not found)"
         return
     try:
         lib = ctypes.CDLL(path)
@@ -140,7 +142,7 @@ def _load_mkl() -> None:
         if "MKL_THREADING_LAYER" not in os.environ:
             lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
             lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_THREADING_GNU))
-        _state["gnu"] = os.environ.get("MKL_THREADING_LAYER", "GNU").upper() == "GNU"
+        CONFIG.found.mkl_gnu = os.environ.get("MKL_THREADING_LAYER", "GNU").upper() == "GNU"
         _prefer_numba_openmp()
         p, i = ctypes.c_void_p, ctypes.c_int
         for prefix, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
@@ -150,9 +152,9 @@ def _load_mkl() -> None:
             gemv = getattr(lib, f"cblas_{prefix}gemv")
             gemv.restype = None
             gemv.argtypes = [i, i, i, i, real, p, i, p, i, real, p, i]
-        _state["mkl"] = lib
+        CONFIG.found.mkl = lib
     except (OSError, AttributeError) as exc:
-        _state["problem"] = f"libmkl_rt did not load: {exc}"
+        CONFIG.found.mkl_problem = f"libmkl_rt did not load: {exc}"
 
 
 def _prefer_numba_openmp() -> None:
@@ -191,23 +193,25 @@ def _operand(a: Array) -> tuple | None:
     return None
 
 
-def _mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
+def mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
     """a @ b (+ bias, a row added to every row: MKL's beta = 1 on an output that starts as the
     broadcast bias, which saves a pass over the output), or None where MKL cannot take it."""
     if not (a.dtype == b.dtype and a.dtype in (numpy.float32, numpy.float64)):
         return None
     if 0 in a.shape or 0 in b.shape or (bias is not None and bias.dtype != a.dtype):
         return None
-    a = a if _operand(a) else numpy.ascontiguousarray(a)
-    b = b if _operand(b) else numpy.ascontiguousarray(b)
-    (ta, lda), (tb, ldb) = _operand(a), _operand(b)
+    op_a = _operand(a) or _operand(a := numpy.ascontiguousarray(a))
+    op_b = _operand(b) or _operand(b := numpy.ascontiguousarray(b))
+    assert op_a is not None and op_b is not None  # a contiguous copy always qualifies
+    (ta, lda), (tb, ldb) = op_a, op_b
     (M, K), N = a.shape, b.shape[1]
     out = numpy.empty((M, N), a.dtype)
     beta = 0.0
     if bias is not None:
         out[...] = bias
         beta = 1.0
-    gemm = _state["mkl"].cblas_sgemm if a.dtype == numpy.float32 else _state["mkl"].cblas_dgemm
+    mkl = CONFIG.found.mkl
+    gemm = mkl.cblas_sgemm if a.dtype == numpy.float32 else mkl.cblas_dgemm
     gemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
          out.ctypes.data, N)  # fmt: skip
     return out
@@ -228,10 +232,10 @@ def matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
             return _plus(a @ b, bias)  # NumPy's, on this thread (SMALL_PRODUCT)
         if a.ndim == 2 and b.ndim == 2:
             if _skinny_transposed(a, b, bias):
-                out = _mkl_gemm(b.T, a.T)  # (A^T B)^T's transpose: the same dot products
+                out = mkl_gemm(b.T, a.T)  # (A^T B)^T's transpose: the same dot products
                 if out is not None:
                     return _noted(numpy.ascontiguousarray(out.T))
-            out = _mkl_gemm(a, b, bias)
+            out = mkl_gemm(a, b, bias)
             if out is not None:
                 return _noted(out)
     out = a @ b
@@ -280,7 +284,8 @@ def column_sums(a: Array) -> Array:
             return d.sum(axis=0)  # no BLAS call at all: nothing left spinning
         d = numpy.ascontiguousarray(d)
         ones, out = numpy.ones(N, d.dtype), numpy.empty(M, d.dtype)
-        gemv = _state["mkl"].cblas_sgemv if d.dtype == numpy.float32 else _state["mkl"].cblas_dgemv
+        mkl = CONFIG.found.mkl
+        gemv = mkl.cblas_sgemv if d.dtype == numpy.float32 else mkl.cblas_dgemv
         gemv(_ROW_MAJOR, _TRANS, N, M, 1.0, d.ctypes.data, M, ones.ctypes.data, 1, 0.0,
              out.ctypes.data, 1)  # fmt: skip
         return _noted(out)

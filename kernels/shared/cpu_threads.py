@@ -35,6 +35,8 @@ from __future__ import annotations
 import contextlib
 import time
 
+from gpunet.config import CONFIG
+
 __all__ = [
     "MODES",
     "PARALLEL_MIN",
@@ -42,9 +44,9 @@ __all__ = [
     "SINGLE_THREAD_BELOW",
     "blas_threads",
     "get_mode",
+    "last_matmul",
     "note_matmul",
     "parallel",
-    "set_mode",
 ]
 
 MODES = ("auto", "serial", "parallel")
@@ -54,30 +56,29 @@ PARALLEL_MIN = 1 << 16
 #: worker threads spin for 2^28 TSC cycles, 0.08-0.13 s at 2-3.5 GHz, after each product)
 QUIET_S = 0.15
 
-_state = {"mode": "auto", "last_matmul": float("-inf")}
-
-
-def set_mode(mode: str) -> None:
-    """``"auto"`` (the rules above), ``"serial"`` or ``"parallel"`` for every Numba CPU kernel;
-    set through gpunet.dispatch.set_cpu_kernels ("numba"/"auto", "numba-serial",
-    "numba-parallel")."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    _state["mode"] = mode
+#: the CPU kernel choice (gpunet.set_cpu_kernels) -> the thread mode it sets
+_MODE_OF_CHOICE = {"numba-serial": "serial", "numba-parallel": "parallel"}
 
 
 def get_mode() -> str:
-    return _state["mode"]
+    """``"auto"`` (the rules above), ``"serial"`` or ``"parallel"`` for every Numba CPU kernel:
+    what ``gpunet.set_cpu_kernels`` chose ("numba-serial", "numba-parallel", else auto)."""
+    return _MODE_OF_CHOICE.get(CONFIG.get("cpu_kernels"), "auto")
+
+
+def last_matmul() -> float:
+    """``time.perf_counter()`` of gpunet's last CPU matrix product (-inf: none yet)."""
+    return CONFIG.found.last_matmul
 
 
 def note_matmul() -> None:
     """Called after each matrix product gpunet makes on the CPU: BLAS threads are spinning now."""
-    _state["last_matmul"] = time.perf_counter()
+    CONFIG.found.last_matmul = time.perf_counter()
 
 
 def parallel(n_values: int) -> bool:
     """Whether a kernel over ``n_values`` values should run its parallel build now."""
-    mode = _state["mode"]
+    mode = get_mode()
     if mode != "auto":
         return mode == "parallel"
     import numba  # here, not at the top: Linear imports this module, and Numba costs 0.3 s
@@ -85,7 +86,7 @@ def parallel(n_values: int) -> bool:
     return (
         n_values >= PARALLEL_MIN
         and numba.get_num_threads() > 1
-        and time.perf_counter() - _state["last_matmul"] > QUIET_S
+        and time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
     )
 
 

@@ -23,8 +23,11 @@ import os
 import types
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numba
+
+from gpunet.config import CONFIG
 
 __all__ = [
     "CacheWarning",
@@ -43,8 +46,6 @@ class CacheWarning(UserWarning):
 
 if os.environ.get("GPUNET_CACHE_DIR") and not os.environ.get("NUMBA_CACHE_DIR"):
     numba.config.CACHE_DIR = os.environ["GPUNET_CACHE_DIR"]
-
-_state = {"warned": False}
 
 
 def cache_dir() -> str | None:
@@ -66,8 +67,8 @@ def _writable(path: str) -> bool:
 
 
 def _warn_once(reason: str) -> None:
-    if not _state["warned"]:
-        _state["warned"] = True
+    if "kernel-cache" not in CONFIG.found.warned:
+        CONFIG.found.warned.add("kernel-cache")
         warnings.warn(
             f"gpunet's kernel cache cannot be written ({reason}); kernels compile in "
             "memory in every process. Set GPUNET_CACHE_DIR to a writable folder.",
@@ -76,7 +77,7 @@ def _warn_once(reason: str) -> None:
         )
 
 
-def njit(fn: Callable | None = None, **options: object) -> Callable:
+def njit(fn: Callable | None = None, /, **options: Any) -> Callable:
     """``numba.njit(cache=True, **options)``, or in memory (one CacheWarning) where no cache can
     be written."""
     if fn is None:
@@ -96,7 +97,7 @@ def source_hash(*modules: types.ModuleType) -> str:
     """8 hex digits of the sources of ``modules``: part of the names of kernels built from them."""
     h = hashlib.sha256()
     for m in modules:
-        with open(m.__file__, "rb") as f:
+        with open(str(m.__file__), "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:8]
 
@@ -117,10 +118,11 @@ def renamed(fn: Callable, name: str, namespace: dict | None = None) -> Callable:
 
 def cache_usage() -> list:
     """(folder, files, bytes) of every folder holding gpunet's cached kernels."""
-    folders = set()
+    folders: set[str] = set()
     here = os.path.dirname(os.path.abspath(__file__))
-    if cache_dir():
-        folders.add(cache_dir())
+    configured = cache_dir()
+    if configured:
+        folders.add(configured)
     folders.add(os.path.join(here, "__pycache__"))
     try:
         from numba.misc.appdirs import AppDirs

@@ -43,22 +43,21 @@ def _drop_swapped() -> None:
 @contextlib.contextmanager
 def emulation():
     """Run the block with the emulated CuPy as ``cupy`` and the CuPy kernel path chosen."""
-    from gpunet import backend
-    from gpunet import dispatch as kernel_path
+    from gpunet import dispatch
+    from gpunet.config import CONFIG
 
     from . import fake_cupy
 
     saved_modules = {k: v for k, v in sys.modules.items() if _is_swapped(k)}
     saved_attrs = _parent_attrs()
-    saved_probe = dict(backend._cupy_probe)
-    saved_backend = dict(backend._state)
-    saved_kernels = kernel_path.get_kernels()
-    saved_numba_probe = dict(kernel_path._numba_probe)
+    saved_config = CONFIG.snapshot()
     _drop_swapped()
     sys.modules["cupy"] = fake_cupy
-    backend._cupy_probe.clear()
-    kernel_path._numba_probe.clear()
-    kernel_path.set_kernels("cupy")
+    CONFIG.found.cupy.clear()  # asked again: the fake answers
+    CONFIG.found.numba_cuda.clear()
+    CONFIG.found.numba_streams.clear()
+    CONFIG.found.backend = None
+    dispatch.set_kernels("cupy")
     try:
         yield fake_cupy
     finally:
@@ -66,10 +65,4 @@ def emulation():
         sys.modules.update(saved_modules)
         for (parent, attr), module in saved_attrs.items():
             setattr(parent, attr, module)
-        backend._cupy_probe.clear()
-        backend._cupy_probe.update(saved_probe)
-        backend._state.clear()
-        backend._state.update(saved_backend)
-        kernel_path.set_kernels(saved_kernels)
-        kernel_path._numba_probe.clear()
-        kernel_path._numba_probe.update(saved_numba_probe)
+        CONFIG.restore(saved_config)
