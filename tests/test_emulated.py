@@ -101,31 +101,38 @@ def many_blocks(monkeypatch, cp):
     return cupy_batchnorm
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "act", [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 )
 @pytest.mark.parametrize("shape", [(700, 37), (40, 3, 5, 7)], ids=["rows", "spatial"])
-def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act):
+def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act, dtype):
     """Two training steps in a row (the arrival counters must be reset by the first), then eval;
-    every channel split over several blocks; against the NumPy path on the same data."""
-    grid = many_blocks._reduce_launch(numpy.empty(shape[:2] + (int(numpy.prod(shape[2:])),)))[0]
-    assert grid[1] > 1, "the test shape must split channels over several blocks"
+    every channel split over several blocks (checked on the grids that actually ran); against
+    the float64 NumPy path on the same data."""
     C = shape[1]
     results = {}
+    cp.launches.clear()
     for device in ("numpy", "emulated"):
         xp = cp if device == "emulated" else numpy
-        rm, rv = xp.zeros(C, numpy.float64), xp.ones(C, numpy.float64)
+        dt = dtype if device == "emulated" else numpy.float64
+        rm, rv = xp.zeros(C, dt), xp.ones(C, dt)
         outs = []
         for step in range(2):
-            x, g, b = (xp.asarray(a) for a in _bn_data(shape, numpy.float64, seed=step))
+            x, g, b = (xp.asarray(a.astype(dt)) for a in _bn_data(shape, dtype, seed=step))
             y, cache = F.batch_norm_forward(x, g, b, rm, rv, activation=act)
-            dy = xp.asarray(numpy.random.default_rng(10 + step).normal(size=shape))
+            dy = xp.asarray(numpy.random.default_rng(10 + step).normal(size=shape).astype(dt))
             outs += [y, *F.batch_norm_backward(dy, cache)]
         y_eval, cache = F.batch_norm_forward(x, g, b, rm, rv, training=False, activation=act)
         outs += [y_eval, *F.batch_norm_backward(dy, cache), rm, rv]
         results[device] = [_host(o) for o in outs]
+    kind = "rows" if len(shape) == 2 else "spatial"
+    suffix = "float" if dtype == numpy.float32 else "double"
+    for name in (f"bn_stats_{kind}_{suffix}", f"bn_bwd_reduce_{kind}_{suffix}"):
+        grids = [launch.grid for launch in cp.launches if launch.name == name]
+        assert len(grids) >= 2 and all(grid[1] > 1 for grid in grids), (name, grids)
     for got, want in zip(results["emulated"], results["numpy"]):
-        numpy.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
+        assert_allclose(got, want, dtype, scale=10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -365,7 +372,6 @@ def test_emulated_wrong_argument_type_fails(planted, cp):
 @pytest.mark.parametrize(
     "grid,block,message",
     [
-        ((0,), (32,), "grid dimension x = 0"),
         ((1, 65536), (32,), "grid dimension y = 65536"),
         ((2**31,), (32,), "grid dimension x = 2147483648"),
         ((1,), (1025,), "block dimension x = 1025"),
@@ -377,6 +383,21 @@ def test_emulated_grid_limits(planted, cp, grid, block, message):
     x, y = cp.ones(8, numpy.float32), cp.empty(8, numpy.float32)
     with pytest.raises(cp.cuda.CUDADriverError, match=message):
         planted.get_function("scale")(grid, block, (x, y, cp.int64(8), cp.float32(1)))
+
+
+def test_emulated_grid_and_block_follow_cupys_rules(planted, cp):
+    """CuPy's ``Function.__call__`` (cupy/cuda/function.pyx): grid and block are tuples, padded
+    with 1, and each axis is launched as max(1, value) -- a grid of 0 runs one block."""
+    x, y = cp.ones(8, numpy.float32), cp.empty(8, numpy.float32)
+    kernel = planted.get_function("scale")
+    cp.launches.clear()
+    kernel((0,), (8,), (x, y, cp.int64(8), cp.float32(3)))
+    assert cp.launches == [cp.Launch("scale", (1, 1, 1), (8, 1, 1))]
+    numpy.testing.assert_array_equal(_host(y), 3 * numpy.ones(8))
+    with pytest.raises(TypeError, match="expected tuple, got int"):
+        kernel(1, (8,), (x, y, cp.int64(8), cp.float32(3)))
+    with pytest.raises(TypeError, match="expected tuple, got list"):
+        kernel((1,), [8], (x, y, cp.int64(8), cp.float32(3)))
 
 
 def test_emulated_shared_memory_limit(planted, cp):

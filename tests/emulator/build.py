@@ -15,10 +15,12 @@ run compiles each one once, and a later run none.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -27,7 +29,39 @@ from dataclasses import dataclass
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "cuda_emu.h")
 CXX = os.environ.get("CXX", "g++")
-FLAGS = ["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w"]
+
+
+def _has_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return " fma" in f.read()
+    except OSError:
+        return False
+
+
+#: -fsanitize=kernel-address: every load and store calls the __asan_* hooks of cuda_emu.h (no ASan
+#: runtime); hidden symbols and no GNU_UNIQUE, so that each library (and its copy for concurrent
+#: blocks) has its own __shared__ objects and emulator state; FMA contraction as NVRTC's --fmad=true
+FLAGS = [
+    "-std=c++20",
+    "-O2",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+    "-w",
+    "-fsanitize=kernel-address",
+    "--param=asan-instrumentation-with-call-threshold=0",
+    "--param=asan-stack=0",
+    "--param=asan-globals=0",
+    "-fvisibility=hidden",
+    "-fvisibility-inlines-hidden",
+    "-fno-gnu-unique",
+    "-g1",  # line tables: a fault names the source line of the access
+    "-ffp-contract=fast",
+    *(["-mfma"] if _has_fma() else []),
+]
+#: what a symbol exported to Python is declared with (the rest is hidden)
+EXPORT = '__attribute__((visibility("default")))'
 CACHE = os.environ.get("GPUNET_EMU_CACHE", os.path.join(tempfile.gettempdir(), "gpunet-cuda-emu"))
 
 #: C scalar types of kernel parameters -> (NumPy dtype name, size in bytes)
@@ -55,29 +89,56 @@ def _header_text() -> str:
         return f.read()
 
 
-def compile_library(cpp_source: str) -> ctypes.CDLL:
-    """Compile ``cpp_source`` (which includes cuda_emu.h) to a shared library, once per content."""
+def _so_path(cpp_source: str) -> str:
+    """The cached shared library of ``cpp_source`` (which includes cuda_emu.h), built once."""
     key = hashlib.sha256("\0".join([_header_text(), cpp_source, CXX, *FLAGS]).encode()).hexdigest()[
         :24
     ]
+    os.makedirs(CACHE, exist_ok=True)
+    so_path = os.path.join(CACHE, f"{key}.so")
+    if not os.path.exists(so_path):
+        cpp_path = os.path.join(CACHE, f"{key}.cpp")
+        with open(cpp_path, "w", encoding="utf-8") as f:
+            f.write(cpp_source)
+        tmp = f"{so_path}.{os.getpid()}.tmp"
+        done = subprocess.run(
+            [CXX, *FLAGS, "-I", HERE, cpp_path, "-o", tmp], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise EmulatorBuildError(f"g++ failed on {cpp_path}:\n{done.stderr[-4000:]}")
+        os.replace(tmp, so_path)
+    return so_path
+
+
+def compile_library(cpp_source: str, copy: int = 0) -> ctypes.CDLL:
+    """The library of ``cpp_source``, loaded; ``copy`` > 0 loads another instance of it (its own
+    __shared__ objects, barrier and thread pool), which runs blocks beside the first."""
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
-        os.makedirs(CACHE, exist_ok=True)
-        so_path = os.path.join(CACHE, f"{key}.so")
-        if not os.path.exists(so_path):
-            cpp_path = os.path.join(CACHE, f"{key}.cpp")
-            with open(cpp_path, "w", encoding="utf-8") as f:
-                f.write(cpp_source)
-            tmp = f"{so_path}.{os.getpid()}.tmp"
-            done = subprocess.run(
-                [CXX, *FLAGS, "-I", HERE, cpp_path, "-o", tmp], capture_output=True, text=True
-            )
-            if done.returncode != 0:
-                raise EmulatorBuildError(f"g++ failed on {cpp_path}:\n{done.stderr[-4000:]}")
-            os.replace(tmp, so_path)
-        _loaded[key] = ctypes.CDLL(so_path)
-        return _loaded[key]
+        so_path = _so_path(cpp_source)
+        if (so_path, copy) in _loaded:
+            return _loaded[(so_path, copy)]
+        path = so_path
+        if copy:
+            path = f"{so_path[:-3]}.copy{copy}.so"  # the loader maps one file once
+            if not os.path.exists(path):
+                tmp = f"{path}.{os.getpid()}.tmp"
+                shutil.copyfile(so_path, tmp)
+                os.replace(tmp, path)
+        _loaded[(so_path, copy)] = ctypes.CDLL(path)
+        return _loaded[(so_path, copy)]
+
+
+def symbols(library_path: str) -> list:
+    """[(offset, size, name)] of the library's data objects, sorted (to name __shared__ memory)."""
+    done = subprocess.run(
+        ["nm", "-C", "-S", "--defined-only", library_path], capture_output=True, text=True
+    )
+    found = []
+    for line in done.stdout.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) == 4 and parts[2] in "bBdD":
+            found.append((int(parts[0], 16), int(parts[1], 16), parts[3]))
+    return sorted(found)
 
 
 def preprocess(source: str) -> str:
@@ -116,7 +177,7 @@ def _parse_param(text: str) -> Param:
         raise EmulatorBuildError(f"cannot parse kernel parameter {text!r}")
     words = words[:-1]  # drop the parameter's name
     pointer = "*" in words
-    base = " ".join(w for w in words if w not in ("const", "*"))
+    base = " ".join(w for w in words if w not in ("const", "volatile", "*"))
     if base not in C_TYPES:
         raise EmulatorBuildError(f"kernel parameter type {base!r} is not known to the emulator")
     return Param(" ".join(words).replace(" *", "*"), base, pointer)
@@ -180,21 +241,37 @@ def parse_kernels(source: str) -> dict:
     return kernels
 
 
-def raw_module(source: str):
+#: the line of the module source where the kernel text starts (after the emulator's header)
+SOURCE_LINE_DIRECTIVE = '#line 1 "gpunet-module"'
+
+
+def raw_module(source: str, copy: int = 0):
     """(library, kernels) for a RawModule source; ``gpunet_emu_launch_<name>`` runs a kernel."""
+    cpp, kernels = _module_cpp(source)
+    return compile_library(cpp, copy), kernels
+
+
+@functools.cache
+def _module_cpp(source: str):
+    """The emulator's C++ text of a module and its kernels: parsed once (a g++ -E run), also
+    when a second copy of the library is loaded."""
     kernels = parse_kernels(source)
     wrappers = []
     for k in kernels.values():
         args = ", ".join(f"*({p.c_type}*)a[{i}]" for i, p in enumerate(k.params))
         wrappers.append(
-            f'extern "C" int gpunet_emu_launch_{k.name}(const unsigned int *g, const unsigned '
-            f"int *b, "
-            f"unsigned long long seed, void **a) {{\n"
-            f"    return gpunet_emu::launch(g, b, seed, [&] {{ {k.name}({args}); }});\n}}"
+            f'extern "C" {EXPORT} int gpunet_emu_launch_{k.name}(const unsigned int *g, '
+            f"const unsigned int *b, unsigned long long seed, int slot, int nslots, int ftz, "
+            f"const unsigned long long *allocs, int nallocs, double hang, void **a) {{\n"
+            f'    return gpunet_emu::launch("{k.name}", g, b, seed, slot, nslots, ftz, allocs, '
+            f"nallocs, hang, [&]() GPUNET_EMU_NOSAN {{ {k.name}({args}); }});\n}}"
         )
-    fault = 'extern "C" const char *gpunet_emu_fault_text = gpunet_emu::fault_message;'
-    cpp = "\n".join(['#include "cuda_emu.h"', source, "#undef reinterpret_cast", fault, *wrappers])
-    return compile_library(cpp), kernels
+    fault = f'extern "C" {EXPORT} const char *gpunet_emu_fault_text = gpunet_emu::fault_message;'
+    cpp = "\n".join(
+        ['#include "cuda_emu.h"', SOURCE_LINE_DIRECTIVE, source, "#undef reinterpret_cast", fault]
+        + wrappers
+    )
+    return cpp, kernels
 
 
 # ----------------------------------------------------------------------------- ElementwiseKernel
@@ -259,12 +336,15 @@ static void gpunet_emu_ew(long long n, int ndim, const long long *shape, char **
         }}
     }}
 }}
-extern "C" void gpunet_emu_ew_float(long long n, int ndim, const long long *shape, char **ptrs,
-                                    const long long *strides, const double *scalars) {{
+extern "C" {EXPORT} void gpunet_emu_ew_float(long long n, int ndim, const long long *shape,
+                                    char **ptrs, const long long *strides, const double *scalars) {{
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040u);  // CuPy's -ftz=true: float denormals flushed to zero
     gpunet_emu_ew<float>(n, ndim, shape, ptrs, strides, scalars);
+    _mm_setcsr(csr);
 }}
-extern "C" void gpunet_emu_ew_double(long long n, int ndim, const long long *shape, char **ptrs,
-                                     const long long *strides, const double *scalars) {{
+extern "C" {EXPORT} void gpunet_emu_ew_double(long long n, int ndim, const long long *shape,
+                                    char **ptrs, const long long *strides, const double *scalars) {{
     gpunet_emu_ew<double>(n, ndim, shape, ptrs, strides, scalars);
 }}
 """

@@ -3,11 +3,17 @@
 Installed as ``sys.modules["cupy"]`` only inside the emulated tests (``emulation()`` in
 tests/emulator/__init__.py), so that ``kernels/cupy/*.py`` and the functional layer run unchanged:
 
-* ``ndarray``: NumPy memory (allocations 256-byte aligned, as CuPy's pool gives), with
-  ``__cuda_array_interface__``, ``.data.ptr`` and ``.get()``; every other array function is NumPy's.
+* ``ndarray``: NumPy memory, with ``__cuda_array_interface__``, ``.data.ptr`` and ``.get()``;
+  every other array function is NumPy's. ``empty()`` allocates exactly the bytes asked for,
+  256-byte aligned (as CuPy's pool gives), between two guard zones that the sanitizer watches, and
+  fills them with a signalling pattern (NaN for floats, 0xA5 bytes otherwise), as initcheck would
+  want: what nobody wrote does not read as a plausible zero.
 * ``RawModule`` / ``RawKernel``: the source compiled by g++ against cuda_emu.h; each launch is
-  checked as the driver would (argument count, each argument's C type and size, grid and block
-  limits, shared memory), then runs every block's threads (blocks in a shuffled order).
+  checked as CuPy and the driver would (grid and block tuples, argument count, each argument's C
+  type and size by CuPy's scalar rules, grid and block limits, shared memory), then runs every
+  block's threads (blocks in a shuffled order, or two at a time with ``CONCURRENT_BLOCKS = 2``)
+  with memcheck, racecheck, initcheck and synccheck on (cuda_emu.h). Every launch is recorded in
+  ``launches``, so that tests assert on what ran.
 * ``ElementwiseKernel``: the parameter strings and operation turned into a loop over the broadcast
   shape with each argument's strides, as CuPy generates.
 * ``cuda``: one device ("gpunet CUDA emulator"), its stream, memory info; ``memoize``; ``random``.
@@ -15,11 +21,17 @@ tests/emulator/__init__.py), so that ``kernels/cupy/*.py`` and the functional la
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import itertools
+import os
+import re
+import subprocess
 import sys
+import threading
 import types
+import weakref
 
 import numpy
 
@@ -34,6 +46,19 @@ MAX_BLOCK = (1024, 1024, 64)
 MAX_THREADS_PER_BLOCK = 1024
 MAX_STATIC_SHARED = 48 * 1024
 ALIGNMENT = 256
+#: bytes watched before and after every allocation (an access there is out of bounds)
+GUARD = 1024
+#: blocks of one launch run at the same time (each by its own copy of the kernel library)
+CONCURRENT_BLOCKS = 1
+#: seconds without progress (a barrier or a block completing) after which a launch is a hang
+HANG_SECONDS = float(os.environ.get("GPUNET_EMU_HANG_SECONDS", "5"))
+
+#: one record per RawKernel launch, in order: tests read it (and may clear it)
+Launch = collections.namedtuple("Launch", "name grid block")
+launches: list = []
+#: one record per ElementwiseKernel call: (kernel name, dtype of T, number of elements)
+ElementwiseLaunch = collections.namedtuple("ElementwiseLaunch", "name dtype size")
+elementwise_launches: list = []
 
 _launch_seeds = itertools.count(1)
 
@@ -89,15 +114,36 @@ def _device(a):
     return a if isinstance(a, ndarray) else numpy.asarray(a).view(ndarray)
 
 
+#: id of each allocation's memory owner -> (start, end, guard start, guard end)
+_allocations: dict = {}
+
+
 def empty(shape, dtype=float, order="C"):
     dtype = numpy.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, numpy.integer)) else tuple(shape)
     count = int(numpy.prod(shape, dtype=numpy.int64))
-    nbytes = max(count, 1) * dtype.itemsize
-    raw = numpy.empty(nbytes + ALIGNMENT, dtype=numpy.uint8)
-    start = (-raw.ctypes.data) % ALIGNMENT
-    flat = raw[start : start + nbytes].view(dtype)[:count]
+    nbytes = count * dtype.itemsize
+    raw = numpy.empty(GUARD + nbytes + GUARD + ALIGNMENT, dtype=numpy.uint8)
+    start = GUARD + (-(raw.ctypes.data + GUARD)) % ALIGNMENT
+    raw.fill(0xA5)
+    flat = raw[start : start + nbytes].view(dtype)
+    if dtype.kind in "fc":
+        flat.fill(numpy.nan)
+    base = raw.ctypes.data
+    _allocations[id(raw)] = (base + start, base + start + nbytes, base, base + raw.size)
+    weakref.finalize(raw, _allocations.pop, id(raw), None)
     return flat.reshape(shape, order=order).view(ndarray)
+
+
+def _allocation_of(a):
+    """(start, end, guard start, guard end) of the memory an array lives in (a view: its base's)."""
+    owner = a
+    while isinstance(owner.base, numpy.ndarray):
+        owner = owner.base
+    if id(owner) in _allocations:
+        return _allocations[id(owner)]
+    start = owner.ctypes.data  # made by NumPy, not by empty(): exact bounds, no guard of its own
+    return start, start + owner.nbytes, start - GUARD, start + owner.nbytes + GUARD
 
 
 def zeros(shape, dtype=float, order="C"):
@@ -306,15 +352,7 @@ def _c_value(param, arg, position, kernel):
                 f"{where}: {param.c_type} needs a {expected_dtype} array, got {arg.dtype}"
             )
         return ctypes.c_void_p(arg.ctypes.data)
-    # CuPy passes Python scalars as int64 / float64 / bool, NumPy scalars as their own type
-    if isinstance(arg, bool):
-        arg = numpy.bool_(arg)
-    elif isinstance(arg, int):
-        arg = numpy.int64(arg)
-    elif isinstance(arg, float):
-        arg = numpy.float64(arg)
-    if not isinstance(arg, numpy.generic):
-        raise TypeError(f"{where}: {param.c_type} needs a scalar, got {type(arg).__name__}")
+    arg = _cupy_scalar(arg, where, param)
     if arg.dtype != numpy.dtype(expected_dtype):
         raise TypeError(
             f"{where}: {param.c_type} ({size} bytes) given a {arg.dtype} "
@@ -323,11 +361,39 @@ def _c_value(param, arg, position, kernel):
     return numpy.ctypeslib.as_ctypes(numpy.array(arg))
 
 
+def _cupy_scalar(arg, where, param):
+    """The NumPy scalar CuPy 14 passes for a scalar argument (cupy/cuda/function.pyx ``_pointer``
+    and cupy/_core/_scalar.pyx ``numpy_dtype_from_pyscalar``): ``bool`` -> bool (1 byte), ``int``
+    -> int64 (uint64 from 2**63), ``float`` -> float64, a NumPy scalar keeps its dtype, a NumPy
+    array of one element is passed by value; a larger NumPy array is refused."""
+    if type(arg) is bool:
+        return numpy.bool_(arg)
+    if type(arg) is int:
+        return numpy.uint64(arg) if arg >= 2**63 else numpy.int64(arg)
+    if type(arg) is float:
+        return numpy.float64(arg)
+    if isinstance(arg, numpy.generic):
+        return arg
+    if isinstance(arg, numpy.ndarray):
+        if arg.size == 1:
+            return arg.reshape(()).copy()[()]
+        raise TypeError(
+            f"{where}: a numpy.ndarray of shape {arg.shape} as a kernel parameter; only NumPy "
+            f"arrays of size one are passed by value (CuPy's rule)"
+        )
+    raise TypeError(f"{where}: {param.c_type} needs a scalar, got {type(arg).__name__}")
+
+
 def _dims(value, what):
-    dims = (value,) if isinstance(value, (int, numpy.integer)) else tuple(value)
-    if not 1 <= len(dims) <= 3 or not all(isinstance(d, (int, numpy.integer)) for d in dims):
+    """CuPy's ``Function.__call__(tuple grid, tuple block, ...)``: tuples only, padded with 1 to
+    three axes, each at least 1 (``max(1, g)``: a 0 launches one block)."""
+    if not isinstance(value, tuple):
+        raise TypeError(
+            f"Argument '{what}' has incorrect type (expected tuple, got {type(value).__name__})"
+        )
+    if not 1 <= len(value) <= 3 or not all(isinstance(d, (int, numpy.integer)) for d in value):
         raise TypeError(f"{what} must be 1 to 3 integers, got {value!r}")
-    return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    return tuple(max(1, int(d)) for d in (value + (1, 1))[:3])
 
 
 def check_launch(kernel, grid, block, shared_mem=0):
@@ -356,13 +422,20 @@ def check_launch(kernel, grid, block, shared_mem=0):
         )
 
 
+class EmulatorWedged(RuntimeError):
+    """Threads of a hung launch could not be stopped: this process's emulator is unusable."""
+
+
 class RawKernel:
-    def __init__(self, library, kernel):
-        self._library = library
-        self._launch = getattr(library, f"gpunet_emu_launch_{kernel.name}")
-        self._launch.restype = ctypes.c_int
+    def __init__(self, module, kernel):
+        self.module = module
         self.kernel = kernel
         self.name = kernel.name
+
+    def _launcher(self, copy):
+        launch = getattr(self.module.library(copy), f"gpunet_emu_launch_{self.name}")
+        launch.restype = ctypes.c_int
+        return launch
 
     def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
         grid, block = _dims(grid, "grid"), _dims(block, "block")
@@ -375,28 +448,108 @@ class RawKernel:
         pointers = (ctypes.c_void_p * max(len(values), 1))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values]
         )
-        if self._launch(
-            (ctypes.c_uint * 3)(*grid),
-            (ctypes.c_uint * 3)(*block),
-            ctypes.c_ulonglong(next(_launch_seeds)),
-            pointers,
-        ):
-            message = ctypes.c_char_p.in_dll(self._library, "gpunet_emu_fault_text").value.decode()
-            raise CUDADriverError(f"kernel {self.name!r}: {message}")
+        allocations = [
+            (*_allocation_of(a), i) for i, a in enumerate(args) if isinstance(a, ndarray)
+        ]
+        table = (ctypes.c_ulonglong * max(5 * len(allocations), 1))(
+            *[v for m in allocations for v in m]
+        )
+        launches.append(Launch(self.name, grid, block))
+        seed = next(_launch_seeds)
+        nslots = max(1, CONCURRENT_BLOCKS)
+        codes = [0] * nslots
+
+        def run(slot):
+            codes[slot] = self._launcher(slot)(
+                (ctypes.c_uint * 3)(*grid),
+                (ctypes.c_uint * 3)(*block),
+                ctypes.c_ulonglong(seed),
+                ctypes.c_int(slot),
+                ctypes.c_int(nslots),
+                ctypes.c_int(self.name.endswith("_float")),  # CuPy's -ftz=true flushes float only
+                table,
+                ctypes.c_int(len(allocations)),
+                ctypes.c_double(HANG_SECONDS),
+                pointers,
+            )
+
+        if nslots == 1:
+            run(0)
+        else:  # ctypes lets go of the GIL: the copies run their blocks at the same time
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(nslots)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        for slot, code in enumerate(codes):
+            if code:
+                library = self.module.library(slot)
+                text = ctypes.c_char_p.in_dll(library, "gpunet_emu_fault_text").value.decode()
+                text = self.module.describe(text, library)
+                if code == 2:
+                    raise EmulatorWedged(f"kernel {self.name!r}: {text}; threads still spin")
+                raise CUDADriverError(f"kernel {self.name!r}: {text}")
 
 
 class RawModule:
     def __init__(self, code=None, options=(), name_expressions=None, **kwargs):
         self.code, self.options = code, tuple(options)
-        self._library, self._kernels = build.raw_module(code)
+        self._libraries = {}
+        self._libraries[0], self._kernels = build.raw_module(code)
         self._functions: dict = {}
+
+    def library(self, copy=0):
+        if copy not in self._libraries:
+            self._libraries[copy] = build.raw_module(self.code, copy)[0]
+        return self._libraries[copy]
 
     def get_function(self, name):
         if name not in self._kernels:
             raise CUDADriverError(f"named symbol not found: {name!r} (CUDA_ERROR_NOT_FOUND)")
         if name not in self._functions:
-            self._functions[name] = RawKernel(self._library, self._kernels[name])
+            self._functions[name] = RawKernel(self, self._kernels[name])
         return self._functions[name]
+
+    def describe(self, text, library):
+        """A fault message with the library offsets it names turned into source lines
+        (``code @so+0x..``) and __shared__ objects (``@so+0x..``), and module lines into files."""
+        path = library._name
+        symbols = build.symbols(path)
+
+        def code_line(match):
+            done = subprocess.run(
+                ["addr2line", "-e", path, match.group(1)], capture_output=True, text=True
+            )
+            line = done.stdout.strip().rpartition(":")[2].split()[0] if done.stdout else "?"
+            return f"code at line {line}" if line.isdigit() else match.group(0)
+
+        def data(match):
+            offset = int(match.group(1), 16)
+            for start, size, name in symbols:
+                if start <= offset < start + size:
+                    return f"{name}+{offset - start}"
+            return match.group(0)
+
+        text = re.sub(r"code @so\+(0x[0-9a-f]+)", code_line, text)
+        text = re.sub(r"@so\+0x([0-9a-f]+)", data, text)
+        return re.sub(r"line (\d+)", lambda m: source_line(self.code, int(m.group(1))), text)
+
+
+def source_line(code, line):
+    """'batchnorm.cuh:123' for line ``line`` of a module's source made of gpunet's .cuh files
+    (kernels/cupy/sources.py), else 'line N of the module source'."""
+    from gpunet.kernels.cupy import sources
+
+    names = {f for files in sources.TRANSLATION_UNITS.values() for f in files}
+    starts = []
+    for name in names:
+        at = code.find(sources.read_source(name))
+        if at >= 0:
+            starts.append((code.count("\n", 0, at) + 1, name))
+    for first, name in sorted(starts, reverse=True):
+        if first <= line:
+            return f"{name}:{line - first + 1}"
+    return f"line {line} of the module source"
 
 
 # ----------------------------------------------------------------------------- ElementwiseKernel
@@ -459,6 +612,7 @@ class ElementwiseKernel:
         mask = tuple(isinstance(a, ndarray) for a in args)
         ndim = len(shape)
         n = int(numpy.prod(shape, dtype=numpy.int64))
+        elementwise_launches.append(ElementwiseLaunch(self.name, dtype.name, n))
         if n:
             strides = numpy.zeros((len(args), max(ndim, 1)), dtype=numpy.int64)
             ptrs = (ctypes.c_void_p * len(args))()
