@@ -43,8 +43,21 @@ def available():
     return _LIB is not None
 
 
+#: the architectures CuPy compiles for on the GPUs we target: A100 (sm_80), H100/H200 (sm_90)
+ARCHITECTURES = ("sm_80", "sm_90")
+
+
+def cupy_options(arch, options=("-std=c++14",)):
+    """The options CuPy 14 hands NVRTC for ``RawModule(code, options=options)`` on a GPU of
+    architecture ``arch``: the module's own options, then ``-ftz=true`` (appended unconditionally
+    in cupy/cuda/compiler.py ``_compile_with_cache_cuda``), ``-arch=sm_XX`` (``compile_using_nvrtc``
+    asks for a cubin where NVRTC knows the architecture) and, from NVRTC 12 on,
+    ``--device-as-default-execution-space``."""
+    return (*options, "-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
+
+
 def compile_ptx(source, options=("-std=c++14", "--gpu-architecture=compute_90"), name="gpunet.cu"):
-    """Returns (ok, log). Like cupy.RawModule(code=source, options=...) up to the PTX."""
+    """Returns (ok, log). Like cupy.RawModule(code=source, options=...) up to the binary."""
     prog = ctypes.c_void_p()
     rc = _LIB.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
     assert rc == 0, f"nvrtcCreateProgram failed ({rc})"

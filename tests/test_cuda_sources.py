@@ -4,8 +4,11 @@ CuPy compiles the same text with NVRTC at run time; this catches syntax and type
 machines without a GPU.
 """
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -98,10 +101,12 @@ import nvrtc  # noqa: E402
 @pytest.mark.skipif(
     not nvrtc.available(), reason="NVRTC not installed (the nvidia-cuda-nvrtc wheel)"
 )
+@pytest.mark.parametrize("arch", nvrtc.ARCHITECTURES)
 @pytest.mark.parametrize("unit", sorted(kernels.TRANSLATION_UNITS))
-def test_translation_unit_compiles_with_nvrtc(unit):
-    """Exactly what cupy.RawModule compiles at run time: no host headers, no nvcc defaults."""
-    ok, log = nvrtc.compile_ptx(kernels.unit_source(unit))
+def test_translation_unit_compiles_with_nvrtc(unit, arch):
+    """Exactly what cupy.RawModule compiles at run time, with CuPy's options (-ftz=true,
+    -arch=sm_XX, --device-as-default-execution-space): no host headers, no nvcc defaults."""
+    ok, log = nvrtc.compile_ptx(kernels.unit_source(unit), nvrtc.cupy_options(arch))
     assert ok, log
     assert "warning" not in log.lower(), log
 
@@ -109,11 +114,85 @@ def test_translation_unit_compiles_with_nvrtc(unit):
 @pytest.mark.skipif(
     not nvrtc.available(), reason="NVRTC not installed (the nvidia-cuda-nvrtc wheel)"
 )
+@pytest.mark.parametrize("arch", nvrtc.ARCHITECTURES)
 @pytest.mark.parametrize("ctype", ["float", "double"])
-def test_elementwise_operations_compile_with_nvrtc(ctype):
+def test_elementwise_operations_compile_with_nvrtc(ctype, arch):
     from gpunet.kernels.cupy import elementwise_ops
 
     ok, log = nvrtc.compile_ptx(
-        "\n".join(_emulated_elementwise(d, ctype) for d in elementwise_ops.all_ops())
+        "\n".join(_emulated_elementwise(d, ctype) for d in elementwise_ops.all_ops()),
+        nvrtc.cupy_options(arch, options=()),
     )
     assert ok, log
+
+
+def test_nvrtc_options_are_cupys_and_fail_a_bad_kernel():
+    """The options reach NVRTC (an unknown architecture is refused) and a kernel that does not
+    type-check fails: the compile test above can fail."""
+    if not nvrtc.available():
+        pytest.skip("NVRTC not installed (the nvidia-cuda-nvrtc wheel)")
+    assert nvrtc.cupy_options("sm_90") == (
+        "-std=c++14",
+        "-ftz=true",
+        "-arch=sm_90",
+        "--device-as-default-execution-space",
+    )
+    good = 'extern "C" __global__ void k(float *y) { y[threadIdx.x] = 1.0f; }'
+    assert nvrtc.compile_ptx(good, nvrtc.cupy_options("sm_90"))[0]
+    assert not nvrtc.compile_ptx(good, nvrtc.cupy_options("sm_1"))[0]
+    bad = 'extern "C" __global__ void k(float *y) { y[threadIdx.x] = undeclared; }'
+    ok, log = nvrtc.compile_ptx(bad, nvrtc.cupy_options("sm_90"))
+    assert not ok and "undeclared" in log
+
+
+NUMBA_PTX = os.path.join(os.path.dirname(__file__), "numba_ptx.py")
+
+
+def _numba_cuda_compiles():
+    """None when numba-cuda and NVVM are there, else why not."""
+    try:
+        import importlib.metadata
+
+        importlib.metadata.version("numba-cuda")
+    except importlib.metadata.PackageNotFoundError:
+        return "numba-cuda not installed (test extra, Linux x86-64)"
+    probe = subprocess.run(
+        [sys.executable, "-c", "from numba.cuda.cudadrv import nvvm; nvvm.NVVM()"],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
+        capture_output=True,
+        text=True,
+    )
+    return None if probe.returncode == 0 else f"NVVM not found: {probe.stderr[-300:]}"
+
+
+@pytest.mark.parametrize("cc", ["8.0", "9.0"])
+def test_numba_cuda_kernels_compile_to_ptx(cc):
+    """Every Numba CUDA kernel, with the argument types of its real launches, compiled to PTX by
+    numba-cuda's real CUDA target (tests/numba_ptx.py) -- the simulator never compiles them."""
+    why = _numba_cuda_compiles()
+    if why:
+        pytest.skip(why)
+    from gpunet.kernels.activation_table import ACTIVATIONS
+
+    done = subprocess.run(
+        [sys.executable, NUMBA_PTX, cc],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    kernels_by_name = {}
+    for key in compiled:
+        name = key.split("(")[0]
+        kernels_by_name[name] = kernels_by_name.get(name, 0) + 1
+    activation_kernels = [
+        k for k in kernels_by_name if k.startswith(("_fwd_kernel", "_bwd_kernel"))
+    ]
+    assert len(activation_kernels) == 2 * 2 * len(ACTIVATIONS)  # fwd, bwd x float32, float64
+    for name in ("_prelu_fwd", "_prelu_bwd", "_maxout_fwd", "_maxout_bwd", "_stats_partial"):
+        assert kernels_by_name[name] == 2, name  # one signature per dtype
+    for name in ("_stats_finalize", "_apply", "_bwd_partial", "_bwd_finalize", "_dx"):
+        assert kernels_by_name[name] == 2, name
+    assert all(size > 1000 for size in compiled.values())

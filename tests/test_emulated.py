@@ -136,6 +136,31 @@ def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act, d
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(700, 37), (40, 3, 5, 7)], ids=["rows", "spatial"])
+def test_emulated_batchnorm_merge_with_concurrent_blocks(
+    many_blocks, cp, monkeypatch, shape, dtype
+):
+    """The last-block merge with blocks of one launch running at the same time (two copies of
+    the kernel library, each with its own threads): the partials, the arrival counter and the
+    fence must order the merge without relying on blocks running one after another."""
+    monkeypatch.setattr(cp, "CONCURRENT_BLOCKS", 2)
+    C = shape[1]
+    x, g, b = _bn_data(shape, dtype)
+    dy = numpy.random.default_rng(3).normal(size=shape).astype(dtype)
+    outs = {}
+    for xp in (numpy, cp):
+        dt = numpy.float64 if xp is numpy else dtype
+        rm, rv = xp.zeros(C, dt), xp.ones(C, dt)
+        args = [xp.asarray(a.astype(dt)) for a in (x, g, b)]
+        for _ in range(3):  # the counters are reset by each merge
+            y, cache = F.batch_norm_forward(*args, rm, rv, activation="relu")
+            grads = F.batch_norm_backward(xp.asarray(dy.astype(dt)), cache)
+        outs[xp.__name__] = [_host(o) for o in (y, *grads, rm, rv)]
+    for got, want in zip(outs[cp.__name__], outs["numpy"]):
+        assert_allclose(got, want, dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_emulated_batchnorm_strided_gamma_beta(cp, dtype):
     """Defect 1: G[:, 0] as gamma was read as if contiguous (raw pointer indexing gamma[c])."""
     x, _, _ = _bn_data((16, 4, 3), dtype)

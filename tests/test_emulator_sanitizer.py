@@ -82,6 +82,25 @@ extern "C" __global__ void spin_wait(volatile int *flag, float *y) {
         __threadfence();
     }
 }
+// block 0 waits for block 1: completes only if the two blocks run at the same time
+extern "C" __global__ void handshake(volatile int *flag, float *y) {
+    if (threadIdx.x == 0) {
+        if (blockIdx.x == 1) *flag = 1;
+        else while (*flag == 0) {
+        }
+        y[blockIdx.x] = 1.0f;
+    }
+}
+// numerics: CuPy compiles with -ftz=true (float only) and NVRTC contracts a * b - c into an FMA
+extern "C" __global__ void halve_float(const float *x, float *y) {
+    y[threadIdx.x] = x[threadIdx.x] * 0.5f;
+}
+extern "C" __global__ void halve_double(const double *x, double *y) {
+    y[threadIdx.x] = x[threadIdx.x] * 0.5;
+}
+extern "C" __global__ void square_minus_float(const float *x, const float *c, float *y) {
+    y[threadIdx.x] = x[threadIdx.x] * x[threadIdx.x] - c[threadIdx.x];
+}
 """
 
 
@@ -257,6 +276,57 @@ def test_emulated_hang_is_reported_not_waited_for(cp, planted):
     assert "hang: no progress for 1 s (kernel 'spin_wait', block (0,0,0))" in text
     assert "threads 0-31 are running" in text
     _still_works(cp, planted)
+
+
+def test_emulated_concurrent_blocks_run_at_the_same_time(cp, planted, monkeypatch):
+    """CONCURRENT_BLOCKS = 2 runs two blocks of one launch at once (the merge tests use it): a
+    kernel whose block 0 waits for block 1 completes there, and hangs when blocks run in turn."""
+    flag, y = cp.zeros(1, numpy.int32), cp.zeros(2, numpy.float32)
+    monkeypatch.setattr(cp, "CONCURRENT_BLOCKS", 2)
+    for _ in range(3):
+        flag[...] = 0
+        planted.get_function("handshake")((2,), (32,), (flag, y))
+        numpy.testing.assert_array_equal(gpunet.to_numpy(y), [1, 1])
+    monkeypatch.setattr(cp, "CONCURRENT_BLOCKS", 1)
+    for _ in range(30):  # block 0 first (a hang) is a coin toss per launch
+        flag[...] = 0
+        try:
+            planted.get_function("handshake")((2,), (32,), (flag, y))
+        except cp.cuda.CUDADriverError as e:
+            assert "hang: no progress for 1 s (kernel 'handshake'" in str(e)
+            break
+    else:
+        pytest.fail("blocks in turn never ran block 0 first in 30 launches")
+
+
+# ----------------------------------------------------------------------------- numerics
+def test_emulated_float_kernels_flush_denormals_like_cupy(cp, planted):
+    """-ftz=true: a float kernel reads a denormal as 0 and flushes a denormal result; double
+    kernels keep them (CUDA's FTZ mode is single precision only)."""
+    tiny32 = numpy.array(
+        [1e-39, 2e-38, -1e-40, 2.0], numpy.float32
+    )  # denormal, normal/2 -> denormal
+    y32 = cp.empty(4, numpy.float32)
+    planted.get_function("halve_float")((1,), (4,), (cp.asarray(tiny32), y32))
+    numpy.testing.assert_array_equal(gpunet.to_numpy(y32), [0.0, 0.0, 0.0, 1.0])
+    tiny64 = numpy.array([1e-310, 4e-308], numpy.float64)
+    y64 = cp.empty(2, numpy.float64)
+    planted.get_function("halve_double")((1,), (2,), (cp.asarray(tiny64), y64))
+    numpy.testing.assert_array_equal(gpunet.to_numpy(y64), tiny64 * 0.5)
+
+
+def test_emulated_contracts_multiply_add_like_nvrtc(cp, planted):
+    """x * x - c with x = 1 + 2^-12, c = 1 + 2^-11: rounded separately it is 0, as one FMA (what
+    NVRTC's default --fmad=true emits) 2^-24."""
+    from emulator import build
+
+    if "-mfma" not in build.FLAGS:
+        pytest.skip("this CPU has no FMA instruction")
+    x = cp.asarray(numpy.array([1 + 2.0**-12], numpy.float32))
+    c = cp.asarray(numpy.array([1 + 2.0**-11], numpy.float32))
+    y = cp.empty(1, numpy.float32)
+    planted.get_function("square_minus_float")((1,), (1,), (x, c, y))
+    assert gpunet.to_numpy(y)[0] == numpy.float32(2.0**-24)
 
 
 # ----------------------------------------------------------------------------- recovery
