@@ -124,60 +124,102 @@ def _still_works(cp, planted):
     numpy.testing.assert_array_equal(gpunet.to_numpy(y), numpy.arange(300, dtype=numpy.float32))
 
 
-def _fails(cp, planted, name, grid, block, args, *patterns):
+def _f32(cp, n, fill=None):
+    return cp.empty(n, numpy.float32) if fill is None else cp.full(n, fill, numpy.float32)
+
+
+#: one planted defect a row: kernel, grid, block, its arguments, and what the report must say
+#: (besides the kernel's name and a block, which every report names)
+DEFECTS = {
+    "memcheck-off-by-one-tail": (
+        "tail_off_by_one",
+        (1,),
+        (128,),
+        lambda cp: (_f32(cp, 100, 1), _f32(cp, 100), cp.int64(100)),
+        [
+            r"memcheck: out-of-bounds read of 4 bytes at 0 bytes past the end of argument 0 "
+            r"\(an allocation of 400 bytes\)",
+            r"block \(0,0,0\), thread \(100,0,0\)",
+            r"code at line 9 of the module source",
+        ],
+    ),
+    "memcheck-missing-guard": (
+        "missing_guard",
+        (2,),
+        (128,),
+        lambda cp: (_f32(cp, 200), cp.int64(200)),
+        [
+            r"memcheck: out-of-bounds write of 4 bytes at \d+ bytes past the end of argument 0",
+            r"block \(1,0,0\)",
+            r"code at line 14 of the module source",
+        ],
+    ),
+    "memcheck-negative-index": (
+        "reads_before_start",
+        (1,),
+        (32,),
+        lambda cp: (_f32(cp, 32, 1), _f32(cp, 32)),
+        [
+            r"memcheck: out-of-bounds read of 4 bytes at -(4|8|12) bytes from the start of "
+            r"argument 0"
+        ],
+    ),
+    "racecheck-missing-barrier": (
+        "missing_barrier",
+        (1,),
+        (64,),
+        lambda cp: (_f32(cp, 64, 1), _f32(cp, 64)),
+        [
+            r"racecheck: shared memory (read-after-write|write-after-read) hazard at "
+            r"missing_barrier::tile\+\d+",
+            r"thread \(\d+,0,0\)",
+            r"code at line (26|27) of the module source",
+        ],
+    ),
+    "synccheck-divergent-barrier": (
+        "divergent_barrier",
+        (1,),
+        (64,),
+        lambda cp: (_f32(cp, 64),),
+        [
+            r"synccheck: divergent barrier: thread \(\d+,0,0\) waits at the __syncthreads\(\) "
+            r"of line (34|36) of the module source, thread \(\d+,0,0\) at the one of line (34|36)"
+        ],
+    ),
+    "synccheck-partial-barrier": (
+        "partial_barrier",
+        (1,),
+        (64,),
+        lambda cp: (_f32(cp, 64, 1), _f32(cp, 64), cp.int64(40)),
+        [
+            r"synccheck: the __syncthreads\(\) of line 46 of the module source is reached by 40 "
+            r"of 64 threads: 24 left the kernel without reaching it"
+        ],
+    ),
+    "initcheck-uninitialized-shared": (
+        "uninitialized_shared",
+        (1,),
+        (64,),
+        lambda cp: (_f32(cp, 64),),
+        [
+            r"initcheck: read of 4 bytes of __shared__ memory at uninitialized_shared::tile\+\d+ "
+            r"that no thread of this block has written",
+            r"thread \((\d|[12]\d|3[01]),0,0\)",
+            r"code at line 54 of the module source",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("defect", sorted(DEFECTS))
+def test_emulated_checker_reports_planted_defect(cp, planted, defect):
+    name, grid, block, make_args, patterns = DEFECTS[defect]
     with pytest.raises(cp.cuda.CUDADriverError) as caught:
-        planted.get_function(name)(grid, block, args)
+        planted.get_function(name)(grid, block, make_args(cp))
     text = str(caught.value)
     for pattern in (f"kernel '{name}'", r"block \(\d+,\d+,\d+\)", *patterns):
         assert re.search(pattern, text), (pattern, text)
     _still_works(cp, planted)
-    return text
-
-
-# ----------------------------------------------------------------------------- memcheck
-def test_emulated_memcheck_off_by_one_tail(cp, planted):
-    x, y = cp.ones(100, numpy.float32), cp.empty(100, numpy.float32)
-    text = _fails(
-        cp,
-        planted,
-        "tail_off_by_one",
-        (1,),
-        (128,),
-        (x, y, cp.int64(100)),
-        r"memcheck: out-of-bounds read of 4 bytes at 0 bytes past the end of argument 0 "
-        r"\(an allocation of 400 bytes\)",
-        r"thread \(100,0,0\)",
-        r"code at line 9 of the module source",
-    )
-    assert "block (0,0,0)" in text
-
-
-def test_emulated_memcheck_missing_guard_write(cp, planted):
-    y = cp.empty(200, numpy.float32)
-    _fails(
-        cp,
-        planted,
-        "missing_guard",
-        (2,),
-        (128,),
-        (y, cp.int64(200)),
-        r"memcheck: out-of-bounds write of 4 bytes at \d+ bytes past the end of argument 0",
-        r"block \(1,0,0\)",
-        r"code at line 14 of the module source",
-    )
-
-
-def test_emulated_memcheck_negative_index(cp, planted):
-    x, y = cp.ones(32, numpy.float32), cp.empty(32, numpy.float32)
-    _fails(
-        cp,
-        planted,
-        "reads_before_start",
-        (1,),
-        (32,),
-        (x, y),
-        r"memcheck: out-of-bounds read of 4 bytes at -(4|8|12) bytes from the start of argument 0",
-    )
 
 
 def test_emulated_memcheck_view_bounds_are_the_allocation(cp, planted):
@@ -189,67 +231,7 @@ def test_emulated_memcheck_view_bounds_are_the_allocation(cp, planted):
     numpy.testing.assert_array_equal(gpunet.to_numpy(y)[:99], 2 * numpy.arange(99))
 
 
-# ----------------------------------------------------------------------------- racecheck
-def test_emulated_racecheck_missing_barrier(cp, planted):
-    x, y = cp.ones(64, numpy.float32), cp.empty(64, numpy.float32)
-    _fails(
-        cp,
-        planted,
-        "missing_barrier",
-        (1,),
-        (64,),
-        (x, y),
-        r"racecheck: shared memory (read-after-write|write-after-read) hazard at "
-        r"missing_barrier::tile\+\d+",
-        r"thread \(\d+,0,0\)",
-        r"code at line (26|27) of the module source",
-    )
-
-
-# ----------------------------------------------------------------------------- synccheck
-def test_emulated_synccheck_divergent_barrier(cp, planted):
-    _fails(
-        cp,
-        planted,
-        "divergent_barrier",
-        (1,),
-        (64,),
-        (cp.empty(64, numpy.float32),),
-        r"synccheck: divergent barrier: thread \(\d+,0,0\) waits at the __syncthreads\(\) of "
-        r"line (34|36) of the module source, thread \(\d+,0,0\) at the one of line (34|36)",
-    )
-
-
-def test_emulated_synccheck_barrier_part_of_the_block_skips(cp, planted):
-    x, y = cp.ones(64, numpy.float32), cp.empty(64, numpy.float32)
-    _fails(
-        cp,
-        planted,
-        "partial_barrier",
-        (1,),
-        (64,),
-        (x, y, cp.int64(40)),
-        r"synccheck: the __syncthreads\(\) of line 46 of the module source is reached by 40 of "
-        r"64 threads: 24 left the kernel without reaching it",
-    )
-
-
 # ----------------------------------------------------------------------------- initcheck
-def test_emulated_initcheck_uninitialized_shared_read(cp, planted):
-    _fails(
-        cp,
-        planted,
-        "uninitialized_shared",
-        (1,),
-        (64,),
-        (cp.empty(64, numpy.float32),),
-        r"initcheck: read of 4 bytes of __shared__ memory at uninitialized_shared::tile\+\d+ "
-        r"that no thread of this block has written",
-        r"thread \((\d|[12]\d|3[01]),0,0\)",
-        r"code at line 54 of the module source",
-    )
-
-
 def test_emulated_initcheck_empty_is_poisoned(cp):
     """empty()/empty_like() give NaN floats and 0xA5 bytes: an unwritten output reads as garbage."""
     assert numpy.isnan(gpunet.to_numpy(cp.empty(5, numpy.float32))).all()
