@@ -4,6 +4,7 @@ CuPy compiles the same text with NVRTC at run time; this catches syntax and type
 machines without a GPU.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -148,6 +149,7 @@ def test_nvrtc_options_are_cupys_and_fail_a_bad_kernel():
 NUMBA_PTX = os.path.join(os.path.dirname(__file__), "numba_ptx.py")
 
 
+@functools.cache
 def _numba_cuda_compiles():
     """None when numba-cuda and NVVM are there, else why not."""
     try:

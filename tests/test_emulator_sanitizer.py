@@ -101,6 +101,13 @@ extern "C" __global__ void halve_double(const double *x, double *y) {
 extern "C" __global__ void square_minus_float(const float *x, const float *c, float *y) {
     y[threadIdx.x] = x[threadIdx.x] * x[threadIdx.x] - c[threadIdx.x];
 }
+// shared memory written by block 0 only: block 1 reads what its own threads never wrote
+extern "C" __global__ void first_block_only(float *y) {
+    __shared__ float tile[64];
+    if (blockIdx.x == 0) tile[threadIdx.x] = 1.0f;
+    __syncthreads();
+    y[blockIdx.x * 64 + threadIdx.x] = tile[threadIdx.x];
+}
 """
 
 
@@ -206,6 +213,16 @@ DEFECTS = {
             r"that no thread of this block has written",
             r"thread \((\d|[12]\d|3[01]),0,0\)",
             r"code at line 54 of the module source",
+        ],
+    ),
+    "initcheck-shared-written-by-another-block": (
+        "first_block_only",
+        (2,),
+        (64,),
+        lambda cp: (_f32(cp, 128),),
+        [
+            r"initcheck: read of 4 bytes of __shared__ memory at first_block_only::tile\+\d+",
+            r"block \(1,0,0\)",
         ],
     ),
 }

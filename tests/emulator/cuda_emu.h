@@ -98,6 +98,8 @@ GPUNET_EMU_STATE static int nallocs = 0;
 GPUNET_EMU_STATE static std::uintptr_t shared_lo = 0, shared_hi = 0;  // the library's writable data
 GPUNET_EMU_STATE static std::uint64_t *shadow = nullptr;              // one word per byte of it
 GPUNET_EMU_STATE static std::atomic<unsigned int> interval{1};        // barrier interval id
+// the interval the current block started in: a shadow word stamped earlier is another block's
+GPUNET_EMU_STATE static std::atomic<unsigned int> block_first_interval{1};
 GPUNET_EMU_STATE static std::atomic<unsigned long long> progress{0};
 GPUNET_EMU_STATE static std::atomic<int> where_[kMaxThreads];
 GPUNET_EMU_STATE static int site_[kMaxThreads];
@@ -152,20 +154,23 @@ GPUNET_EMU_NOSAN inline std::string location(std::uintptr_t a) {
     return s;
 }
 
-// The shadow word of one byte of __shared__ memory: initialized (1 bit) | interval (31) |
-// last writer (16: thread + 1) | reader (16: thread + 1, or many).
+// The shadow word of one byte of __shared__ memory: written (1 bit) | interval (31) |
+// last writer (16: thread + 1) | reader (16: thread + 1, or many). A word stamped with an interval
+// before the block's first was written by an earlier block: unwritten for this one (no reset of the
+// shadow per block; intervals are 31 bits, far more than a test process's barriers).
 GPUNET_EMU_NOSAN inline void shared_access(std::uintptr_t a, std::size_t size, bool write,
                                            std::uintptr_t pc) {
     const std::uint16_t me = std::uint16_t(self.tid + 1);
     const std::uint64_t cur = interval.load(std::memory_order_relaxed) & 0x7fffffffu;
+    const std::uint64_t first = block_first_interval.load(std::memory_order_relaxed) & 0x7fffffffu;
     for (std::size_t i = 0; i < size; ++i) {
         std::uint64_t *word = &shadow[a + i - shared_lo];
         std::uint64_t old = __atomic_load_n(word, __ATOMIC_RELAXED), next;
         const char *hazard = nullptr;
         int other = 0;
         do {
-            bool init = old >> 63;
             std::uint64_t iv = (old >> 32) & 0x7fffffffu;
+            bool init = (old >> 63) && iv >= first;
             std::uint16_t writer = (old >> 16) & 0xffff, reader = old & 0xffff;
             if (iv != cur) writer = reader = 0;
             hazard = nullptr;
@@ -361,12 +366,12 @@ struct Pool {
 };
 GPUNET_EMU_STATE static Pool pool;
 
-// Before each block: a fresh barrier, and __shared__ memory that nobody has written.
+// Before each block: a fresh barrier, and a new first interval (__shared__ memory that nobody
+// has written in this block).
 inline void start_block() {
     block_barrier.reset(pool.nthreads);
     for (int t = 0; t < pool.nthreads; ++t) where_[t].store(kRunning);
-    if (shadow) std::memset(shadow, 0, (shared_hi - shared_lo) * sizeof(std::uint64_t));
-    interval.fetch_add(1);
+    block_first_interval.store(interval.fetch_add(1) + 1);
 }
 
 GPUNET_EMU_NOSAN inline void run_block(const std::function<void()> &kernel) {

@@ -431,11 +431,15 @@ class RawKernel:
         self.module = module
         self.kernel = kernel
         self.name = kernel.name
+        self._launchers: dict = {}
 
     def _launcher(self, copy):
-        launch = getattr(self.module.library(copy), f"gpunet_emu_launch_{self.name}")
-        launch.restype = ctypes.c_int
-        return launch
+        """The library copy's launch function, looked up (and typed) once."""
+        if copy not in self._launchers:
+            launch = getattr(self.module.library(copy), f"gpunet_emu_launch_{self.name}")
+            launch.restype = ctypes.c_int
+            self._launchers[copy] = launch
+        return self._launchers[copy]
 
     def __call__(self, grid, block, args, *, shared_mem=0, stream=None):
         grid, block = _dims(grid, "grid"), _dims(block, "block")
