@@ -400,7 +400,9 @@ inline void run_thread(int t) {
     }
 }
 
-inline void worker_main(int t) {
+// `seen` is the launch generation when the worker was made: it takes part from the next launch on
+// (starting from 0 it would join the launch under way early, and then once more: a stray thread)
+inline void worker_main(int t, unsigned int seen) {
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {
         void *base;
@@ -410,7 +412,6 @@ inline void worker_main(int t) {
         self.stack_hi = self.stack_lo + size;
         pthread_attr_destroy(&attr);
     }
-    unsigned int seen = 0;
     for (;;) {
         while (pool.launch_generation.load() == seen) pool.launch_generation.wait(seen);
         seen = pool.launch_generation.load();
@@ -496,7 +497,8 @@ inline int launch(const char *name, const unsigned int *grid, const unsigned int
     const int nthreads = int(block[0] * block[1] * block[2]);
     while (int(pool.workers.size()) < nthreads) {
         // never joined or destroyed: they wait for the next launch until the process exits
-        pool.workers.push_back(new std::thread(worker_main, int(pool.workers.size())));
+        pool.workers.push_back(new std::thread(worker_main, int(pool.workers.size()),
+                                                 pool.launch_generation.load()));
         pool.workers.back()->detach();
     }
     pool.kernel = &kernel;
