@@ -46,3 +46,18 @@ def float_inputs(**arrays):
     except TypeError as exc:
         raise TypeError(f"{', '.join(names)}: {exc}") from None
     return xp
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C: a KeyboardInterrupt, or the SystemError CPython raises when a
+    signal arrives inside a compiled (Numba) function ("returned a result with an exception
+    set"), whose cause or context is the KeyboardInterrupt."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        if not isinstance(exc, SystemError):
+            return False
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False

@@ -76,9 +76,11 @@ def save_checkpoint(path: PathLike, arrays: dict, meta: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a read-only folder: say which file
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)

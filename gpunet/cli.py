@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -50,8 +51,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         kernels=os.environ.get("GPUNET_KERNELS", "auto"),
     )
 
-    def options(t: argparse.ArgumentParser) -> None:
-        """The options of one run, shared by train and babysit."""
+    def options(t: argparse.ArgumentParser, resume: bool = True) -> None:
+        """The options of one run, shared by train, babysit and search (``resume``: train's
+        --resume; babysit starts fresh, a search resumes from its journal by itself)."""
         t.add_argument(
             "--dataset", choices=DATASETS, default=d.dataset, help="digits is bundled (no download)"
         )
@@ -143,8 +145,17 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             help="makes the run reproducible (init, shuffles, dropout)",
         )
         t.add_argument("--out", default="runs/latest", help="output folder (the run folder)")
+        if resume:
+            t.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue from OUT/checkpoint.npz if it exists",
+            )
         t.add_argument(
-            "--resume", action="store_true", help="continue from OUT/checkpoint.npz if it exists"
+            "--overwrite",
+            action="store_true",
+            help="replace what --out holds (another run): without it that is refused, and the "
+            "default --out moves an earlier run aside",
         )
         t.add_argument("--no-progress", action="store_true", help="no progress bar")
         t.add_argument("--no-plot", action="store_true", help="no curves.png (it is drawn last)")
@@ -176,7 +187,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "`gpunet train`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    options(b)
+    options(b, resume=False)
     b.set_defaults(out="runs/babysit", epochs=10)
     se = sub.add_parser(
         "search",
@@ -187,7 +198,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "scatter plot; every finished trial goes to a journal, and a rerun skips them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    options(se)
+    options(se, resume=False)
     se.set_defaults(out="runs/search", epochs=5)
     se.add_argument("--trials", type=int, default=20, help="trials (random search)")
     se.add_argument(
@@ -226,7 +237,16 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         default="gpunet",
         help="optuna: a TPE study with pruning (needs gpunet[optuna])",
     )
-    se.add_argument("--storage", default=None, help="Optuna storage URL (e.g. sqlite:///s.db)")
+    se.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: sqlite:///OUT/study.db, so a rerun resumes)",
+    )
+    se.add_argument(
+        "--study",
+        default=None,
+        help="Optuna study name (default: derived from the search's definition)",
+    )
     st = sub.add_parser(
         "init-study",
         help="the lecture's weight-initialization experiment: per-layer activation histograms",
@@ -251,7 +271,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     st.add_argument("--examples", type=int, default=1000, help="unit-Gaussian input rows")
     st.add_argument("--seed", type=int, default=0, help="weights and input")
-    st.add_argument("--out", default="runs/init-study.png", help="the figure")
+    st.add_argument("--out", default="runs/init-study.png", help="the figure (.png, .pdf or .svg)")
+    st.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sub.add_parser(
         "info",
         help="versions, backend, GPU name and memory, which kernel paths work",
@@ -260,6 +281,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     if suppress_defaults:
         for p in (t, b, se, st):
+            p._defaults.clear()  # set_defaults' values (babysit's --out, ...) are defaults too
             for action in p._actions:
                 action.default = argparse.SUPPRESS
     return parser
@@ -272,6 +294,7 @@ OPTION_NAMES = {
     "batch_size": "--batch-size",
     "no_progress": "--no-progress",
     "plot": "--no-plot",
+    "overwrite": "--overwrite",
 }
 
 
@@ -326,6 +349,8 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     except (CheckpointError, ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
         print(f"gpunet train: error: {exc}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        return _last_word("train", exc, "nothing of this run was saved")
     import gpunet
 
     cfg = result.get("config", cfg)
@@ -339,6 +364,25 @@ def cmd_train(args: argparse.Namespace, argv: list | None = None) -> int:
     return 0
 
 
+def _last_word(command: str, exc: BaseException, interrupted_note: str) -> int:
+    """One line for Ctrl-C outside the epochs and for a failed write (a full disk, a read-only
+    folder): the exit code, or ``exc`` raised again if it is neither."""
+    from ._checks import interrupted
+
+    if interrupted(exc):
+        print(f"gpunet {command}: interrupted: {interrupted_note}", file=sys.stderr)
+        return 130
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) not in what:
+            what = f"cannot write {exc.filename}: {what}"
+        print(
+            f"gpunet {command}: error: {what} (files already written are intact)", file=sys.stderr
+        )
+        return 1
+    raise exc
+
+
 def _config(args: argparse.Namespace) -> TrainConfig:
     from .run import TrainConfig
 
@@ -349,19 +393,22 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def cmd_babysit(args: argparse.Namespace) -> int:
+def cmd_babysit(args: argparse.Namespace, argv: list | None = None) -> int:
     """The checklist, one line per check (verdict first); exit 1 if a check failed."""
     from .backend import BackendError
     from .checkpoint import CheckpointError
     from .diagnose.report import babysit
     from .run import ConfigError
 
+    explicit = explicit_options(argv if argv is not None else sys.argv[1:])
     cfg = _config(args)
     try:
-        results = babysit(cfg, names=option_names(), log=print)
+        results = babysit(cfg, names=option_names(), log=print, explicit_out="out" in explicit)
     except (CheckpointError, ConfigError, BackendError, ValueError, FileNotFoundError) as exc:
         print(f"gpunet babysit: error: {exc}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        return _last_word("babysit", exc, "no report was written")
     failed = [r for r in results if r.verdict == "fail"]
     print(
         f"{len(results)} checks: {len(results) - len(failed)} passed or warned, "
@@ -390,14 +437,13 @@ def _stages(text: str) -> list:
     return stages
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(args: argparse.Namespace, argv: list | None = None) -> int:
     """A search over lr (and reg) with the rest of a `gpunet train` configuration fixed."""
-    import os
-
     from . import tune
     from .backend import BackendError
-    from .run import ConfigError, run_folder
+    from .run import ConfigError
 
+    explicit = explicit_options(argv if argv is not None else sys.argv[1:])
     cfg = _config(args)
     try:
         cfg.validate(option_names())
@@ -407,52 +453,168 @@ def cmd_search(args: argparse.Namespace) -> int:
         stages = _stages(args.stages) if args.stages else None
         if args.trials < 1:
             raise ValueError(f"--trials must be >= 1, got {args.trials}")
+        if args.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {args.workers}")
+        _search_conflicts(args, explicit, space, stages)
     except (ValueError, ConfigError) as exc:
         print(f"gpunet search: error: {exc}", file=sys.stderr)
         return 2
-    out = run_folder(cfg)
-    os.makedirs(out, exist_ok=True)
-    journal = args.journal or os.path.join(out, "journal.jsonl")
-    objective = tune.MLPObjective(cfg)
-    executor = args.scheduler or (args.workers if args.workers > 0 else None)
-    progress = False if args.no_progress else None
     try:
+        return _search(args, cfg, explicit, space, stages)
+    except tune.SearchStopped as exc:
+        print(f"gpunet search: {exc}", file=sys.stderr)
+        return 1
+    except (ImportError, BackendError, ConfigError, ValueError) as exc:
+        print(f"gpunet search: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException as exc:
+        journal = args.journal or f"{cfg.out}/journal.jsonl"
+        note = (
+            f"finished trials are in {journal}, and the same command resumes the search"
+            if args.engine == "gpunet"
+            else "the same command resumes the study"
+        )
+        return _last_word("search", exc, note)
+
+
+def _search_conflicts(args: argparse.Namespace, explicit: set, space: dict, stages: list | None):
+    """Options a search would ignore are an error, not silence."""
+    ignored = {
+        "lr": "the search samples it: give --lr-range",
+        "reg": "the search samples it: give --reg-range (or --reg-range off to fix it)",
+    }
+    for opt, why in ignored.items():
+        if opt in explicit and opt in space:
+            raise ValueError(f"--{opt} is not used by a search ({why})")
+    if stages and "epochs" in explicit:
+        raise ValueError("--epochs is not used with --stages (each stage gives its epochs)")
+    if stages and "trials" in explicit:
+        raise ValueError("--trials is not used with --stages (each stage gives its trials)")
+    if args.engine == "optuna":
+        for opt, value, why in (
+            ("--stages", args.stages, "Optuna's pruner stops weak trials instead"),
+            ("--journal", args.journal, "the study in --storage is its journal"),
+            ("--scheduler", args.scheduler, "run more processes on one --storage instead"),
+            (
+                "--workers",
+                args.workers,
+                "Optuna runs parallel trials as threads sharing gpunet's backend; run more "
+                "processes on one --storage instead",
+            ),
+            ("--max-failures", args.max_failures, "Optuna records failures and goes on"),
+        ):
+            if value:
+                raise ValueError(f"{opt} is not supported with --engine optuna ({why})")
+    elif args.storage or "study" in explicit:
+        raise ValueError("--storage and --study are for --engine optuna")
+
+
+def _search(
+    args: argparse.Namespace, cfg: TrainConfig, explicit: set, space: dict, stages: list | None
+) -> int:
+    import contextlib
+    import os
+
+    from . import tune
+    from .outputs import hold, set_aside, writable_file, writable_folder
+    from .run import RUN_FILES, ConfigError
+
+    names = option_names()
+    out = writable_folder(cfg.out, "--out")
+    default_journal = args.journal is None
+    journal = args.journal or os.path.join(out, "journal.jsonl")
+    writable_file(journal, "--journal", option="journal")
+    objective = tune.MLPObjective(cfg)
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold(out, "--out"))
+        if not default_journal:
+            held.enter_context(hold(journal, "--journal", option="journal"))
+        others = [n for n in RUN_FILES if n != "journal.jsonl" and os.path.exists(f"{out}/{n}")]
+        if others and not cfg.overwrite:
+            if "out" not in explicit:
+                print(f"the earlier run in {out} was moved to {set_aside(out)}", file=sys.stderr)
+            else:
+                raise ConfigError(
+                    "out",
+                    f"--out {out!r} holds a run of another command ({', '.join(others)}). To go "
+                    "on: choose another --out, or replace it with --overwrite",
+                )
         if args.engine == "optuna":
-            results = tune.optuna_search(
-                objective, space, args.trials, storage=args.storage, seed=args.search_seed
-            )
-        else:
-            # on a Dask cluster with --backend cupy, each trial asks for one GPU of a worker
-            # started with --resources GPU=<count>: one trial per GPU at a time
-            common = dict(
-                seed=args.search_seed,
-                executor=executor,
-                journal=journal,
-                max_failures=args.max_failures,
-                progress=progress,
-                gpu_per_trial=bool(args.scheduler) and cfg.backend == "cupy",
-            )
+            return _optuna_search(args, objective, space, out, names)
+        definition = tune.search_definition(
+            objective,
+            "coarse_to_fine" if stages else "random",
+            space,
+            "val_acc",
+            "max",
+            **({"stages": [list(s) for s in stages], "keep_top": 0.2} if stages else {}),
+        )
+        try:
+            tune.journal.Journal(journal).claim(definition)
+        except tune.JournalMismatch as exc:
+            if cfg.overwrite:
+                os.unlink(journal)
+                print(
+                    f"--overwrite: the journal of another search in {journal} is replaced",
+                    file=sys.stderr,
+                )
+            elif default_journal and "out" not in explicit:
+                print(f"the earlier search in {out} was moved to {set_aside(out)}", file=sys.stderr)
+            else:
+                what = "; ".join(
+                    f"{_option_of(k, names)} {a!r} there, {b!r} here" for k, a, b in exc.differences
+                )
+                option = "--out" if default_journal else "--journal"
+                raise ConfigError(
+                    "journal",
+                    f"{option} {out if default_journal else journal!r} holds the journal of "
+                    f"another search ({what}). To go on: choose another {option}, or start over "
+                    "there with --overwrite",
+                ) from None
+        executor = args.scheduler or (args.workers if args.workers > 0 else None)
+        progress = False if args.no_progress else None
+        # on a Dask cluster with --backend cupy, each trial asks for one GPU of a worker
+        # started with --resources GPU=<count>: one trial per GPU at a time
+        common = dict(
+            seed=args.search_seed,
+            executor=executor,
+            journal=journal,
+            max_failures=args.max_failures,
+            progress=progress,
+            gpu_per_trial=bool(args.scheduler) and cfg.backend == "cupy",
+            definition=definition,
+        )
+        try:
             if stages:
                 results = tune.coarse_to_fine(objective, space, stages, **common)
             else:
                 results = tune.random_search(objective, space, args.trials, **common)
-    except tune.SearchStopped as exc:
-        print(f"gpunet search: {exc}", file=sys.stderr)
-        results = exc.results
-    except KeyboardInterrupt:
-        print(
-            f"gpunet search: interrupted; finished trials are in {journal}, and the same "
-            "command resumes the search",
-            file=sys.stderr,
-        )
-        return 130
-    except (ImportError, BackendError, ValueError) as exc:
-        print(f"gpunet search: error: {exc}", file=sys.stderr)
-        return 2
-    print(results.table())
-    plot = os.path.join(out, "search.png")
-    results.plot(plot)
-    best = results.best
+        except tune.SearchStopped as exc:
+            print(f"gpunet search: {exc}", file=sys.stderr)
+            results = exc.results
+        return _search_report(results, out, journal, args)
+
+
+def _option_of(key: str, names: dict) -> str:
+    """``objective.base.hidden`` -> ``--hidden``; other keys as they are."""
+    last = key.rsplit(".", 1)[-1]
+    if key.startswith("objective.base."):
+        return names.get(last, f"--{last}")
+    return {"space.lr": "--lr-range", "space.reg": "--reg-range", "stages": "--stages"}.get(
+        key, key
+    )
+
+
+def _search_report(results: object, out: str, journal: str | None, args: argparse.Namespace) -> int:
+    import os
+
+    print(results.table())  # type: ignore[attr-defined]
+    written = [journal] if journal else []
+    if not args.no_plot:
+        plot = os.path.join(out, "search.png")
+        results.plot(plot)  # type: ignore[attr-defined]
+        written.insert(0, plot)
+    best = results.best  # type: ignore[attr-defined]
     if best is not None:
         print(
             f"best: val accuracy {best.value:.4f} with "
@@ -461,15 +623,33 @@ def cmd_search(args: argparse.Namespace) -> int:
                 for k, v in best.params.items()
             )
         )
-    print(f"wrote {plot} and {journal}")
+    if written:
+        print(f"wrote {' and '.join(written)}")
     return 0 if best is not None else 1
 
 
-def cmd_init_study(args: argparse.Namespace) -> int:
+def _optuna_search(
+    args: argparse.Namespace, objective: Callable, space: dict, out: str, names: dict
+) -> int:
+    import os
+
+    from . import tune
+
+    storage = args.storage or f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
+    definition = tune.search_definition(objective, "optuna", space, "val_acc", "max")
+    study = args.study or f"gpunet-{tune.journal.definition_hash(definition)}"
+    results = tune.optuna_search(
+        objective, space, args.trials, storage=storage, study_name=study, seed=args.search_seed
+    )
+    code = _search_report(results, out, None, args)
+    print(f"the study {study!r} is in {storage}: the same command resumes it")
+    return code
+
+
+def cmd_init_study(args: argparse.Namespace, argv: list | None = None) -> int:
     import os
 
     from . import init as initializers
-    from .diagnose import init_study, plot_init_study, study_table
 
     inits = [i.strip() for i in args.init.split(",") if i.strip()]
     unknown = [i for i in inits if i not in initializers.INITIALIZERS]
@@ -490,6 +670,47 @@ def cmd_init_study(args: argparse.Namespace) -> int:
                 f"gpunet init-study: error: {name} must be >= {low}, got {value}", file=sys.stderr
             )
             return 2
+    from .outputs import writable_file
+    from .run import ConfigError
+
+    explicit = explicit_options(argv if argv is not None else sys.argv[1:])
+    try:
+        writable_file(args.out, "--out", (".png", ".pdf", ".svg"))
+        if os.path.exists(args.out) and not args.overwrite:
+            if "out" in explicit:
+                raise ConfigError(
+                    "out",
+                    f"--out {args.out!r} exists: choose another file, or replace it with "
+                    "--overwrite",
+                )
+            folder = set_aside_file(args.out)
+            print(f"the earlier figure {args.out} was moved to {folder}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"gpunet init-study: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _init_study(args, inits)
+    except BaseException as exc:
+        return _last_word("init-study", exc, "no figure was written")
+
+
+def set_aside_file(path: str) -> str:
+    """An earlier output file moved to ``name-YYYYmmdd-HHMMSS.ext`` beside it; returns that."""
+    import os
+    import time
+
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    target, k = f"{stem}-{stamp}{ext}", 2
+    while os.path.exists(target):
+        target, k = f"{stem}-{stamp}-{k}{ext}", k + 1
+    os.replace(path, target)
+    return target
+
+
+def _init_study(args: argparse.Namespace, inits: list) -> int:
+    from .diagnose import init_study, plot_init_study, study_table
+
     studies = {}
     for init in inits:
         stats = init_study(
@@ -502,7 +723,6 @@ def cmd_init_study(args: argparse.Namespace) -> int:
         )
         studies[f"{init}, {args.activation}"] = stats
         print(study_table(f"{init} with {args.activation}:", stats))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     plot_init_study(
         studies,
         args.out,
@@ -592,15 +812,15 @@ def _kernel_check(cupy: ModuleType):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return cmd_train(args, argv)
-    handlers = {
+    if args.command == "info":
+        return cmd_info(args)
+    commands = {
+        "train": cmd_train,
         "babysit": cmd_babysit,
         "search": cmd_search,
         "init-study": cmd_init_study,
-        "info": cmd_info,
     }
-    return handlers[args.command](args)
+    return commands[args.command](args, argv)
 
 
 if __name__ == "__main__":

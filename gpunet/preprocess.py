@@ -53,6 +53,13 @@ class Transform:
             )
         if X.dtype.kind != "f":
             raise TypeError(f"{name} must be a float array, got dtype {X.dtype}")
+        xp = get_array_module(X)
+        bad = ~xp.isfinite(X.reshape(len(X), -1)).all(axis=1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{name} holds NaN/Inf values in {int(bad.sum())} examples (first: row "
+                f"{int(xp.argmax(bad))}): clean or impute the data before {type(self).__name__}"
+            )
         mean = getattr(self, "mean", None)
         if mean is not None:
             per_channel = getattr(self, "per_channel", False)

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,17 +16,10 @@ from gpunet.types import PathLike
 
 from . import backend, datasets, nn, optim, preprocess
 from .checkpoint import group, load_checkpoint
+from .outputs import ConfigError
 from .train import Callback, History, Trainer, TrainingDiverged, evaluate
 
 DATASETS = ("digits", "spiral", "cifar10", "mnist")
-
-
-class ConfigError(ValueError):
-    """An option of a run is invalid, or conflicts with the run it resumes. ``option`` names it."""
-
-    def __init__(self, option: str, message: str):
-        super().__init__(message)
-        self.option = option
 
 
 #: options that may differ from the checkpoint's when resuming: where and how long it runs
@@ -40,7 +32,16 @@ RESUMABLE_CHANGES = (
     "kernels",
     "data_dir",
     "plot",
+    "overwrite",
 )
+
+#: options that, left out on --resume, take the checkpoint's value (the rest of
+#: RESUMABLE_CHANGES are about this invocation: where it writes, a progress bar)
+RESUMED_FROM_CHECKPOINT = ("epochs", "backend", "kernels", "data_dir")
+
+#: the files that make a folder hold a run (of train, babysit or search); a fresh command into
+#: such a folder is refused unless --overwrite (or moves them aside, for a default --out)
+RUN_FILES = ("config.json", "checkpoint.npz", "history.json", "report.md", "journal.jsonl")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool | None = None
     plot: bool = True
+    overwrite: bool = False
 
     def validate(self, names: dict | None = None) -> TrainConfig:
         """Check every option, one message per option naming it and its valid values
@@ -166,24 +168,12 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _prepare_out(out: str, names: dict | None) -> None:
-    """The run folder must be a folder we can write to, said before anything runs."""
-    label = (names or {}).get("out", "out")
-    if not out:
-        raise ConfigError("out", f"{label} must name a folder, got {out!r}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError("out", f"{label} {out!r} is a file, not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ConfigError("out", f"{label} {out!r} cannot be written to ({exc.strerror})") from None
-
-
-def _resume_config(cfg: TrainConfig, old: dict, explicit: set | None, names: dict | None) -> tuple:
+def _resume_config(
+    cfg: TrainConfig, old: dict, done: int, explicit: set | None, names: dict | None
+) -> tuple:
     """(config to run, notes): the checkpoint's run, with only the changes that keep it the same
-    run; any other differing option is an error naming it with both values."""
+    run; any other differing option is an error naming it with both values. Options left out
+    (not in ``explicit``) take the checkpoint's values, --epochs included."""
     label = (names or {}).get
     diffs = []
     for f in dataclasses.fields(TrainConfig):
@@ -200,7 +190,16 @@ def _resume_config(cfg: TrainConfig, old: dict, explicit: set | None, names: dic
             f"or start a new run in another {label('out', 'out')} folder",
         )
     keep = {k: v for k, v in old.items() if k not in RESUMABLE_CHANGES and hasattr(cfg, k)}
+    if explicit is not None:
+        keep.update({k: old[k] for k in RESUMED_FROM_CHECKPOINT if k in old and k not in explicit})
     merged = dataclasses.replace(cfg, **keep)
+    if merged.epochs < done:
+        raise ConfigError(
+            "epochs",
+            f"{label('epochs', 'epochs')} {merged.epochs} is fewer than the {done} epochs the run "
+            f"in {cfg.out} has trained: leave {label('epochs', 'epochs')} out to continue it as "
+            f"it was ({old.get('epochs', done)} epochs), or give more to train on",
+        )
     notes = []
     if merged.epochs != old.get("epochs", merged.epochs):
         notes.append(
@@ -210,21 +209,86 @@ def _resume_config(cfg: TrainConfig, old: dict, explicit: set | None, names: dic
     return merged, notes
 
 
+def describe_run(config: dict) -> str:
+    """A run's configuration in a few words, for messages."""
+    what = config.get("command", "train")
+    return (
+        f"a {what} run: dataset {config.get('dataset')}, hidden {config.get('hidden')}, "
+        f"{config.get('optimizer')} lr {config.get('lr')}, {config.get('epochs')} epochs"
+    )
+
+
+def _differences(old: dict, new: dict, names: dict | None) -> list:
+    label = (names or {}).get
+    skip = {"out", "resume", "progress", "plot", "overwrite", "command"}
+    return [
+        f"{label(k, k)} {old[k]!r} there, {new[k]!r} here"
+        for k in new
+        if k not in skip and k in old and old[k] != new[k]
+    ]
+
+
+def claim_folder(
+    out: str,
+    config: dict,
+    *,
+    explicit_out: bool,
+    overwrite: bool,
+    names: dict | None,
+    log: Callable,
+    ways: str,
+) -> None:
+    """A fresh command is about to write into ``out``: if the folder holds another run, refuse
+    with one line naming both and the ways on (``ways``), unless ``overwrite`` (its files are
+    replaced as the new ones are written) or the folder is the default one (``explicit_out``
+    False: the earlier run is moved aside, and ``log`` says where)."""
+    from .outputs import set_aside
+
+    held = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+    if not held:
+        return
+    if overwrite:
+        log(f"{out} holds an earlier run: --overwrite replaces it")
+        return
+    if not explicit_out:
+        moved = set_aside(out)
+        log(f"the earlier run in {out} was moved to {moved}")
+        return
+    old = {}
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        pass
+    label = (names or {}).get("out", "out")
+    if isinstance(old, dict) and old:
+        mine = _jsonable(config)
+        diffs = _differences(old, mine if isinstance(mine, dict) else {}, names)
+        there = f"{describe_run(old)}" + (
+            f"; this one differs: {'; '.join(diffs)}" if diffs else "; this one is the same"
+        )
+    else:
+        there = f"{', '.join(held)}"
+    raise ConfigError(
+        "out",
+        f"{label} {out!r} holds another run ({there}). To go on: {ways}",
+    )
+
+
 def _jsonable(v: object) -> object:
     return json.loads(json.dumps(v))
 
 
 def _write_json_atomic(path: str, obj: object) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .outputs import atomic_write
+
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2))
 
 
-class RunInterrupted(RuntimeError):
-    """Ctrl-C during ``run``: says which epoch the run folder holds and how to resume."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``run``: says which epoch the run folder holds and how to resume. A
+    KeyboardInterrupt, so that what runs trials (a search) stops instead of recording a
+    failure."""
 
 
 class _RunFolder(Callback):
@@ -280,6 +344,7 @@ def run(
     log: Callable = _log,
     monitor: bool = False,
     callbacks: Sequence = (),
+    command: str = "train",
 ) -> dict:
     """Train ``cfg``; returns a dict with val_acc, test_acc, history, model, preprocessor, and
     ``status`` ("trained", "finished" or "stopped"). With ``cfg.out`` set, writes config.json,
@@ -288,32 +353,67 @@ def run(
     options that would change it (``explicit``: the ones the caller set; None: all) are an
     error, except RESUMABLE_CHANGES (more epochs, another device). ``names``: how the caller
     spells the options in messages (the CLI: ``--lr``). ``monitor``: the babysitting monitors;
-    ``callbacks``: more training callbacks (a search's early abandonment, Optuna's pruning)."""
+    ``callbacks``: more training callbacks (a search's early abandonment, Optuna's pruning).
+    The folder is held (``outputs.hold``: a second process gets ``Busy``) and claimed
+    (``claim_folder``): a fresh run into a folder that holds another run is a ``ConfigError``
+    unless ``cfg.overwrite``; when ``explicit`` says ``out`` was left out (the default folder),
+    the earlier run is moved aside instead. ``command`` tags config.json (train, babysit)."""
     cfg.validate(names)
-    ckpt = os.path.join(cfg.out, "checkpoint.npz") if cfg.out else None
-    if cfg.out is not None:
-        _prepare_out(cfg.out, names)
-    done, meta = 0, {}
-    if cfg.resume and ckpt and os.path.exists(ckpt):
-        _, meta = load_checkpoint(ckpt)
-        old = meta.get("config")
-        if old is None:
-            raise ConfigError(
-                "resume",
-                f"{ckpt} has no run configuration (not written by "
-                "`gpunet train`): it cannot be resumed as a run",
+    if cfg.out is None:
+        return _run(cfg, {}, names, log, monitor, callbacks, command)
+    from .outputs import hold, writable_folder
+
+    label = (names or {}).get("out", "out")
+    writable_folder(cfg.out, label)
+    with hold(cfg.out, label):
+        ckpt = os.path.join(cfg.out, "checkpoint.npz")
+        meta: dict = {}
+        if cfg.resume and os.path.exists(ckpt):
+            _, meta = load_checkpoint(ckpt)
+            old = meta.get("config")
+            if old is None:
+                raise ConfigError(
+                    "resume",
+                    f"{ckpt} has no run configuration (not written by "
+                    "`gpunet train`): it cannot be resumed as a run",
+                )
+            cfg, notes = _resume_config(cfg, old, int(meta["epoch"]), explicit, names)
+            cfg.validate(names)
+            for note in notes:
+                log(note)
+        else:
+            if cfg.resume:
+                log(f"no checkpoint in {cfg.out}: starting fresh")
+            claim_folder(
+                str(cfg.out),
+                {**dataclasses.asdict(cfg), "command": command},
+                explicit_out=explicit is None or "out" in explicit,
+                overwrite=cfg.overwrite,
+                names=names,
+                log=log,
+                ways=f"continue it with {(names or {}).get('resume', 'resume')}, choose another "
+                f"{label}, or replace it with {(names or {}).get('overwrite', 'overwrite')}",
             )
-        cfg, notes = _resume_config(cfg, old, explicit, names)
-        cfg.validate(names)
-        done = int(meta["epoch"])
-        for note in notes:
-            log(note)
-    elif cfg.resume:
-        log(f"no checkpoint in {cfg.out}: starting fresh")
+        return _run(cfg, meta, names, log, monitor, callbacks, command)
+
+
+def _run(
+    cfg: TrainConfig,
+    meta: dict,
+    names: dict | None,
+    log: Callable,
+    monitor: bool,
+    callbacks: Sequence,
+    command: str,
+) -> dict:
+    """``run`` once the folder is claimed (or there is none): ``meta`` of the checkpoint resumed
+    (empty for a fresh run)."""
+    ckpt = os.path.join(cfg.out, "checkpoint.npz") if cfg.out else None
+    done = int(meta.get("epoch", 0))
     data, pre, model = build(cfg, names)
     opt = _optimizer(cfg, model.parameters())
     schedule = SCHEDULES[cfg.schedule](opt, cfg)
-    config = dataclasses.asdict(cfg)
+    config = {**dataclasses.asdict(cfg), "command": command}
     folder = [_RunFolder(cfg.out, config)] if cfg.out else []
     monitors = []
     if monitor:  # the babysitting monitors, recorded into the history (gpunet.diagnose)

@@ -159,7 +159,8 @@ def test_a_corrupt_last_line_is_skipped_with_a_warning(tmp_path):
     tune.run_trials(objectives.bowl, [{"lr": 0.01}], journal=journal, progress=False)
     with open(journal, "a") as f:
         f.write('{"id": 1, "params": {"lr": 0.1}, "stat')  # a crash mid-write
-    with pytest.warns(JournalWarning, match="line 2 is not a complete record"):
+    # line 1: the search's definition, line 2: the trial, line 3: the half-written one
+    with pytest.warns(JournalWarning, match="line 3 is not a complete record"):
         res = tune.run_trials(
             objectives.bowl, [{"lr": 0.01}, {"lr": 0.1}], journal=journal, progress=False
         )
@@ -181,7 +182,7 @@ def test_journal_resume_after_the_search_process_is_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     deadline = time.time() + 60
     while time.time() < deadline and (
-        not journal.exists() or len(journal.read_text().splitlines()) < 3
+        not journal.exists() or len(journal.read_text().splitlines()) < 4  # header + 3 trials
     ):
         time.sleep(0.05)
     proc.kill()
@@ -299,7 +300,9 @@ def test_small_search_on_digits_reaches_95_percent(tmp_path, capsys):
     assert code == 0, out
     best = float(out.split("best: val accuracy ")[1].split()[0])
     assert best >= 0.95
-    records = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    header, records = json.loads(lines[0])["header"], [json.loads(line) for line in lines[1:]]
+    assert header["definition"]["objective"]["base"]["dataset"] == "digits"
     assert len(records) == 6 and (tmp_path / "search.png").exists()
     assert "test_acc" not in records[0]["metrics"]  # never tuned on test data
     # the same command again: every trial is in the journal, none runs again
@@ -320,7 +323,7 @@ def test_small_search_on_digits_reaches_95_percent(tmp_path, capsys):
         )
         == 0
     )
-    assert len((tmp_path / "journal.jsonl").read_text().splitlines()) == 6
+    assert len((tmp_path / "journal.jsonl").read_text().splitlines()) == 1 + 6  # header + trials
 
 
 def test_gpu_trials_ask_the_cluster_for_a_gpu_each():

@@ -44,3 +44,17 @@ def one_at_a_time_probe(params):
     with CONCURRENCY["lock"]:
         CONCURRENCY["running"] -= 1
     return 1.0
+
+
+def dies(params):
+    """Kills its worker process: on the first call of params['i'] when die == 'once', on every
+    call when die == 'always' (markers in GPUNET_TEST_DIR count the calls across processes)."""
+    folder = os.environ["GPUNET_TEST_DIR"]
+    marker = os.path.join(folder, f"died-{params['i']}")
+    if params.get("die") == "always" or (
+        params.get("die") == "once" and not os.path.exists(marker)
+    ):
+        with open(marker, "a") as f:
+            f.write("x")
+        os._exit(1)
+    return params["i"] / 10

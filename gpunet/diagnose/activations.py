@@ -105,7 +105,9 @@ def _stats(name: str, module: nn.Module, out: Array, bins: int) -> LayerStats:
         hist, edges = numpy.histogram(finite, bins=bins)
     else:
         hist, edges = numpy.zeros(bins, numpy.int64), numpy.linspace(0, 1, bins + 1)
-    return LayerStats(name, kind, float(y.mean()), float(y.std()), saturated, dead, hist, edges)
+    with numpy.errstate(all="ignore"):  # a diverging run's Inf activations: NaN, not a warning
+        mean, std = float(y.mean()), float(y.std())
+    return LayerStats(name, kind, mean, std, saturated, dead, hist, edges)
 
 
 def activation_stats(model: nn.Module, X: Array, bins: int = 40) -> list:
@@ -212,5 +214,7 @@ def plot_init_study(studies: dict, path: PathLike, title: str | None = None) -> 
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(title or "activations per layer (one forward pass on unit-Gaussian input)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    from ..outputs import save_figure
+
+    save_figure(fig, path, dpi=80)
     plt.close(fig)

@@ -203,13 +203,17 @@ def _kink_pattern(net: nn.Module, X: Array) -> tuple:
     return tuple(numpy.asarray(p).tobytes() for p in pattern)
 
 
+#: below this both gradients are ~0 and their difference is compared in absolute terms
+FLAT = 1e-7
+
+
 def gradient_check(
     model: nn.Module,
     loss: Callable | None,
     X: Array,
     y: Array,
     samples: int = 8,
-    h: float = 1e-6,
+    h: float = 1e-5,
     seed: int = 0,
 ) -> CheckResult:
     """Centered differences in float64 on ``samples`` entries of every parameter tensor (all of
@@ -228,7 +232,7 @@ def gradient_check(
     net.zero_grad()
     net.backward(dscores)
     rng = numpy.random.default_rng(seed)
-    tensors, worst, kinks_total = {}, 0.0, 0
+    tensors, worst, kinks_total, flat_total, flat_worst = {}, 0.0, 0, 0, 0.0
     for name, p in net.named_parameters():
         flat = p.data.reshape(-1)
         grad = to_numpy(p.grad).reshape(-1)
@@ -237,7 +241,7 @@ def gradient_check(
             if flat.size <= samples
             else rng.choice(flat.size, samples, replace=False)
         )
-        errors, kinks = [], 0
+        errors, kinks, flat_diffs = [], 0, []
         for i in idx:
             old = float(flat[i])
             flat[i] = old + h
@@ -251,16 +255,43 @@ def gradient_check(
             numeric = (plus - minus) / (2 * h)
             analytic = float(grad[i])
             diff = abs(numeric - analytic)
-            # both ~0 (a bias in front of BatchNorm): agreement within the differences' own noise
-            errors.append(0.0 if diff < 1e-9 else diff / (abs(numeric) + abs(analytic)))
+            if max(abs(numeric), abs(analytic)) < FLAT:
+                # both ~0 (a bias in front of BatchNorm): a relative error of the differences'
+                # rounding noise means nothing; compared in absolute terms instead
+                flat_diffs.append(diff)
+            else:
+                errors.append(diff / (abs(numeric) + abs(analytic)))
         err = max(errors) if errors else 0.0
-        tensors[name] = {"max_relative_error": err, "checked": len(errors), "kinks_crossed": kinks}
+        flat = max(flat_diffs) if flat_diffs else 0.0
+        tensors[name] = {
+            "max_relative_error": err,
+            "checked": len(errors),
+            "kinks_crossed": kinks,
+            "near_zero": len(flat_diffs),
+            "near_zero_max_difference": flat,
+        }
         worst, kinks_total = max(worst, err), kinks_total + kinks
-    numbers = {"tensors": tensors, "max_relative_error": worst, "kinks_crossed": kinks_total}
-    bad = [k for k, t in tensors.items() if t["max_relative_error"] >= 1e-4]
+        flat_total, flat_worst = flat_total + len(flat_diffs), max(flat_worst, flat)
+    numbers = {
+        "tensors": tensors,
+        "max_relative_error": worst,
+        "kinks_crossed": kinks_total,
+        "near_zero": flat_total,
+        "near_zero_max_difference": flat_worst,
+    }
+    bad = [
+        k
+        for k, t in tensors.items()
+        if t["max_relative_error"] >= 1e-4 or t["near_zero_max_difference"] >= FLAT
+    ]
     kink_note = (
         f"; {kinks_total} differences crossed a kink and were left out" if kinks_total else ""
     )
+    if flat_total:
+        kink_note += (
+            f"; {flat_total} entries with a gradient ~0 (< {FLAT:.0e}) agree to "
+            f"{flat_worst:.1e} absolute"
+        )
     if bad:
         return CheckResult(
             "gradient check",
@@ -314,7 +345,9 @@ class LRRangeResult(CheckResult):
         )
         ax.set_ylim(0, 3.2)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        from ..outputs import save_figure
+
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
 
 
@@ -381,13 +414,33 @@ def lr_range_test(
     if falling:
         best = min(falling, key=lambda r: r["end"] / r["start"])
         suggested = (best["lr"] / 10, best["lr"])
-    too_low = [r["lr"] for r in rows if r["status"] == "barely moves"]
+    # too low: the rates that barely move below the first one that falls; a rate above the
+    # falling ones that barely moves (BatchNorm keeps the loss flat as it bounces) is too high
+    first_fall = min((r["lr"] for r in falling), default=None)
+    too_low = [
+        r["lr"]
+        for r in rows
+        if r["status"] == "barely moves"
+        and (first_fall is None or r["lr"] < first_fall)
+        and (first_explode is None or r["lr"] < first_explode)
+    ]
+    stalls = [
+        r["lr"]
+        for r in rows
+        if r["status"] == "barely moves" and first_fall is not None and r["lr"] > first_fall
+    ]
     too_high = [r["lr"] for r in rows if r["status"] == "explodes"]
-    numbers = {"too_low": too_low, "too_high": too_high, "suggested": suggested}
+    numbers = {
+        "too_low": too_low,
+        "too_high": too_high,
+        "stalls_above": stalls,
+        "suggested": suggested,
+    }
     parts = []
-    low = [lr for lr in too_low if first_explode is None or lr < first_explode]
-    if low:
-        parts.append(f"barely moves up to lr {max(low):.0e} (too low)")
+    if too_low:
+        parts.append(f"barely moves up to lr {max(too_low):.0e} (too low)")
+    if stalls:
+        parts.append(f"stops falling again from lr {min(stalls):.0e} (too high)")
     if too_high:
         parts.append(f"explodes or NaN from lr {min(too_high):.0e} (too high)")
     if suggested:

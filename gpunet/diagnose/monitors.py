@@ -94,7 +94,9 @@ class Monitor(Callback):
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        from ..outputs import save_figure
+
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
 
 
@@ -107,7 +109,10 @@ class UpdateRatioMonitor(Monitor):
     """||W_after - W_before|| / ||W_before|| per parameter tensor, every ``every`` iterations
     (the update of one step; the weights are copied the step before). The lecture's rule of
     thumb: about 1e-3; ``low``/``high`` bound what passes; ``patience`` records in a row outside
-    raise an alert (learning rate too low or too high)."""
+    raise an alert (learning rate too low or too high). The rule of thumb is about the base
+    learning rate: while a schedule anneals the rate, the ratio is judged as the base rate would
+    have made it (``ratio * base_lr / lr``), so that the annealing itself raises no alert. The
+    rate is one number for all layers: the median ratio over the weight matrices is judged."""
 
     prefix = "update_ratio"
 
@@ -127,29 +132,55 @@ class UpdateRatioMonitor(Monitor):
     def on_batch_end(self, trainer: Trainer, iteration: int, logs: dict) -> None:
         params = dict(trainer.model.named_parameters())
         if self._before is not None:
+            judged = {}
+            scale = _annealing(trainer)
             for name, p in params.items():
                 w0 = self._before[name]
                 ratio = _norm(p.data - w0) / max(_norm(w0), 1e-12)
                 trainer.history.record(f"{self.prefix}/{name}", iteration, ratio)
-                if p.data.ndim < 2:  # the rule of thumb is for weight matrices (biases start at 0)
-                    continue
-                side = "low" if ratio < self.low else "high" if ratio > self.high else None
-                streak = self._streak.get(name, (None, 0))
-                self._streak[name] = (
-                    side,
-                    streak[1] + 1 if side and side == streak[0] else int(bool(side)),
-                )
-                if side and self._streak[name][1] >= self.patience:
-                    hint = "too low: raise it" if side == "low" else "too high: lower it"
-                    self.alert(
-                        f"ratio-{side}",
-                        f"update/weight ratio of {name} is {ratio:.1e} for "
-                        f"{self.patience} records in a row (healthy: ~1e-3): the learning "
-                        f"rate looks {hint}",
-                    )
+                if p.data.ndim >= 2:  # the rule of thumb is for weight matrices (biases start at 0)
+                    judged[name] = ratio * scale
+            self._judge(judged, scale)
             self._before = None
         if (iteration + 1) % self.every == 0:  # copy now: the next step's update is measured
             self._before = {name: p.data.copy() for name, p in params.items()}
+
+    def _judge(self, judged: dict, scale: float) -> None:
+        """The learning rate is one number for every layer: it is judged on the median ratio
+        over the weight matrices (one layer off the rule, e.g. a small classifier layer, says
+        nothing about the rate); the alert names the layers outside the healthy range."""
+        if not judged:
+            return
+        median = float(numpy.median(list(judged.values())))
+        side = "low" if median < self.low else "high" if median > self.high else None
+        streak = self._streak.get("median", (None, 0))
+        self._streak["median"] = (
+            side,
+            streak[1] + 1 if side and side == streak[0] else int(bool(side)),
+        )
+        if not side or self._streak["median"][1] < self.patience:
+            return
+        hint = "too low: raise it" if side == "low" else "too high: lower it"
+        outside = [
+            n for n, r in judged.items() if (r < self.low if side == "low" else r > self.high)
+        ]
+        at_base = " at the base learning rate" if scale != 1 else ""
+        self.alert(
+            f"ratio-{side}",
+            f"update/weight ratio of {', '.join(outside)} is {median:.1e} (median over "
+            f"{len(judged)} weight matrices{at_base}) for {self.patience} records in a row "
+            f"(healthy: ~1e-3): the learning rate looks {hint}",
+        )
+
+
+def _annealing(trainer: Trainer) -> float:
+    """base_lr / lr while a schedule has lowered the rate (else 1): a measured update ratio
+    times this is what the base rate would have made."""
+    schedule = getattr(trainer, "lr_schedule", None)
+    base, lr = getattr(schedule, "base_lr", None), trainer.optimizer.lr
+    if base and lr and lr < base:
+        return float(base) / float(lr)
+    return 1.0
 
 
 class GradientNormMonitor(Monitor):

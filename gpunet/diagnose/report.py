@@ -13,7 +13,9 @@ import os
 from collections.abc import Callable
 
 from .. import nn
-from ..run import TrainConfig, build, run
+from ..outputs import atomic_write, hold, writable_folder
+from ..run import TrainConfig, build, claim_folder, run
+from ..train import TrainingDiverged
 from .activations import gradient_flow, plot_init_study, study_table
 from .checks import (
     check_initial_loss,
@@ -23,18 +25,40 @@ from .checks import (
     overfit_small_subset,
 )
 from .curves import read_history
-from .results import CheckResult
+from .results import FAIL, CheckResult
 
 __all__ = ["babysit"]
 
 
-def babysit(cfg: TrainConfig, names: dict | None = None, log: Callable = print) -> list:
+def babysit(
+    cfg: TrainConfig, names: dict | None = None, log: Callable = print, explicit_out: bool = True
+) -> list:
     """Run every check on ``cfg`` (its model, data and preprocessing); write ``report.md`` and the
     figures into ``cfg.out``; return the ``CheckResult`` list. ``log`` gets one line per check,
-    verdict first, as each finishes."""
+    verdict first, as each finishes. The folder is checked and claimed first (``gpunet train``'s
+    rule: a folder that holds another run is refused unless ``cfg.overwrite``; with
+    ``explicit_out`` False, the default folder, the earlier run is moved aside)."""
     cfg.validate(names)
     out = cfg.out or "runs/babysit"
-    os.makedirs(out, exist_ok=True)
+    label = (names or {}).get("out", "out")
+    writable_folder(out, label)
+    with hold(out, label):
+        claim_folder(
+            out,
+            {**dataclasses.asdict(cfg), "command": "babysit"},
+            explicit_out=explicit_out,
+            overwrite=cfg.overwrite,
+            names=names,
+            log=log,
+            ways=f"choose another {label}, or replace it with "
+            f"{(names or {}).get('overwrite', 'overwrite')}",
+        )
+        return _babysit(dataclasses.replace(cfg, out=out), names, log)
+
+
+def _babysit(cfg: TrainConfig, names: dict | None, log: Callable) -> list:
+    out = cfg.out
+    assert out is not None
     data, _, model = build(cfg, names)
     X, y = data["X_train"], data["y_train"]
     batch = slice(0, min(len(X), 512))
@@ -62,26 +86,55 @@ def babysit(cfg: TrainConfig, names: dict | None = None, log: Callable = print) 
     )
     figures["activations per layer"] = "activations.png"
     table = study_table("per-layer activations and backward signal (one batch)", stats)
-    trained = run(
-        dataclasses.replace(cfg, out=out, resume=False, progress=False),
-        names=names,
-        log=log,
-        monitor=True,
+    try:
+        trained = run(
+            dataclasses.replace(cfg, resume=False, progress=False, overwrite=True),
+            names=names,
+            log=lambda message: None,
+            monitor=True,
+            command="babysit",
+        )
+    except TrainingDiverged as exc:
+        add(_diverged(cfg, exc, lr, names))
+        trained = None
+    if trained is not None:
+        for r in read_history(trained["history"]):
+            add(r)
+        for m in trained["monitors"]:
+            for alert in dict.fromkeys(m.alerts):
+                add(CheckResult(f"monitor {m.prefix}", "warn", alert))
+            figures[f"monitor: {m.prefix}"] = f"monitor-{m.prefix}.png"
+    figures["training curves"] = (
+        "curves.png" if os.path.exists(os.path.join(out, "curves.png")) else "diverged-curves.png"
     )
-    for r in read_history(trained["history"]):
-        add(r)
-    for m in trained["monitors"]:
-        for alert in dict.fromkeys(m.alerts):
-            add(CheckResult(f"monitor {m.prefix}", "warn", alert))
-        figures[f"monitor: {m.prefix}"] = f"monitor-{m.prefix}.png"
-    figures["training curves"] = "curves.png"
     _write_report(out, cfg, results, table, figures, trained)
     log(f"wrote {out}/report.md and its figures")
     return results
 
 
+def _diverged(
+    cfg: TrainConfig, exc: TrainingDiverged, lr: CheckResult, names: dict | None
+) -> CheckResult:
+    """The short run's divergence as a verdict, with the learning rates that train."""
+    option = (names or {}).get("lr", "lr")
+    suggested = lr.numbers.get("suggested")
+    advice = (
+        f"the learning-rate range test trains with {option} {suggested[0]:.0e} to "
+        f"{suggested[1]:.0e}"
+        if suggested
+        else "no learning rate of the range test made the loss fall: check the data and model"
+    )
+    first = str(exc).splitlines()[0]
+    return CheckResult(
+        "short run",
+        FAIL,
+        f"diverged with {option} {cfg.lr:g}: {first} -- {advice}",
+        {"lr": cfg.lr, "suggested": suggested},
+    )
+
+
 def _write_report(
-    out: str, cfg: TrainConfig, results: list, table: str, figures: dict, trained: dict
+    out: str, cfg: TrainConfig, results: list, table: str, figures: dict, trained: dict | None
 ) -> None:
     lines = [
         "# Babysitting report",
@@ -95,10 +148,15 @@ def _write_report(
     ]
     for r in results:
         lines.append(f"| **{r.verdict.upper()}** | {r.name} | {r.message.replace('|', '/')} |")
+    short = (
+        f"Short run: val accuracy {trained['val_acc']:.4f}, test accuracy "
+        f"{trained['test_acc']:.4f}."
+        if trained is not None
+        else "Short run: diverged (see the short-run check above)."
+    )
     lines += [
         "",
-        f"Short run: val accuracy {trained['val_acc']:.4f}, test accuracy "
-        f"{trained['test_acc']:.4f}.",
+        short,
         "",
         "```",
         table,
@@ -108,5 +166,4 @@ def _write_report(
     for title, path in figures.items():
         if os.path.exists(os.path.join(out, path)):
             lines += [f"## {title}", "", f"![{title}]({path})", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(lines))
+    atomic_write(os.path.join(out, "report.md"), lambda f: f.write("\n".join(lines)))

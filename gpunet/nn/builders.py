@@ -22,6 +22,7 @@ def mlp(
     init: str | Callable = "he_normal",
     dropout: float = 0.0,
     dtype: DTypeLike = numpy.float32,
+    output_scale: float = 0.1,
 ) -> Sequential:
     """A fully connected net: [Linear -> (BatchNorm) -> activation -> (Dropout)] * k -> Linear.
 
@@ -29,6 +30,11 @@ def mlp(
     ``batchnorm=True`` the hidden Linear layers have no bias (BatchNorm's shift cancels it) and
     the activation is fused into the BatchNorm kernel where it has one (relu, leaky_relu, elu, tanh,
     sigmoid, gelu, silu): BN then activation is the lecture's order.
+
+    ``output_scale``: the classifier layer's initial weights are ``init``'s times this, so that
+    the scores start small and the softmax near uniform: the initial loss is log C, the lecture's
+    first sanity check, and no early iterations are spent shrinking confident wrong scores
+    (Karpathy, "A Recipe for Training Neural Networks", 2019: "init well"). 1.0 keeps ``init``.
     """
     sizes = list(sizes)
     if len(sizes) < 2 or any(
@@ -54,5 +60,9 @@ def mlp(
             layers.append(ACTIVATION_LAYERS[activation]())
         if dropout:
             layers.append(Dropout(dropout))
-    layers.append(Linear(sizes[-2], sizes[-1], init=init, dtype=dtype))
+    if not (isinstance(output_scale, (int, float)) and 0 < output_scale <= 1):
+        raise ValueError(f"output_scale must be in (0, 1], got {output_scale!r}")
+    head = Linear(sizes[-2], sizes[-1], init=init, dtype=dtype)
+    head.weight.data *= head.weight.data.dtype.type(output_scale)
+    layers.append(head)
     return Sequential(*layers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import IO
 
 import numpy
 
@@ -70,21 +71,22 @@ class History:
 
     def save_json(self, path: PathLike) -> None:
         """Written atomically (a temporary file, then a rename)."""
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f)
-        os.replace(tmp, path)
+        from ..outputs import atomic_write
+
+        atomic_write(os.fspath(path), lambda f: json.dump(self.to_dict(), f))
 
     def save_csv(self, path: PathLike) -> None:
         """One row per epoch (the per-iteration loss is in the JSON); written atomically."""
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w") as f:
+        from ..outputs import atomic_write
+
+        def write(f: IO) -> None:
             f.write(",".join(self._EPOCH_FIELDS) + "\n")
             for row in zip(*(getattr(self, k) for k in self._EPOCH_FIELDS)):
                 f.write(
                     ",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n"
                 )
-        os.replace(tmp, path)
+
+        atomic_write(os.fspath(path), write)
 
     def plot(self, path: PathLike, title: str | None = None) -> None:
         """Save the loss curve and the train-vs-val accuracy curves as a PNG (headless)."""

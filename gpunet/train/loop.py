@@ -32,6 +32,7 @@ import numpy
 from gpunet.types import Array, PathLike
 
 from .. import backend
+from .._checks import interrupted
 from ..backend import fits_on_device, get_array_module, get_xp, to_numpy
 from ..checkpoint import flatten, group, load_checkpoint, save_checkpoint
 from ..datasets import minibatches
@@ -85,6 +86,16 @@ def _check_finite_data(X: Array, name: str) -> None:
                 f"{name} holds {int(bad.sum())} NaN/Inf values (first in row {row}): clean or "
                 "impute the data before training"
             )
+
+
+def _as_arrays(a: object, name: str) -> Array:
+    """Lists and other sequences as NumPy arrays, as NumPy and PyTorch take them."""
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a
+    try:
+        return numpy.asarray(a)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an array or a rectangular list ({exc})") from None
 
 
 def _check_data(X: Array, y: Array, name: str) -> int:
@@ -198,6 +209,9 @@ class Trainer:
         batch_size: int = 64,
         resume: bool = False,
     ) -> History:
+        X_train, y_train = _as_arrays(X_train, "X_train"), _as_arrays(y_train, "y_train")
+        if val is not None:
+            val = (_as_arrays(val[0], "val X"), _as_arrays(val[1], "val y"))
         self._max_label = _check_data(X_train, y_train, "training data")
         if val is not None:
             self._max_label = max(self._max_label, _check_data(val[0], val[1], "validation data"))
@@ -232,6 +246,11 @@ class Trainer:
             with threads:
                 while self.epoch < epochs and not self.stop_training:
                     self._run_epoch(X, y, Xv, yv, epochs, batch_size, sync_every)
+        except SystemError as exc:  # Ctrl-C inside a Numba kernel surfaces as a SystemError
+            self.failed = True
+            if interrupted(exc):
+                raise KeyboardInterrupt from None
+            raise
         except BaseException:  # divergence, Ctrl-C: the callbacks must not save over good state
             self.failed = True
             raise

@@ -234,10 +234,9 @@ def plot_histories(histories: dict, path: PathLike, title: str | None = None) ->
         panel.finish()
     if title:
         draw.text((WIDTH / 2, 12), title, fill="black", font=font, anchor="ma")
-    path = os.fspath(path)
-    tmp = f"{path}.tmp.png"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    from ..outputs import atomic_write
+
+    atomic_write(os.fspath(path), lambda f: img.save(f, format="PNG"), mode="wb")
     return {
         "panels": [
             {"title": p.title, "legend": [s for s, _, _ in p.legend], "log_y": p.log_y}

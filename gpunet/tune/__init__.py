@@ -12,6 +12,7 @@ pool, or on a Dask cluster (``pip install 'gpunet[distributed]'``); journaled an
 
 from typing import Any
 
+from .journal import JournalMismatch  # noqa: F401
 from .objective import AbandonOnExplosion, MLPObjective, cross_validate  # noqa: F401
 from .search import (  # noqa: F401
     Results,
@@ -22,6 +23,7 @@ from .search import (  # noqa: F401
     grid_search,
     random_search,
     run_trials,
+    search_definition,
 )
 from .space import Choice, IntUniform, LogUniform, Uniform  # noqa: F401
 

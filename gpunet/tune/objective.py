@@ -58,6 +58,17 @@ class MLPObjective:
         self.base = base or TrainConfig(epochs=10)
         self.abandon = abandon
 
+    #: options of the base run that do not change its result (where and how it runs)
+    NOT_DEFINING = ("out", "resume", "progress", "plot", "overwrite", "backend", "kernels")
+
+    def definition(self) -> dict:
+        """The fixed settings a search's journal is tied to: the data and every option of the
+        base run that decides its result, and the abandonment factor."""
+        base = {
+            k: v for k, v in dataclasses.asdict(self.base).items() if k not in self.NOT_DEFINING
+        }
+        return {"class": "gpunet.tune.MLPObjective", "base": base, "abandon": self.abandon}
+
     def __call__(self, params: dict, trial: optuna.trial.Trial | None = None) -> dict:
         from ..run import TrainConfig, run
 

@@ -76,6 +76,11 @@ def optuna_objective(objective: Callable, space: dict, metric: str = "val_acc") 
     return f
 
 
+def _storage_error(storage: str | None, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"the Optuna storage {storage!r} cannot be used: {first}"
+
+
 def optuna_search(
     objective: Callable,
     space: dict,
@@ -88,21 +93,35 @@ def optuna_search(
     seed: int | None = None,
 ) -> Results:
     """An Optuna study (TPE sampler, median pruner) over ``space``, resumable through
-    ``storage`` (e.g. ``sqlite:///search.db``), returned as gpunet ``Results`` (same table and
-    plots)."""
+    ``storage`` (e.g. ``sqlite:///search.db``) and ``study_name``: a rerun loads the study and
+    runs only the trials missing to ``n_trials``. Returned as gpunet ``Results`` (same table and
+    plots). A storage that cannot be used is a ``ValueError`` in one line."""
     optuna = _optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize" if mode == "max" else "minimize",
-        storage=storage,
-        study_name=study_name,
-        load_if_exists=storage is not None,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(),
-    )
-    study.optimize(
-        optuna_objective(objective, space, metric), n_trials=n_trials, catch=(Exception,)
-    )
+    try:
+        study = optuna.create_study(
+            direction="maximize" if mode == "max" else "minimize",
+            storage=storage,
+            study_name=study_name,
+            load_if_exists=storage is not None,
+            sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(),
+        )
+    except (ImportError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(_storage_error(storage, exc)) from None
+    except Exception as exc:  # SQLAlchemy's own errors (a bad URL, a locked database, ...)
+        if type(exc).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        raise ValueError(_storage_error(storage, exc)) from None
+    # a resumed study runs only what is missing: n_trials in all, the finished ones counted
+    finished = ("COMPLETE", "PRUNED", "FAIL")
+    done = sum(t.state.name in finished for t in study.trials)
+    if n_trials - done > 0:
+        study.optimize(
+            optuna_objective(objective, space, metric),
+            n_trials=n_trials - done,
+            catch=(Exception,),
+        )
     status = {"COMPLETE": "ok", "PRUNED": "abandoned", "FAIL": "failed"}
     trials = []
     for t in study.trials:

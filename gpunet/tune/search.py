@@ -29,8 +29,9 @@ import numpy
 
 from gpunet.types import PathLike
 
+from .._checks import interrupted
 from ..train.loop import ProgressBar
-from .journal import Journal
+from .journal import Journal, JournalMismatch
 from .space import at_edge, describe, narrow, sample
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "grid_search",
     "coarse_to_fine",
     "run_trials",
+    "JournalMismatch",
+    "search_definition",
 ]
 
 FINISHED = ("ok", "failed", "abandoned")
@@ -219,7 +222,9 @@ class Results:
             )
             fig.colorbar(sc, ax=ax, label=self.metric)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        from ..outputs import save_figure
+
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
 
 
@@ -252,6 +257,8 @@ def _call(objective: Callable, params: dict, metric: str) -> dict:
     except TrialAbandoned as exc:
         out.update(status="abandoned", error=str(exc))
     except Exception as exc:  # the trial failed; the search goes on
+        if interrupted(exc):  # Ctrl-C inside a Numba kernel: the search stops, not the trial
+            raise KeyboardInterrupt from None
         out.update(
             status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
         )
@@ -302,16 +309,20 @@ def run_trials(
     gpu_per_trial: bool = False,
     progress: bool | None = None,
     space: dict | None = None,
+    definition: dict | None = None,
 ) -> Results:
     """Run ``objective`` on each configuration; the engine of every search. Trials already
     finished in ``journal`` (same stage and configuration) are not run again; the ones a crash
-    or Ctrl-C interrupted are. ``retries``: on Dask, how many times a trial whose worker died is
-    run again elsewhere before it is recorded as failed."""
+    or Ctrl-C interrupted are. ``retries``: how many times a trial whose worker died (a process
+    pool's or Dask's) is run again before it is recorded as failed. ``definition``: the
+    search's identity (``search_definition``) kept in the journal's header; a journal of
+    another search raises ``JournalMismatch``."""
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     if max_failures is not None and max_failures < 0:
         raise ValueError(f"max_failures must be >= 0 or None, got {max_failures}")
     log = Journal(journal)
+    log.claim(definition or search_definition(objective, "trials", {}, metric, mode))
     previous = [Trial.from_record(r) for r in log.read()] if resume else []
     done = {(t.stage, _key(t.params)): t for t in previous if t.status in FINISHED}
     ids = itertools.count(max(first_id or 0, max((t.id for t in previous), default=-1) + 1))
@@ -328,6 +339,8 @@ def run_trials(
     if not todo:
         return results
     kind, runner = _executor(executor)
+    if kind == "processes":
+        runner = [runner]  # more pools join it when a worker dies
     failures = sum(t.status == "failed" for t in trials if t not in todo)
     bar = _bar(len(todo), progress)
     try:
@@ -354,8 +367,36 @@ def run_trials(
     finally:
         bar.close()
         if kind == "processes":
-            runner.shutdown(wait=False, cancel_futures=True)
+            for pool in runner:
+                pool.shutdown(wait=False, cancel_futures=True)
     return results
+
+
+def search_definition(
+    objective: Callable, kind: str, space: dict, metric: str, mode: str, **more: object
+) -> dict:
+    """What makes a search this search (the journal's identity): the objective's fixed
+    settings (``objective.definition()`` where it has one, e.g. ``MLPObjective``: the data and
+    every option of the run; else its qualified name), the space (or grid), the kind and its
+    settings (stages), the metric and mode. Not in it: how many trials (a rerun with more
+    extends the search), the seed, where trials run."""
+    ident = getattr(objective, "definition", None)
+    obj = (
+        ident()
+        if callable(ident)
+        else ".".join(
+            (
+                getattr(objective, "__module__", "?"),
+                getattr(objective, "__qualname__", type(objective).__qualname__),
+            )
+        )
+    )
+    if isinstance(obj, dict) and isinstance(obj.get("base"), dict):
+        # a searched option's base value is never used; coarse-to-fine stages set the epochs
+        searched = set(space) | ({"epochs"} if "stages" in more else set())
+        obj = {**obj, "base": {k: v for k, v in obj["base"].items() if k not in searched}}
+    dims = {k: describe(v) for k, v in space.items()}
+    return {"kind": kind, "objective": obj, "space": dims, "metric": metric, "mode": mode, **more}
 
 
 def _key(params: dict) -> str:
@@ -379,11 +420,7 @@ def _dispatch(
             yield t, _call(objective, t.params, metric)
         return
     if kind == "processes":
-        from concurrent.futures import as_completed
-
-        futures = {runner.submit(_call, objective, t.params, metric): t for t in todo}
-        for f in as_completed(futures):
-            yield futures[f], f.result()
+        yield from _pool_dispatch(runner, objective, todo, metric, retries)
         return
     from dask.distributed import as_completed as dask_as_completed
 
@@ -416,6 +453,49 @@ def _dispatch(
             }
             out["attempts"] = retries + 1
         yield t, out
+
+
+def _died(retries: int, attempts: int) -> dict:
+    return {
+        "status": "failed",
+        "metrics": {},
+        "value": float("nan"),
+        "error": f"its worker process died {attempts} times (run alone, retried {retries} times)",
+        "traceback": None,
+        "seconds": 0.0,
+        "attempts": attempts,
+    }
+
+
+def _pool_dispatch(pools: list, objective: Callable, todo: list, metric: str, retries: int):
+    """A process pool's trials; when a worker dies (a crash, the OOM killer), the pool breaks and
+    every trial in flight fails with BrokenProcessPool. Those are run again one at a time in a
+    fresh one-worker pool, where a death is the trial's own: after ``retries`` reruns it is
+    recorded as failed, and the search goes on. ``pools``: [the pool], new ones appended (the
+    caller shuts them down)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    broken = []
+    futures = {pools[-1].submit(_call, objective, t.params, metric): t for t in todo}
+    for f in as_completed(futures):
+        try:
+            yield futures[f], f.result()
+        except BrokenProcessPool:
+            broken.append(futures[f])
+    for t in broken:  # alone, so that a death is this trial's
+        for attempt in range(1, retries + 2):
+            pools.append(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")))
+            try:
+                out = pools[-1].submit(_call, objective, t.params, metric).result()
+            except BrokenProcessPool:
+                if attempt == retries + 1:
+                    yield t, _died(retries, attempt)
+                continue
+            out["attempts"] = attempt + 1
+            yield t, out
+            break
 
 
 class _NoBar:
@@ -460,6 +540,7 @@ def random_search(
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
     rng = numpy.random.default_rng(seed)
     configs = [sample(space, rng) for _ in range(n_trials)]
+    kwargs.setdefault("definition", search_definition(objective, "random", space, metric, mode))
     results = run_trials(
         objective,
         configs,
@@ -493,6 +574,9 @@ def grid_search(
     keys = list(grid)
     values = [v if isinstance(v, (list, tuple)) else [v] for v in grid.values()]
     configs = [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    kwargs.setdefault(
+        "definition", search_definition(objective, "grid", dict(zip(keys, values)), metric, mode)
+    )
     return run_trials(
         objective,
         configs,
@@ -529,6 +613,18 @@ def coarse_to_fine(
     if not stages:
         raise ValueError("stages must list (n_trials, epochs) pairs")
     rng = numpy.random.default_rng(seed)
+    kwargs.setdefault(
+        "definition",
+        search_definition(
+            objective,
+            "coarse_to_fine",
+            space,
+            metric,
+            mode,
+            stages=[[int(n), int(e)] for n, e in stages],
+            keep_top=keep_top,
+        ),
+    )
     all_trials: list[Trial] = []
     notes: list[str] = []
     current = dict(space)
