@@ -952,3 +952,31 @@ def test_fit_and_preprocessing_take_lists_and_refuse_nan():
     X[4, 2] = numpy.nan
     with pytest.raises(ValueError, match=r"X holds NaN/Inf values in 1 examples \(first: row 4\)"):
         gpunet.preprocess.Standardize().fit(X)
+
+
+def test_a_really_full_disk_is_one_line(tmp_path, capsys):
+    """The same on a real full file system: a 2 MiB tmpfs, filled up after a first good epoch
+    (skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        out = str(disk / "run")
+        assert _cli(capsys, "train", *TINY, "--epochs", "1", "--no-plot", "--out", out)[0] == 0
+        before = _files(out)
+        with open(disk / "filler", "wb", buffering=0) as f:  # take every free block
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        code, _, err = _cli(capsys, "train", "--out", out, "--resume", "--epochs", "3")
+        assert code == 1 and "Traceback" not in err
+        assert "No space left on device" in err.strip().splitlines()[-1]
+        assert _files(out) == before and not [f for f in os.listdir(out) if ".tmp" in f]
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
