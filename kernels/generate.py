@@ -114,7 +114,19 @@ def fused_switch_cuh() -> str:
         f"        case GPUNET_ACT_{n.upper()}: return gpunet_{n}_bwd(dy, z, a, T(0));"
         for n in fused
     ]
-    lines += ["        default: return dy;", "    }", "}", "#endif  // GPUNET_FUSED_SWITCH_CUH"]
+    lines += ["        default: return dy;", "    }", "}"]
+    lines += [
+        "// A loop specialized per activation: every case runs CALL(code) with the code a",
+        "// compile-time constant, so the switches above fold away inside the loop.",
+        "#define GPUNET_FUSED_DISPATCH(act, CALL) \\",
+        "    switch (act) { \\",
+    ]
+    lines += [
+        f"        case GPUNET_ACT_{n.upper()}: CALL(GPUNET_ACT_{n.upper()}); break; \\"
+        for n in fused
+    ]
+    lines += ["        default: CALL(GPUNET_ACT_NONE); break; \\", "    }"]
+    lines += ["#endif  // GPUNET_FUSED_SWITCH_CUH"]
     return "\n".join(lines) + "\n"
 
 

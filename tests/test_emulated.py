@@ -97,7 +97,7 @@ def many_blocks(monkeypatch, cp):
     from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
     monkeypatch.setattr(cupy_batchnorm, "MIN_PER_BLOCK", 64)
-    monkeypatch.setattr(cupy_batchnorm, "BLOCKS_PER_SM", 8)
+    monkeypatch.setattr(cupy_batchnorm, "WAVE_OVERRIDE", 16)
     return cupy_batchnorm
 
 
@@ -105,7 +105,11 @@ def many_blocks(monkeypatch, cp):
 @pytest.mark.parametrize(
     "act", [None, "relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu", "silu"]
 )
-@pytest.mark.parametrize("shape", [(700, 37), (40, 3, 5, 7)], ids=["rows", "spatial"])
+@pytest.mark.parametrize(
+    "shape",
+    [(700, 37), (40, 3, 5, 7), (26, 3, 4, 6)],
+    ids=["rows", "spatial", "spatial-16-byte-loads"],  # S = 35: scalar loads; S = 24: vectors
+)
 def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act, dtype):
     """Two training steps in a row (the arrival counters must be reset by the first), then eval;
     every channel split over several blocks (checked on the grids that actually ran); against
@@ -231,7 +235,7 @@ def test_emulated_wide_batchnorm_grids_are_valid():
         from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
         for shape in ((2, 70000, 3), (2, 70000, 1)):
-            grid, block = cupy_batchnorm._reduce_launch(numpy.empty(shape))[:2]
+            grid, block = cupy_batchnorm._reduce_launch(numpy.empty(shape), "bn_stats")[:2]
             fake_cupy.check_launch(
                 kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block")
             )

@@ -68,7 +68,7 @@ def _run_layers(cp, dtype, rng, monkeypatch):
     from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
     monkeypatch.setattr(cupy_batchnorm, "MIN_PER_BLOCK", 64)
-    monkeypatch.setattr(cupy_batchnorm, "BLOCKS_PER_SM", 8)
+    monkeypatch.setattr(cupy_batchnorm, "WAVE_OVERRIDE", 16)
 
     def both(fn, *arrays):
         got = fn(cp, *[cp.asarray(a) for a in arrays])

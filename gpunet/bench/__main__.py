@@ -51,7 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--nets", default=None, help="inputs x hidden, e.g. 3072x1024,784x512")
     op.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
     op.add_argument("--repeat", type=int, default=30)
+    gs = sub.add_parser(
+        "gpu-static",
+        help="no GPU needed: registers, occupancy, load widths of the CUDA kernels, and an "
+        "ESTIMATE of BatchNorm's time on an H200",
+    )
+    gs.add_argument("--arch", default="sm_90", choices=["sm_80", "sm_90"])
     args = parser.parse_args(argv)
+    if args.which == "gpu-static":
+        from . import gpu_static
+
+        return gpu_static.main(args.arch)
     backend = gpunet.set_backend(args.backend)
     cpu = ""
     if backend == "numpy":

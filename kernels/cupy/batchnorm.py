@@ -13,12 +13,14 @@ from gpunet.types import Array, DTypeLike
 
 from ..activation_table import ACTIVATION_CODES
 from ..interface import BNParams, BNSpec, BNStats
+from . import launch
 from .sources import unit_source
 
 THREADS = 256  # GPUNET_BN_THREADS
 ROWS_X, ROWS_Y = 32, 8  # GPUNET_BN_ROWS_X, GPUNET_BN_ROWS_Y
-BLOCKS_PER_SM = 4  # enough resident blocks to hide memory latency
-MIN_PER_BLOCK = 2048  # fewer values than this per block is all launch and merge overhead
+MIN_PER_BLOCK = launch.MIN_PER_BLOCK
+#: a fixed wave instead of the device's (tests: many blocks per channel on small shapes)
+WAVE_OVERRIDE: int | None = None
 _counters: dict = {}
 
 
@@ -34,9 +36,21 @@ def _kernel(name: str, dtype: DTypeLike):
 
 
 @cupy.memoize(for_each_device=True)
-def _target_blocks():
-    sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
-    return BLOCKS_PER_SM * sms
+def _wave(name: str, dtype: DTypeLike) -> int:
+    """Blocks of kernel ``name`` the whole device holds at once: its occupancy (the compiled
+    kernel's registers and shared memory, the device's limits) times the SM count. Cached per
+    device and kernel."""
+    attrs = cupy.cuda.Device().attributes
+    limits = launch.SMLimits(
+        sms=attrs["MultiProcessorCount"],
+        registers=attrs.get("MaxRegistersPerMultiprocessor", 65536),
+        threads=attrs.get("MaxThreadsPerMultiProcessor", 2048),
+        blocks=attrs.get("MaxBlocksPerMultiprocessor", 32),
+        shared=attrs.get("MaxSharedMemoryPerMultiprocessor", 233472),
+    )
+    k = _kernel(name, dtype).attributes
+    per_sm = launch.resident_blocks(k["num_regs"], k["shared_size_bytes"], THREADS, limits)
+    return per_sm * limits.sms
 
 
 def _counter_buffer(n: int):
@@ -54,21 +68,19 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _split(total: int, groups: int, min_per_block: int) -> tuple:
-    """(nparts, chunk): split ``total`` values of each of ``groups`` groups into enough blocks."""
-    nparts = max(1, min(_ceil(_target_blocks(), max(groups, 1)), _ceil(total, min_per_block)))
-    chunk = max(1, _ceil(total, nparts))
-    return _ceil(total, chunk) if total else 1, chunk
-
-
-def _reduce_launch(x3: Array) -> tuple:
-    """Grid, block and (nparts, chunk, counter groups) for a per-channel reduction over x3."""
+def _reduce_launch(x3: Array, name: str) -> tuple:
+    """Grid, block and (nparts, chunk, counter groups) for the per-channel reduction ``name``
+    over x3: one whole wave of the kernel's resident blocks (launch.split)."""
     N, C, S = x3.shape
     if S == 1:
         tiles = _ceil(C, ROWS_X)
-        nparts, chunk = _split(N, tiles, MIN_PER_BLOCK // ROWS_X)
+        nparts, chunk = launch.split(
+            N, tiles, WAVE_OVERRIDE or _wave(f"{name}_rows", x3.dtype), MIN_PER_BLOCK // ROWS_X
+        )
         return (tiles, nparts), (ROWS_X, ROWS_Y), nparts, chunk, tiles
-    nparts, chunk = _split(N * S, C, MIN_PER_BLOCK)
+    nparts, chunk = launch.split(
+        N * S, C, WAVE_OVERRIDE or _wave(f"{name}_spatial", x3.dtype), MIN_PER_BLOCK
+    )
     return (C, nparts), (THREADS,), nparts, chunk, C
 
 
@@ -82,7 +94,7 @@ def stats(x3: Array, running_mean: Array, running_var: Array, factor: float, eps
     N, C, S = x3.shape
     dt = x3.dtype
     mean, invstd = cupy.empty(C, dt), cupy.empty(C, dt)
-    grid, block, nparts, chunk, groups = _reduce_launch(x3)
+    grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_stats")
     part = cupy.empty(3 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     update = running_mean is not None
@@ -139,7 +151,7 @@ def apply(x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec)
     y = cupy.empty_like(x3)
     gamma, beta = params.gamma, params.beta
     act, act_a, eps, is_var = ACTIVATION_CODES[spec.act], spec.act_param, spec.eps, 0
-    var_or_invstd = invstd  # the kernel can also take running_var (is_var = 1)
+    var_or_invstd = invstd  # inference passes 1 / sqrt(running_var + eps), folded by the caller
     if x3.size:
         affine = gamma is not None
         _kernel("bn_apply", x3.dtype)(
@@ -174,7 +186,7 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     dx = cupy.empty_like(x3)
     affine = gamma is not None
     g, b = (gamma, beta) if affine else (mean, mean)
-    grid, block, nparts, chunk, groups = _reduce_launch(x3)
+    grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_bwd_reduce")
     part = cupy.empty(2 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64

@@ -27,4 +27,17 @@ template <typename T> __device__ __forceinline__ T gpunet_act_bwd(int act, T dy,
         default: return dy;
     }
 }
+// A loop specialized per activation: every case runs CALL(code) with the code a
+// compile-time constant, so the switches above fold away inside the loop.
+#define GPUNET_FUSED_DISPATCH(act, CALL) \
+    switch (act) { \
+        case GPUNET_ACT_RELU: CALL(GPUNET_ACT_RELU); break; \
+        case GPUNET_ACT_LEAKY_RELU: CALL(GPUNET_ACT_LEAKY_RELU); break; \
+        case GPUNET_ACT_ELU: CALL(GPUNET_ACT_ELU); break; \
+        case GPUNET_ACT_TANH: CALL(GPUNET_ACT_TANH); break; \
+        case GPUNET_ACT_SIGMOID: CALL(GPUNET_ACT_SIGMOID); break; \
+        case GPUNET_ACT_GELU: CALL(GPUNET_ACT_GELU); break; \
+        case GPUNET_ACT_SILU: CALL(GPUNET_ACT_SILU); break; \
+        default: CALL(GPUNET_ACT_NONE); break; \
+    }
 #endif  // GPUNET_FUSED_SWITCH_CUH

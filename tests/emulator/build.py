@@ -168,7 +168,9 @@ class Kernel:
     static_shared: int  # bytes of __shared__ objects the kernel can reach
 
 
-_KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{')
+_KERNEL_RE = re.compile(
+    r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)\s*\{'
+)
 
 
 def _parse_param(text: str) -> Param:

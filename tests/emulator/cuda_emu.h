@@ -578,6 +578,7 @@ extern "C" GPUNET_EMU_NOSAN void __asan_after_dynamic_init() {}
 #define blockDim (gpunet_emu::block_dim)
 #define gridDim (gpunet_emu::grid_dim)
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __host__
 #define __forceinline__ inline

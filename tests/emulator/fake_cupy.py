@@ -427,6 +427,14 @@ class EmulatorWedged(RuntimeError):
 
 
 class RawKernel:
+    #: what cupy.RawKernel.attributes reports; the emulator knows no registers: a mid-size kernel's
+    attributes = {
+        "num_regs": 64,
+        "shared_size_bytes": 8192,
+        "local_size_bytes": 0,
+        "max_threads_per_block": 1024,
+    }
+
     def __init__(self, module, kernel):
         self.module = module
         self.kernel = kernel

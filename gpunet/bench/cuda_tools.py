@@ -1,0 +1,233 @@
+"""What the compiled CUDA code of the CuPy path is, read without a GPU: NVRTC (the compiler CuPy
+uses at run time, from the ``nvidia-cuda-nvrtc`` wheel) with CuPy's own options to a cubin, then
+``cuobjdump`` (the ``nvidia-cuda-cuobjdump`` wheel, or the CUDA toolkit) for each kernel's
+resources and SASS, and the CUDA occupancy rules of the target architecture.
+
+    cubin = compile_cubin(unit_source("batchnorm"), "sm_90")
+    usage = resource_usage(cubin)      # {"bn_stats_rows_float": Resources(registers=40, ...)}
+    code = sass(cubin)                 # {"bn_stats_rows_float": "...LDG.E.128 ..."}
+    occupancy(usage[k], threads=256, arch="sm_90")   # resident blocks per SM
+
+Everything here is static: it says what the code *is* (registers, stack, spills, load widths,
+calls), never how fast it runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+__all__ = [
+    "ARCHITECTURES",
+    "Resources",
+    "available",
+    "compile_cubin",
+    "cupy_options",
+    "find_nvrtc",
+    "find_tool",
+    "occupancy",
+    "resource_usage",
+    "sass",
+]
+
+#: where the NVRTC wheels put the library, under each folder of the ``nvidia`` namespace package:
+#: CUDA 12 (nvidia-cuda-nvrtc-cu12) and CUDA 13 (nvidia-cuda-nvrtc 13, all libraries in cu13/lib)
+NVRTC_LAYOUTS = ("cuda_nvrtc/lib/libnvrtc.so.*", "cu13/lib/libnvrtc.so.*")
+#: where the cuobjdump / nvdisasm wheels put the programs
+TOOL_LAYOUTS = ("cu13/bin/{name}", "cuda_{name}/bin/{name}", "cu12/bin/{name}")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The occupancy limits of one architecture (CUDA C Programming Guide, "Compute
+    Capabilities"), and the parts we target."""
+
+    name: str
+    registers: int  # 32-bit registers per SM
+    threads: int  # resident threads per SM
+    blocks: int  # resident blocks per SM
+    shared: int  # shared memory per SM, bytes (the most a kernel can be given)
+    sms: dict  # part -> SM count
+
+
+ARCHITECTURES = {
+    "sm_80": Arch("sm_80", 65536, 2048, 32, 167936, {"A100": 108}),
+    "sm_90": Arch("sm_90", 65536, 2048, 32, 233472, {"H100 SXM": 132, "H200": 132}),
+}
+
+
+def _nvidia_roots() -> list:
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    return list(nvidia.__path__)
+
+
+def find_nvrtc(roots: list | None = None) -> str | None:
+    """Path of libnvrtc from an NVIDIA wheel under ``roots`` (default: the ``nvidia`` package's
+    folders), newest CUDA major first; None if there is none."""
+    roots = _nvidia_roots() if roots is None else roots
+    found = [p for r in roots for lay in NVRTC_LAYOUTS for p in glob.glob(os.path.join(r, lay))]
+    found = [p for p in found if os.path.basename(p).split(".so.")[-1].split(".")[0].isdigit()]
+    found.sort(key=lambda p: int(os.path.basename(p).split(".so.")[-1].split(".")[0]), reverse=True)
+    return found[0] if found else None
+
+
+def find_tool(name: str) -> str | None:
+    """``cuobjdump`` or ``nvdisasm``: from an NVIDIA wheel, else the CUDA toolkit, else PATH."""
+    for root in _nvidia_roots():
+        for layout in TOOL_LAYOUTS:
+            path = os.path.join(root, layout.format(name=name))
+            if os.access(path, os.X_OK):
+                return path
+    for candidate in (f"/usr/local/cuda/bin/{name}", shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+_NVRTC: ctypes.CDLL | None = None
+
+
+def _nvrtc() -> ctypes.CDLL:
+    global _NVRTC
+    if _NVRTC is None:
+        path = find_nvrtc()
+        if path is None:
+            raise RuntimeError("NVRTC not found: pip install nvidia-cuda-nvrtc-cu12")
+        _NVRTC = ctypes.CDLL(path)
+    return _NVRTC
+
+
+def available() -> str | None:
+    """None if NVRTC and cuobjdump are both here, else what is missing."""
+    missing = [
+        n for n, ok in (("NVRTC", find_nvrtc()), ("cuobjdump", find_tool("cuobjdump"))) if not ok
+    ]
+    return (
+        f"{' and '.join(missing)} not installed (the [test] extra's NVIDIA wheels)"
+        if missing
+        else None
+    )
+
+
+def cupy_options(arch: str, options: tuple = ("-std=c++14",)) -> tuple:
+    """The options CuPy 14 hands NVRTC for ``RawModule(code, options=options)`` on a GPU of
+    architecture ``arch``: the module's own options, then ``-ftz=true`` (appended unconditionally
+    in cupy/cuda/compiler.py ``_compile_with_cache_cuda``), ``-arch=sm_XX`` (``compile_using_nvrtc``
+    asks for a cubin where NVRTC knows the architecture) and, from NVRTC 12 on,
+    ``--device-as-default-execution-space``."""
+    return (*options, "-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
+
+
+def _compile(source: str, options: tuple, name: str = "gpunet.cu") -> tuple:
+    """(program handle, ok, log); the caller destroys the program."""
+    lib = _nvrtc()
+    prog = ctypes.c_void_p()
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
+    if rc != 0:
+        raise RuntimeError(f"nvrtcCreateProgram failed ({rc})")
+    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+    rc = lib.nvrtcCompileProgram(prog, len(options), opts)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    return prog, rc == 0, log.value.decode(errors="replace")
+
+
+def compile_log(source: str, options: tuple) -> tuple:
+    """(ok, log) of an NVRTC compile, like ``cupy.RawModule(code=source, options=...)``."""
+    prog, ok, log = _compile(source, options)
+    _nvrtc().nvrtcDestroyProgram(ctypes.byref(prog))
+    return ok, log
+
+
+def compile_cubin(source: str, arch: str = "sm_90", options: tuple = ("-std=c++14",)) -> bytes:
+    """The cubin CuPy would load for ``source`` on an ``arch`` GPU."""
+    lib = _nvrtc()
+    prog, ok, log = _compile(source, cupy_options(arch, options))
+    try:
+        if not ok:
+            raise RuntimeError(f"NVRTC failed for {arch}:\n{log}")
+        size = ctypes.c_size_t()
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetCUBIN(prog, buf)
+        return buf.raw
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def _cuobjdump(cubin: bytes, *flags: str) -> str:
+    tool = find_tool("cuobjdump")
+    if tool is None:
+        raise RuntimeError("cuobjdump not found: pip install nvidia-cuda-cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        done = subprocess.run([tool, *flags, f.name], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per thread: registers, stack frame and spill ("local") bytes; per block: static shared
+    memory bytes."""
+
+    registers: int
+    stack: int
+    shared: int
+    local: int
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """kernel name -> ``Resources``, from ``cuobjdump -res-usage``."""
+    text = _cuobjdump(cubin, "-res-usage")
+    out, name = {}, None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            name = m.group(1)
+            continue
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
+        if m and name:
+            out[name] = Resources(*(int(v) for v in m.groups()))
+            name = None
+    return out
+
+
+def sass(cubin: bytes) -> dict:
+    """kernel name -> its SASS text (``cuobjdump -sass``)."""
+    text = _cuobjdump(cubin, "-sass")
+    out: dict = {}
+    name = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+            continue
+        if name:
+            out[name].append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def occupancy(res: Resources, threads: int, arch: str = "sm_90", dynamic_shared: int = 0) -> int:
+    """Resident blocks of ``threads`` threads per SM (the CUDA occupancy calculator's rules:
+    registers allocated per warp in units of 256, shared memory in units of 128 bytes plus 1 KiB
+    reserved per block)."""
+    a = ARCHITECTURES[arch]
+    warps = -(-threads // 32)
+    regs_per_warp = -(-max(res.registers, 1) * 32 // 256) * 256
+    by_regs = a.registers // (regs_per_warp * warps) if res.registers else a.blocks
+    shared = res.shared + dynamic_shared
+    by_shared = a.shared // ((-(-shared // 128) * 128) + 1024) if shared else a.blocks
+    return max(0, min(a.blocks, a.threads // (warps * 32), by_regs, by_shared))
