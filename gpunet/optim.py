@@ -120,6 +120,20 @@ def _update_kernels(op: str, p: Array, g: Array) -> ModuleType:
     return kernels_for(op, p, g)
 
 
+def _multi_path(op: str, live: list) -> ModuleType | None:
+    """The kernel path module that updates every (parameter, state) of ``live`` in one launch
+    (the CuPy path's ``sgd_many``/``adam_many``: contiguous CuPy arrays of one dtype), else
+    None (one update per parameter)."""
+    if len(live) < 2 or not is_cupy_array(live[0][0].data):
+        return None
+    p0 = live[0][0]
+    module = _update_kernels(op, p0.data, p0.grad)
+    if not hasattr(module, f"{op}_many"):
+        return None
+    arrays = [a for p, st in live for a in (p.data, p.grad, *st.values())]
+    return module if module.multi_ready(*arrays) else None
+
+
 def _check_below_one(**values: float | None) -> None:
     """A momentum of 1 or more never forgets a gradient: the updates grow without bound."""
     for name, v in values.items():
@@ -158,6 +172,25 @@ class SGD(Optimizer):
             weight_decay,
             dampening,
         )
+
+    def step(self) -> None:
+        """One update of every parameter with a gradient: on a GPU, one launch for all."""
+        live = [(p, st) for p, st in zip(self.params, self.state) if p.grad is not None]
+        module = _multi_path("sgd", live)
+        if module is None:
+            return super().step()
+        self.t += 1
+        firsts = []
+        for p, st in live:
+            first = bool(self.momentum) and "momentum_buffer" not in st
+            if first:
+                st["momentum_buffer"] = get_array_module(p.data).empty_like(p.data)
+            firsts.append(first)
+        step = SGDStep(
+            self.lr, self.momentum or 0.0, self.dampening, self.weight_decay, self.nesterov, False
+        )
+        items = [(p.grad, p.data, st.get("momentum_buffer")) for p, st in live]
+        module.sgd_many(items, step, firsts)
 
     def _update(self, p: Parameter, g: Array, st: dict) -> None:
         first = bool(self.momentum) and "momentum_buffer" not in st
@@ -238,10 +271,9 @@ class Adam(Optimizer):
         _check_nonneg(eps=eps, weight_decay=weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(float(b) for b in betas), eps, weight_decay
 
-    def _update(self, p: Parameter, g: Array, st: dict) -> None:
+    def _step_args(self) -> AdamStep:
         b1, b2 = self.betas
-        m, v = _zeros(st, "exp_avg", p.data), _zeros(st, "exp_avg_sq", p.data)
-        step = AdamStep(
+        return AdamStep(
             self.lr,
             b1,
             b2,
@@ -251,7 +283,23 @@ class Adam(Optimizer):
             1 - b2**self.t,
             self._decoupled,
         )
-        _update_kernels("adam", p.data, g).adam(g, p.data, m, v, step)
+
+    def step(self) -> None:
+        """One update of every parameter with a gradient: on a GPU, one launch for all."""
+        live = [(p, st) for p, st in zip(self.params, self.state) if p.grad is not None]
+        for p, st in live:  # the moments start at zero
+            _zeros(st, "exp_avg", p.data)
+            _zeros(st, "exp_avg_sq", p.data)
+        module = _multi_path("adam", live)
+        if module is None:
+            return super().step()
+        self.t += 1
+        items = [(p.grad, p.data, st["exp_avg"], st["exp_avg_sq"]) for p, st in live]
+        module.adam_many(items, self._step_args())
+
+    def _update(self, p: Parameter, g: Array, st: dict) -> None:
+        m, v = _zeros(st, "exp_avg", p.data), _zeros(st, "exp_avg_sq", p.data)
+        _update_kernels("adam", p.data, g).adam(g, p.data, m, v, self._step_args())
 
 
 class AdamW(Adam):

@@ -195,6 +195,9 @@ def test_numba_cuda_kernels_compile_to_ptx(cc):
     assert len(activation_kernels) == 2 * 2 * len(ACTIVATIONS)  # fwd, bwd x float32, float64
     for name in ("_prelu_fwd", "_prelu_bwd", "_maxout_fwd", "_maxout_bwd", "_stats_partial"):
         assert kernels_by_name[name] == 2, name  # one signature per dtype
-    for name in ("_stats_finalize", "_apply", "_bwd_partial", "_bwd_finalize", "_dx"):
+    for name in ("_stats_finalize", "_apply", "_bwd_partial", "_bwd_finalize", "_dx") + (
+        "_stats_partial_rows",
+        "_bwd_partial_rows",
+    ):
         assert kernels_by_name[name] == 2, name
     assert all(size > 1000 for size in compiled.values())

@@ -229,8 +229,9 @@ def test_emulated_wide_batchnorm_grids_are_valid():
 
     wide = numpy.empty((2, 70000, 3))
     kernel = build.Kernel("bn_partial", (), 0)
-    grid, _ = numba_batchnorm.partial_grid(wide)
-    fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), (numba_batchnorm.THREADS, 1, 1))
+    grid, block, _ = numba_batchnorm.partial_grid(wide)
+    block = block if isinstance(block, tuple) else (block,)  # Numba takes an int too
+    fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block"))
     with emulation():
         from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
@@ -264,8 +265,14 @@ def test_emulated_kernel_functions_are_looked_up_once(cp):
 
 # ----------------------------------------------------------------------------- loss, optimizers
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_blocks", [65535, 2], ids=["grid", "grid-stride"])
 @pytest.mark.parametrize("shape", [(1, 3), (37, 10), (5, 300)])
-def test_emulated_softmax_cross_entropy(cp, shape, dtype):
+def test_emulated_softmax_cross_entropy(cp, shape, dtype, max_blocks, monkeypatch):
+    """32 threads per row, 8 rows per block; with 2 blocks the grid strides over row groups
+    (37 rows: the last group has 3 live rows and 5 that only take part in the barriers)."""
+    from gpunet.kernels.cupy import loss as cupy_loss
+
+    monkeypatch.setattr(cupy_loss, "MAX_BLOCKS", max_blocks)
     rng = numpy.random.default_rng(4)
     scores = (rng.normal(size=shape) * 5).astype(dtype)
     y = rng.integers(0, shape[1], shape[0])
@@ -307,6 +314,39 @@ def test_emulated_fused_optimizer_updates(cp, name, dtype):
         oh.step()
         od.step()
     assert_allclose(_host(dev.data), host.data, dtype, scale=10)
+
+
+#: sizes around the multi-tensor kernel's 4-value groups and 1024-value blocks: a tail of 1..3
+#: values, exactly one block, one value past it, and a parameter that skips a step (no grad)
+MULTI_SHAPES = [(7, 5), (1,), (1024,), (1025,), (3, 3), (2, 2049)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_emulated_optimizer_step_is_one_launch_for_all_parameters(cp, name, dtype):
+    """Every parameter of a step in one kernel launch (optim_multi.cuh), against the NumPy
+    optimizer on the same gradients; a parameter whose gradient is None is left alone and its
+    state starts when it first gets one (SGD's momentum buffer: first = True then)."""
+    rng = numpy.random.default_rng(1)
+    p0 = [rng.normal(size=s).astype(dtype) for s in MULTI_SHAPES]
+    host = [nn.Parameter(p.copy()) for p in p0]
+    dev = [nn.Parameter(cp.asarray(p)) for p in p0]
+    oh, od = OPTIMIZERS[name](host), OPTIMIZERS[name](dev)
+    for k in range(4):
+        for i, (h, d) in enumerate(zip(host, dev)):
+            skip = i == 0 and k < 2  # the first parameter joins at the third step
+            g = None if skip else numpy.sin(p0[i] * (k + 1) + i).astype(dtype)
+            h.grad, d.grad = g, (None if g is None else cp.asarray(g))
+        cp.launches.clear()
+        del cp.elementwise_launches[:]
+        oh.step()
+        od.step()
+        kernel = "adam_multi" if "adam" in name else "sgd_multi"
+        suffix = "float" if dtype == numpy.float32 else "double"
+        assert [launch.name for launch in cp.launches] == [f"{kernel}_{suffix}"]
+        assert not cp.elementwise_launches
+    for h, d in zip(host, dev):
+        assert_allclose(_host(d.data), h.data, dtype, scale=10)
 
 
 def test_emulated_mlp_three_steps_end_to_end(cp):

@@ -15,8 +15,8 @@ from gpunet.kernels.activation_table import ACTIVATIONS
 from gpunet.kernels.numpy import path as numpy_path
 
 DTYPES = [numpy.float32, numpy.float64]
-#: the translation units compiled as RawModules (optim.cuh is only an ElementwiseKernel preamble)
-RAW_UNITS = ("activations", "batchnorm", "loss")
+#: the translation units compiled as RawModules (optim.cuh is also an ElementwiseKernel preamble)
+RAW_UNITS = ("activations", "batchnorm", "loss", "optim")
 
 
 def _raw_kernels() -> set:
@@ -83,7 +83,8 @@ def _run_layers(cp, dtype, rng, monkeypatch):
     dy3 = rng.normal(size=(300, 4)).astype(dtype)
     both(lambda xp, x, dy: (F.maxout(x, 3), F.maxout_backward(dy, x, 3)), x, dy3)
 
-    for shape in [(700, 37), (40, 3, 5, 7)]:
+    # (6, 300): 300 channels, so that folding the running statistics takes two blocks
+    for shape in [(700, 37), (40, 3, 5, 7), (6, 300)]:
         C = shape[1]
         xb = (rng.normal(size=shape) * 2 + 1).astype(dtype)
         g, b = rng.uniform(0.5, 1.5, C).astype(dtype), rng.normal(size=C).astype(dtype)
@@ -112,14 +113,19 @@ def _run_layers(cp, dtype, rng, monkeypatch):
         lambda ps: optim.Adam(ps, lr=1e-2),
         lambda ps: optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
     ):
-        host, dev = nn.Parameter(p0.copy()), nn.Parameter(cp.asarray(p0))
-        opt_host, opt_dev = make([host]), make([dev])
-        for k in range(2):
-            g = numpy.cos(p0 * (k + 2)).astype(dtype)
-            host.grad, dev.grad = g, cp.asarray(g)
-            opt_host.step()
-            opt_dev.step()
-        assert_allclose(gpunet.to_numpy(dev.data), host.data, dtype, scale=10)
+        # one parameter: the per-parameter ElementwiseKernel; two: one multi-tensor launch
+        for arrays in ([p0], [p0, rng.normal(size=(2, 1100)).astype(dtype)]):
+            host = [nn.Parameter(a.copy()) for a in arrays]
+            dev = [nn.Parameter(cp.asarray(a)) for a in arrays]
+            opt_host, opt_dev = make(host), make(dev)
+            for k in range(2):
+                for h, d, a in zip(host, dev, arrays):
+                    g = numpy.cos(a * (k + 2)).astype(dtype)
+                    h.grad, d.grad = g, cp.asarray(g)
+                opt_host.step()
+                opt_dev.step()
+            for h, d in zip(host, dev):
+                assert_allclose(gpunet.to_numpy(d.data), h.data, dtype, scale=10)
 
 
 def test_emulated_every_kernel_of_the_sources_runs_multi_block(monkeypatch):
@@ -151,4 +157,5 @@ def test_emulated_coverage_reads_the_kernels_from_the_sources():
     assert set(build.parse_kernels(planted)) == {"k"}
     raw = _raw_kernels()
     assert {"bn_bwd_reduce_rows_float", "bn_bwd_dx_double", "softmax_xent_float"} <= raw
-    assert len(raw) == 2 * (4 * len(ACTIVATIONS) // 2 + 4 + 6 + 1)
+    # per dtype: activations fwd/bwd, prelu + maxout, BatchNorm (7), the loss, the optimizers (2)
+    assert len(raw) == 2 * (4 * len(ACTIVATIONS) // 2 + 4 + 7 + 1 + 2)

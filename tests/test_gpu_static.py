@@ -46,7 +46,7 @@ def test_reductions_keep_enough_bytes_in_flight(compiled):
     """Little's law: resident threads x bytes in flight per thread must cover the copy rate x
     the DRAM latency, per SM, at the occupancy the kernel's registers allow."""
     arch, units = compiled
-    usage = {**units["batchnorm"][0], **units["activations"][0]}
+    usage = {**units["batchnorm"][0], **units["activations"][0], **units["optim"][0]}
     need = gpu_static.COPY_RATE * gpu_static.LATENCY / 132
     for name, spec in gpu_static.SPECS.items():
         blocks = cuda_tools.occupancy(usage[name], spec.threads, arch)
@@ -56,12 +56,12 @@ def test_reductions_keep_enough_bytes_in_flight(compiled):
 
 def test_vector_kernels_use_16_byte_accesses(compiled):
     arch, units = compiled
-    code = {**units["batchnorm"][1], **units["activations"][1]}
+    code = {**units["batchnorm"][1], **units["activations"][1], **units["optim"][1]}
     scalar_by_design = ("prelu_", "maxout_")  # per-channel / strided gathers
     vector = [
         n
         for n in code
-        if n.startswith(("bn_apply_", "bn_bwd_dx_"))
+        if n.startswith(("bn_apply_", "bn_bwd_dx_", "sgd_multi_", "adam_multi_"))
         or (("_fwd_" in n or "_bwd_" in n) and not n.startswith(("bn_", *scalar_by_design)))
     ]
     assert len(vector) > 30
@@ -75,9 +75,26 @@ def test_vector_kernels_use_16_byte_accesses(compiled):
 
 def test_no_loop_calls_the_64_bit_division_routine(compiled):
     arch, units = compiled
-    code = {**units["batchnorm"][1], **units["activations"][1], **units["loss"][1]}
+    code = {n: t for u in units.values() for n, t in u[1].items()}
     bad = {n: gpu_static.int64_division_calls_in_loops(t) for n, t in code.items()}
     assert not {n: v for n, v in bad.items() if v}, arch
+
+
+def test_float_elementwise_kernels_do_no_double_arithmetic(compiled):
+    """Per-element work in float32 stays in float32 (FP64 runs at half rate or less): only the
+    per-thread conversions of double parameters remain."""
+    import re
+
+    arch, units = compiled
+    code = {**units["batchnorm"][1], **units["activations"][1], **units["optim"][1]}
+    per_channel = ("bn_stats", "bn_bwd_r", "bn_fold")  # double accumulation / math per channel
+    names = [n for n in code if n.endswith("_float") and not n.startswith(per_channel)]
+    assert len(names) > 20
+    for name in names:
+        if name.startswith(("sgd_multi", "adam_multi")):
+            continue  # the update rules take double hyperparameters, as the ElementwiseKernels
+        ops = re.findall(r"\b(DADD|DMUL|DFMA|MUFU\.RSQ64H|MUFU\.RCP64H)\b", code[name])
+        assert not ops, (arch, name, sorted(set(ops)))
 
 
 def test_the_division_check_can_fail():

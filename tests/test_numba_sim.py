@@ -102,6 +102,7 @@ def test_numba_batchnorm_matches_reference(shape, act, dtype, monkeypatch):
 
     monkeypatch.setattr(nb, "MIN_PER_BLOCK", 8)  # several partial blocks per channel: Chan merges
     monkeypatch.setattr(nb, "THREADS", 16)  # the simulator pays per thread; a power of 2 still
+    monkeypatch.setattr(nb, "ROWS_Y", 2)  # rows kernels: 32 x 2 threads, several row groups
     name = {v: k for k, v in ACTIVATION_CODES.items()}[act]
     rng = numpy.random.default_rng(7)
     x = (rng.normal(size=shape) * 3 + 5).astype(dtype)

@@ -56,8 +56,11 @@ SPECS = {
     "bn_bwd_dx_float": KernelSpec(256, 32, 8, 4, arrays=2, loop=False),
     "relu_fwd_float": KernelSpec(256, 16, 4, 4, loop=False),
     "relu_bwd_float": KernelSpec(256, 32, 8, 4, arrays=2, loop=False),
+    # one launch for every parameter: SGD with momentum (g, p, buf in; p, buf out), Adam
+    "sgd_multi_float": KernelSpec(256, 3 * 16, 12, 8, arrays=3, loop=False),
+    "adam_multi_float": KernelSpec(256, 4 * 16, 16, 12, arrays=4, loop=False),
 }
-UNITS = {"batchnorm": "bn_", "activations": ""}
+UNITS = {"batchnorm": "bn_", "activations": "", "optim": ""}
 
 
 def instructions(text: str) -> list:

@@ -85,10 +85,21 @@ struct GpunetRunCursor {
 };
 
 // Merge partials [0, nparts) of one channel in order and finish its statistics (one thread).
+// coef (3 x C): the normalize pass's per-channel constants, y = act((x - coef0) * coef1 + coef2)
+// with coef1 = gamma * invstd (invstd without affine), coef2 = beta (0): computed once per channel.
+template <typename T>
+__device__ __forceinline__ void gpunet_bn_fold(long long c, long long C, T mean, T invstd, const T *gamma,
+                                               const T *beta, int affine, T *coef) {
+    coef[c] = mean;
+    coef[C + c] = affine ? gamma[c] * invstd : invstd;
+    coef[2 * C + c] = affine ? beta[c] : T(0);
+}
+
 template <typename T>
 __device__ void gpunet_bn_finalize(long long c, int nparts, const double *part, T *mean_out,
                                    T *invstd_out, T *running_mean, T *running_var, double factor,
-                                   double eps, int update_running) {
+                                   double eps, int update_running, long long C, const T *gamma,
+                                   const T *beta, int affine, T *coef) {
     GpunetWelford w = {0.0, 0.0, 0.0};
     for (int p = 0; p < nparts; ++p) {
         const double *q = part + 3 * (c * nparts + p);
@@ -98,6 +109,7 @@ __device__ void gpunet_bn_finalize(long long c, int nparts, const double *part, 
     double var = w.m2 / w.n;                      // biased: used to normalize
     mean_out[c] = T(w.mean);
     invstd_out[c] = T(1.0 / sqrt(var + eps));
+    gpunet_bn_fold(c, C, T(w.mean), T(1.0 / sqrt(var + eps)), gamma, beta, affine, coef);
     if (update_running) {                         // unbiased: tracked for inference
         double unbiased = w.n > 1.0 ? w.m2 / (w.n - 1.0) : var;
         running_mean[c] = T((1.0 - factor) * double(running_mean[c]) + factor * w.mean);
@@ -233,7 +245,8 @@ template <typename T>
 __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, long long S, long long chunk,
                                         double *part, unsigned int *counters, T *mean_out, T *invstd_out,
                                         T *running_mean, T *running_var, double factor, double eps,
-                                        int update_running) {
+                                        int update_running, const T *gamma, const T *beta, int affine,
+                                        T *coef) {
     const int L = GpunetVec<T>::lanes;
     long long c = blockIdx.x;
     int nparts = gridDim.y;
@@ -254,7 +267,7 @@ __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, lo
     }
     if (gpunet_last_block(counters + c, nparts, threadIdx.x == 0) && threadIdx.x == 0)
         gpunet_bn_finalize(c, nparts, part, mean_out, invstd_out, running_mean, running_var, factor, eps,
-                           update_running);
+                           update_running, C, gamma, beta, affine, coef);
 }
 
 // Rows (S == 1): grid (ceil(C / 32), nparts), block (32, 8). Block p reads rows
@@ -263,7 +276,8 @@ __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, lo
 template <typename T>
 __device__ void gpunet_bn_stats_rows(const T *x, long long N, long long C, long long chunk, double *part,
                                      unsigned int *counters, T *mean_out, T *invstd_out, T *running_mean,
-                                     T *running_var, double factor, double eps, int update_running) {
+                                     T *running_var, double factor, double eps, int update_running,
+                                     const T *gamma, const T *beta, int affine, T *coef) {
     __shared__ double sh[3][GPUNET_BN_ROWS_Y][GPUNET_BN_ROWS_X];
     const int U = 8, Y = GPUNET_BN_ROWS_Y;
     int tx = threadIdx.x, ty = threadIdx.y;
@@ -298,7 +312,7 @@ __device__ void gpunet_bn_stats_rows(const T *x, long long N, long long C, long 
     }
     if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
         gpunet_bn_finalize(c, nparts, part, mean_out, invstd_out, running_mean, running_var, factor, eps,
-                           update_running);
+                           update_running, C, gamma, beta, affine, coef);
 }
 
 // ------------------------------------------------------------------ backward reductions
@@ -311,8 +325,13 @@ __device__ __forceinline__ void gpunet_bn_dz(T xv, T dyv, T mean, T invstd, T g,
     dz = act == GPUNET_ACT_NONE ? dyv : gpunet_act_bwd(act, dyv, xhat * g + bta, act_a);
 }
 
+// dcoef (7 x C): the dx pass's per-channel constants, computed once per channel:
+// mean, invstd, g, beta (z = xhat * g + beta), g * invstd, and dbeta / M, dgamma / M (0, 0 when
+// the statistics were constants): dx = g * invstd * (dz - dbeta / M - xhat * dgamma / M).
 template <typename T>
-__device__ void gpunet_bn_bwd_finalize(long long c, int nparts, const double *part, T *dgamma, T *dbeta) {
+__device__ void gpunet_bn_bwd_finalize(long long c, int nparts, const double *part, T *dgamma, T *dbeta,
+                                       long long C, T m, T is, T g, T bt, int batch_stats, double inv_m,
+                                       T *dcoef) {
     double s0 = 0.0, s1 = 0.0;
     for (int p = 0; p < nparts; ++p) {
         const double *q = part + 2 * (c * nparts + p);
@@ -321,6 +340,9 @@ __device__ void gpunet_bn_bwd_finalize(long long c, int nparts, const double *pa
     }
     dbeta[c] = T(s0);
     dgamma[c] = T(s1);
+    T k[7] = {m, is, g, bt, g * is, batch_stats ? T(s0 * inv_m) : T(0), batch_stats ? T(s1 * inv_m) : T(0)};
+#pragma unroll
+    for (int j = 0; j < 7; ++j) dcoef[j * C + c] = k[j];
 }
 
 template <typename T, int L, int U, int ACT>
@@ -336,7 +358,8 @@ template <typename T>
 __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *mean, const T *invstd,
                                              const T *gamma, const T *beta, int affine, int act,
                                              double act_a, long long N, long long C, long long S, long long chunk,
-                                             double *part, unsigned int *counters, T *dgamma, T *dbeta) {
+                                             double *part, unsigned int *counters, T *dgamma, T *dbeta,
+                                             int batch_stats, double inv_m, T *dcoef) {
     const int L = GpunetVec<T>::lanes;
     long long c = blockIdx.x;
     int nparts = gridDim.y;
@@ -358,7 +381,7 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
         q[0] = s0; q[1] = s1;
     }
     if (gpunet_last_block(counters + c, nparts, threadIdx.x == 0) && threadIdx.x == 0)
-        gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta);
+        gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta, C, m, is, g, bt, batch_stats, inv_m, dcoef);
 }
 
 template <typename T, int ACT>
@@ -392,7 +415,7 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
                                           const T *gamma, const T *beta, int affine, int act, double act_a,
                                           long long N,
                                           long long C, long long chunk, double *part, unsigned int *counters,
-                                          T *dgamma, T *dbeta) {
+                                          T *dgamma, T *dbeta, int batch_stats, double inv_m, T *dcoef) {
     __shared__ double sh[2][GPUNET_BN_ROWS_Y][GPUNET_BN_ROWS_X];
     int tx = threadIdx.x, ty = threadIdx.y;
     int nparts = gridDim.y;
@@ -400,8 +423,9 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
     long long begin = (long long)blockIdx.y * chunk;
     long long end = begin + chunk < N ? begin + chunk : N;
     double s0 = 0.0, s1 = 0.0;
+    T m = T(0), is = T(0), g = T(1), bt = T(0);
     if (c < C) {
-        T m = mean[c], is = invstd[c], g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0);
+        m = mean[c]; is = invstd[c]; g = affine ? gamma[c] : T(1); bt = affine ? beta[c] : T(0);
 #define GPUNET_BN_BWD_ROWS(ACT) gpunet_bn_bwd_rows_impl<T, ACT>(dy, x, C, c, begin, end, m, is, g, bt, T(act_a), s0, s1);
         GPUNET_FUSED_DISPATCH(act, GPUNET_BN_BWD_ROWS)
 #undef GPUNET_BN_BWD_ROWS
@@ -415,7 +439,7 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
         q[0] = s0; q[1] = s1;
     }
     if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
-        gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta);
+        gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta, C, m, is, g, bt, batch_stats, inv_m, dcoef);
 }
 
 // ------------------------------------------------------------------ elementwise passes
@@ -436,102 +460,107 @@ template <typename T> struct GpunetChannelOp {
     }
 };
 
-// y = act((x - mean[c]) * scale[c] + shift[c]), scale = gamma * invstd, shift = beta. Inference
-// passes the running mean and 1 / sqrt(running_var + eps), folded once per call on the host
-// (is_var and eps are kept in the signature and must be 0: no per-element double math here).
-template <typename T> struct GpunetBnApply : GpunetChannelOp<T> {
-    const T *mean, *var_or_invstd, *gamma, *beta;
-    int is_var, affine, act;
-    double eps;
+// y = act((x - coef0[c]) * coef1[c] + coef2[c]) (gpunet_bn_fold); ACT a compile-time constant.
+template <typename T, int ACT> struct GpunetBnApply : GpunetChannelOp<T> {
+    const T *coef;
     T act_a;
     __device__ __forceinline__ T operator()(T xv, T, GpunetChannel &k) const {
-        long long c = k.c;
-        T is = var_or_invstd[c];
-        T scale = affine ? gamma[c] * is : is;
-        T shift = affine ? beta[c] : T(0);
-        return gpunet_act_fwd(act, (xv - mean[c]) * scale + shift, act_a);
+        long long c = k.c, C = this->C;
+        return gpunet_act_fwd(ACT, (xv - coef[c]) * coef[C + c] + coef[2 * C + c], act_a);
     }
 };
 
-// dx. batch_stats = 1: dx = gamma * invstd * (dz - dbeta / M - xhat * dgamma / M);
-//     batch_stats = 0: dx = gamma * invstd * dz (statistics were constants).
-template <typename T> struct GpunetBnDx : GpunetChannelOp<T> {
-    const T *mean, *invstd, *gamma, *beta, *dgamma, *dbeta;
-    int affine, act, batch_stats;
-    double inv_m;
+// dx = g * invstd * (dz - dbeta / M - xhat * dgamma / M) from dcoef (gpunet_bn_bwd_finalize).
+template <typename T, int ACT> struct GpunetBnDx : GpunetChannelOp<T> {
+    const T *k;
     T act_a;
-    __device__ __forceinline__ T operator()(T xv, T dyv, GpunetChannel &k) const {
-        long long c = k.c;
-        T g = affine ? gamma[c] : T(1), bt = affine ? beta[c] : T(0), is = invstd[c];
+    __device__ __forceinline__ T operator()(T xv, T dyv, GpunetChannel &cur) const {
+        long long c = cur.c, C = this->C;
         T xhat, dz;
-        gpunet_bn_dz(xv, dyv, mean[c], is, g, bt, act, act_a, xhat, dz);
-        if (batch_stats) dz = dz - T(double(dbeta[c]) * inv_m) - xhat * T(double(dgamma[c]) * inv_m);
-        return g * is * dz;
+        gpunet_bn_dz(xv, dyv, k[c], k[C + c], k[2 * C + c], k[3 * C + c], ACT, act_a, xhat, dz);
+        return k[4 * C + c] * (dz - k[5 * C + c] - xhat * k[6 * C + c]);
     }
 };
 
+// Inference (or any call without batch statistics): coef and invstd from the running statistics,
+// once per call and channel: invstd = 1 / sqrt(var + eps).
 template <typename T>
-__device__ void gpunet_bn_apply(const T *x, T *y, const T *mean, const T *var_or_invstd, int is_var,
-                                const T *gamma, const T *beta, int affine, int act, double act_a,
-                                double eps, long long n, long long C, long long S) {
-    GpunetBnApply<T> op;
-    op.C = C; op.S = S; op.mean = mean; op.var_or_invstd = var_or_invstd; op.gamma = gamma;
-    op.beta = beta; op.is_var = is_var; op.affine = affine; op.act = act; op.eps = eps; op.act_a = T(act_a);
-    gpunet_vector_pass<T, false>(x, x, y, n, op);
+__device__ void gpunet_bn_fold_running(const T *mean, const T *var, double eps, const T *gamma,
+                                       const T *beta, int affine, long long C, T *invstd, T *coef) {
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < C;
+         c += (long long)gridDim.x * blockDim.x) {
+        T is = T(1.0 / sqrt(double(var[c]) + eps));
+        invstd[c] = is;
+        gpunet_bn_fold(c, C, mean[c], is, gamma, beta, affine, coef);
+    }
 }
 
 template <typename T>
-__device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *mean, const T *invstd,
-                             const T *gamma, const T *beta, int affine, int act, double act_a,
-                             const T *dgamma, const T *dbeta, int batch_stats, double inv_m, long long n,
-                             long long C, long long S) {
-    GpunetBnDx<T> op;
-    op.C = C; op.S = S; op.mean = mean; op.invstd = invstd; op.gamma = gamma; op.beta = beta;
-    op.dgamma = dgamma; op.dbeta = dbeta; op.affine = affine; op.act = act; op.batch_stats = batch_stats;
-    op.inv_m = inv_m; op.act_a = T(act_a);
-    gpunet_vector_pass<T, true>(x, dy, dx, n, op);
+__device__ void gpunet_bn_apply(const T *x, T *y, const T *coef, int act, double act_a, long long n,
+                                long long C, long long S) {
+#define GPUNET_BN_APPLY(ACT)                                                                           \
+    {                                                                                                  \
+        GpunetBnApply<T, ACT> op;                                                                      \
+        op.C = C; op.S = S; op.coef = coef; op.act_a = T(act_a);                                       \
+        gpunet_vector_pass<T, false>(x, x, y, n, op);                                                  \
+    }
+    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_APPLY)
+#undef GPUNET_BN_APPLY
+}
+
+template <typename T>
+__device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *dcoef, int act, double act_a,
+                             long long n, long long C, long long S) {
+#define GPUNET_BN_DX(ACT)                                                                              \
+    {                                                                                                  \
+        GpunetBnDx<T, ACT> op;                                                                         \
+        op.C = C; op.S = S; op.k = dcoef; op.act_a = T(act_a);                                         \
+        gpunet_vector_pass<T, true>(x, dy, dx, n, op);                                                 \
+    }
+    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_DX)
+#undef GPUNET_BN_DX
 }
 
 // ------------------------------------------------------------------ extern "C" entry points
 #define GPUNET_BN_ENTRY_POINTS(T)                                                                      \
 extern "C" __global__ void bn_stats_spatial_##T(const T *x, long long N, long long C, long long S,       \
         long long chunk, double *part, unsigned int *counters, T *mean, T *invstd, T *rmean, T *rvar,   \
-        double factor, double eps, int update_running) {                                              \
+        double factor, double eps, int update_running, const T *gamma, const T *beta, int affine,      \
+        T *coef) {                                                                                     \
     gpunet_bn_stats_spatial(x, N, C, S, chunk, part, counters, mean, invstd, rmean, rvar, factor, eps,  \
-                            update_running);                                                           \
+                            update_running, gamma, beta, affine, coef);                                \
 }                                                                                                      \
 extern "C" __global__ void bn_stats_rows_##T(const T *x, long long N, long long C, long long chunk,      \
         double *part, unsigned int *counters, T *mean, T *invstd, T *rmean, T *rvar, double factor,     \
-        double eps, int update_running) {                                                              \
+        double eps, int update_running, const T *gamma, const T *beta, int affine, T *coef) {          \
     gpunet_bn_stats_rows(x, N, C, chunk, part, counters, mean, invstd, rmean, rvar, factor, eps,        \
-                         update_running);                                                              \
+                         update_running, gamma, beta, affine, coef);                                   \
 }                                                                                                      \
-extern "C" __global__ void bn_apply_##T(const T *x, T *y, const T *mean, const T *var_or_invstd,        \
-        int is_var, const T *gamma, const T *beta, int affine, int act, double act_a, double eps,       \
+extern "C" __global__ void bn_fold_running_##T(const T *mean, const T *var, double eps, const T *gamma, \
+        const T *beta, int affine, long long C, T *invstd, T *coef) {                                  \
+    gpunet_bn_fold_running(mean, var, eps, gamma, beta, affine, C, invstd, coef);                      \
+}                                                                                                      \
+extern "C" __global__ void bn_apply_##T(const T *x, T *y, const T *coef, int act, double act_a,         \
         long long n, long long C, long long S) {                                                       \
-    gpunet_bn_apply(x, y, mean, var_or_invstd, is_var, gamma, beta, affine, act, act_a, eps, n, C, S);  \
+    gpunet_bn_apply(x, y, coef, act, act_a, n, C, S);                                                  \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_reduce_spatial_##T(const T *dy, const T *x, const T *mean,            \
         const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a, long long N, \
         long long C, long long S, long long chunk, double *part, unsigned int *counters, T *dgamma,     \
-        T *dbeta) {                                                                                    \
+        T *dbeta, int batch_stats, double inv_m, T *dcoef) {                                           \
     gpunet_bn_bwd_reduce_spatial(dy, x, mean, invstd, gamma, beta, affine, act, act_a, N, C, S, chunk,  \
-                                 part,                                                                 \
-                                 counters, dgamma, dbeta);                                             \
+                                 part, counters, dgamma, dbeta, batch_stats, inv_m, dcoef);            \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_reduce_rows_##T(const T *dy, const T *x, const T *mean,               \
         const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a, long long N, \
-        long long C, long long chunk, double *part, unsigned int *counters, T *dgamma, T *dbeta) {      \
+        long long C, long long chunk, double *part, unsigned int *counters, T *dgamma, T *dbeta,        \
+        int batch_stats, double inv_m, T *dcoef) {                                                     \
     gpunet_bn_bwd_reduce_rows(dy, x, mean, invstd, gamma, beta, affine, act, act_a, N, C, chunk, part,  \
-                              counters, dgamma, dbeta);                                                \
+                              counters, dgamma, dbeta, batch_stats, inv_m, dcoef);                     \
 }                                                                                                      \
-extern "C" __global__ void bn_bwd_dx_##T(const T *dy, const T *x, T *dx, const T *mean,                 \
-        const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a,              \
-        const T *dgamma, const T *dbeta, int batch_stats, double inv_m, long long n, long long C,       \
-        long long S) {                                                                                 \
-    gpunet_bn_dx(dy, x, dx, mean, invstd, gamma, beta, affine, act, act_a, dgamma, dbeta, batch_stats,  \
-                 inv_m,                                                                                \
-                 n, C, S);                                                                             \
+extern "C" __global__ void bn_bwd_dx_##T(const T *dy, const T *x, T *dx, const T *dcoef, int act,       \
+        double act_a, long long n, long long C, long long S) {                                         \
+    gpunet_bn_dx(dy, x, dx, dcoef, act, act_a, n, C, S);                                               \
 }
 
 GPUNET_BN_ENTRY_POINTS(float)

@@ -1,8 +1,9 @@
 """Host side of the fused BatchNorm CUDA kernels (``batchnorm.cuh``): grid sizing and launches.
 
 Inputs are contiguous (N, C, S) views; the functional layer (gpunet/functional/batchnorm.py)
-checks arguments and makes them so. Forward in training: 2 launches; backward: 2 launches;
-inference forward: 1 launch.
+checks arguments and makes them so. Forward in training: 2 launches (the statistics kernel also
+folds the per-channel constants of the normalize pass); backward: 2 launches (the reduction folds
+the dx pass's); inference forward: 2 launches (fold the running statistics, normalize).
 """
 
 from __future__ import annotations
@@ -89,85 +90,99 @@ def _elementwise_grid(n: int, dtype: DTypeLike) -> tuple:
     return (_ceil(n // lanes + 1, THREADS),), (THREADS,)
 
 
-def stats(x3: Array, running_mean: Array, running_var: Array, factor: float, eps: float) -> tuple:
-    """Batch mean and inverse std per channel; running statistics updated in place if given."""
+def _affine(params_gamma: Array | None, params_beta: Array | None, fallback: Array) -> tuple:
+    affine = params_gamma is not None
+    return (params_gamma, params_beta, 1) if affine else (fallback, fallback, 0)
+
+
+def stats(
+    x3: Array,
+    running_mean: Array,
+    running_var: Array,
+    factor: float,
+    eps: float,
+    gamma: Array | None = None,
+    beta: Array | None = None,
+) -> tuple:
+    """(mean, invstd, coef): batch mean and inverse std per channel, and the normalize pass's
+    per-channel constants (3 x C, gpunet_bn_fold) computed by the same launch; running
+    statistics updated in place if given."""
     N, C, S = x3.shape
     dt = x3.dtype
-    mean, invstd = cupy.empty(C, dt), cupy.empty(C, dt)
+    mean, invstd, coef = cupy.empty(C, dt), cupy.empty(C, dt), cupy.empty(3 * C, dt)
     grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_stats")
     part = cupy.empty(3 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     update = running_mean is not None
     rm = running_mean if update else mean  # never read when update == 0
     rv = running_var if update else mean
+    g, b, affine = _affine(gamma, beta, mean)
     i64 = cupy.int64
-    if S == 1:
-        _kernel("bn_stats_rows", dt)(
-            grid,
-            block,
-            (
-                x3,
-                i64(N),
-                i64(C),
-                i64(chunk),
-                part,
-                counters,
-                mean,
-                invstd,
-                rm,
-                rv,
-                cupy.float64(factor),
-                cupy.float64(eps),
-                cupy.int32(update),
-            ),
-        )
-    else:
-        _kernel("bn_stats_spatial", dt)(
-            grid,
-            block,
-            (
-                x3,
-                i64(N),
-                i64(C),
-                i64(S),
-                i64(chunk),
-                part,
-                counters,
-                mean,
-                invstd,
-                rm,
-                rv,
-                cupy.float64(factor),
-                cupy.float64(eps),
-                cupy.int32(update),
-            ),
-        )
-    return mean, invstd
+    shape = (i64(N), i64(C)) + ((i64(S),) if S != 1 else ())
+    _kernel("bn_stats_rows" if S == 1 else "bn_stats_spatial", dt)(
+        grid,
+        block,
+        (
+            x3,
+            *shape,
+            i64(chunk),
+            part,
+            counters,
+            mean,
+            invstd,
+            rm,
+            rv,
+            cupy.float64(factor),
+            cupy.float64(eps),
+            cupy.int32(update),
+            g,
+            b,
+            cupy.int32(affine),
+            coef,
+        ),
+    )
+    return mean, invstd, coef
 
 
-def apply(x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec) -> Array:
-    """y = act((x - mean) * gamma * invstd + beta), the activation ``spec.act``."""
+def fold_running(
+    running_mean: Array, running_var: Array, eps: float, gamma: Array | None, beta: Array | None
+) -> tuple:
+    """(mean, invstd, coef) of an inference forward, one small launch: a copy of the running
+    mean (the cache keeps this call's statistics), 1 / sqrt(running_var + eps), and coef."""
+    C, dt = running_mean.size, running_mean.dtype
+    mean, invstd, coef = running_mean.copy(), cupy.empty(C, dt), cupy.empty(3 * C, dt)
+    g, b, affine = _affine(gamma, beta, mean)
+    _kernel("bn_fold_running", dt)(
+        (max(1, min(_ceil(C, THREADS), 1024)),),
+        (THREADS,),
+        (
+            mean,
+            running_var,
+            cupy.float64(eps),
+            g,
+            b,
+            cupy.int32(affine),
+            cupy.int64(C),
+            invstd,
+            coef,
+        ),
+    )
+    return mean, invstd, coef
+
+
+def apply(x3: Array, coef: Array, spec: BNSpec) -> Array:
+    """y = act((x - mean) * gamma * invstd + beta) from the folded constants ``coef``."""
     N, C, S = x3.shape
     y = cupy.empty_like(x3)
-    gamma, beta = params.gamma, params.beta
-    act, act_a, eps, is_var = ACTIVATION_CODES[spec.act], spec.act_param, spec.eps, 0
-    var_or_invstd = invstd  # inference passes 1 / sqrt(running_var + eps), folded by the caller
     if x3.size:
-        affine = gamma is not None
         _kernel("bn_apply", x3.dtype)(
             *_elementwise_grid(x3.size, x3.dtype),
             (
                 x3,
                 y,
-                mean,
-                var_or_invstd,
-                cupy.int32(is_var),
-                gamma if affine else mean,
-                beta if affine else mean,
-                cupy.int32(affine),
-                cupy.int32(act),
-                cupy.float64(act_a),
-                cupy.float64(eps),
+                coef,
+                cupy.int32(ACTIVATION_CODES[spec.act]),
+                cupy.float64(spec.act_param),
                 cupy.int64(x3.size),
                 cupy.int64(C),
                 cupy.int64(S),
@@ -177,87 +192,47 @@ def apply(x3: Array, mean: Array, invstd: Array, params: BNParams, spec: BNSpec)
 
 
 def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:
-    """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel."""
+    """(dx, dgamma, dbeta); dgamma = sum(dz * xhat), dbeta = sum(dz) per channel. The reduction's
+    last block per channel also folds the dx pass's constants (dcoef, 7 x C)."""
     (mean, invstd), (gamma, beta), batch_stats = stats, params[:2], spec.batch_stats
     act, act_a = ACTIVATION_CODES[spec.act], spec.act_param
     N, C, S = x3.shape
     dt = x3.dtype
-    dgamma, dbeta = cupy.empty(C, dt), cupy.empty(C, dt)
+    dgamma, dbeta, dcoef = cupy.empty(C, dt), cupy.empty(C, dt), cupy.empty(7 * C, dt)
     dx = cupy.empty_like(x3)
-    affine = gamma is not None
-    g, b = (gamma, beta) if affine else (mean, mean)
+    g, b, affine = _affine(gamma, beta, mean)
     grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_bwd_reduce")
     part = cupy.empty(2 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64
-    if S == 1:
-        _kernel("bn_bwd_reduce_rows", dt)(
-            grid,
-            block,
-            (
-                dy3,
-                x3,
-                mean,
-                invstd,
-                g,
-                b,
-                i32(affine),
-                i32(act),
-                f64(act_a),
-                i64(N),
-                i64(C),
-                i64(chunk),
-                part,
-                counters,
-                dgamma,
-                dbeta,
-            ),
-        )
-    else:
-        _kernel("bn_bwd_reduce_spatial", dt)(
-            grid,
-            block,
-            (
-                dy3,
-                x3,
-                mean,
-                invstd,
-                g,
-                b,
-                i32(affine),
-                i32(act),
-                f64(act_a),
-                i64(N),
-                i64(C),
-                i64(S),
-                i64(chunk),
-                part,
-                counters,
-                dgamma,
-                dbeta,
-            ),
-        )
+    shape = (i64(N), i64(C)) + ((i64(S),) if S != 1 else ())
+    _kernel("bn_bwd_reduce_rows" if S == 1 else "bn_bwd_reduce_spatial", dt)(
+        grid,
+        block,
+        (
+            dy3,
+            x3,
+            mean,
+            invstd,
+            g,
+            b,
+            i32(affine),
+            i32(act),
+            f64(act_a),
+            *shape,
+            i64(chunk),
+            part,
+            counters,
+            dgamma,
+            dbeta,
+            i32(batch_stats),
+            f64(1.0 / (N * S)) if N * S else f64(0.0),
+            dcoef,
+        ),
+    )
     if x3.size:
         _kernel("bn_bwd_dx", dt)(
             *_elementwise_grid(x3.size, dt),
-            (
-                dy3,
-                x3,
-                dx,
-                mean,
-                invstd,
-                g,
-                b,
-                i32(affine),
-                i32(act),
-                f64(act_a),
-                dgamma,
-                dbeta,
-                i32(batch_stats),
-                f64(1.0 / (N * S)),
-                i64(x3.size),
-                i64(C),
-                i64(S),
-            ),
+            (dy3, x3, dx, dcoef, i32(act), f64(act_a), i64(x3.size), i64(C), i64(S)),
         )
     return dx, dgamma, dbeta

@@ -8,7 +8,7 @@ from gpunet.types import Array
 
 from .sources import unit_source
 
-THREADS = 128  # GPUNET_LOSS_THREADS
+LANES, ROWS = 32, 8  # GPUNET_LOSS_LANES, GPUNET_LOSS_ROWS: 32 threads per row, 8 rows per block
 MAX_BLOCKS = 65535
 
 
@@ -34,8 +34,8 @@ def softmax_cross_entropy(scores: Array, y: Array) -> tuple:
     row_loss = cupy.empty(N, dtype=scores.dtype)
     name = "softmax_xent_float" if scores.dtype == cupy.float32 else "softmax_xent_double"
     _kernel(name)(
-        (min(N, MAX_BLOCKS),),
-        (THREADS,),
+        (min(-(-N // ROWS), MAX_BLOCKS),),
+        (LANES, ROWS),
         (scores, y, dscores, row_loss, cupy.int64(N), cupy.int64(C)),
     )
     return row_loss.mean(), dscores

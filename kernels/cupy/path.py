@@ -4,8 +4,9 @@ gpunet's CUDA C (the ``*.cuh`` files beside this module) and cuBLAS.
 Activations: the vectorized RawKernel (one 16-byte vector per thread, vector.cuh) for contiguous,
 aligned float32/float64 arrays, the ElementwiseKernel for any other layout (activations.py).
 BatchNorm: fused statistics (running statistics updated in the kernel), normalize+activation, and
-a two-kernel backward (batchnorm.py, batchnorm.cuh). Loss and optimizer updates: one fused launch
-each (loss.py, optim.py).
+a two-kernel backward (batchnorm.py, batchnorm.cuh); the reductions' grids from the kernels'
+occupancy and the SM count, in whole waves (launch.py). Loss: one launch, 32 threads per row
+(loss.py). Optimizer: one launch for every parameter of a step (optim.py, optim_multi.cuh).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..shared.batchnorm_stats import running_constants
 from . import OPS, activations, batchnorm
 from .linalg import column_sums, matmul, tensordot
 from .loss import softmax_cross_entropy as softmax_xent
-from .optim import adam, sgd
+from .optim import adam, adam_many, multi_ready, sgd, sgd_many  # noqa: F401
 
 NAME = "cupy"
 
@@ -66,15 +67,21 @@ def _aligned(a: Any) -> Any:  # a CuPy array
 
 
 def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
-    """2 launches in training (statistics + running update, then normalize + activation); with
-    the running statistics, the per-channel invstd (a few values) and 1 launch."""
+    """2 launches in training (statistics + running update + per-channel constants, then
+    normalize + activation); with the running statistics, a fold of them (C values) and the
+    normalize."""
     x3 = _aligned(x3)
     if spec.batch_stats:
         rm, rv = (params.running_mean, params.running_var) if spec.update else (None, None)
-        mean, invstd = batchnorm.stats(x3, rm, rv, spec.factor, spec.eps)
+        mean, invstd, coef = batchnorm.stats(
+            x3, rm, rv, spec.factor, spec.eps, params.gamma, params.beta
+        )
     else:
-        mean, invstd = running_constants(params, spec, x3.dtype)
-    return batchnorm.apply(x3, mean, invstd, params, spec), BNStats(mean, invstd)
+        if params.running_mean is None or params.running_var is None:
+            running_constants(params, spec, x3.dtype)  # its one-line error
+        rm, rv = params.running_mean.astype(x3.dtype, copy=False), params.running_var
+        mean, invstd, coef = batchnorm.fold_running(rm, rv, spec.eps, params.gamma, params.beta)
+    return batchnorm.apply(x3, coef, spec), BNStats(mean, invstd)
 
 
 def bn_backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSpec) -> tuple:

@@ -26,7 +26,7 @@ TRANSLATION_UNITS = {
         "fused_switch.cuh",
         "batchnorm.cuh",
     ],
-    "optim": ["optim.cuh"],
+    "optim": ["optim.cuh", "optim_multi.cuh"],
     "loss": ["loss.cuh"],
 }
 

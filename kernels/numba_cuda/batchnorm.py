@@ -2,7 +2,10 @@
 
 Statistics: per-thread Welford in float64, merged with Chan's formula through a shared-memory tree
 (no warp shuffles, so Numba's CUDA simulator runs it in CI), one partial per block, then a small
-finalize kernel per channel (the CuPy kernels fold that into the last block instead).
+finalize kernel per channel (the CuPy kernels fold that into the last block instead). With S = 1
+((N, C) input) the partial kernels take 32 channels x ROWS_Y row groups per block, so that a warp
+reads 32 consecutive values of one row (coalesced); else a block reads a chunk of one channel.
+Grids: enough blocks to fill the device (its SM count x the resident blocks of THREADS threads).
 Elementwise passes: one thread per element. Arrays are contiguous (N, C, S) views.
 """
 
@@ -21,9 +24,18 @@ from .fused_switch import act_bwd as _act_bwd
 from .fused_switch import act_fwd as _act_fwd
 from .support import cuda, launch
 
-THREADS = 64
+THREADS = 256
+ROWS_X, ROWS_Y = 32, 8  # the rows kernels' block: 32 channels x 8 row groups (THREADS threads)
 MIN_PER_BLOCK = 1024
-TARGET_BLOCKS = 512
+BLOCKS_PER_SM = 2048 // 256  # resident blocks of THREADS threads on an SM (occupancy allowing)
+
+
+def _target_blocks() -> int:
+    """Blocks that fill the device: its SM count x BLOCKS_PER_SM (132 SMs where there is no
+    device to ask: the simulator, the PTX compile in tests)."""
+    from .support import device_sms
+
+    return device_sms() * BLOCKS_PER_SM
 
 
 @cuda.jit(device=True)
@@ -75,6 +87,34 @@ def _stats_partial(x: Array, chunk: int, part: Array) -> None:
         stride //= 2
     if t == 0:
         part[c, p, 0], part[c, p, 1], part[c, p, 2] = sh_n[0], sh_mean[0], sh_m2[0]
+
+
+@cuda.jit(cache=True)
+def _stats_partial_rows(x: Array, chunk: int, part: Array) -> None:
+    """S = 1: block (tile, p), threads (32, ROWS_Y): Welford over rows [p*chunk, (p+1)*chunk)
+    of channels tile*32 + threadIdx.x -> part[c, p]; a warp reads one row's 32 channels."""
+    sh_n = cuda.shared.array((ROWS_Y, ROWS_X), numpy.float64)
+    sh_mean = cuda.shared.array((ROWS_Y, ROWS_X), numpy.float64)
+    sh_m2 = cuda.shared.array((ROWS_Y, ROWS_X), numpy.float64)
+    tx, ty, p = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockIdx.y
+    c = cuda.blockIdx.x * ROWS_X + tx
+    end = min((p + 1) * chunk, x.shape[0])
+    n, mean, m2 = 0.0, 0.0, 0.0
+    if c < x.shape[1]:
+        r = p * chunk + ty
+        while r < end:
+            v = float(x[r, c, 0])
+            n += 1.0
+            delta = v - mean
+            mean += delta / n
+            m2 += delta * (v - mean)
+            r += ROWS_Y
+    sh_n[ty, tx], sh_mean[ty, tx], sh_m2[ty, tx] = n, mean, m2
+    cuda.syncthreads()
+    if ty == 0 and c < x.shape[1]:
+        for j in range(1, ROWS_Y):
+            n, mean, m2 = _chan(n, mean, m2, sh_n[j, tx], sh_mean[j, tx], sh_m2[j, tx])
+        part[c, p, 0], part[c, p, 1], part[c, p, 2] = n, mean, m2
 
 
 @cuda.jit(cache=True)
@@ -164,6 +204,46 @@ def _bwd_partial(
 
 
 @cuda.jit(cache=True)
+def _bwd_partial_rows(
+    dy: Array,
+    x: Array,
+    mean: Array,
+    invstd: Array,
+    gamma: Array,
+    beta: Array,
+    affine: bool,
+    code: int,
+    act_a: float,
+    chunk: int,
+    part: Array,
+) -> None:
+    """S = 1, the layout of _stats_partial_rows: sums of dz and dz * xhat per channel."""
+    sh0 = cuda.shared.array((ROWS_Y, ROWS_X), numpy.float64)
+    sh1 = cuda.shared.array((ROWS_Y, ROWS_X), numpy.float64)
+    tx, ty, p = cuda.threadIdx.x, cuda.threadIdx.y, cuda.blockIdx.y
+    c = cuda.blockIdx.x * ROWS_X + tx
+    end = min((p + 1) * chunk, x.shape[0])
+    s0, s1 = 0.0, 0.0
+    if c < x.shape[1]:
+        g = gamma[c] if affine else 1.0
+        b = beta[c] if affine else 0.0
+        r = p * chunk + ty
+        while r < end:
+            xhat = (x[r, c, 0] - mean[c]) * invstd[c]
+            dz = _act_bwd(code, dy[r, c, 0], xhat * g + b, act_a)
+            s0 += dz
+            s1 += dz * xhat
+            r += ROWS_Y
+    sh0[ty, tx], sh1[ty, tx] = s0, s1
+    cuda.syncthreads()
+    if ty == 0 and c < x.shape[1]:
+        for j in range(1, ROWS_Y):
+            s0 += sh0[j, tx]
+            s1 += sh1[j, tx]
+        part[c, p, 0], part[c, p, 1] = s0, s1
+
+
+@cuda.jit(cache=True)
 def _bwd_finalize(part: Array, dgamma: Array, dbeta: Array) -> None:
     c = cuda.grid(1)
     if c < part.shape[0]:
@@ -206,10 +286,9 @@ def _dx(
         dx[n, c, s] = g * invstd[c] * dz
 
 
-def _split(x3: Array) -> tuple:
-    N, C, S = x3.shape
-    total = N * S
-    nparts = max(1, min(-(-TARGET_BLOCKS // max(C, 1)), -(-total // MIN_PER_BLOCK)))
+def _split(total: int, groups: int, min_per_block: int) -> tuple:
+    target = _target_blocks()
+    nparts = max(1, min(-(-target // max(groups, 1)), -(-total // min_per_block)))
     chunk = max(1, -(-total // nparts))
     return max(1, -(-total // chunk)), chunk
 
@@ -227,23 +306,30 @@ def _blocks(n: int):
 
 
 def partial_grid(x3: Array) -> tuple:
-    """(grid, chunk) of the per-channel partial kernels: (C, nparts) blocks."""
-    nparts, chunk = _split(x3)
-    return (x3.shape[1], nparts), chunk
+    """(grid, block, chunk) of the per-channel partial kernels: (C, nparts) blocks of THREADS
+    threads, or for S = 1 (ceil(C / 32), nparts) blocks of (32, ROWS_Y)."""
+    N, C, S = x3.shape
+    if S == 1:
+        tiles = -(-C // ROWS_X)
+        nparts, chunk = _split(N, tiles, max(1, MIN_PER_BLOCK // ROWS_X))
+        return (tiles, nparts), (ROWS_X, ROWS_Y), chunk
+    nparts, chunk = _split(N * S, C, MIN_PER_BLOCK)
+    return (C, nparts), THREADS, chunk
 
 
 def stats(x3: Array, eps: float) -> tuple:
     """(mean, invstd) in x's dtype and (C, 2) float64 (mean, unbiased var) per channel."""
     xp = _xp(x3)
     C = x3.shape[1]
-    grid, chunk = partial_grid(x3)
-    part = xp.empty(grid + (3,), xp.float64)
+    grid, block, chunk = partial_grid(x3)
+    part = xp.empty((C, grid[1], 3), xp.float64)
     mean, invstd, stats64 = (
         xp.empty(C, x3.dtype),
         xp.empty(C, x3.dtype),
         xp.empty((C, 2), xp.float64),
     )
-    launch(_stats_partial, grid, THREADS, x3, chunk, part)
+    partial = _stats_partial_rows if x3.shape[2] == 1 else _stats_partial
+    launch(partial, grid, block, x3, chunk, part)
     launch(_stats_finalize, _blocks(C), THREADS, part, mean, invstd, stats64, float(eps))
     return mean, invstd, stats64
 
@@ -282,15 +368,15 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     act_code, act_a = ACTIVATION_CODES[spec.act], spec.act_param
     xp = _xp(x3)
     N, C, S = x3.shape
-    grid, chunk = partial_grid(x3)
-    part = xp.empty(grid + (2,), xp.float64)
+    grid, block, chunk = partial_grid(x3)
+    part = xp.empty((C, grid[1], 2), xp.float64)
     dgamma, dbeta, dx = xp.empty(C, x3.dtype), xp.empty(C, x3.dtype), xp.empty_like(x3)
     affine = gamma is not None
     g, b = (gamma, beta) if affine else (mean, mean)
     launch(
-        _bwd_partial,
+        _bwd_partial_rows if S == 1 else _bwd_partial,
         grid,
-        THREADS,
+        block,
         dy3,
         x3,
         mean,

@@ -6,6 +6,8 @@
   (``sync=False``) and run on CuPy's current device and stream, so they stay ordered with CuPy's
   work (and on a multi-GPU machine, on the GPU that holds the arrays).
 * Under ``NUMBA_ENABLE_CUDASIM=1`` (CI, no GPU) kernels run in the simulator on NumPy arrays.
+* A CuPy array's Numba view is made once and kept (``_as_device``): converting through the
+  interface at every launch cost ~40 of a launch's ~60 us (docs/gpu-notes.md).
 """
 
 from __future__ import annotations
@@ -55,10 +57,35 @@ def _numba_stream(device: int):
     return streams[key]
 
 
+#: (pointer, shape, strides, dtype) -> Numba's view of that memory, most recent last. A view
+#: keeps its CuPy array alive, so the cache is bounded; a view of the same memory, shape and
+#: type is the same view whoever owns the memory now.
+_VIEWS: dict = {}
+MAX_VIEWS = 256
+
+
 def _as_device(a: object) -> object:
-    if hasattr(a, "__cuda_array_interface__"):
-        return cuda.as_cuda_array(a, sync=False)
-    return a
+    if not hasattr(a, "__cuda_array_interface__"):
+        return a
+    face = a.__cuda_array_interface__
+    key = (face["data"][0], face["shape"], face.get("strides"), face["typestr"])
+    view = _VIEWS.pop(key, None)
+    if view is None:
+        view = cuda.as_cuda_array(a, sync=False)
+        if len(_VIEWS) >= MAX_VIEWS:
+            del _VIEWS[next(iter(_VIEWS))]
+    _VIEWS[key] = view
+    return view
+
+
+def device_sms() -> int:
+    """The current device's SM count (132, an H100/H200's, where there is no device to ask)."""
+    if SIMULATOR:
+        return 132
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:  # no driver, no device (the PTX compile in tests)
+        return 132
 
 
 def launch(kernel: Any, blocks: int, threads: int, *args: object) -> None:

@@ -629,9 +629,12 @@ inline double atomicAdd(double *p, double v) { return gpunet_emu_atomic_add_floa
 template <class T> GPUNET_EMU_NOSAN inline T __ldcg(const T *p) {
     gpunet_emu::check_access((std::uintptr_t)p, sizeof(T), false, 0);
     T value;
-    __atomic_load(p, &value, __ATOMIC_SEQ_CST);
+    if constexpr (sizeof(T) <= 8) __atomic_load(p, &value, __ATOMIC_SEQ_CST);
+    else std::memcpy(&value, p, sizeof value);    // float4 / double2: no 16-byte atomics needed
     return value;
 }
+// the cache-hinted store: an ordinary (checked) store here
+template <class T> inline void __stcg(T *p, T v) { *p = v; }
 inline double __longlong_as_double(long long v) {
     double d;
     std::memcpy(&d, &v, sizeof d);
