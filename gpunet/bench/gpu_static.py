@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from . import cuda_tools
 
 COPY_RATE = 4.09e12  # bytes/s, H200 device-to-device copy (docs/gpu-notes.md)
+#: per architecture: (copy rate, SMs) of the part the in-flight check is made for -- the H200's
+#: measured; the A100 80GB's is its nominal 2.0 TB/s less the ~15 % a copy loses (not measured)
+PARTS = {"sm_90": (COPY_RATE, 132), "sm_80": (1.7e12, 108)}
 LATENCY = 0.82e-6  # s, calibrated on the measured scalar RawKernel (see the module docstring)
 LAUNCH = 3e-6  # s of device time per kernel launch
 #: thread-instructions per second on an H200: 132 SMs x 4 schedulers x 32 lanes x 1.755 GHz
@@ -61,6 +64,21 @@ SPECS = {
     "adam_multi_float": KernelSpec(256, 4 * 16, 16, 12, arrays=4, loop=False),
 }
 UNITS = {"batchnorm": "bn_", "activations": "", "optim": ""}
+
+
+def _activation_specs() -> dict:
+    """Every float32 activation's vector kernels (16 bytes per thread, no loop); PReLU and
+    Maxout gather per channel / per group and are not vector kernels."""
+    from gpunet.kernels.activation_table import ACTIVATIONS
+
+    specs = {}
+    for a in ACTIVATIONS:
+        specs[f"{a.name}_fwd_float"] = KernelSpec(256, 16, 4, 4, loop=False)
+        specs[f"{a.name}_bwd_float"] = KernelSpec(256, 32, 8, 4, arrays=2, loop=False)
+    return specs
+
+
+SPECS = {**_activation_specs(), **SPECS}
 
 
 def instructions(text: str) -> list:
@@ -137,6 +155,28 @@ def main_loop_cost(text: str, arrays: int = 1, float_lanes: int = 4) -> tuple:
     return (best[0], best[1]) if best else (0.0, 0)
 
 
+PROLOGUE = 24  # issue slots before a vector kernel's first load: its index, bounds and pointers
+
+
+def _slots(x: str) -> int:
+    return 2 if re.search(r"\b(@\S+ )?D(ADD|MUL|FMA|SETP)|F2F\.F64", x) else 1
+
+
+def vector_path_cost(text: str) -> float:
+    """Issue slots of one thread of a vector kernel (one 16-byte group, no loop): from the first
+    16-byte load of a group to its 16-byte store, straight through, plus PROLOGUE; the cheapest
+    such path where the kernel has several (one per fused activation: BatchNorm without one)."""
+    ins = [x for _, x in instructions(text)]
+    costs, start = [], None
+    for i, x in enumerate(ins):
+        if re.search(r"\bLDG\.E(\.\w+)*\.128\b", x) and start is None:
+            start = i
+        elif re.search(r"\bSTG\.E(\.\w+)*\.128\b", x) and start is not None:
+            costs.append(PROLOGUE + sum(_slots(y) for y in ins[start : i + 1]))
+            start = None
+    return float(min(costs)) if costs else float("nan")
+
+
 @dataclass
 class KernelReport:
     name: str
@@ -155,6 +195,15 @@ class KernelReport:
         threads = self.blocks_per_sm * s.threads * sms
         moved_per_read = (s.reads + s.writes) / s.reads
         return min(COPY_RATE, threads * s.inflight * moved_per_read / LATENCY)
+
+    def copy_fraction(self) -> float:
+        """The model's rate of this kernel (bytes moved, no launch cost) over the copy rate."""
+        s = self.spec
+        assert s is not None
+        per_byte = max(
+            1 / self.bandwidth(), self.slots_per_element / ISSUE_RATE / (s.reads + s.writes)
+        )
+        return 1 / per_byte / COPY_RATE
 
     def seconds(self, elements: int, sms: int = 132) -> float:
         """The model's time for ``elements`` elements: the slower of moving the bytes and
@@ -185,7 +234,13 @@ def analyse(arch: str = "sm_90") -> dict:
                 cuda_tools.occupancy(res, threads, arch),
                 wide_accesses(code[name]),
                 len(int64_division_calls_in_loops(code[name])),
-                main_loop_cost(code[name], spec.arrays)[0] if spec and spec.loop else 0.0,
+                (
+                    main_loop_cost(code[name], spec.arrays)[0]
+                    if spec.loop
+                    else vector_path_cost(code[name]) / 4  # one 4-value vector per thread
+                )
+                if spec
+                else 0.0,
                 spec,
             )
     return out
@@ -231,6 +286,15 @@ def table(arch: str = "sm_90") -> str:
             f"{r.blocks_per_sm} | {r.wide['LDG.128']}/{r.wide['STG.128']} | "
             f"{r.int64_div_in_loops} | - | - | - |"
         )
+    acts = [r for n, r in sorted(reports.items()) if r.spec and n in _activation_specs()]
+    worst = max(acts, key=lambda r: r.slots_per_element)
+    low, high = (f"{100 * f(r.copy_fraction() for r in acts):.0f}" for f in (min, max))
+    lines += [
+        "",
+        f"Activations, float32, fwd and bwd ({len(acts)} kernels): the model's rate is "
+        f"{low if low == high else f'{low}-{high}'} % of the copy rate (the most issue-heavy: "
+        f"{worst.name}, {worst.slots_per_element:.1f} issue slots per element) -- ESTIMATE.",
+    ]
     lines += [
         "",
         "BatchNorm fwd+bwd, float32, training, on an H200 -- ESTIMATE from the model above:",

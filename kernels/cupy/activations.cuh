@@ -18,11 +18,13 @@ template <typename T> __device__ __forceinline__ T gpunet_kink(T x, T left) {
     return x > T(0) ? T(1) : (x <= T(0) ? left : x);
 }
 
-// sigmoid(x) = 1 / (1 + exp(-x)), evaluated so that exp never overflows.
+// sigmoid(x) = 1 / (1 + exp(-x)), evaluated so that exp never overflows: e = exp(-|x|) in (0, 1],
+// r = 1 / (1 + e) is sigmoid(|x|), and sigmoid(-|x|) = e r. One exp and one division per value,
+// no branch (a branch per value made the compiler keep both paths' exp and division).
 template <typename T> __device__ __forceinline__ T gpunet_sigmoid_fwd(T x, T, T) {
-    if (x >= T(0)) return T(1) / (T(1) + exp(-x));
-    T e = exp(x);
-    return e / (T(1) + e);
+    T e = exp(-fabs(x));
+    T r = T(1) / (T(1) + e);
+    return x >= T(0) ? r : e * r;                 // NaN: e * r is NaN
 }
 template <typename T> __device__ __forceinline__ T gpunet_sigmoid_bwd(T dy, T x, T a, T b) {
     T s = gpunet_sigmoid_fwd(x, a, b);
@@ -94,7 +96,7 @@ template <typename T> __device__ __forceinline__ T gpunet_gelu_tanh_bwd(T dy, T 
 // softplus(x) = log(1 + exp(a x)) / a, and x itself once a x > b   (a = beta, b = threshold)
 template <typename T> __device__ __forceinline__ T gpunet_softplus_fwd(T x, T a, T b) {
     T z = x * a;
-    return z > b ? x : log1p(exp(z)) / a;
+    return z > b ? x : log1p(exp(z)) * (T(1) / a);  // 1 / a: one division per thread, not per value
 }
 template <typename T> __device__ __forceinline__ T gpunet_softplus_bwd(T dy, T x, T a, T b) {
     T z = x * a;

@@ -77,9 +77,10 @@ def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
             x3, rm, rv, spec.factor, spec.eps, params.gamma, params.beta
         )
     else:
-        if params.running_mean is None or params.running_var is None:
-            running_constants(params, spec, x3.dtype)  # its one-line error
-        rm, rv = params.running_mean.astype(x3.dtype, copy=False), params.running_var
+        rm, rv = params.running_mean, params.running_var
+        if rm is None or rv is None:
+            raise ValueError("inference with running statistics needs running_mean and running_var")
+        rm = rm.astype(x3.dtype, copy=False)
         mean, invstd, coef = batchnorm.fold_running(rm, rv, spec.eps, params.gamma, params.beta)
     return batchnorm.apply(x3, coef, spec), BNStats(mean, invstd)
 
