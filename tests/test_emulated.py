@@ -107,8 +107,10 @@ def many_blocks(monkeypatch, cp):
 )
 @pytest.mark.parametrize(
     "shape",
-    [(700, 37), (40, 3, 5, 7), (26, 3, 4, 6)],
-    ids=["rows", "spatial", "spatial-16-byte-loads"],  # S = 35: scalar loads; S = 24: vectors
+    [(700, 37), (150, 40), (40, 3, 5, 7), (26, 3, 4, 6)],
+    # C = 37: a channel per thread; C = 40: 16-byte loads of 4 floats / 2 doubles per row;
+    # S = 35: scalar loads; S = 24: 16-byte loads
+    ids=["rows", "rows-16-byte-loads", "spatial", "spatial-16-byte-loads"],
 )
 def test_emulated_batchnorm_many_blocks_two_steps(many_blocks, cp, shape, act, dtype):
     """Two training steps in a row (the arrival counters must be reset by the first), then eval;
@@ -232,11 +234,11 @@ def test_emulated_wide_batchnorm_grids_are_valid():
     grid, block, _ = numba_batchnorm.partial_grid(wide)
     block = block if isinstance(block, tuple) else (block,)  # Numba takes an int too
     fake_cupy.check_launch(kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block"))
-    with emulation():
+    with emulation() as cp:
         from gpunet.kernels.cupy import batchnorm as cupy_batchnorm
 
-        for shape in ((2, 70000, 3), (2, 70000, 1)):
-            grid, block = cupy_batchnorm._reduce_launch(numpy.empty(shape), "bn_stats")[:2]
+        for shape in ((2, 70000, 3), (2, 70000, 1), (2, 70001, 1)):  # rows: 4 / 1 per thread
+            grid, block = cupy_batchnorm._reduce_launch(cp.empty(shape), "bn_stats")[:2]
             fake_cupy.check_launch(
                 kernel, fake_cupy._dims(grid, "grid"), fake_cupy._dims(block, "block")
             )

@@ -48,13 +48,13 @@ class KernelSpec:
     loop: bool = True  # False: one 16-byte vector per thread, no loop (elementwise kernels)
 
 
-#: the float32 BatchNorm kernels on the paths the benchmark shapes take (rows: S = 1; spatial:
-#: S % 4 == 0, 16-byte loads), and one activation as the elementwise pattern
+#: the float32 BatchNorm kernels on the paths the benchmark shapes take (rows: S = 1 and C % 4 == 0,
+#: spatial: S % 4 == 0; both with 16-byte loads), the optimizer, and the activations below
 SPECS = {
-    "bn_stats_rows_float": KernelSpec(256, 8 * 4, 4, 0),
+    "bn_stats_rows_float": KernelSpec(256, 4 * 16, 4, 0),
     "bn_stats_spatial_float": KernelSpec(256, 2 * 16, 4, 0),
     "bn_apply_float": KernelSpec(256, 16, 4, 4, loop=False),
-    "bn_bwd_reduce_rows_float": KernelSpec(256, 4 * 8, 8, 0, arrays=2),
+    "bn_bwd_reduce_rows_float": KernelSpec(256, 2 * 32, 8, 0, arrays=2),
     "bn_bwd_reduce_spatial_float": KernelSpec(256, 2 * 32, 8, 0, arrays=2),
     "bn_bwd_dx_float": KernelSpec(256, 32, 8, 4, arrays=2, loop=False),
     "relu_fwd_float": KernelSpec(256, 16, 4, 4, loop=False),

@@ -37,6 +37,7 @@
 #define GPUNET_BN_THREADS 256
 #define GPUNET_BN_ROWS_X 32
 #define GPUNET_BN_ROWS_Y 8
+#define GPUNET_BN_ROWS_LANES 4  // the most channels a rows thread takes (4 floats; 2 doubles)
 
 // The fused activation, gpunet_act_fwd / gpunet_act_bwd(code, ...): fused_switch.cuh (generated).
 
@@ -279,49 +280,88 @@ __device__ void gpunet_bn_stats_spatial(const T *x, long long N, long long C, lo
                            update_running, C, gamma, beta, affine, coef);
 }
 
-// Rows (S == 1): grid (ceil(C / 32), nparts), block (32, 8). Block p reads rows
-// [p*chunk, (p+1)*chunk) of 32 consecutive channels (a warp: 128 coalesced bytes of one row),
-// eight rows per thread per iteration (eight loads in flight).
+// Rows (S == 1): grid (ceil(C / (32 L)), nparts), block (32, 8). Block p reads rows
+// [p*chunk, (p+1)*chunk) of 32 L consecutive channels, L per thread: L = 4 floats / 2 doubles
+// (one 16-byte load per row) where C % L == 0 and x is 16-byte aligned, else L = 1 (a warp still
+// reads 128 coalesced bytes of one row). U rows per thread per iteration: U loads in flight.
+template <typename T, int L>
+__device__ __forceinline__ void gpunet_bn_stats_rows_impl(const T *x, long long N, long long C,
+                                                          long long chunk, double *part,
+                                                          unsigned int *counters, T *mean_out,
+                                                          T *invstd_out, T *running_mean, T *running_var,
+                                                          double factor, double eps, int update_running,
+                                                          const T *gamma, const T *beta, int affine,
+                                                          T *coef, double *sh) {
+    const int U = L == 1 ? 8 : 4, Y = GPUNET_BN_ROWS_Y, X = GPUNET_BN_ROWS_X * L;
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int nparts = gridDim.y;
+    long long c0 = ((long long)blockIdx.x * GPUNET_BN_ROWS_X + tx) * L;
+    long long begin = (long long)blockIdx.y * chunk;
+    long long end = begin + chunk < N ? begin + chunk : N;
+    GpunetShifted acc[L];
+#pragma unroll
+    for (int j = 0; j < L; ++j) acc[j].k = acc[j].s = acc[j].q = acc[j].n = 0.0;
+    if (c0 < C && begin + ty < end) {
+        GpunetLoad<T, L> first = gpunet_load<T, L>(x + (begin + ty) * C + c0);
+#pragma unroll
+        for (int j = 0; j < L; ++j) acc[j].k = double(first.v[j]);
+        long long r = begin + ty;
+        for (; r + (U - 1) * Y < end; r += U * Y) {
+            GpunetLoad<T, L> a[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) a[u] = gpunet_load<T, L>(x + (r + u * Y) * C + c0);
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+#pragma unroll
+                for (int j = 0; j < L; ++j) acc[j].add(double(a[u].v[j]));
+        }
+        for (; r < end; r += Y) {
+            GpunetLoad<T, L> a = gpunet_load<T, L>(x + r * C + c0);
+#pragma unroll
+            for (int j = 0; j < L; ++j) acc[j].add(double(a.v[j]));
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < L; ++j) {                  // sh: [3][Y][X], this thread's L columns
+        GpunetWelford w = acc[j].welford();
+        int col = tx * L + j;
+        sh[(0 * Y + ty) * X + col] = w.n; sh[(1 * Y + ty) * X + col] = w.mean; sh[(2 * Y + ty) * X + col] = w.m2;
+    }
+    __syncthreads();
+    bool writer = ty == 0 && c0 < C;
+    if (writer) {
+#pragma unroll
+        for (int j = 0; j < L; ++j) {
+            int col = tx * L + j;
+            GpunetWelford w = {sh[col], sh[Y * X + col], sh[2 * Y * X + col]};
+            for (int i = 1; i < Y; ++i) {
+                GpunetWelford o = {sh[i * X + col], sh[(Y + i) * X + col], sh[(2 * Y + i) * X + col]};
+                gpunet_chan_merge(w, o);
+            }
+            double *q = part + 3 * ((c0 + j) * nparts + blockIdx.y);
+            q[0] = w.n; q[1] = w.mean; q[2] = w.m2;
+        }
+    }
+    if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
+#pragma unroll
+        for (int j = 0; j < L; ++j)
+            gpunet_bn_finalize(c0 + j, nparts, part, mean_out, invstd_out, running_mean, running_var, factor,
+                               eps, update_running, C, gamma, beta, affine, coef);
+}
+
 template <typename T>
 __device__ void gpunet_bn_stats_rows(const T *x, long long N, long long C, long long chunk, double *part,
                                      unsigned int *counters, T *mean_out, T *invstd_out, T *running_mean,
                                      T *running_var, double factor, double eps, int update_running,
                                      const T *gamma, const T *beta, int affine, T *coef) {
-    __shared__ double sh[3][GPUNET_BN_ROWS_Y][GPUNET_BN_ROWS_X];
-    const int U = 8, Y = GPUNET_BN_ROWS_Y;
-    int tx = threadIdx.x, ty = threadIdx.y;
-    int nparts = gridDim.y;
-    long long c = (long long)blockIdx.x * GPUNET_BN_ROWS_X + tx;
-    long long begin = (long long)blockIdx.y * chunk;
-    long long end = begin + chunk < N ? begin + chunk : N;
-    GpunetShifted acc = {0.0, 0.0, 0.0, 0.0};
-    if (c < C && begin + ty < end) {
-        acc.k = double(x[(begin + ty) * C + c]);
-        long long r = begin + ty;
-        for (; r + (U - 1) * Y < end; r += U * Y) {
-            T v[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) v[u] = x[(r + u * Y) * C + c];
-#pragma unroll
-            for (int u = 0; u < U; ++u) acc.add(double(v[u]));
-        }
-        for (; r < end; r += Y) acc.add(double(x[r * C + c]));
-    }
-    GpunetWelford w = acc.welford();
-    sh[0][ty][tx] = w.n; sh[1][ty][tx] = w.mean; sh[2][ty][tx] = w.m2;
-    __syncthreads();
-    bool writer = ty == 0 && c < C;
-    if (writer) {
-        for (int j = 1; j < GPUNET_BN_ROWS_Y; ++j) {
-            GpunetWelford o = {sh[0][j][tx], sh[1][j][tx], sh[2][j][tx]};
-            gpunet_chan_merge(w, o);
-        }
-        double *q = part + 3 * (c * nparts + blockIdx.y);
-        q[0] = w.n; q[1] = w.mean; q[2] = w.m2;
-    }
-    if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
-        gpunet_bn_finalize(c, nparts, part, mean_out, invstd_out, running_mean, running_var, factor, eps,
-                           update_running, C, gamma, beta, affine, coef);
+    const int L = GpunetVec<T>::lanes;
+    __shared__ double sh[3 * GPUNET_BN_ROWS_Y * GPUNET_BN_ROWS_X * GPUNET_BN_ROWS_LANES];
+    if (C % L == 0 && reinterpret_cast<unsigned long long>(x) % 16 == 0)
+        gpunet_bn_stats_rows_impl<T, L>(x, N, C, chunk, part, counters, mean_out, invstd_out, running_mean,
+                                        running_var, factor, eps, update_running, gamma, beta, affine, coef, sh);
+    else
+        gpunet_bn_stats_rows_impl<T, 1>(x, N, C, chunk, part, counters, mean_out, invstd_out, running_mean,
+                                        running_var, factor, eps, update_running, gamma, beta, affine, coef, sh);
 }
 
 // ------------------------------------------------------------------ backward reductions
@@ -393,30 +433,78 @@ __device__ void gpunet_bn_bwd_reduce_spatial(const T *dy, const T *x, const T *m
         gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta, C, m, is, g, bt, batch_stats, inv_m, dcoef);
 }
 
-template <typename T, int ACT>
-__device__ __forceinline__ void gpunet_bn_bwd_rows_impl(const T *dy, const T *x, long long C, long long c,
-                                                        long long begin, long long end, T m, T is, T g,
-                                                        T bt, T act_a, double &s0, double &s1) {
-    const int U = 4, Y = GPUNET_BN_ROWS_Y;
-    long long r = begin + threadIdx.y;
-    for (; r + (U - 1) * Y < end; r += U * Y) {
-        T xv[U], dv[U];
+// Rows, the layout of the statistics: L channels per thread where C % L == 0 and x, dy are
+// 16-byte aligned; U rows per iteration (x and dy: 2 U loads in flight).
+template <typename T, int L, int ACT>
+__device__ __forceinline__ void gpunet_bn_bwd_rows_impl(const T *dy, const T *x, const T *mean,
+                                                        const T *invstd, const T *gamma, const T *beta,
+                                                        int affine, T act_a, long long N, long long C,
+                                                        long long chunk, double *part,
+                                                        unsigned int *counters, T *dgamma, T *dbeta,
+                                                        int batch_stats, double inv_m, T *dcoef,
+                                                        double *sh) {
+    const int U = L == 1 ? 4 : 2, Y = GPUNET_BN_ROWS_Y, X = GPUNET_BN_ROWS_X * L;
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int nparts = gridDim.y;
+    long long c0 = ((long long)blockIdx.x * GPUNET_BN_ROWS_X + tx) * L;
+    long long begin = (long long)blockIdx.y * chunk;
+    long long end = begin + chunk < N ? begin + chunk : N;
+    double s0[L], s1[L];
+    T m[L], is[L], g[L], bt[L];
 #pragma unroll
-        for (int u = 0; u < U; ++u) { xv[u] = x[(r + u * Y) * C + c]; dv[u] = dy[(r + u * Y) * C + c]; }
+    for (int j = 0; j < L; ++j) {
+        s0[j] = s1[j] = 0.0;
+        bool ok = c0 + j < C;
+        m[j] = ok ? mean[c0 + j] : T(0); is[j] = ok ? invstd[c0 + j] : T(0);
+        g[j] = ok && affine ? gamma[c0 + j] : T(1); bt[j] = ok && affine ? beta[c0 + j] : T(0);
+    }
+    if (c0 < C) {
+        long long r = begin + ty;
+        for (; r + (U - 1) * Y < end; r += U * Y) {
+            GpunetLoad<T, L> xv[U], dv[U];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            T xhat, dz;
-            gpunet_bn_dz(xv[u], dv[u], m, is, g, bt, ACT, act_a, xhat, dz);
-            s0 += double(dz);
-            s1 = fma(double(dz), double(xhat), s1);
+            for (int u = 0; u < U; ++u) {
+                xv[u] = gpunet_load<T, L>(x + (r + u * Y) * C + c0);
+                dv[u] = gpunet_load<T, L>(dy + (r + u * Y) * C + c0);
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+#pragma unroll
+                for (int j = 0; j < L; ++j) {
+                    T xhat, dz;
+                    gpunet_bn_dz(xv[u].v[j], dv[u].v[j], m[j], is[j], g[j], bt[j], ACT, act_a, xhat, dz);
+                    s0[j] += double(dz);
+                    s1[j] = fma(double(dz), double(xhat), s1[j]);
+                }
+        }
+        for (; r < end; r += Y) {
+            GpunetLoad<T, L> xv = gpunet_load<T, L>(x + r * C + c0), dv = gpunet_load<T, L>(dy + r * C + c0);
+#pragma unroll
+            for (int j = 0; j < L; ++j) {
+                T xhat, dz;
+                gpunet_bn_dz(xv.v[j], dv.v[j], m[j], is[j], g[j], bt[j], ACT, act_a, xhat, dz);
+                s0[j] += double(dz);
+                s1[j] = fma(double(dz), double(xhat), s1[j]);
+            }
         }
     }
-    for (; r < end; r += Y) {
-        T xhat, dz;
-        gpunet_bn_dz(x[r * C + c], dy[r * C + c], m, is, g, bt, ACT, act_a, xhat, dz);
-        s0 += double(dz);
-        s1 = fma(double(dz), double(xhat), s1);
+#pragma unroll
+    for (int j = 0; j < L; ++j) { sh[ty * X + tx * L + j] = s0[j]; sh[(Y + ty) * X + tx * L + j] = s1[j]; }
+    __syncthreads();
+    bool writer = ty == 0 && c0 < C;
+    if (writer) {
+#pragma unroll
+        for (int j = 0; j < L; ++j) {
+            for (int i = 1; i < Y; ++i) { s0[j] += sh[i * X + tx * L + j]; s1[j] += sh[(Y + i) * X + tx * L + j]; }
+            double *q = part + 2 * ((c0 + j) * nparts + blockIdx.y);
+            q[0] = s0[j]; q[1] = s1[j];
+        }
     }
+    if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
+#pragma unroll
+        for (int j = 0; j < L; ++j)
+            gpunet_bn_bwd_finalize(c0 + j, nparts, part, dgamma, dbeta, C, m[j], is[j], g[j], bt[j], batch_stats,
+                                   inv_m, dcoef);
 }
 
 template <typename T>
@@ -425,30 +513,19 @@ __device__ void gpunet_bn_bwd_reduce_rows(const T *dy, const T *x, const T *mean
                                           long long N,
                                           long long C, long long chunk, double *part, unsigned int *counters,
                                           T *dgamma, T *dbeta, int batch_stats, double inv_m, T *dcoef) {
-    __shared__ double sh[2][GPUNET_BN_ROWS_Y][GPUNET_BN_ROWS_X];
-    int tx = threadIdx.x, ty = threadIdx.y;
-    int nparts = gridDim.y;
-    long long c = (long long)blockIdx.x * GPUNET_BN_ROWS_X + tx;
-    long long begin = (long long)blockIdx.y * chunk;
-    long long end = begin + chunk < N ? begin + chunk : N;
-    double s0 = 0.0, s1 = 0.0;
-    T m = T(0), is = T(0), g = T(1), bt = T(0);
-    if (c < C) {
-        m = mean[c]; is = invstd[c]; g = affine ? gamma[c] : T(1); bt = affine ? beta[c] : T(0);
-#define GPUNET_BN_BWD_ROWS(ACT) gpunet_bn_bwd_rows_impl<T, ACT>(dy, x, C, c, begin, end, m, is, g, bt, T(act_a), s0, s1);
-        GPUNET_FUSED_DISPATCH(act, GPUNET_BN_BWD_ROWS)
+    const int L = GpunetVec<T>::lanes;
+    __shared__ double sh[2 * GPUNET_BN_ROWS_Y * GPUNET_BN_ROWS_X * GPUNET_BN_ROWS_LANES];
+    bool vec = C % L == 0 && reinterpret_cast<unsigned long long>(x) % 16 == 0 &&
+               reinterpret_cast<unsigned long long>(dy) % 16 == 0;
+#define GPUNET_BN_BWD_ROWS(ACT)                                                                        \
+    if (vec) gpunet_bn_bwd_rows_impl<T, L, ACT>(dy, x, mean, invstd, gamma, beta, affine, T(act_a), N, C, \
+                                                chunk, part, counters, dgamma, dbeta, batch_stats, inv_m, \
+                                                dcoef, sh);                                              \
+    else gpunet_bn_bwd_rows_impl<T, 1, ACT>(dy, x, mean, invstd, gamma, beta, affine, T(act_a), N, C,    \
+                                            chunk, part, counters, dgamma, dbeta, batch_stats, inv_m,     \
+                                            dcoef, sh);
+    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_BWD_ROWS)
 #undef GPUNET_BN_BWD_ROWS
-    }
-    sh[0][ty][tx] = s0; sh[1][ty][tx] = s1;
-    __syncthreads();
-    bool writer = ty == 0 && c < C;
-    if (writer) {
-        for (int j = 1; j < GPUNET_BN_ROWS_Y; ++j) { s0 += sh[0][j][tx]; s1 += sh[1][j][tx]; }
-        double *q = part + 2 * (c * nparts + blockIdx.y);
-        q[0] = s0; q[1] = s1;
-    }
-    if (gpunet_last_block(counters + blockIdx.x, nparts, writer) && writer)
-        gpunet_bn_bwd_finalize(c, nparts, part, dgamma, dbeta, C, m, is, g, bt, batch_stats, inv_m, dcoef);
 }
 
 // ------------------------------------------------------------------ elementwise passes

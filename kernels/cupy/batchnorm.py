@@ -69,12 +69,22 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _reduce_launch(x3: Array, name: str) -> tuple:
+def rows_per_thread(x3: Array, *others: Array) -> int:
+    """Channels per thread of the S = 1 reductions: 4 floats / 2 doubles (one 16-byte load per
+    row) where C allows it and every array is 16-byte aligned, else 1 -- the kernels decide the
+    same way (batchnorm.cuh)."""
+    lanes = 4 if x3.dtype == cupy.float32 else 2
+    aligned = all(a.data.ptr % 16 == 0 for a in (x3, *others))  # type: ignore[union-attr]
+    return lanes if x3.shape[1] % lanes == 0 and aligned else 1
+
+
+def _reduce_launch(x3: Array, name: str, *others: Array) -> tuple:
     """Grid, block and (nparts, chunk, counter groups) for the per-channel reduction ``name``
-    over x3: one whole wave of the kernel's resident blocks (launch.split)."""
+    over x3 (and ``others``, read alongside): one whole wave of the kernel's resident blocks
+    (launch.split)."""
     N, C, S = x3.shape
     if S == 1:
-        tiles = _ceil(C, ROWS_X)
+        tiles = _ceil(C, ROWS_X * rows_per_thread(x3, *others))
         nparts, chunk = launch.split(
             N, tiles, WAVE_OVERRIDE or _wave(f"{name}_rows", x3.dtype), MIN_PER_BLOCK // ROWS_X
         )
@@ -201,7 +211,7 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     dgamma, dbeta, dcoef = cupy.empty(C, dt), cupy.empty(C, dt), cupy.empty(7 * C, dt)
     dx = cupy.empty_like(x3)
     g, b, affine = _affine(gamma, beta, mean)
-    grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_bwd_reduce")
+    grid, block, nparts, chunk, groups = _reduce_launch(x3, "bn_bwd_reduce", dy3)
     part = cupy.empty(2 * C * nparts, cupy.float64)
     counters = _counter_buffer(groups)
     i64, i32, f64 = cupy.int64, cupy.int32, cupy.float64
