@@ -5,6 +5,7 @@ occupancy their registers allow; the vector kernels move 16 bytes per access; no
 64-bit division routine; the reduction grids fill whole waves; and the model's estimate of
 BatchNorm fwd+bwd on an H200 stays within 1/1.5 of torch's measured time (an estimate)."""
 
+import platform
 import sys
 
 import pytest
@@ -13,10 +14,21 @@ from gpunet.bench import cuda_tools, gpu_static
 from gpunet.kernels.cupy import launch
 from gpunet.kernels.cupy.sources import TRANSLATION_UNITS, unit_source
 
+# the [test] extra installs NVRTC, cuobjdump and nvdisasm on Linux x86-64: there a missing tool
+# is a broken install (a failure, not a skip); elsewhere there are no such wheels
 pytestmark = pytest.mark.skipif(
-    cuda_tools.available() is not None or not sys.platform.startswith("linux"),
-    reason=str(cuda_tools.available()),
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+    reason="the NVIDIA compiler wheels exist for Linux x86-64 only",
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools():
+    problem = cuda_tools.available()
+    if problem:
+        pytest.fail(f"{problem}: pip install -e '.[test]'")
+
+
 ARCHS = ["sm_80", "sm_90"]
 
 

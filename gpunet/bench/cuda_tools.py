@@ -107,10 +107,10 @@ def _nvrtc() -> ctypes.CDLL:
 
 
 def available() -> str | None:
-    """None if NVRTC and cuobjdump are both here, else what is missing."""
-    missing = [
-        n for n, ok in (("NVRTC", find_nvrtc()), ("cuobjdump", find_tool("cuobjdump"))) if not ok
-    ]
+    """None if NVRTC, cuobjdump and nvdisasm (which ``cuobjdump -sass`` runs) are here, else
+    what is missing."""
+    tools = (("NVRTC", find_nvrtc()), *((n, find_tool(n)) for n in ("cuobjdump", "nvdisasm")))
+    missing = [n for n, ok in tools if not ok]
     return (
         f"{' and '.join(missing)} not installed (the [test] extra's NVIDIA wheels)"
         if missing
@@ -169,11 +169,19 @@ def compile_cubin(source: str, arch: str = "sm_90", options: tuple = ("-std=c++1
 def _cuobjdump(cubin: bytes, *flags: str) -> str:
     tool = find_tool("cuobjdump")
     if tool is None:
-        raise RuntimeError("cuobjdump not found: pip install nvidia-cuda-cuobjdump")
+        raise RuntimeError(
+            "cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm"
+        )
+    env = dict(os.environ)
+    disasm = find_tool("nvdisasm")  # cuobjdump -sass runs it, found on PATH or NVDISASM_PATH
+    if disasm:
+        env["PATH"] = os.pathsep.join([os.path.dirname(disasm), env.get("PATH", "")])
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        done = subprocess.run([tool, *flags, f.name], capture_output=True, text=True, check=True)
+        done = subprocess.run([tool, *flags, f.name], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"cuobjdump {' '.join(flags)} failed: {done.stderr.strip()}")
     return done.stdout
 
 
