@@ -107,3 +107,32 @@ def test_mkl_products_on_numba_threads_leave_the_kernels_parallel():
     F.linear_forward(x, numpy.ones((512, 512), "f4"))
     noted = cpu_threads.last_matmul() != float("-inf")
     assert noted == (not cpu_blas.shares_numba_threads())
+
+
+def test_a_lazily_loaded_mkl_obeys_the_single_thread_limit():
+    """fit's one-thread BLAS region (small products) must hold MKL too: MKL is loaded at the first
+    product, which came after the limit was set, and kept 2 threads inside it (issue #24). In a
+    fresh process, so that MKL is not loaded yet."""
+    import os
+    import subprocess
+    import sys
+
+    from gpunet.kernels.shared import cpu_blas
+
+    if cpu_blas.mkl_problem() is not None:
+        pytest.skip(f"MKL unavailable: {cpu_blas.mkl_problem()}")
+    code = (
+        "import numpy\n"
+        "from gpunet.config import CONFIG\n"
+        "from gpunet.kernels.shared import cpu_threads, cpu_blas\n"
+        "assert CONFIG.found.mkl is None  # not loaded yet\n"
+        "with cpu_threads.blas_threads(1):\n"
+        "    cpu_blas.matmul(numpy.ones((64, 64), 'f4'), numpy.ones((64, 64), 'f4'))\n"
+        "    print(CONFIG.found.mkl.MKL_Get_Max_Threads())  # as the first product left it\n"
+        "print(CONFIG.found.mkl.MKL_Get_Max_Threads())\n"
+    )
+    env = {**os.environ, "MKL_NUM_THREADS": "2", "GPUNET_CPU_BLAS": "mkl"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    inside, after = (int(v) for v in done.stdout.split())
+    assert inside == 1 and after == 2  # limited inside, given back after
