@@ -670,7 +670,7 @@ def cmd_init_study(args: argparse.Namespace, argv: list | None = None) -> int:
                 f"gpunet init-study: error: {name} must be >= {low}, got {value}", file=sys.stderr
             )
             return 2
-    from .outputs import writable_file
+    from .outputs import set_aside_file, writable_file
     from .run import ConfigError
 
     explicit = explicit_options(argv if argv is not None else sys.argv[1:])
@@ -692,20 +692,6 @@ def cmd_init_study(args: argparse.Namespace, argv: list | None = None) -> int:
         return _init_study(args, inits)
     except BaseException as exc:
         return _last_word("init-study", exc, "no figure was written")
-
-
-def set_aside_file(path: str) -> str:
-    """An earlier output file moved to ``name-YYYYmmdd-HHMMSS.ext`` beside it; returns that."""
-    import os
-    import time
-
-    stem, ext = os.path.splitext(path)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
-    target, k = f"{stem}-{stamp}{ext}", 2
-    while os.path.exists(target):
-        target, k = f"{stem}-{stamp}-{k}{ext}", k + 1
-    os.replace(path, target)
-    return target
 
 
 def _init_study(args: argparse.Namespace, inits: list) -> int:

@@ -187,18 +187,35 @@ def contents(folder: str) -> list:
     return sorted(n for n in os.listdir(folder) if n != LOCK_NAME)
 
 
+def _free_name(base: str, ext: str = "") -> str:
+    """``base + ext``, or ``base-2 + ext``, ``base-3 + ext``, ... whichever does not exist yet."""
+    target, k = base + ext, 2
+    while os.path.exists(target):
+        target, k = f"{base}-{k}{ext}", k + 1
+    return target
+
+
+def _stamp(mtime: float) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(mtime))
+
+
 def set_aside(folder: str) -> str:
     """Move everything ``folder`` holds (but its lock) into a new sibling folder named after the
     time of its newest file (``runs/latest-20261204-173012``); return that folder."""
     names = contents(folder)
     newest = max(os.path.getmtime(os.path.join(folder, n)) for n in names)
-    base = f"{os.path.normpath(folder)}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(newest))}"
-    target, k = base, 2
-    while os.path.exists(target):
-        target, k = f"{base}-{k}", k + 1
+    target = _free_name(f"{os.path.normpath(folder)}-{_stamp(newest)}")
     os.makedirs(target)
     for n in names:
         os.replace(os.path.join(folder, n), os.path.join(target, n))
+    return target
+
+
+def set_aside_file(path: str) -> str:
+    """An earlier output file moved to ``name-YYYYmmdd-HHMMSS.ext`` beside it; returns that."""
+    stem, ext = os.path.splitext(path)
+    target = _free_name(f"{stem}-{_stamp(os.path.getmtime(path))}", ext)
+    os.replace(path, target)
     return target
 
 

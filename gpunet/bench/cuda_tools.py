@@ -23,6 +23,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from gpunet.kernels.cupy import launch
+
 __all__ = [
     "ARCHITECTURES",
     "Resources",
@@ -43,23 +45,8 @@ NVRTC_LAYOUTS = ("cuda_nvrtc/lib/libnvrtc.so.*", "cu13/lib/libnvrtc.so.*")
 TOOL_LAYOUTS = ("cu13/bin/{name}", "cuda_{name}/bin/{name}", "cu12/bin/{name}")
 
 
-@dataclass(frozen=True)
-class Arch:
-    """The occupancy limits of one architecture (CUDA C Programming Guide, "Compute
-    Capabilities"), and the parts we target."""
-
-    name: str
-    registers: int  # 32-bit registers per SM
-    threads: int  # resident threads per SM
-    blocks: int  # resident blocks per SM
-    shared: int  # shared memory per SM, bytes (the most a kernel can be given)
-    sms: dict  # part -> SM count
-
-
-ARCHITECTURES = {
-    "sm_80": Arch("sm_80", 65536, 2048, 32, 167936, {"A100": 108}),
-    "sm_90": Arch("sm_90", 65536, 2048, 32, 233472, {"H100 SXM": 132, "H200": 132}),
-}
+#: the architectures we target and the occupancy limits of their parts (kernels/cupy/launch.py)
+ARCHITECTURES = {"sm_80": launch.A100, "sm_90": launch.H100}
 
 
 def _nvidia_roots() -> list:
@@ -229,13 +216,8 @@ def sass(cubin: bytes) -> dict:
 
 
 def occupancy(res: Resources, threads: int, arch: str = "sm_90", dynamic_shared: int = 0) -> int:
-    """Resident blocks of ``threads`` threads per SM (the CUDA occupancy calculator's rules:
-    registers allocated per warp in units of 256, shared memory in units of 128 bytes plus 1 KiB
-    reserved per block)."""
-    a = ARCHITECTURES[arch]
-    warps = -(-threads // 32)
-    regs_per_warp = -(-max(res.registers, 1) * 32 // 256) * 256
-    by_regs = a.registers // (regs_per_warp * warps) if res.registers else a.blocks
-    shared = res.shared + dynamic_shared
-    by_shared = a.shared // ((-(-shared // 128) * 128) + 1024) if shared else a.blocks
-    return max(0, min(a.blocks, a.threads // (warps * 32), by_regs, by_shared))
+    """Resident blocks of ``threads`` threads per SM of ``arch``: launch.resident_blocks, the one
+    occupancy rule the host's grids follow too."""
+    return launch.resident_blocks(
+        res.registers, res.shared + dynamic_shared, threads, ARCHITECTURES[arch]
+    )

@@ -558,9 +558,10 @@ template <typename T, int ACT> struct GpunetBnApply : GpunetChannelOp<T> {
 
 // dx = g * invstd * (dz - dbeta / M - xhat * dgamma / M) from dcoef (gpunet_bn_bwd_finalize).
 template <typename T, int ACT> struct GpunetBnDx : GpunetChannelOp<T> {
-    const T *k;
+    const T *coef;                                // dcoef
     T act_a;
     __device__ __forceinline__ T operator()(T xv, T dyv, GpunetChannel &cur) const {
+        const T *k = coef;
         long long c = cur.c, C = this->C;
         T xhat, dz;
         gpunet_bn_dz(xv, dyv, k[c], k[C + c], k[2 * C + c], k[3 * C + c], ACT, act_a, xhat, dz);
@@ -581,30 +582,19 @@ __device__ void gpunet_bn_fold_running(const T *mean, const T *var, double eps, 
     }
 }
 
-template <typename T>
-__device__ void gpunet_bn_apply(const T *x, T *y, const T *coef, int act, double act_a, long long n,
-                                long long C, long long S) {
-#define GPUNET_BN_APPLY(ACT)                                                                           \
+// One elementwise pass of Op<T, ACT> (GpunetBnApply or GpunetBnDx) with the activation a
+// compile-time constant: the switch over `act` is outside the per-element work.
+template <template <typename, int> class Op, bool HAS_DY, typename T>
+__device__ void gpunet_bn_pass(const T *x, const T *dy, T *out, const T *coef, int act, double act_a,
+                               long long n, long long C, long long S) {
+#define GPUNET_BN_PASS(ACT)                                                                            \
     {                                                                                                  \
-        GpunetBnApply<T, ACT> op;                                                                      \
+        Op<T, ACT> op;                                                                                 \
         op.C = C; op.S = S; op.coef = coef; op.act_a = T(act_a);                                       \
-        gpunet_vector_pass<T, false>(x, x, y, n, op);                                                  \
+        gpunet_vector_pass<T, HAS_DY>(x, dy, out, n, op);                                              \
     }
-    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_APPLY)
-#undef GPUNET_BN_APPLY
-}
-
-template <typename T>
-__device__ void gpunet_bn_dx(const T *dy, const T *x, T *dx, const T *dcoef, int act, double act_a,
-                             long long n, long long C, long long S) {
-#define GPUNET_BN_DX(ACT)                                                                              \
-    {                                                                                                  \
-        GpunetBnDx<T, ACT> op;                                                                         \
-        op.C = C; op.S = S; op.k = dcoef; op.act_a = T(act_a);                                         \
-        gpunet_vector_pass<T, true>(x, dy, dx, n, op);                                                 \
-    }
-    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_DX)
-#undef GPUNET_BN_DX
+    GPUNET_FUSED_DISPATCH(act, GPUNET_BN_PASS)
+#undef GPUNET_BN_PASS
 }
 
 // ------------------------------------------------------------------ extern "C" entry points
@@ -628,7 +618,7 @@ extern "C" __global__ void bn_fold_running_##T(const T *mean, const T *var, doub
 }                                                                                                      \
 extern "C" __global__ void bn_apply_##T(const T *x, T *y, const T *coef, int act, double act_a,         \
         long long n, long long C, long long S) {                                                       \
-    gpunet_bn_apply(x, y, coef, act, act_a, n, C, S);                                                  \
+    gpunet_bn_pass<GpunetBnApply, false>(x, x, y, coef, act, act_a, n, C, S);                         \
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_reduce_spatial_##T(const T *dy, const T *x, const T *mean,            \
         const T *invstd, const T *gamma, const T *beta, int affine, int act, double act_a, long long N, \
@@ -646,7 +636,7 @@ extern "C" __global__ void bn_bwd_reduce_rows_##T(const T *dy, const T *x, const
 }                                                                                                      \
 extern "C" __global__ void bn_bwd_dx_##T(const T *dy, const T *x, T *dx, const T *dcoef, int act,       \
         double act_a, long long n, long long C, long long S) {                                         \
-    gpunet_bn_dx(dy, x, dx, dcoef, act, act_a, n, C, S);                                               \
+    gpunet_bn_pass<GpunetBnDx, true>(x, dy, dx, dcoef, act, act_a, n, C, S);                           \
 }
 
 GPUNET_BN_ENTRY_POINTS(float)

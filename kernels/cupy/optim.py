@@ -21,9 +21,19 @@ MT_CHUNK = MT_THREADS * 4  # GPUNET_MT_CHUNK
 
 
 @cupy.memoize(for_each_device=True)
+def _multi_module():
+    """optim.cuh + optim_multi.cuh, compiled once per device (all four kernels)."""
+    return cupy.RawModule(code=unit_source("optim"), options=("-std=c++14",))
+
+
+@cupy.memoize(for_each_device=True)
 def _multi(name: str, dtype: object):
-    module = cupy.RawModule(code=unit_source("optim"), options=("-std=c++14",))
-    return module.get_function(f"{name}_{'float' if dtype == cupy.float32 else 'double'}")
+    return _multi_module().get_function(f"{name}_{'float' if dtype == cupy.float32 else 'double'}")
+
+
+#: device -> (host table, its device copy) of the last step: CuPy's memory pool usually hands the
+#: gradients the same addresses step after step, and then the copy is reused, not made again
+_last_table: dict = {}
 
 
 def _table(arrays: list, flags: list) -> tuple:
@@ -39,7 +49,11 @@ def _table(arrays: list, flags: list) -> tuple:
         table[6 * nt + i] = blocks
         blocks += -(-p.size // MT_CHUNK)
     table[7 * nt] = blocks
-    return cupy.asarray(table), blocks
+    device = cupy.cuda.Device().id
+    last = _last_table.get(device)
+    if last is None or not numpy.array_equal(last[0], table):
+        last = _last_table[device] = (table, cupy.asarray(table))
+    return last[1], blocks
 
 
 def multi_ready(*arrays: Array) -> bool:

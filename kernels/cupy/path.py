@@ -19,7 +19,7 @@ from gpunet.types import Array
 
 from ..activation_table import scalars
 from ..interface import BNParams, BNSpec, BNStats
-from ..shared.batchnorm_stats import running_constants
+from ..shared.batchnorm_stats import running_statistics
 from . import OPS, activations, batchnorm
 from .linalg import column_sums, matmul, tensordot
 from .loss import softmax_cross_entropy as softmax_xent
@@ -77,9 +77,7 @@ def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
             x3, rm, rv, spec.factor, spec.eps, params.gamma, params.beta
         )
     else:
-        rm, rv = params.running_mean, params.running_var
-        if rm is None or rv is None:
-            raise ValueError("inference with running statistics needs running_mean and running_var")
+        rm, rv = running_statistics(params)
         rm = rm.astype(x3.dtype, copy=False)
         mean, invstd, coef = batchnorm.fold_running(rm, rv, spec.eps, params.gamma, params.beta)
     return batchnorm.apply(x3, coef, spec), BNStats(mean, invstd)

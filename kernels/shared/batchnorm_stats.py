@@ -18,12 +18,18 @@ def update_running(
     running_var[...] = (1 - factor) * running_var + factor * unbiased64
 
 
-def running_constants(params: BNParams, spec: BNSpec, dtype: DTypeLike) -> tuple:
-    """(mean, invstd) of an inference forward: a copy of the running mean (the cache keeps this
-    call's statistics) and 1 / sqrt(running_var + eps)."""
+def running_statistics(params: BNParams) -> tuple:
+    """(running_mean, running_var) of an inference forward, both given or a clear error."""
     rm, rv = params.running_mean, params.running_var
     if rm is None or rv is None:
         raise ValueError("inference with running statistics needs running_mean and running_var")
+    return rm, rv
+
+
+def running_constants(params: BNParams, spec: BNSpec, dtype: DTypeLike) -> tuple:
+    """(mean, invstd) of an inference forward: a copy of the running mean (the cache keeps this
+    call's statistics) and 1 / sqrt(running_var + eps)."""
+    rm, rv = running_statistics(params)
     return rm.copy(), invstd_of(rv, spec.eps, dtype)
 
 
