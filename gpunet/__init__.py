@@ -30,8 +30,11 @@ from .dispatch import (  # noqa: F401
     use_cpu_kernels,
     use_kernels,
 )
+from .kernels.shared.cpu_memory import keep_freed_memory as _keep_freed_memory
 
 __version__ = "0.1.0"
+
+_keep_freed_memory()  # a training step's large arrays reused, not page-faulted in every step
 
 #: submodules reachable as attributes after a plain ``import gpunet`` (``gpunet.nn.mlp(...)``, as
 #: ``numpy.linalg`` and ``torch.nn``), imported on first use so that ``import gpunet`` stays light

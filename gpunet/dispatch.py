@@ -97,13 +97,16 @@ PATH_OPS = {
 #: activations' ``cpu_min`` of kernels/activation_table.py (measurements there); BatchNorm alone
 #: or with ReLU 5-9x faster than NumPy at every size (BENCHMARKS.md); optimizer updates, SGD
 #: momentum on 3M float32: NumPy 5.4 ms, fused 1.5 ms; softmax cross-entropy, float32, NumPy ->
-#: Numba: (1024, 10) 112 -> 36 us, (1024, 1000) 2.09 -> 1.93 ms.
+#: Numba: (1024, 10) 112 -> 36 us, (1024, 1000) 2.09 -> 1.93 ms; conv2d and max_pool2d: the
+#: training step of issue #23 (3x3 taps, batch 64) 105 -> see BENCHMARKS.md.
 AUTO_NUMBA_CPU = {a.name: a.cpu_min for a in ACTIVATIONS if a.cpu_min is not None} | {
     "batchnorm": 0,
     "batchnorm+relu": 0,
     "sgd": 0,
     "adam": 0,
     "softmax_xent": 0,
+    "conv2d": 0,
+    "max_pool2d": 0,
 }
 #: ops that ``auto`` sends to Numba in float32 only (their float64 kernels call the C library per
 #: value and lose to NumPy)

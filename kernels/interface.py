@@ -11,7 +11,8 @@ holds each path to it.
 
 Operation keys (what ``gpunet.dispatch.kernels_for(op, x)`` is asked for): an activation name of
 kernels/activation_table.py, ``"prelu"``, ``"maxout"``, ``"batchnorm"`` or ``"batchnorm+ACT"``,
-``"softmax_xent"``, ``"matmul"`` (matmul, tensordot, column_sums), ``"sgd"``, ``"adam"``.
+``"softmax_xent"``, ``"matmul"`` (matmul, tensordot, column_sums), ``"conv2d"``,
+``"max_pool2d"``, ``"sgd"``, ``"adam"``.
 
 Every function returns new arrays, except the optimizer updates (in place) and ``bn_forward``'s
 running statistics (updated in place when ``spec.update``).
@@ -150,6 +151,39 @@ class KernelPath(Protocol):
         """a.sum(axis=0) of a 2-D array."""
         ...
 
+    def conv2d_forward(self, x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
+        """(out, kept): out (N, F, Ho, Wo) the cross-correlation of x (N, C, H, W) with w
+        (F, C, kh, kw), no bias; ``kept`` what the path keeps for backward (its im2col matrix,
+        or None), opaque to the caller."""
+        ...
+
+    def conv2d_backward(
+        self,
+        dout: Array,
+        x: Array,
+        w: Array,
+        kept: object,
+        stride: tuple,
+        padding: tuple,
+        input_grad: bool,
+    ) -> tuple[Array | None, Array]:
+        """(dx, or None without input_grad; dw). ``kept`` from conv2d_forward (any path's: one
+        that is not this path's own is ignored and the im2col matrix rebuilt)."""
+        ...
+
+    def max_pool2d_forward(
+        self, x: Array, kernel: tuple, stride: tuple, padding: tuple
+    ) -> tuple[Array, Array]:
+        """(out, arg): each window's maximum and its flat index h W + w in the (n, c) plane
+        (int32; the first NaN, else the first maximum in row-major window order)."""
+        ...
+
+    def max_pool2d_backward(
+        self, dout: Array, arg: Array, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple
+    ) -> Array:
+        """dx: each output gradient added at its ``arg``."""
+        ...
+
     def sgd(self, g: Array, p: Array, buf: Array | None, step: SGDStep) -> None:
         """In place: p, and the momentum buffer (None without momentum)."""
         ...
@@ -167,6 +201,8 @@ OP_FUNCTIONS = {
     "batchnorm": ("bn_forward", "bn_backward"),
     "softmax_xent": ("softmax_xent",),
     "matmul": ("matmul", "tensordot", "column_sums"),
+    "conv2d": ("conv2d_forward", "conv2d_backward"),
+    "max_pool2d": ("max_pool2d_forward", "max_pool2d_backward"),
     "sgd": ("sgd",),
     "adam": ("adam",),
 }

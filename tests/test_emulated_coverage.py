@@ -16,7 +16,7 @@ from gpunet.kernels.numpy import path as numpy_path
 
 DTYPES = [numpy.float32, numpy.float64]
 #: the translation units compiled as RawModules (optim.cuh is also an ElementwiseKernel preamble)
-RAW_UNITS = ("activations", "batchnorm", "loss", "optim")
+RAW_UNITS = ("activations", "batchnorm", "loss", "optim", "conv")
 
 
 def _raw_kernels() -> set:
@@ -70,11 +70,11 @@ def _run_layers(cp, dtype, rng, monkeypatch):
     monkeypatch.setattr(cupy_batchnorm, "MIN_PER_BLOCK", 64)
     monkeypatch.setattr(cupy_batchnorm, "WAVE_OVERRIDE", 16)
 
-    def both(fn, *arrays):
+    def both(fn, *arrays, scale=1.0):
         got = fn(cp, *[cp.asarray(a) for a in arrays])
         want = fn(numpy, *[a.astype(numpy.float64) for a in arrays])
         for g, w in zip(got, want):
-            assert_allclose(gpunet.to_numpy(g), w, dtype)
+            assert_allclose(gpunet.to_numpy(g), w, dtype, scale=scale)
 
     x = rng.normal(size=(300, 12)).astype(dtype)
     w = rng.uniform(0.05, 0.4, 12).astype(dtype)
@@ -98,6 +98,18 @@ def _run_layers(cp, dtype, rng, monkeypatch):
             return (y, *grads, y_eval, *F.batch_norm_backward(dy, cache), rm, rv)
 
         both(bn, xb, g, b, dyb)
+
+    # convolution (im2col, col2im) and max pooling (forward, backward), each over several blocks
+    xc = rng.normal(size=(4, 3, 9, 8)).astype(dtype)
+    wc = rng.normal(size=(5, 3, 3, 3)).astype(dtype)
+
+    def conv_pool(xp, x, w):
+        out, cache = F.conv2d_forward(x, w, None, 1, 1)
+        dx, dw, _ = F.conv2d_backward(xp.cos(out), cache)
+        pooled, pcache = F.max_pool2d_forward(out, 2)
+        return out, dx, dw, pooled, F.max_pool2d_backward(xp.sin(pooled), pcache)
+
+    both(conv_pool, xc, wc, scale=300)  # float32: sums of 27 products, then cos of them
 
     scores = rng.normal(size=(64, 10)).astype(dtype)
     labels = rng.integers(0, 10, 64)
@@ -157,5 +169,6 @@ def test_emulated_coverage_reads_the_kernels_from_the_sources():
     assert set(build.parse_kernels(planted)) == {"k"}
     raw = _raw_kernels()
     assert {"bn_bwd_reduce_rows_float", "bn_bwd_dx_double", "softmax_xent_float"} <= raw
-    # per dtype: activations fwd/bwd, prelu + maxout, BatchNorm (7), the loss, the optimizers (2)
-    assert len(raw) == 2 * (4 * len(ACTIVATIONS) // 2 + 4 + 7 + 1 + 2)
+    # per dtype: activations fwd/bwd, prelu + maxout, BatchNorm (7), the loss, the optimizers (2),
+    # im2col + col2im + max pool fwd/bwd
+    assert len(raw) == 2 * (4 * len(ACTIVATIONS) // 2 + 4 + 7 + 1 + 2 + 4)

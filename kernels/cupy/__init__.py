@@ -6,5 +6,16 @@ data, readable without CuPy (the tests compile every source with NVRTC, nvcc and
 
 #: the operation keys this path runs (kernels/interface.py): all of them
 OPS = frozenset(
-    {"activation", "prelu", "maxout", "batchnorm", "softmax_xent", "matmul", "sgd", "adam"}
+    {
+        "activation",
+        "prelu",
+        "maxout",
+        "batchnorm",
+        "softmax_xent",
+        "matmul",
+        "conv2d",
+        "max_pool2d",
+        "sgd",
+        "adam",
+    }
 )

@@ -21,6 +21,12 @@ from ..activation_table import scalars
 from ..interface import BNParams, BNSpec, BNStats
 from ..shared.batchnorm_stats import running_statistics
 from . import OPS, activations, batchnorm
+from .conv import (  # noqa: F401
+    conv2d_backward,
+    conv2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from .linalg import column_sums, matmul, tensordot
 from .loss import softmax_cross_entropy as softmax_xent
 from .optim import adam, adam_many, multi_ready, sgd, sgd_many  # noqa: F401

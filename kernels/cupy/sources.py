@@ -28,6 +28,7 @@ TRANSLATION_UNITS = {
     ],
     "optim": ["optim.cuh", "optim_multi.cuh"],
     "loss": ["loss.cuh"],
+    "conv": ["conv.cuh"],
 }
 
 

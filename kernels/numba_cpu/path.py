@@ -19,6 +19,12 @@ from ..activation_table import scalars
 from ..interface import BNParams, BNSpec, BNStats
 from ..shared.batchnorm_stats import running_constants
 from . import OPS, activations, batchnorm
+from .conv import (  # noqa: F401
+    conv2d_backward,
+    conv2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from .loss import softmax_xent
 from .optim import adam, sgd
 

@@ -3,5 +3,16 @@ the CPU matrix products (kernels/shared/cpu_blas.py). Entry module: ``path``."""
 
 #: the operation keys this path runs (kernels/interface.py): all of them
 OPS = frozenset(
-    {"activation", "prelu", "maxout", "batchnorm", "softmax_xent", "matmul", "sgd", "adam"}
+    {
+        "activation",
+        "prelu",
+        "maxout",
+        "batchnorm",
+        "softmax_xent",
+        "matmul",
+        "conv2d",
+        "max_pool2d",
+        "sgd",
+        "adam",
+    }
 )

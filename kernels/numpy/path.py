@@ -15,6 +15,12 @@ from . import OPS, activations
 from .activations import maxout_backward, maxout_forward, prelu_backward, prelu_forward
 from .batchnorm import backward as bn_backward
 from .batchnorm import forward as bn_forward
+from .conv import (  # noqa: F401
+    conv2d_backward,
+    conv2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from .loss import softmax_xent
 from .optim import adam, sgd
 

@@ -658,5 +658,17 @@ using std::log1p;
 using std::sqrt;
 using std::tanh;
 
+// CUDA's integer min and max (device functions of its math headers, found without std::): the
+// overloads for int, unsigned and their 64-bit versions; mixed signed/unsigned calls take the
+// unsigned one, as CUDA's do.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+
 // Last, after every standard header: every pointer cast in the kernels is checked for alignment.
 #define reinterpret_cast gpunet_emu::checked_cast

@@ -1,0 +1,226 @@
+"""Convolution and max pooling on every kernel path (parity.PATHS: the NumPy expressions, the
+Numba CPU kernels serial and parallel, the CUDA kernels on a GPU and in the emulator), held to
+float64 direct loops written from the formula (CS231n's conv_forward_naive / max_pool_forward_naive)
+and to finite differences; bad input; the 32-bit launch limit of the CUDA host code."""
+
+import numpy
+import pytest
+from parity import PATHS, assert_allclose, run
+
+from gpunet import functional as F
+
+DTYPES = [numpy.float32, numpy.float64]
+
+#: (x shape, w shape, stride, padding): 3x3 and 7x7 "same", strided, non-square, 1x1, one channel,
+#: a chunk boundary (kernels/shared/im2col_gemm.py splits the batch at CHUNK_COLUMNS)
+CONV_CASES = [
+    ((2, 3, 7, 9), (4, 3, 3, 3), (1, 1), (1, 1)),
+    ((3, 2, 8, 8), (5, 2, 3, 3), (2, 2), (1, 1)),
+    ((2, 3, 10, 10), (4, 3, 7, 7), (1, 1), (3, 3)),
+    ((2, 4, 5, 6), (3, 4, 1, 1), (1, 1), (0, 0)),
+    ((2, 1, 9, 7), (3, 1, 2, 3), (2, 1), (1, 0)),
+    ((2, 2, 6, 5), (3, 2, 3, 2), (3, 2), (2, 1)),
+]
+#: (x shape, kernel, stride, padding): the 2x2 fast path, overlapping windows, padding, 1x1
+POOL_CASES = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 7, 9), (2, 2), (2, 2), (0, 0)),
+    ((2, 2, 7, 7), (3, 3), (2, 2), (1, 1)),
+    ((1, 2, 6, 5), (2, 3), (1, 2), (1, 1)),
+    ((2, 2, 5, 5), (3, 3), (1, 1), (0, 0)),
+    ((1, 3, 4, 4), (1, 1), (1, 1), (0, 0)),
+]
+
+
+def conv_naive(x, w, stride, padding):
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x.shape
+    F_, _, kh, kw = w.shape
+    xp = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = numpy.zeros((N, F_, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            patch = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
+            out[:, :, i, j] = numpy.tensordot(patch, w, ([1, 2, 3], [1, 2, 3]))
+    return out
+
+
+def pool_naive(x, kernel, stride, padding):
+    """(out, dx for dout = ones * cos(out)) by windows over the real cells, first max wins."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    N, C, H, W = x.shape
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out, dx = numpy.zeros((N, C, Ho, Wo)), numpy.zeros(x.shape)
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    h0, w0 = i * sh - ph, j * sw - pw
+                    cells = [
+                        (h, w)
+                        for h in range(max(h0, 0), min(h0 + kh, H))
+                        for w in range(max(w0, 0), min(w0 + kw, W))
+                    ]
+                    values = [x[n, c, h, w] for h, w in cells]
+                    nan = [k for k, v in enumerate(values) if v != v]
+                    k = nan[0] if nan else int(numpy.argmax(values))
+                    out[n, c, i, j] = values[k]
+                    dx[(n, c) + cells[k]] += numpy.cos(values[k]) if not nan else 1.0
+    return out, dx
+
+
+def numeric_grad(f, a, h=1e-6):
+    """Centered differences of the scalar f at a (float64), one entry at a time."""
+    g = numpy.zeros_like(a)
+    for i in numpy.ndindex(*a.shape):
+        old = a[i]
+        a[i] = old + h
+        fp = f(a)
+        a[i] = old - h
+        fm = f(a)
+        a[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g
+
+
+def _conv(x, w, stride, padding, dout):
+    out, cache = F.conv2d_forward(x, w, None, stride, padding)
+    dx, dw, _ = F.conv2d_backward(dout, cache)
+    return out, dx, dw
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}*{c[1]}s{c[2]}p{c[3]}")
+@pytest.mark.parametrize("path", PATHS)
+def test_conv2d_matches_direct_loops(path, case, dtype):
+    x_shape, w_shape, stride, padding = case
+    rng = numpy.random.default_rng(1)
+    x, w = rng.normal(size=x_shape), rng.normal(size=w_shape)
+    want = conv_naive(x, w, stride, padding)
+    dout = numpy.cos(want)
+    # the adjoint: dx and dw are the gradients of sum(dout * out), by the chain rule of the loops
+    want_dw = numpy.zeros(w.shape)
+    want_dx = numpy.zeros(x.shape)
+    for idx in numpy.ndindex(*w.shape):
+        e = numpy.zeros(w.shape)
+        e[idx] = 1
+        want_dw[idx] = (dout * conv_naive(x, e, stride, padding)).sum()
+    for idx in numpy.ndindex(*x.shape):
+        e = numpy.zeros(x.shape)
+        e[idx] = 1
+        want_dx[idx] = (dout * conv_naive(e, w, stride, padding)).sum()
+    args = [a.astype(dtype) for a in (x, w)]
+    out, dx, dw = run(path, _conv, args[0], args[1], stride, padding, dout.astype(dtype))
+    scale = 10 * w_shape[1] * w_shape[2] * w_shape[3]  # float32: sums of C kh kw products
+    assert out.dtype == dtype and dx.dtype == dtype and dw.dtype == dtype
+    assert_allclose(out, want, dtype, scale=scale)
+    assert_allclose(dx, want_dx, dtype, scale=scale)
+    assert_allclose(dw, want_dw, dtype, scale=scale * x_shape[0] * 10)
+
+
+def _pool(x, kernel, stride, padding, dout):
+    out, cache = F.max_pool2d_forward(x, kernel, stride, padding)
+    return out, F.max_pool2d_backward(dout, cache), cache[1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}p{c[3]}")
+@pytest.mark.parametrize("path", PATHS)
+def test_max_pool2d_matches_direct_loops(path, case, dtype):
+    x_shape, kernel, stride, padding = case
+    rng = numpy.random.default_rng(2)
+    x = rng.normal(size=x_shape).astype(dtype).astype(numpy.float64)
+    x.flat[::7] = numpy.round(x.flat[::7])  # ties: the first maximum in window order wins
+    x.flat[5], x.flat[11] = numpy.nan, numpy.nan  # a NaN wins its windows
+    want, want_dx = pool_naive(x, kernel, stride, padding)
+    dout = numpy.where(numpy.isnan(want), 1.0, numpy.cos(want))
+    out, dx, arg = run(path, _pool, x.astype(dtype), kernel, stride, padding, dout.astype(dtype))
+    assert out.dtype == dtype and dx.dtype == dtype and arg.dtype == numpy.int32
+    numpy.testing.assert_array_equal(out, want.astype(dtype))
+    assert_allclose(dx, want_dx, dtype)
+
+
+def test_pool_ties_and_nan_route_to_the_first():
+    x = numpy.zeros((1, 1, 2, 4))
+    x[0, 0] = [[1, 3, numpy.nan, 2], [3, 2, 7, numpy.nan]]
+    for path in ("numpy", "cpu-kernels", "emulated-cupy"):
+        out, dx, _ = run(path, _pool, x, (2, 2), (2, 2), (0, 0), numpy.ones((1, 1, 1, 2)))
+        assert out[0, 0, 0, 0] == 3 and numpy.isnan(out[0, 0, 0, 1]), path
+        numpy.testing.assert_array_equal(dx[0, 0], [[0, 1, 1, 0], [0, 0, 0, 0]], err_msg=path)
+
+
+@pytest.mark.parametrize("path", ["numpy", "cpu-kernels"])
+def test_conv2d_gradients_by_finite_differences(path):
+    rng = numpy.random.default_rng(3)
+    x, w = rng.normal(size=(2, 2, 5, 4)), rng.normal(size=(3, 2, 3, 2))
+    dout = rng.normal(size=conv_naive(x, w, (2, 1), (1, 1)).shape)
+    _, dx, dw = run(path, _conv, x, w, (2, 1), (1, 1), dout)
+
+    def loss_x(v):
+        return (run(path, _conv, v, w, (2, 1), (1, 1), dout)[0] * dout).sum()
+
+    def loss_w(v):
+        return (run(path, _conv, x, v, (2, 1), (1, 1), dout)[0] * dout).sum()
+
+    numpy.testing.assert_allclose(dx, numeric_grad(loss_x, x.copy()), rtol=1e-6, atol=1e-8)
+    numpy.testing.assert_allclose(dw, numeric_grad(loss_w, w.copy()), rtol=1e-6, atol=1e-8)
+
+
+def test_conv_chunks_split_the_batch(monkeypatch):
+    """More than one chunk of the batch per call (and a short last one) on the compiled paths."""
+    from gpunet.kernels.shared import im2col_gemm
+
+    monkeypatch.setattr(im2col_gemm, "CHUNK_COLUMNS", 2 * 5 * 6)
+    monkeypatch.setattr(im2col_gemm.Geometry.chunk, "__defaults__", (2 * 5 * 6,))
+    rng = numpy.random.default_rng(4)
+    x, w = rng.normal(size=(5, 2, 5, 6)), rng.normal(size=(3, 2, 3, 3))
+    want = conv_naive(x, w, (1, 1), (1, 1))
+    dout = numpy.cos(want)
+    ref = run("numpy", _conv, x, w, (1, 1), (1, 1), dout)
+    for path in ("cpu-kernels", "emulated-cupy"):
+        got = run(path, _conv, x, w, (1, 1), (1, 1), dout)
+        numpy.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
+        for g, r in zip(got[1:], ref[1:]):
+            numpy.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_input_names_the_argument():
+    x, w = numpy.zeros((2, 3, 8, 8), "f4"), numpy.zeros((4, 3, 3, 3), "f4")
+    with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\)"):
+        F.conv2d_forward(x[0], w)
+    with pytest.raises(ValueError, match="w .*4, 2, 3, 3"):
+        F.conv2d_forward(x, numpy.zeros((4, 2, 3, 3), "f4"))
+    with pytest.raises(ValueError, match="stride must be positive"):
+        F.conv2d_forward(x, w, stride=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        F.conv2d_forward(x, numpy.zeros((4, 3, 11, 11), "f4"))
+    with pytest.raises(ValueError, match="padding must be a non-negative int"):
+        F.conv2d_forward(x, w, padding=-1)
+    with pytest.raises(ValueError, match="b must have shape"):
+        F.conv2d_forward(x, w, numpy.zeros(3, "f4"))
+    with pytest.raises(ValueError, match="at most half the kernel"):
+        F.max_pool2d_forward(x, 2, 2, 2)
+    with pytest.raises(ValueError, match=r"max_pool2d: x must be \(N, C, H, W\)"):
+        F.max_pool2d_forward(x[0], 2)
+    out, cache = F.max_pool2d_forward(x, 2)
+    with pytest.raises(ValueError, match="dout must have shape"):
+        F.max_pool2d_backward(out[:1], cache)
+
+
+def test_gpu_launches_stay_under_32_bit_indices():
+    """conv.cuh indexes in 32 bits: the host refuses a launch past 2^31 values instead of wrapping,
+    and pooling splits the planes so that each launch stays under it."""
+    pytest.importorskip("emulator")
+    from emulator import emulation
+
+    with emulation():
+        from gpunet.kernels.cupy import conv as cupy_conv
+        from gpunet.kernels.shared import im2col_gemm
+
+        with pytest.raises(ValueError, match="2\\^31"):
+            cupy_conv._launch("im2col", numpy.float32, 2**31, ())
+        g = im2col_gemm.geometry((3000, 100, 100, 100), (2, 2), (2, 2), (0, 0))
+        starts = cupy_conv._plane_slices(g)
+        assert len(starts) > 1 and starts.step * g.H * g.W <= cupy_conv.MAX_VALUES
