@@ -223,12 +223,16 @@ def device_name_of(cupy: ModuleType) -> str:
 
 
 def cpu_threads(largest_product: int) -> contextlib.AbstractContextManager:
-    """The BLAS threads for a CPU computation whose largest matrix product has
-    ``largest_product`` multiply-adds (the rule lives with the rest of the CPU thread policy, in
-    kernels/shared/cpu_threads.py)."""
+    """A training loop's CPU thread policy: the BLAS threads for its largest matrix product of
+    ``largest_product`` multiply-adds, and serial Numba kernels (the rules live with the rest of
+    the CPU thread policy, in kernels/shared/cpu_threads.py)."""
     from gpunet.kernels.shared import cpu_threads
 
-    return cpu_threads.blas_threads(largest_product)
+    stack = contextlib.ExitStack()
+    stack.enter_context(cpu_threads.blas_threads(largest_product))
+    single = largest_product < cpu_threads.SINGLE_THREAD_BELOW
+    stack.enter_context(cpu_threads.product_loop(single_blas_thread=single))
+    return stack
 
 
 #: data larger than this fraction of the free GPU memory stays on the host (moved batch by batch)

@@ -37,6 +37,19 @@ def _hidden(s: str) -> list:
     return sizes
 
 
+def _channels(s: str) -> list:
+    """``32,64`` -> [32, 64]: the conv blocks' output channels."""
+    try:
+        sizes = [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"conv channels must be comma-separated integers such as 32,64, got {s!r}"
+        ) from None
+    if any(v < 1 for v in sizes):
+        raise argparse.ArgumentTypeError(f"conv channels must be positive, got {s!r}")
+    return sizes
+
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser; with ``suppress_defaults`` an option left out is absent from the result (how
     ``explicit_options`` tells what the user typed from what is a default)."""
@@ -44,7 +57,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     from . import init, optim, preprocess
     from .nn import ACTIVATION_LAYERS
-    from .run import DATASETS, SCHEDULES, TrainConfig
+    from .run import DATASETS, MODELS, SCHEDULES, TrainConfig
 
     d = TrainConfig(
         backend=os.environ.get("GPUNET_BACKEND", "auto"),
@@ -61,6 +74,26 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             "--data-dir",
             default=d.data_dir,
             help="folder with the CIFAR-10 binary or MNIST IDX files",
+        )
+        t.add_argument(
+            "--model",
+            choices=MODELS,
+            default=d.model,
+            help="mlp: fully connected; convnet: conv blocks (conv -> BatchNorm -> activation -> "
+            "max-pool 2) then the --hidden layers, on images (digits as 1x8x8)",
+        )
+        t.add_argument(
+            "--conv",
+            type=_channels,
+            default=d.conv,
+            metavar="CHANNELS",
+            help="convnet: output channels of each conv block, comma-separated, e.g. 32,64",
+        )
+        t.add_argument(
+            "--kernel-size",
+            type=int,
+            default=d.kernel_size,
+            help="convnet: the convolutions' kernel size (odd; 'same' padding)",
         )
         t.add_argument(
             "--hidden",
@@ -166,9 +199,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "train",
-        help="train an MLP on a data set and save history, curves and a checkpoint",
-        description="Train an MLP (Linear -> BatchNorm -> activation -> Dropout, repeated) and "
-        "write config.json, history.json/.csv, curves.png and checkpoint.npz to --out.",
+        help="train an MLP or a convnet on a data set and save history, curves and a checkpoint",
+        description="Train an MLP (Linear -> BatchNorm -> activation -> Dropout, repeated) or, "
+        "with --model convnet, conv blocks (Conv2d -> BatchNorm2d -> activation -> MaxPool2d) "
+        "before those layers, and write config.json, history.json/.csv, curves.png and "
+        "checkpoint.npz to --out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     options(t)
@@ -251,12 +286,24 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         "init-study",
         help="the lecture's weight-initialization experiment: per-layer activation histograms",
         description="A net of --layers x (Linear(width, width) -> activation) on unit-Gaussian "
-        "input, one forward and one backward pass per initialization: the per-layer table (std, "
+        "input (--model convnet: 3x3 Conv2d(width, width) -> activation on unit-Gaussian images), "
+        "one forward and one backward pass per initialization: the per-layer table (std, "
         "saturated, dead, gradient RMS) and a figure with one row of histograms per init.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     st.add_argument("--layers", type=int, default=10, help="depth")
-    st.add_argument("--width", type=int, default=500, help="units per layer")
+    st.add_argument(
+        "--model",
+        choices=MODELS,
+        default="mlp",
+        help="mlp: Linear layers; convnet: 3x3 Conv2d layers (fan-in width x 9) on images",
+    )
+    st.add_argument(
+        "--width", type=int, default=None, help="units per layer (convnet: channels) [500; 32]"
+    )
+    st.add_argument(
+        "--image-size", type=int, default=16, help="convnet: the input images' height and width"
+    )
     st.add_argument(
         "--activation",
         default="tanh",
@@ -292,6 +339,7 @@ OPTION_NAMES = {
     "data_dir": "--data-dir",
     "weight_decay": "--weight-decay",
     "batch_size": "--batch-size",
+    "kernel_size": "--kernel-size",
     "no_progress": "--no-progress",
     "plot": "--no-plot",
     "overwrite": "--overwrite",
@@ -660,10 +708,13 @@ def cmd_init_study(args: argparse.Namespace, argv: list | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.width is None:
+        args.width = 32 if args.model == "convnet" else 500
     for name, value, low in (
         ("--layers", args.layers, 1),
         ("--width", args.width, 1),
         ("--examples", args.examples, 2),
+        ("--image-size", args.image_size, 1),
     ):
         if value < low:
             print(
@@ -706,13 +757,20 @@ def _init_study(args: argparse.Namespace, inits: list) -> int:
             width=args.width,
             n=args.examples,
             seed=args.seed,
+            model=args.model,
+            image_size=args.image_size,
         )
         studies[f"{init}, {args.activation}"] = stats
         print(study_table(f"{init} with {args.activation}:", stats))
+    what = (
+        f"3x3 conv channels on {args.image_size}x{args.image_size} images"
+        if args.model == "convnet"
+        else "units"
+    )
     plot_init_study(
         studies,
         args.out,
-        title=f"{args.layers} layers of {args.width} units, "
+        title=f"{args.layers} layers of {args.width} {what}, "
         f"{args.activation}: activations per layer, one row per initialization",
     )
     print(f"wrote {args.out}")

@@ -87,6 +87,9 @@ class Found:
     numba_openmp: bool | None = None
     #: time.perf_counter() of gpunet's last CPU matrix product (kernels/shared/cpu_threads.py)
     last_matmul: float = float("-inf")
+    #: inside a training or evaluation loop (cpu_threads.product_loop): "free" (one BLAS thread)
+    #: or "products" (the BLAS's threads own the cores); "" outside
+    product_loop: str = ""
     #: the one-time warnings already given (their names)
     warned: set = dataclasses.field(default_factory=set)
     #: Numba CUDA's stream objects for CuPy's streams, per (device, stream)

@@ -20,6 +20,11 @@ from .outputs import ConfigError
 from .train import Callback, History, Trainer, TrainingDiverged, evaluate
 
 DATASETS = ("digits", "spiral", "cifar10", "mnist")
+#: the networks a run builds: nn.mlp, or nn.convnet on the images (digits as 1x8x8, MNIST 1x28x28,
+#: CIFAR-10 3x32x32)
+MODELS = ("mlp", "convnet")
+#: data sets of images (what --model convnet takes)
+IMAGE_DATASETS = ("digits", "cifar10", "mnist")
 
 
 #: options that may differ from the checkpoint's when resuming: where and how long it runs
@@ -50,7 +55,10 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
+    model: str = "mlp"
     hidden: list = field(default_factory=lambda: [128, 64])
+    conv: list = field(default_factory=lambda: [32, 64])
+    kernel_size: int = 3
     activation: str = "relu"
     init: str = "he_normal"
     batchnorm: bool = True
@@ -72,6 +80,11 @@ class TrainConfig:
     progress: bool | None = None
     plot: bool = True
     overwrite: bool = False
+
+    def architecture(self) -> str:
+        """The network in a few words: ``hidden [128, 64]`` or ``convnet [32, 64] 3x3, hidden
+        [128, 64]``."""
+        return architecture(dataclasses.asdict(self))
 
     def validate(self, names: dict | None = None) -> TrainConfig:
         """Check every option, one message per option naming it and its valid values
@@ -106,6 +119,19 @@ class TrainConfig:
             isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in self.hidden
         ):
             fail("hidden", f"must be a list of positive layer sizes, got {self.hidden!r}")
+        one_of("model", MODELS)
+        if self.model == "convnet" and self.dataset not in IMAGE_DATASETS:
+            fail("model", f"convnet needs images: a dataset among {list(IMAGE_DATASETS)}, "
+                 f"got {self.dataset!r}")  # fmt: skip
+        if (
+            not isinstance(self.conv, (list, tuple))
+            or not self.conv
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.conv)
+        ):
+            fail("conv", f"must be a list of positive channel counts, got {self.conv!r}")
+        integer("kernel_size", 1)
+        if self.kernel_size % 2 == 0:
+            fail("kernel_size", f"must be odd (for 'same' padding), got {self.kernel_size}")
         one_of("activation", ACTIVATION_LAYERS)
         one_of("init", __import__("gpunet.init", fromlist=["INITIALIZERS"]).INITIALIZERS)
         if not isinstance(self.batchnorm, bool):
@@ -141,7 +167,8 @@ SCHEDULES = {
 
 
 def load_data(cfg: TrainConfig) -> dict:
-    """The configured data set as a dict of train/val/test arrays (flattened for an MLP)."""
+    """The configured data set as a dict of train/val/test arrays: flattened for an MLP,
+    (N, C, H, W) images for a convnet."""
     if cfg.dataset == "digits":
         data = datasets.load_digits()
     elif cfg.dataset == "spiral":
@@ -153,6 +180,12 @@ def load_data(cfg: TrainConfig) -> dict:
         data = datasets.load_cifar10(cfg.data_dir)
     else:
         data = datasets.load_mnist(cfg.data_dir)
+    if cfg.model == "convnet":
+        if cfg.dataset == "digits":
+            shape: tuple = (1, 8, 8)
+        else:
+            shape = data["X_train"].shape[1:]
+        return {k: (v.reshape(len(v), *shape) if k.startswith("X") else v) for k, v in data.items()}
     return {k: (v.reshape(len(v), -1) if k.startswith("X") else v) for k, v in data.items()}
 
 
@@ -209,11 +242,20 @@ def _resume_config(
     return merged, notes
 
 
+def architecture(config: dict) -> str:
+    """The network of a run's configuration (a TrainConfig as a dict) in a few words."""
+    text = f"hidden {config.get('hidden')}"
+    if config.get("model") == "convnet":
+        k = config.get("kernel_size")
+        text = f"convnet {config.get('conv')} {k}x{k}, {text}"
+    return text
+
+
 def describe_run(config: dict) -> str:
     """A run's configuration in a few words, for messages."""
     what = config.get("command", "train")
     return (
-        f"a {what} run: dataset {config.get('dataset')}, hidden {config.get('hidden')}, "
+        f"a {what} run: dataset {config.get('dataset')}, {architecture(config)}, "
         f"{config.get('optimizer')} lr {config.get('lr')}, {config.get('epochs')} epochs"
     )
 
@@ -322,17 +364,33 @@ def build(cfg: TrainConfig, names: dict | None = None) -> tuple:
         )
     make_pre = preprocess.PREPROCESSORS[cfg.preprocess]
     pre = make_pre() if make_pre is not None else None
-    if pre is not None:
-        pre.fit(data["X_train"])  # fitted on the training data only
-        data = {k: (pre.transform(v) if k.startswith("X") else v) for k, v in data.items()}
+    if pre is not None:  # on rows of features (an image's pixels: the mean image, per pixel)
+        pre.fit(data["X_train"].reshape(len(data["X_train"]), -1))  # the training data only
+        data = {
+            k: (pre.transform(v.reshape(len(v), -1)).reshape(v.shape) if k.startswith("X") else v)
+            for k, v in data.items()
+        }
     n_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
-    model = nn.mlp(
-        [data["X_train"].shape[1], *cfg.hidden, n_classes],
-        activation=cfg.activation,
-        batchnorm=cfg.batchnorm,
-        init=cfg.init,
-        dropout=cfg.dropout,
-    )
+    if cfg.model == "convnet":
+        model = nn.convnet(
+            cfg.conv,
+            input_shape=data["X_train"].shape[1:],
+            hidden=cfg.hidden,
+            classes=n_classes,
+            kernel_size=cfg.kernel_size,
+            activation=cfg.activation,
+            batchnorm=cfg.batchnorm,
+            init=cfg.init,
+            dropout=cfg.dropout,
+        )
+    else:
+        model = nn.mlp(
+            [data["X_train"].shape[1], *cfg.hidden, n_classes],
+            activation=cfg.activation,
+            batchnorm=cfg.batchnorm,
+            init=cfg.init,
+            dropout=cfg.dropout,
+        )
     model.to(backend.get_backend())
     return data, pre, model
 
@@ -505,7 +563,7 @@ def _save_curves(
     result = f"test acc {test_acc:.3f}" if math.isfinite(test_acc) else "diverged"
     history.plot(
         os.path.join(out, f"{prefix}curves.png"),
-        title=f"{cfg.dataset}: hidden {cfg.hidden}, {cfg.activation}, bn={cfg.batchnorm}, "
+        title=f"{cfg.dataset}: {cfg.architecture()}, {cfg.activation}, bn={cfg.batchnorm}, "
         f"{cfg.optimizer} lr={cfg.lr} -- {result}",
     )
     if log is not None:

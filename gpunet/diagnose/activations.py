@@ -147,27 +147,43 @@ def init_study(
     width: int = 500,
     n: int = 1000,
     seed: int = 0,
+    model: str = "mlp",
+    image_size: int = 16,
+    kernel_size: int = 3,
 ) -> list:
     """The lecture's experiment: ``layers`` x (Linear(width, width, no bias) -> activation) with
     ``init``, one forward pass of ``n`` unit-Gaussian examples, then the backward signal. Returns
-    the ``LayerStats`` of the activation layers (one per depth)."""
+    the ``LayerStats`` of the activation layers (one per depth).
+
+    ``model="convnet"``: the same for convolutions, ``layers`` x (Conv2d(width, width, k x k,
+    "same" padding, no bias) -> activation) on ``n`` unit-Gaussian images of ``width`` channels,
+    ``image_size`` square. The initializations see fan_in = width k^2 (gpunet.init), and the
+    lecture's outcomes carry over: small random weights shrink the activations layer by layer
+    (and the gradients with them), Xavier keeps tanh's spread, ReLU halves the variance per layer
+    under Xavier and keeps it under Kaiming/He."""
     import gpunet
 
     if activation not in nn.ACTIVATION_LAYERS:
         raise ValueError(
             f"activation must be one of {sorted(nn.ACTIVATION_LAYERS)}, got {activation!r}"
         )
+    if model not in ("mlp", "convnet"):
+        raise ValueError(f"model must be 'mlp' or 'convnet', got {model!r}")
     gpunet.seed(seed)
-    modules = []
+    modules: list[nn.Module] = []
     for _ in range(layers):
-        modules += [
-            nn.Linear(width, width, bias=False, init=init),
-            nn.ACTIVATION_LAYERS[activation](),
-        ]
-    model = nn.Sequential(*modules).to(gpunet.get_backend())
-    X = numpy.random.default_rng(seed).normal(size=(n, width)).astype(numpy.float32)
-    stats = gradient_flow(model, X)
-    return [s for s in stats if s.kind != "Linear"]
+        if model == "convnet":
+            layer: nn.Module = nn.Conv2d(
+                width, width, kernel_size, padding=kernel_size // 2, bias=False, init=init
+            )
+        else:
+            layer = nn.Linear(width, width, bias=False, init=init)
+        modules += [layer, nn.ACTIVATION_LAYERS[activation]()]
+    net = nn.Sequential(*modules).to(gpunet.get_backend())
+    shape = (n, width, image_size, image_size) if model == "convnet" else (n, width)
+    X = numpy.random.default_rng(seed).normal(size=shape).astype(numpy.float32)
+    stats = gradient_flow(net, X)
+    return [s for s in stats if s.kind not in ("Linear", "Conv2d")]
 
 
 def study_table(label: str, stats: list) -> str:

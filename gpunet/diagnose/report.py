@@ -139,7 +139,7 @@ def _write_report(
     lines = [
         "# Babysitting report",
         "",
-        f"Configuration: dataset {cfg.dataset}, hidden {cfg.hidden}, {cfg.activation}, "
+        f"Configuration: dataset {cfg.dataset}, {cfg.architecture()}, {cfg.activation}, "
         f"init {cfg.init}, BatchNorm {'on' if cfg.batchnorm else 'off'}, {cfg.optimizer} "
         f"lr {cfg.lr:g}, {cfg.epochs} epochs, batch {cfg.batch_size}.",
         "",

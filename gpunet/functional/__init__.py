@@ -31,5 +31,10 @@ from .dropout import dropout_backward, dropout_forward, dropout_mask  # noqa: F4
 from .linear import linear_backward, linear_forward  # noqa: F401
 from .loss import multiclass_svm, softmax_cross_entropy  # noqa: F401
 from .maxout import maxout, maxout_backward  # noqa: F401
-from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: F401
+from .pooling import (  # noqa: F401
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+)
 from .prelu import prelu, prelu_backward  # noqa: F401

@@ -1,4 +1,4 @@
-"""Modules: layers, activations, BatchNorm, losses, and the ``mlp`` builder."""
+"""Modules: layers, activations, BatchNorm, losses, and the ``mlp`` and ``convnet`` builders."""
 
 from .activation import (  # noqa: F401
     ACTIVATION_LAYERS,
@@ -15,7 +15,15 @@ from .activation import (  # noqa: F401
     Tanh,
 )
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
-from .builders import mlp  # noqa: F401
-from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, SymmetryWarning  # noqa: F401
+from .builders import convnet, mlp  # noqa: F401
+from .layers import (  # noqa: F401
+    AvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    SymmetryWarning,
+)
 from .loss import MulticlassSVM, SoftmaxCrossEntropy, l2_penalty, l2_penalty_backward  # noqa: F401
 from .module import Module, Parameter, Sequential  # noqa: F401

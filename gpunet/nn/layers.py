@@ -1,4 +1,4 @@
-"""Layers with parameters or state: Linear, Conv2d, MaxPool2d, Flatten, Dropout.
+"""Layers with parameters or state: Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Dropout.
 
 Each is a thin object over the functional core (gpunet/functional): forward keeps the cache,
 backward returns dx and accumulates parameter gradients.
@@ -134,6 +134,8 @@ class Conv2d(_WeightBias):
 
 
 class MaxPool2d(Module):
+    """Max pooling over kh x kw windows (``stride`` defaults to ``kernel_size``)."""
+
     def __init__(
         self, kernel_size: int | tuple, stride: int | tuple | None = None, padding: int | tuple = 0
     ):
@@ -150,6 +152,17 @@ class MaxPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class AvgPool2d(MaxPool2d):
+    """Average pooling over kh x kw windows, padding counted as zeros (PyTorch's default)."""
+
+    def forward(self, x: Array) -> Array:
+        out, self._cache = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return out
+
+    def backward(self, dout: Array) -> Array:
+        return F.avg_pool2d_backward(dout, saved(self._cache, self))
 
 
 class Flatten(Module):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 from gpunet.config import CONFIG
 
@@ -47,6 +48,7 @@ __all__ = [
     "last_matmul",
     "note_matmul",
     "parallel",
+    "product_loop",
 ]
 
 MODES = ("auto", "serial", "parallel")
@@ -76,11 +78,23 @@ def note_matmul() -> None:
     CONFIG.found.last_matmul = time.perf_counter()
 
 
+def _blas_on_numba_threads() -> bool:
+    from . import cpu_blas
+
+    return cpu_blas.shares_numba_threads()
+
+
 def parallel(n_values: int) -> bool:
     """Whether a kernel over ``n_values`` values should run its parallel build now."""
     mode = get_mode()
     if mode != "auto":
         return mode == "parallel"
+    loop = CONFIG.found.product_loop
+    if loop:
+        import numba
+
+        free = loop == "free" or _blas_on_numba_threads()
+        return free and n_values >= PARALLEL_MIN and numba.get_num_threads() > 1
     import numba  # here, not at the top: Linear imports this module, and Numba costs 0.3 s
 
     return (
@@ -97,6 +111,30 @@ def parallel(n_values: int) -> bool:
 #: 0.59-0.62 s with one BLAS thread or two -- within noise -- so this is a guard, not a measured
 #: speed-up. Larger nets keep every thread.
 SINGLE_THREAD_BELOW = 1 << 23
+
+
+@contextlib.contextmanager
+def product_loop(single_blas_thread: bool | None = None) -> Iterator[None]:
+    """A training or evaluation loop's CPU region, where products and kernels alternate. In
+    ``auto`` a kernel there runs its parallel build (from PARALLEL_MIN values) only when nothing
+    else spins on the cores: the products run on one BLAS thread (``single_blas_thread``: a
+    small net, blas_threads below) or on Numba's own OpenMP threads (MKL on GNU OpenMP);
+    otherwise every kernel runs serially, also the first of each step and of each evaluation,
+    which the 0.15 s rule above let go parallel into the BLAS threads' spinning. Measured on the
+    development machine, the digits convnet (`gpunet train --model convnet`), OpenBLAS limited
+    to one thread: kernels by size 3.8 s, all serial 5.6 s; and a first run that never uses a
+    parallel build does not compile it (issue #24: the parallel BatchNorm build alone took
+    6.4-6.9 s to compile). ``None``: as the enclosing loop has it (an evaluation inside
+    training), else "products"."""
+    old = CONFIG.found.product_loop
+    if single_blas_thread is None:
+        CONFIG.found.product_loop = old or "products"
+    else:
+        CONFIG.found.product_loop = "free" if single_blas_thread else "products"
+    try:
+        yield
+    finally:
+        CONFIG.found.product_loop = old
 
 
 def blas_threads(largest_product: int) -> contextlib.AbstractContextManager:
