@@ -54,3 +54,27 @@ def test_init_experiment_shows_the_lecture(tmp_path):
     assert min(stds["W = randn"]) > 0.95  # saturated tanh
     assert stds["Xavier, ReLU"][-1] < 0.1 * stds["Xavier, ReLU"][0]
     assert 0.5 < stds["He, ReLU"][-1] / stds["He, ReLU"][0] < 2
+
+
+def test_cifar_convnet_example_end_to_end(tmp_path):
+    """CS231n's three-layer ConvNet through the real CIFAR-10 binary loader, on files of the
+    official format (random pixels; 30 images per batch file), 2 epochs: it trains, evaluates,
+    checkpoints and plots -- and a rerun resumes from the checkpoint."""
+    import numpy
+
+    rng = numpy.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, 30, dtype=numpy.uint8)
+        pixels = rng.integers(0, 256, (30, 3072), dtype=numpy.uint8)
+        numpy.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
+    args = ["--data-dir", str(folder), "--epochs", "2", "--val-size", "20", "--out", "run"]
+    p = _run("train_cifar10_convnet.py", *args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Conv2d(3, 32, kernel_size=(7, 7)" in p.stdout and "Linear(8192, 100" in p.stdout
+    assert "test accuracy:" in p.stdout
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
+    p = _run("train_cifar10_convnet.py", *args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr

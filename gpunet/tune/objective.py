@@ -45,7 +45,8 @@ class AbandonOnExplosion(Callback):
 
 class MLPObjective:
     """``objective(params) -> {"val_acc", "train_acc", "val_loss"}``: trains the ``base``
-    configuration of ``gpunet train`` (a ``TrainConfig``) with ``params`` set on it (``lr``,
+    configuration of ``gpunet train`` (a ``TrainConfig``: an MLP or, with ``model="convnet"``,
+    a convnet; the class keeps its name, which journals record) with ``params`` set on it (``lr``,
     ``reg``, ``hidden``, ``epochs``, ... -- any of its fields) and returns validation metrics;
     never the test accuracy (a search must not see the test set). Picklable, so it runs on
     process pools and Dask workers; the backend of each trial is chosen where it runs
