@@ -47,7 +47,8 @@ def main():
         print("Point --data-dir (or CIFAR10_DIR) at the unpacked binary version.", file=sys.stderr)
         return 2
     if args.train_size is not None:
-        d["X_train"], d["y_train"] = d["X_train"][: args.train_size], d["y_train"][: args.train_size]
+        n = args.train_size
+        d["X_train"], d["y_train"] = d["X_train"][:n], d["y_train"][:n]
     print("backend:", gpunet.set_backend("auto"), gpunet.device_name())
     gpunet.seed(0)
     pre = ZeroCenter(per_channel=True).fit(d["X_train"])
