@@ -1,5 +1,5 @@
-"""python -m gpunet.bench {activations,batchnorm,step,optim,startup} [options]: print benchmark
-tables."""
+"""python -m gpunet.bench {activations,batchnorm,step,conv,optim,startup,gpu-static} [options]:
+print benchmark tables."""
 
 from __future__ import annotations
 
@@ -47,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         help="batch 64..4096 at 3072->1024, then width 256..2048 at batch 256 (issue #13's sweep)",
     )
     st.add_argument("--repeat", type=int, default=30)
+    cv = sub.add_parser(
+        "conv",
+        help="CPU: convnet steps, Conv2d and MaxPool2d layers vs torch, each in its own process",
+    )
+    cv.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    cv.add_argument("--rounds", type=int, default=3, help="alternated processes per side")
+    cv.add_argument("--repeat", type=int, default=20)
+    cv.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
+    cv.add_argument("--quick", action="store_true", help="two layer shapes instead of five")
     op = sub.add_parser("optim", help="one optimizer update over an MLP's parameters vs torch")
     op.add_argument("--nets", default=None, help="inputs x hidden, e.g. 3072x1024,784x512")
     op.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
@@ -62,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         from . import gpu_static
 
         return gpu_static.main(args.arch)
+    if args.which == "conv":
+        from . import conv
+
+        threads = [int(t) for t in args.threads.split(",")]
+        print(conv.run(threads, args.rounds, args.repeat, args.torch_python, args.quick))
+        return 0
     backend = gpunet.set_backend(args.backend)
     cpu = ""
     if backend == "numpy":
