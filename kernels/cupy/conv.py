@@ -69,7 +69,7 @@ KERNELS = im2col_gemm.Kernels(_im2col_into, _col2im_into, _matmul, _buffer, cupy
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
     x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
     g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.forward(KERNELS, x, w, g), None
+    return im2col_gemm.forward(KERNELS, x, w, g)
 
 
 def conv2d_backward(
@@ -77,7 +77,7 @@ def conv2d_backward(
 ) -> tuple:
     x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
     g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.backward(KERNELS, dout, x, w, g, input_grad)
+    return im2col_gemm.backward(KERNELS, dout, x, w, g, kept, input_grad)
 
 
 def _plane_slices(g: im2col_gemm.Geometry) -> range:
