@@ -224,3 +224,23 @@ def test_gpu_launches_stay_under_32_bit_indices():
         g = im2col_gemm.geometry((3000, 100, 100, 100), (2, 2), (2, 2), (0, 0))
         starts = cupy_conv._plane_slices(g)
         assert len(starts) > 1 and starts.step * g.H * g.W <= cupy_conv.MAX_VALUES
+
+
+def test_shared_weights_two_forwards_then_two_backwards():
+    """One weight array through two forwards before either backward (a shared layer): the first
+    backward must not read the cols the second forward kept (kernels/shared/im2col_gemm.py's
+    KeptCols token), on the compiled CPU path as on the reference."""
+    rng = numpy.random.default_rng(5)
+    w = rng.normal(size=(4, 3, 3, 3))
+    x1, x2 = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(2, 3, 6, 6))
+    d1, d2 = rng.normal(size=(2, 4, 6, 6)), rng.normal(size=(2, 4, 6, 6))
+
+    def both(x1, x2, w, d1, d2):
+        _, c1 = F.conv2d_forward(x1, w, None, 1, 1)
+        _, c2 = F.conv2d_forward(x2, w, None, 1, 1)
+        return F.conv2d_backward(d1, c1)[:2] + F.conv2d_backward(d2, c2)[:2]
+
+    want = run("numpy", both, x1, x2, w, d1, d2)
+    got = run("cpu-kernels", both, x1, x2, w, d1, d2)
+    for g, r in zip(got, want):
+        numpy.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)

@@ -248,7 +248,9 @@ def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Ar
     _on_threads(_COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx)
 
 
-KERNELS = im2col_gemm.Kernels(_im2col_into, _col2im_into, cpu_blas.matmul, _buffer, numpy)
+KERNELS = im2col_gemm.Kernels(
+    _im2col_into, _col2im_into, cpu_blas.matmul, _buffer, numpy, keep=True
+)
 
 
 # ----------------------------------------------------------------------------- the operations
