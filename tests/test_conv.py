@@ -244,3 +244,52 @@ def test_shared_weights_two_forwards_then_two_backwards():
     got = run("cpu-kernels", both, x1, x2, w, d1, d2)
     for g, r in zip(got, want):
         numpy.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+
+
+def avg_pool_naive(x, kernel, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    N, C, H, W = x.shape
+    xp = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    out = numpy.zeros((N, C, Ho, Wo))
+    for i in range(Ho):
+        for j in range(Wo):
+            out[:, :, i, j] = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw].mean(axis=(2, 3))
+    return out
+
+
+def _avg(x, kernel, stride, padding, dout):
+    out, cache = F.avg_pool2d_forward(x, kernel, stride, padding)
+    return out, F.avg_pool2d_backward(dout, cache)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}k{c[1]}s{c[2]}p{c[3]}")
+@pytest.mark.parametrize("path", ["numpy", "cpu-kernels", "emulated-cupy"])
+def test_avg_pool2d_matches_direct_loops(path, case, dtype):
+    """Average pooling (padding counted as zeros, PyTorch's default): the mean of each window,
+    and the adjoint of that mean -- each output gradient spread evenly over its window's cells."""
+    x_shape, kernel, stride, padding = case
+    rng = numpy.random.default_rng(6)
+    x = rng.normal(size=x_shape)
+    want = avg_pool_naive(x, kernel, stride, padding)
+    dout = numpy.cos(want)
+    want_dx = numpy.zeros(x.shape)
+    for idx in numpy.ndindex(*x.shape):
+        e = numpy.zeros(x.shape)
+        e[idx] = 1
+        want_dx[idx] = (dout * avg_pool_naive(e, kernel, stride, padding)).sum()
+    out, dx = run(path, _avg, x.astype(dtype), kernel, stride, padding, dout.astype(dtype))
+    assert out.dtype == dtype and dx.dtype == dtype
+    assert_allclose(out, want, dtype, scale=10)
+    assert_allclose(dx, want_dx, dtype, scale=10)
+
+
+def test_avg_pool_layer():
+    from gpunet import nn
+
+    x = numpy.arange(16.0).reshape(1, 1, 4, 4)
+    numpy.testing.assert_allclose(nn.AvgPool2d(2)(x), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    with pytest.raises(ValueError, match="avg_pool2d: padding must be at most half"):
+        nn.AvgPool2d(2, padding=2)(x)
