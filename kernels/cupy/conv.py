@@ -63,7 +63,14 @@ def _matmul(a: Array, b: Array) -> Array:
     return a @ b  # cuBLAS
 
 
-KERNELS = im2col_gemm.Kernels(_im2col_into, _col2im_into, _matmul, _buffer, cupy)
+#: a GPU chunk: up to 256 MiB of cols -- the whole batch of every layer of issue #23's nets at
+#: batch 256 (3x3 taps of 64 channels at 32x32: 150 MB) in one launch and one cuBLAS product,
+#: where the CPU's 8K columns would make hundreds of launches of a few microseconds each
+CHUNK_BYTES = 256 << 20
+
+KERNELS = im2col_gemm.Kernels(
+    _im2col_into, _col2im_into, _matmul, _buffer, cupy, chunk_bytes=CHUNK_BYTES
+)
 
 
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:

@@ -70,7 +70,11 @@ class Geometry:
         """(kh, kw, sh, sw, ph, pw, Ho, Wo): what every kernel takes after its arrays."""
         return (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.Ho, self.Wo)
 
-    def chunk(self, columns: int = CHUNK_COLUMNS) -> int:
+    def chunk(self, columns: int = CHUNK_COLUMNS, max_bytes: int = 0, itemsize: int = 4) -> int:
+        """Samples per chunk: ``columns`` of cols, or (``max_bytes`` > 0) as many as fit that
+        many bytes of cols."""
+        if max_bytes:
+            columns = max_bytes // max(self.K * itemsize, 1)
         return max(1, min(self.N, columns // max(self.P, 1)))
 
 
@@ -93,6 +97,8 @@ class Kernels:
     buffer: Callable[..., Array]
     xp: object
     keep: bool = False
+    #: the GPU's chunks: as many samples as fit this many bytes of cols (0: CHUNK_COLUMNS)
+    chunk_bytes: int = 0
 
 
 class KeptCols:
@@ -131,7 +137,7 @@ def forward(k: Kernels, x: Array, w: Array, g: Geometry) -> tuple:
     xp = k.xp
     w2 = w.reshape(g.F, g.K)
     out = xp.empty((g.N, g.F, g.P), x.dtype)  # type: ignore[attr-defined]
-    nb = g.chunk()
+    nb = g.chunk(CHUNK_COLUMNS, k.chunk_bytes, x.dtype.itemsize)
     starts = range(0, g.N, nb)
     kept = None
     if k.keep and g.K * g.N * g.P * x.dtype.itemsize <= KEEP_COLS_BYTES:
@@ -166,7 +172,7 @@ def backward(
     # where dout_t @ cols^T took 1.43 (7x7 taps, 3 -> 32 channels; MKL)
     dw_t = xp.zeros((g.K, g.F), x.dtype)  # type: ignore[attr-defined]
     dx = xp.empty((g.N, g.C, g.H, g.W), x.dtype) if input_grad else None  # type: ignore[attr-defined]
-    nb = g.chunk()
+    nb = g.chunk(CHUNK_COLUMNS, k.chunk_bytes, x.dtype.itemsize)
     for i, n0 in enumerate(range(0, g.N, nb)):
         m = min(nb, g.N - n0)
         d_t = k.buffer("dout_t", (g.F, m, g.P), x.dtype)
