@@ -58,7 +58,7 @@ def test_reductions_keep_enough_bytes_in_flight(compiled):
     """Little's law: resident threads x bytes in flight per thread must cover the copy rate x
     the DRAM latency, per SM, at the occupancy the kernel's registers allow."""
     arch, units = compiled
-    usage = {**units["batchnorm"][0], **units["activations"][0], **units["optim"][0]}
+    usage = {name: res for unit in gpu_static.UNITS for name, res in units[unit][0].items()}
     copy_rate, sms = gpu_static.PARTS[arch]
     need = copy_rate * gpu_static.LATENCY / sms
     for name, spec in gpu_static.SPECS.items():

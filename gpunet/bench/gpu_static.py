@@ -62,8 +62,17 @@ SPECS = {
     # one launch for every parameter: SGD with momentum (g, p, buf in; p, buf out), Adam
     "sgd_multi_float": KernelSpec(256, 3 * 16, 12, 8, arrays=3, loop=False),
     "adam_multi_float": KernelSpec(256, 4 * 16, 16, 12, arrays=4, loop=False),
+    # convolution (conv.cuh), per value written, 3x3 taps, 2x2 pooling, 4 values per thread (4
+    # independent loads in flight; col2im 6): im2col reads one input value (the kh kw re-reads
+    # of a value hit L1/L2) and writes one column entry; col2im gathers kh kw entries per dx
+    # value; max pool forward reads its 4 window values and writes the maximum and its int32
+    # index; backward reads the index of its one window (and the dout where it matches)
+    "im2col_float": KernelSpec(256, 4 * 4, 4, 4),
+    "col2im_float": KernelSpec(256, 6 * 4, 9 * 4, 4),
+    "max_pool_fwd_float": KernelSpec(256, 4 * 4, 16, 8),
+    "max_pool_bwd_float": KernelSpec(256, 4 * 4, 8, 4, arrays=2),
 }
-UNITS = {"batchnorm": "bn_", "activations": "", "optim": ""}
+UNITS = {"batchnorm": "bn_", "activations": "", "optim": "", "conv": ""}
 
 
 def _activation_specs() -> dict:

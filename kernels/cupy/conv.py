@@ -51,6 +51,10 @@ def _im2col_into(x: Array, n0: int, nb: int, g: im2col_gemm.Geometry, cols: Arra
 
 
 def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Array) -> None:
+    if max(g.H, g.W) >= 1 << 15:  # col2im packs (h, w) into one int of 15 + 15 bits
+        raise ValueError(f"conv2d on the GPU: images up to 32767 pixels a side, got {g.H}x{g.W}")
+    if dcols.size > MAX_VALUES:
+        raise ValueError(f"col2im: one chunk holds at most 2^31 - 1 values, got {dcols.size}")
     n = nb * g.C * g.H * g.W
     _launch("col2im", dx.dtype, n, (dcols, nb, g.C, g.H, g.W, *g.taps, dx[n0 : n0 + nb]))
 
