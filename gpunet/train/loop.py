@@ -433,7 +433,7 @@ def _batched_scores(model: Module, X: Array, batch_size: int, what: str) -> Arra
     was_training = model.training
     model.eval()
     try:
-        with cpu_threads.product_loop():  # products and kernels interleaved: serial kernels
+        with cpu_threads.product_loop(serial=True):  # a few forward passes: serial kernels
             out = [model(xp.asarray(X[i : i + batch_size])) for i in range(0, len(X), batch_size)]
     finally:
         model.train(was_training)

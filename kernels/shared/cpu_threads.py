@@ -93,6 +93,8 @@ def parallel(n_values: int) -> bool:
     if loop:
         import numba
 
+        if loop == "serial":
+            return False
         free = loop == "free" or _blas_on_numba_threads()
         return free and n_values >= PARALLEL_MIN and numba.get_num_threads() > 1
     import numba  # here, not at the top: Linear imports this module, and Numba costs 0.3 s
@@ -114,7 +116,7 @@ SINGLE_THREAD_BELOW = 1 << 23
 
 
 @contextlib.contextmanager
-def product_loop(single_blas_thread: bool | None = None) -> Iterator[None]:
+def product_loop(single_blas_thread: bool | None = None, serial: bool = False) -> Iterator[None]:
     """A training or evaluation loop's CPU region, where products and kernels alternate. In
     ``auto`` a kernel there runs its parallel build (from PARALLEL_MIN values) only when nothing
     else spins on the cores: the products run on one BLAS thread (``single_blas_thread``: a
@@ -124,10 +126,16 @@ def product_loop(single_blas_thread: bool | None = None) -> Iterator[None]:
     development machine, the digits convnet (`gpunet train --model convnet`), OpenBLAS limited
     to one thread: kernels by size 3.8 s, all serial 5.6 s; and a first run that never uses a
     parallel build does not compile it (issue #24: the parallel BatchNorm build alone took
-    6.4-6.9 s to compile). ``None``: as the enclosing loop has it (an evaluation inside
-    training), else "products"."""
+    6.4-6.9 s to compile). ``None``: as the enclosing loop has it, else "products".
+    ``serial``: every kernel serial -- an evaluation (train.evaluate, the per-epoch
+    accuracies), a few forward passes where a parallel build would be compiled for a
+    gain of microseconds: the quickstart's first `gpunet train` compiled BatchNorm's parallel
+    build for its evaluation batches alone, 4.8-5.3 s wall, 4.3 s without; the digits convnet's
+    30 epochs took 3.4-3.5 s with serial evaluations, 3.6-3.9 s without."""
     old = CONFIG.found.product_loop
-    if single_blas_thread is None:
+    if serial:
+        CONFIG.found.product_loop = "serial"
+    elif single_blas_thread is None:
         CONFIG.found.product_loop = old or "products"
     else:
         CONFIG.found.product_loop = "free" if single_blas_thread else "products"
