@@ -351,7 +351,10 @@ def build(cfg: TrainConfig, names: dict | None = None) -> tuple:
     run but its training. The backend, kernel path and seed are set from ``cfg``."""
     from .dispatch import set_kernels
 
-    backend.set_backend(cfg.backend)
+    if backend.set_backend(cfg.backend) == "numpy":
+        from .kernels.numba_cpu import warm
+
+        warm.start()  # a first run's backward kernels compile in another process meanwhile
     set_kernels(cfg.kernels)
     backend.seed(cfg.seed)
     data = load_data(cfg)

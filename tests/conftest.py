@@ -8,6 +8,9 @@ import os
 import shutil
 import subprocess
 
+# no compile-ahead helper processes while the suite trains (tests/test_startup.py tests it)
+os.environ.setdefault("GPUNET_PRECOMPILE", "0")
+
 
 def _gpu_present() -> bool:
     try:

@@ -114,3 +114,54 @@ def test_cache_names_keep_dtypes_and_builds_apart(module):
     assert f64.endswith(source_hash(activation_math))
     serial, parallel = cpu_batchnorm._STATS
     assert parallel.py_func.__qualname__ == serial.py_func.__qualname__ + "__parallel"
+
+
+def test_first_run_compiles_the_backward_kernels_in_a_helper(tmp_path):
+    """kernels/numba_cpu/warm.py: with an empty kernel cache, start() has the helper compile the
+    forward half (BatchNorm forward, the loss) and compiles the backward half itself, with the
+    signatures a training step uses -- so the training run then compiles none of them (compiles
+    counted); with them cached it starts no process."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GPUNET_CACHE_DIR": str(tmp_path / "cache"), "GPUNET_PRECOMPILE": "1"}
+    code = (
+        "import sys\n"
+        "from gpunet.kernels.numba_cpu import warm\n"
+        "assert warm.needed()\n"
+        "p = warm.start()\n"
+        "assert p is not None and p.wait(timeout=300) == 0\n"
+        "assert not warm.needed() and warm.start() is None\n"
+        "from numba.core import dispatcher\n"
+        "compiled = []\n"
+        "orig = dispatcher.Dispatcher._compile_for_args\n"
+        "def count(self, *a, **k):\n"
+        "    misses = sum(self._cache_misses.values())\n"
+        "    out = orig(self, *a, **k)\n"
+        "    if sum(self._cache_misses.values()) > misses:  # compiled, not loaded\n"
+        "        compiled.append(self.py_func.__name__)\n"
+        "    return out\n"
+        "dispatcher.Dispatcher._compile_for_args = count\n"
+        "from gpunet.cli import main\n"
+        "argv = ['train', '--no-progress', '--no-plot', '--epochs', '1', '--out', sys.argv[1]]\n"
+        "assert main(argv) == 0\n"
+        "print('COMPILED', sorted(set(compiled)))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "r")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = next(v for v in p.stdout.splitlines() if v.startswith("COMPILED"))
+    for name in (
+        "_stats_rows",
+        "_apply_rows",
+        "_softmax_xent",
+        "_bwd_sums_rows",
+        "_dx_rows",
+        "_sgd",
+    ):
+        assert name not in line, line

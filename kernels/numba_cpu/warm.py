@@ -1,0 +1,115 @@
+"""A first run's compiles on both cores: a helper process compiles (into the kernel cache) half
+of the kernels a training step needs while the training process compiles the other half.
+
+On the 2-core development machine the quickstart's first `gpunet train` (cold kernel cache)
+compiled BatchNorm's statistics, finishing and normalizing kernels (1.0 s, the forward pass),
+softmax cross-entropy (0.36 s), then BatchNorm's backward sums (1.95 s) and dx (0.2 s) and SGD
+(0.15 s), one after the other, on one core. ``start(dtype)`` (gpunet.run.build calls it on the
+CPU) launches ``python -m gpunet.kernels.numba_cpu.warm DTYPE forward`` and compiles the
+backward half itself before loading the data; each half calls the kernels through the same
+functions, with arrays of the same kinds, as a step calls them, so that the compiled signatures
+are the ones the step looks up. The training process then finds the helper's half in the cache
+(Numba writes a cache entry whole, then its index, so a half-written one is never read), or
+compiles it itself if it gets there first: a lost race costs a duplicate compile, never a wrong
+kernel. Measured: the first `gpunet train` 4.8-5.3 s wall before, see BENCHMARKS.md after.
+
+It does nothing when those kernels are already cached (a warm run must not pay for a process),
+when the cache cannot be written, or with ``GPUNET_PRECOMPILE=0``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy
+
+from gpunet.types import DTypeLike
+
+__all__ = ["start", "needed", "warm", "GROUPS"]
+
+#: the two halves of a first step's compiles: the helper process takes "forward" (BatchNorm's
+#: statistics, finishing and normalizing kernels, the loss), the training process "backward"
+#: (BatchNorm's backward sums and dx, the SGD update) before it loads its data
+GROUPS = ("forward", "backward")
+
+
+def _dispatchers(dtype: DTypeLike) -> list:
+    """The Numba dispatchers of both halves (serial builds: a small net's step runs them
+    serially, kernels/shared/cpu_threads.py)."""
+    from . import batchnorm, loss, optim
+
+    return [
+        batchnorm._ROWS["stats"][0],
+        batchnorm._ROWS["apply"][0],
+        batchnorm._ROWS["bwd_sums"][0],
+        batchnorm._ROWS["dx"][0],
+        loss._KERNELS[numpy.dtype(dtype)],  # type: ignore[index]
+        optim._SGD[0],
+    ]
+
+
+def needed(dtype: DTypeLike = numpy.float32) -> bool:
+    """Whether there is anything to compile: some of these kernels have no cache entry yet, and
+    the cache can be written."""
+    if os.environ.get("GPUNET_PRECOMPILE", "1") == "0":
+        return False
+    for d in _dispatchers(dtype):
+        cache = getattr(d, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is None:  # no disk cache for it (not writable): nothing to share
+            return False
+        if not os.path.exists(index):
+            folder = os.path.dirname(index)
+            return os.access(folder, os.W_OK) if os.path.isdir(folder) else True
+    return False
+
+
+def start(dtype: DTypeLike = numpy.float32) -> subprocess.Popen | None:
+    """If ``needed``: launch the helper on the "forward" half, compile the "backward" half here,
+    and return the helper process (None when there was nothing to do)."""
+    if not needed(dtype):
+        return None
+    name = numpy.dtype(dtype).name
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", __name__, name, "forward"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GPUNET_PRECOMPILE": "0"},
+        )
+    except OSError:  # no process to spare: the training process compiles everything itself
+        return None
+    warm(dtype, "backward")
+    return helper
+
+
+def warm(dtype: DTypeLike = numpy.float32, group: str = "backward") -> None:
+    """Call one half's kernels once on small arrays, as a training step of an ``mlp`` calls them
+    (BatchNorm with its ReLU fused, softmax cross-entropy, SGD with momentum)."""
+    from ..interface import BNParams, BNSpec, BNStats, SGDStep
+    from . import path
+
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+    t = numpy.dtype(dtype).type
+    rng = numpy.random.default_rng(0)
+    N, C = 8, 4
+    x3 = rng.normal(size=(N, C, 1)).astype(t)
+    params = BNParams(numpy.ones(C, t), numpy.zeros(C, t), numpy.zeros(C, t), numpy.ones(C, t))
+    spec = BNSpec(batch_stats=True, update=True, factor=0.1, eps=1e-5, act="relu")
+    if group == "forward":
+        path.bn_forward(x3, params, spec)
+        path.softmax_xent(rng.normal(size=(N, 10)).astype(t), rng.integers(0, 10, N))
+        return
+    dy3 = rng.normal(size=(N, C, 1)).astype(t)
+    stats = BNStats(x3.mean(axis=(0, 2)).astype(t), numpy.ones(C, t))
+    path.bn_backward(dy3, x3, stats, params, spec)
+    p, g, buf = numpy.zeros(16, t), numpy.ones(16, t), numpy.zeros(16, t)
+    path.sgd(g, p, buf, SGDStep(0.1, 0.9, 0.0, 0.0, False, False))
+
+
+if __name__ == "__main__":
+    warm(sys.argv[1] if len(sys.argv) > 1 else "float32", *sys.argv[2:3])
