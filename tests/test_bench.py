@@ -44,3 +44,19 @@ def test_cli_optim_and_sweep_options(capsys):
     assert bench_main.main(["--backend", "numpy", "optim", "--nets", "16x8", "--repeat", "1"]) == 0
     assert "optimizer" in capsys.readouterr().out
     assert len(step_bench.SWEEP) == 7 and all(d == 3072 for _, d, _ in step_bench.SWEEP)
+
+
+def test_unsteady_rows_say_so_instead_of_a_time():
+    """A measurement whose repeats spread (interquartile range) past half their median -- what a
+    scheduler stall of a two-thread region looks like on a loaded 2-core machine -- is printed
+    as UNSTEADY with its spread, not as a time; a steady one keeps its numbers."""
+    from gpunet.bench import activations, timing
+
+    stalls = [1e-4] * 10 + [8e-3] * 10  # half the calls stalled 8 ms
+    assert timing.spread(stalls) > timing.UNSTEADY_IQR and not timing.steady(timing.spread(stalls))
+    calm = [1e-4 * (1 + 0.01 * k) for k in range(20)]
+    assert timing.steady(timing.spread(calm))
+    row = activations._row(4096, "relu", "cpu", 1e-4, 2e-4, 30.0, (timing.spread(stalls), 0.0))
+    assert row[3].startswith("UNSTEADY (spread") and row[4:] == [""] * 6
+    row = activations._row(4096, "relu", "cpu", 1e-4, 2e-4, 30.0, (0.01, 0.02))
+    assert row[3] == "100.0" and row[4] == "0"  # 2 x 4096 B / 100 us = 0.08 GB/s

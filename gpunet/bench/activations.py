@@ -19,7 +19,15 @@ from gpunet import dispatch
 from gpunet import functional as F
 from gpunet.types import Array, DTypeLike
 
-from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
+from .timing import (
+    StreamedRows,
+    fmt_table,
+    steady,
+    time_call,
+    time_call_spread,
+    time_torch_spread,
+    torch_or_none,
+)
 
 FUNCTIONS: dict[str, tuple[dict, str]] = {
     "sigmoid": ({}, "sigmoid"),
@@ -48,9 +56,16 @@ def _sizes(max_mib: float):
     return sizes
 
 
-def _row(nbytes: int, name: str, path: str, tf: float, tb: float, copy_gbs: float) -> list:
+def _row(
+    nbytes: int, name: str, path: str, tf: float, tb: float, copy_gbs: float, spreads: tuple = ()
+) -> list:
     """One table row: times, the bytes moved per second (forward reads x and writes y; backward
-    reads dy and x and writes dx) and that rate over the copy rate."""
+    reads dy and x and writes dx) and that rate over the copy rate; a row whose repeats spread
+    past timing.UNSTEADY_IQR says so in place of its times (they would mislead: on a loaded
+    2-core machine a row read 0.15x torch in one run and 112x in the next)."""
+    worst = max(spreads, default=0.0)
+    if not steady(worst):
+        return [_human(nbytes), name, path, f"UNSTEADY (spread {worst:.0%})"] + [""] * 6
     gf, gb = 2 * nbytes / tf / 1e9, 3 * nbytes / tb / 1e9
     return [
         _human(nbytes),
@@ -129,15 +144,16 @@ def run(
                     gpunet.use_kernels("numba" if path == "numba" else "cupy"),
                     gpunet.use_cpu_kernels(_CPU_CHOICE.get(path, "auto")),
                 ):
-                    tf = time_call(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
-                    tb = time_call(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
+                    tf, sf = time_call_spread(lambda: fwd(x, **kwargs), xp=xp, repeat=repeat)
+                    tb, sb = time_call_spread(lambda: bwd(dy, x, **kwargs), xp=xp, repeat=repeat)
                 totals[(n, path)] = totals.get((n, path), 0.0) + tf + tb
-                rows.append(_row(nbytes, name, path, tf, tb, copy_gbs))
+                rows.append(_row(nbytes, name, path, tf, tb, copy_gbs, (sf, sb)))
             if torch is not None:
                 tfwd, tfb = _torch_case(torch, name, kwargs, x_host, device)
-                tf = time_torch(torch, device, tfwd, repeat=repeat)
-                tb = max(time_torch(torch, device, tfb, repeat=repeat) - tf, 1e-9)
-                rows.append(_row(nbytes, name, "torch", tf, tb, copy_gbs))
+                tf, sf = time_torch_spread(torch, device, tfwd, repeat=repeat)
+                tfb_s, sb = time_torch_spread(torch, device, tfb, repeat=repeat)
+                tb = max(tfb_s - tf, 1e-9)
+                rows.append(_row(nbytes, name, "torch", tf, tb, copy_gbs, (sf, sb)))
     headers = [
         "size",
         "function",

@@ -9,6 +9,21 @@ from types import ModuleType
 
 import numpy
 
+#: a measurement whose interquartile range passes this fraction of its median is unsteady: on a
+#: 2-core machine with another busy process, two-thread regions stall in 8 ms scheduler slices and
+#: a row read 0.15x torch in one run and 112x in the next (issue #24)
+UNSTEADY_IQR = 0.5
+
+
+def spread(times: list) -> float:
+    """(third quartile - first quartile) / median of a list of times."""
+    q1, med, q3 = statistics.quantiles(times, n=4) if len(times) >= 2 else (times[0],) * 3
+    return (q3 - q1) / med if med > 0 else 0.0
+
+
+def steady(times_spread: float) -> bool:
+    return times_spread <= UNSTEADY_IQR
+
 
 def time_call(
     fn: Callable,
@@ -19,6 +34,18 @@ def time_call(
     max_seconds: float = 2.0,
 ) -> float:
     """Median seconds of ``fn()`` over up to ``repeat`` runs after ``warmup`` (GPU: CUDA events)."""
+    return time_call_spread(fn, xp=xp, repeat=repeat, warmup=warmup, max_seconds=max_seconds)[0]
+
+
+def time_call_spread(
+    fn: Callable,
+    *,
+    xp: ModuleType = numpy,
+    repeat: int = 30,
+    warmup: int = 3,
+    max_seconds: float = 2.0,
+) -> tuple:
+    """(median seconds, spread) of ``fn()`` as ``time_call`` measures it."""
     for _ in range(warmup):
         fn()
     times = []
@@ -41,7 +68,7 @@ def time_call(
             times.append(time.perf_counter() - t0)
             if time.perf_counter() > budget_end and len(times) >= 3:
                 break
-    return statistics.median(times)
+    return statistics.median(times), spread(times)
 
 
 def torch_or_none() -> ModuleType | None:
@@ -67,6 +94,18 @@ def time_torch(
     max_seconds: float = 2.0,
 ) -> float:
     """Median seconds of a torch callable (CUDA events on the GPU)."""
+    return time_torch_spread(torch, device, fn, repeat, warmup, max_seconds)[0]
+
+
+def time_torch_spread(
+    torch: ModuleType,
+    device: str,
+    fn: Callable,
+    repeat: int = 30,
+    warmup: int = 3,
+    max_seconds: float = 2.0,
+) -> tuple:
+    """(median seconds, spread) of a torch callable, as ``time_torch`` measures it."""
     for _ in range(warmup):
         fn()
     torch_sync(torch, device)
@@ -86,7 +125,7 @@ def time_torch(
             times.append(time.perf_counter() - t0)
         if time.perf_counter() > budget_end and len(times) >= 3:
             break
-    return statistics.median(times)
+    return statistics.median(times), spread(times)
 
 
 def fmt_table(headers: list, rows: list) -> str:
