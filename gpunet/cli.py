@@ -22,32 +22,29 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected on/off, got {s!r}")
 
 
+def _positive_list(s: str, what: str, example: str) -> list:
+    """``128,64`` -> [128, 64], or an argparse error naming ``what`` and an ``example``."""
+    try:
+        sizes = [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{what} must be comma-separated integers such as {example}, got {s!r}"
+        ) from None
+    if any(v < 1 for v in sizes):
+        raise argparse.ArgumentTypeError(f"{what} must be positive, got {s!r}")
+    return sizes
+
+
 def _hidden(s: str) -> list:
     """``128,64`` -> [128, 64]; ``none`` -> [] (no hidden layer: a linear classifier)."""
     if s.strip().lower() == "none":
         return []
-    try:
-        sizes = [int(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"hidden sizes must be comma-separated integers such as 128,64 (or none), got {s!r}"
-        ) from None
-    if any(v < 1 for v in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {s!r}")
-    return sizes
+    return _positive_list(s, "hidden sizes", "128,64 (or none)")
 
 
 def _channels(s: str) -> list:
     """``32,64`` -> [32, 64]: the conv blocks' output channels."""
-    try:
-        sizes = [int(v) for v in s.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"conv channels must be comma-separated integers such as 32,64, got {s!r}"
-        ) from None
-    if any(v < 1 for v in sizes):
-        raise argparse.ArgumentTypeError(f"conv channels must be positive, got {s!r}")
-    return sizes
+    return _positive_list(s, "conv channels", "32,64")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -813,6 +810,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         + ")"
         + hint
     )
+    from .kernels.shared import cpu_memory
+
+    print(f"CPU memory: {cpu_memory.state()}")
     cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")

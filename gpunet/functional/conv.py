@@ -27,6 +27,7 @@ from gpunet.types import Array
 from .._checks import float_inputs
 from ..backend import get_array_module
 from ..dispatch import kernels_for
+from ..kernels.shared.im2col_gemm import output_size
 
 #: (height, width) of a kernel, stride or padding
 Pair = tuple[int, int]
@@ -42,11 +43,6 @@ def pair(v: int | tuple, name: str) -> tuple[int, int]:
     ):
         raise ValueError(f"{name} must be a non-negative int or a pair of them, got {v!r}")
     return (int(v[0]), int(v[1]))
-
-
-def output_size(h: int, w: int, kernel: Pair, stride: Pair, padding: Pair) -> tuple:
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
 def check_window(what: str, x_shape: tuple, kernel: Pair, stride: Pair, padding: Pair) -> None:

@@ -4,18 +4,7 @@ Entry module: ``path`` (imports CuPy). ``sources`` and ``elementwise_ops`` are p
 data, readable without CuPy (the tests compile every source with NVRTC, nvcc and the emulator).
 """
 
+from ..interface import OP_FUNCTIONS
+
 #: the operation keys this path runs (kernels/interface.py): all of them
-OPS = frozenset(
-    {
-        "activation",
-        "prelu",
-        "maxout",
-        "batchnorm",
-        "softmax_xent",
-        "matmul",
-        "conv2d",
-        "max_pool2d",
-        "sgd",
-        "adam",
-    }
-)
+OPS = frozenset(OP_FUNCTIONS)

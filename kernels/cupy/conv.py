@@ -78,17 +78,13 @@ KERNELS = im2col_gemm.Kernels(
 
 
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
-    x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
-    g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.forward(KERNELS, x, w, g)
+    return im2col_gemm.conv2d_forward(KERNELS, x, w, stride, padding)
 
 
 def conv2d_backward(
     dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
 ) -> tuple:
-    x, w = cupy.ascontiguousarray(x), cupy.ascontiguousarray(w)
-    g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.backward(KERNELS, dout, x, w, g, kept, input_grad)
+    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, kept, stride, padding, input_grad)
 
 
 def _plane_slices(g: im2col_gemm.Geometry) -> range:

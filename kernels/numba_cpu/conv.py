@@ -256,18 +256,14 @@ KERNELS = im2col_gemm.Kernels(
 # ----------------------------------------------------------------------------- the operations
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
     """(out (N, F, Ho, Wo) of x (N, C, H, W) and w (F, C, kh, kw), no bias; kept)."""
-    x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
-    g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.forward(KERNELS, x, w, g)
+    return im2col_gemm.conv2d_forward(KERNELS, x, w, stride, padding)
 
 
 def conv2d_backward(
     dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
 ) -> tuple:
     """(dx or None, dw) for the output gradient dout (N, F, Ho, Wo)."""
-    x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
-    g = im2col_gemm.geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
-    return im2col_gemm.backward(KERNELS, dout, x, w, g, kept, input_grad)
+    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, kept, stride, padding, input_grad)
 
 
 def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -> tuple:

@@ -15,13 +15,14 @@ import numpy
 from gpunet.types import Array
 
 from ..shared.cpu_blas import tensordot
+from ..shared.im2col_gemm import output_size
 
 
 def im2col(x: Array, kernel: tuple, stride: tuple, padding: tuple, pad_value: float = 0.0) -> Array:
     """cols (N, C, kh, kw, Ho, Wo) of the padded input."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     N, C, H, W = x.shape
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    Ho, Wo = output_size(H, W, kernel, stride, padding)
     xpad = numpy.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=pad_value)
     cols = numpy.empty((N, C, kh, kw, Ho, Wo), dtype=x.dtype)
     for p in range(kh):

@@ -56,7 +56,12 @@ def keep_freed_memory() -> bool:
         and mallopt(_M_TOP_PAD, TOP_PAD) == 1
     )
     _state["applied"] = ok
-    _state["why"] = "freed blocks kept (glibc mallopt)" if ok else "mallopt refused"
+    _state["why"] = (
+        "freed large blocks kept for reuse (glibc mallopt; GPUNET_CPU_MALLOC=system before "
+        "import gpunet keeps the C library's defaults)"
+        if ok
+        else "mallopt refused: the C library's defaults"
+    )
     return ok
 
 

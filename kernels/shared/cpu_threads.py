@@ -90,20 +90,15 @@ def parallel(n_values: int) -> bool:
     if mode != "auto":
         return mode == "parallel"
     loop = CONFIG.found.product_loop
-    if loop:
-        import numba
-
-        if loop == "serial":
-            return False
-        free = loop == "free" or _blas_on_numba_threads()
-        return free and n_values >= PARALLEL_MIN and numba.get_num_threads() > 1
+    if loop == "serial" or n_values < PARALLEL_MIN:
+        return False
     import numba  # here, not at the top: Linear imports this module, and Numba costs 0.3 s
 
-    return (
-        n_values >= PARALLEL_MIN
-        and numba.get_num_threads() > 1
-        and time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
-    )
+    if numba.get_num_threads() < 2:
+        return False
+    if loop:  # inside a training loop: only where nothing else spins (product_loop)
+        return loop == "free" or _blas_on_numba_threads()
+    return time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
 
 
 #: The BLAS side: below this many multiply-adds, a training run's matrix products run on one BLAS

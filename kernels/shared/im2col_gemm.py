@@ -78,10 +78,38 @@ class Geometry:
         return max(1, min(self.N, columns // max(self.P, 1)))
 
 
+def output_size(h: int, w: int, kernel: tuple, stride: tuple, padding: tuple) -> tuple:
+    """(Ho, Wo) of a kh x kw window at ``stride`` over an h x w input padded by ``padding``."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
 def geometry(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple, F: int = 0) -> Geometry:
     (N, C, H, W), (kh, kw), (sh, sw), (ph, pw) = x_shape, kernel, stride, padding
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    Ho, Wo = output_size(H, W, kernel, stride, padding)
     return Geometry(N, C, H, W, F, kh, kw, sh, sw, ph, pw, Ho, Wo)
+
+
+def conv2d_forward(k: Kernels, x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
+    """A path's ``conv2d_forward`` (kernels/interface.py) on its kernels ``k``."""
+    x, w = k.xp.ascontiguousarray(x), k.xp.ascontiguousarray(w)  # type: ignore[attr-defined]
+    return forward(k, x, w, geometry(x.shape, w.shape[2:], stride, padding, w.shape[0]))
+
+
+def conv2d_backward(
+    k: Kernels,
+    dout: Array,
+    x: Array,
+    w: Array,
+    kept: object,
+    stride: tuple,
+    padding: tuple,
+    input_grad: bool,
+) -> tuple:
+    """A path's ``conv2d_backward`` (kernels/interface.py) on its kernels ``k``."""
+    x, w = k.xp.ascontiguousarray(x), k.xp.ascontiguousarray(w)  # type: ignore[attr-defined]
+    g = geometry(x.shape, w.shape[2:], stride, padding, w.shape[0])
+    return backward(k, dout, x, w, g, kept, input_grad)
 
 
 @dataclass(frozen=True)
