@@ -317,11 +317,16 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0, help="weights and input")
     st.add_argument("--out", default="runs/init-study.png", help="the figure (.png, .pdf or .svg)")
     st.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    sub.add_parser(
+    inf = sub.add_parser(
         "info",
         help="versions, backend, GPU name and memory, which kernel paths work",
-        description="Print versions, the active backend, the GPU (name, memory) and which kernel "
-        "paths work.",
+        description="Print versions, the active backend, the GPU (name, memory), which kernel "
+        "paths work, and which library runs the CPU's matrix products and why.",
+    )
+    inf.add_argument(
+        "--measure-blas",
+        action="store_true",
+        help="time MKL and NumPy's BLAS again on this machine (else the kept result is used)",
     )
     if suppress_defaults:
         for p in (t, b, se, st):
@@ -800,16 +805,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     from .kernels.shared import cpu_blas
 
-    problem = cpu_blas.mkl_problem()
+    if getattr(args, "measure_blas", False):
+        cpu_blas.forget_measurement()
     hint = ""
-    if problem is not None and sys.platform == "linux" and platform.machine() == "x86_64":
-        hint = " -- pip install 'gpunet[mkl]': products 5-12 % faster, see BENCHMARKS.md"
-    print(
-        f"CPU matrix products: {cpu_blas.active()} (choice {cpu_blas.get_cpu_blas()!r}; MKL: "
-        + ("available" if problem is None else f"unavailable, {problem}")
-        + ")"
-        + hint
-    )
+    if cpu_blas.mkl_problem() is not None and sys.platform == "linux":
+        if platform.machine() == "x86_64":
+            hint = " (pip install 'gpunet[mkl]' adds MKL; gpunet then measures both)"
+    print(f"CPU matrix products: {cpu_blas.choice_reason()}{hint}")
     from .kernels.shared import cpu_memory
 
     print(f"CPU memory: {cpu_memory.state()}")

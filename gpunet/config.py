@@ -85,6 +85,9 @@ class Found:
     mkl_problem: str | None = None
     mkl_gnu: bool = False
     numba_openmp: bool | None = None
+    #: cpu_blas's measured choice for ``auto`` ({"choice", "mkl_ms", "numpy_ms", ...}), None
+    #: before it is needed
+    blas_measured: dict | None = None
     #: time.perf_counter() of gpunet's last CPU matrix product (kernels/shared/cpu_threads.py)
     last_matmul: float = float("-inf")
     #: inside a training or evaluation loop (cpu_threads.product_loop): "free" (one BLAS thread)

@@ -60,3 +60,62 @@ def test_unsteady_rows_say_so_instead_of_a_time():
     assert row[3].startswith("UNSTEADY (spread") and row[4:] == [""] * 6
     row = activations._row(4096, "relu", "cpu", 1e-4, 2e-4, 30.0, (0.01, 0.02))
     assert row[3] == "100.0" and row[4] == "0"  # 2 x 4096 B / 100 us = 0.08 GB/s
+
+
+# ----------------------------------------------------------------------------- vs-torch, processes
+TINY = [
+    ("mlp", {"kind": "mlp", "batch": 8, "d": 12, "h": 16, "bn": True}),
+    ("convstep", {"kind": "convstep", "k": 3, "pad": 1, "batch": 2}),
+    ("bn", {"kind": "bn", "shape": (8, 4, 3, 3), "relu": True, "part": "fwdbwd"}),
+    ("act", {"kind": "act", "name": "gelu_tanh", "n": 64, "part": "fwdbwd"}),
+    ("optim", {"kind": "optim", "opt": "adam", "d": 6, "h": 5}),
+    ("conv", {"kind": "conv", "cin": 2, "cout": 3, "hw": 5, "k": 3, "part": "bwd", "batch": 2}),
+    ("pool", {"kind": "pool", "shape": (2, 3, 4, 4), "part": "bwd"}),
+]
+
+
+def test_vs_torch_runs_gpunet_in_its_own_process_and_names_the_machine(monkeypatch):
+    """The table's gpunet side runs in a process of its own (gpunet_side), every kind of case;
+    the header names the CPU, the BLAS with its kernel and the threads; without torch the
+    torch columns say so instead of inventing numbers."""
+    from gpunet.bench import torch_side, vs_torch
+
+    monkeypatch.setattr(vs_torch, "cases", lambda groups, quick=False: TINY)
+    monkeypatch.setattr(torch_side, "WARM_S", 0.0)  # the parent's: the child keeps its own
+    monkeypatch.setattr(vs_torch, "torch_python", lambda given: None)
+    text = vs_torch.run(["mlp"], threads=[1], rounds=1, repeat=2)
+    lines = text.splitlines()
+    assert lines[0].startswith("# CPU: ") and "logical cores" in lines[0]
+    assert any(ln.startswith("# 1 thread(s): gpunet ") and "BLAS " in ln for ln in lines)
+    assert "torch not importable here" in text
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln.split()[:1] in ([n] for n, _ in TINY)}
+    assert set(rows) == {name for name, _ in TINY}
+    for row in rows.values():
+        assert float(row[2]) > 0 and row[3:5] == ["-", "-"]
+
+
+def test_each_case_builds_on_both_sides_to_the_same_computation():
+    """gpunet_side and torch_side read the same specs; here gpunet's side is built and run once
+    for every kind (torch's is checked where torch imports)."""
+    from gpunet.bench import gpunet_side
+
+    for _, spec in TINY:
+        fn = gpunet_side.make(spec)
+        fn()
+    with pytest.raises(ValueError, match="unknown benchmark case kind 'nope'"):
+        gpunet_side.make({"kind": "nope"})
+
+
+def test_vs_torch_groups_and_rows():
+    from gpunet.bench import vs_torch
+
+    names = [n for n, _ in vs_torch.cases(vs_torch.GROUPS, quick=True)]
+    assert len(names) == len(set(names))
+    assert sum(n.startswith("mlp ") for n in names) == len(vs_torch.MLPS) == 10
+    with pytest.raises(ValueError, match="groups must be among mlp, bn, act, optim, conv"):
+        vs_torch.cases(["mlp", "gemm"])
+    ours = [{"times": {"r": t}} for t in (1.0, 1.1, 0.9)]
+    theirs = [{"times": {"r": t}} for t in (2.0, 2.0, 3.0)]  # one round 50 % off: unsteady
+    assert vs_torch._row("r", 2, ours, theirs) == ["r", 2, "1000.000", "2000.000",
+                                                   "0.50 unsteady", "50%"]  # fmt: skip
+    assert vs_torch.median_spread([1.0, 1.1, 0.9]) == pytest.approx((1.0, 0.1))

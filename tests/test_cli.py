@@ -118,6 +118,6 @@ def test_info_says_how_to_get_mkl_where_it_is_missing(monkeypatch, capsys):
     monkeypatch.setattr(cpu_blas, "mkl_problem", lambda: "the mkl package is not installed")
     assert cli.main(["info"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("CPU matrix"))
-    assert "unavailable, the mkl package is not installed" in line
+    assert "numpy: the only one installed (MKL: the mkl package is not installed)" in line
     wheels_exist = sys.platform == "linux" and platform.machine() == "x86_64"
     assert ("pip install 'gpunet[mkl]'" in line) == wheels_exist

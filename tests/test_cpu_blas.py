@@ -2,6 +2,8 @@
 against
 float64 NumPy references, in every operand layout the layers produce; and the choice itself."""
 
+import json
+
 import numpy
 import pytest
 
@@ -202,3 +204,104 @@ def test_threads_are_shared_only_with_numba_on_openmp(monkeypatch):
     cpu_blas._prefer_numba_openmp()
     assert numba.config.THREADING_LAYER_PRIORITY == ["omp", "tbb", "workqueue"]
     assert cpu_blas.shares_numba_threads()
+
+
+# ----------------------------------------------------------------------------- auto: measured
+@pytest.fixture
+def blas_cache(tmp_path, monkeypatch):
+    """A fresh place for the measured choice (GPUNET_CACHE_DIR), nothing measured yet."""
+    monkeypatch.setenv("GPUNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(CONFIG.found, "blas_measured", None)
+    monkeypatch.setattr(cpu_blas, "PROBE_PRODUCTS", ((64, 96, 80, "NN"), (96, 64, 80, "TN")))
+    gpunet.set_cpu_blas("auto")  # conftest restores the default
+    return tmp_path / "cpu_blas.json"
+
+
+def _slowed(product, seconds):
+    import time
+
+    def slow(a, b):
+        time.sleep(seconds)
+        return product(a, b)
+
+    slow.__wrapped__ = product
+    return slow
+
+
+needs_mkl = pytest.mark.skipif(not MKL, reason=f"MKL: {cpu_blas.mkl_problem()}")
+
+
+@needs_mkl
+@pytest.mark.parametrize("slow_side, expected", [("mkl_gemm", "numpy"), ("numpy_product", "mkl")])
+def test_auto_takes_the_library_that_measures_faster(blas_cache, monkeypatch, slow_side, expected):
+    """Each library's products slowed by 5 ms each (far past either one's own time on these
+    shapes): ``auto`` takes the other one, says so, and keeps the result for this machine."""
+    monkeypatch.setattr(cpu_blas, slow_side, _slowed(getattr(cpu_blas, slow_side), 5e-3))
+    assert cpu_blas.active() == expected
+    m = CONFIG.found.blas_measured
+    slow_ms, fast_ms = (m["mkl_ms"], m["numpy_ms"]) if expected == "numpy" else (
+        m["numpy_ms"], m["mkl_ms"])  # fmt: skip
+    assert slow_ms >= 2 * 5.0 and fast_ms < slow_ms  # two products, 5 ms each at least
+    reason = cpu_blas.choice_reason()
+    assert reason.startswith(f"{expected}: measured faster on this machine")
+    assert f"{m['mkl_ms']:.2f} ms with MKL" in reason and str(blas_cache) in reason
+    kept = json.loads(blas_cache.read_text())
+    assert [v["choice"] for v in kept.values()] == [expected]
+
+
+@needs_mkl
+def test_the_kept_choice_is_read_not_measured_again(blas_cache, monkeypatch):
+    monkeypatch.setattr(cpu_blas, "mkl_gemm", _slowed(cpu_blas.mkl_gemm, 5e-3))
+    assert cpu_blas.active() == "numpy"
+    CONFIG.found.blas_measured = None  # a new process: only the file is left
+
+    def no_measuring():
+        raise AssertionError("measured again although this machine's choice is kept")
+
+    monkeypatch.setattr(cpu_blas, "measure", no_measuring)
+    assert cpu_blas.active() == "numpy"
+    # another setting of the libraries (here OpenBLAS pinned to a kernel) is another machine
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    CONFIG.found.blas_measured = None
+    with pytest.raises(AssertionError, match="measured again"):
+        cpu_blas.active()
+
+
+@needs_mkl
+@pytest.mark.parametrize("content", ["{torn", "[1, 2]", '{"x": 1}'])
+def test_a_torn_or_foreign_cache_file_is_measured_over(blas_cache, content):
+    blas_cache.write_text(content)
+    assert cpu_blas.active() in ("mkl", "numpy")
+    kept = json.loads(blas_cache.read_text())
+    assert any(isinstance(v, dict) and v.get("choice") == cpu_blas.active() for v in kept.values())
+
+
+@needs_mkl
+def test_forget_measurement_measures_again(blas_cache, monkeypatch):
+    monkeypatch.setattr(cpu_blas, "mkl_gemm", _slowed(cpu_blas.mkl_gemm, 5e-3))
+    assert cpu_blas.active() == "numpy"
+    cpu_blas.forget_measurement()
+    assert json.loads(blas_cache.read_text()) == {}
+    monkeypatch.setattr(cpu_blas, "mkl_gemm", cpu_blas.mkl_gemm.__wrapped__)
+    monkeypatch.setattr(cpu_blas, "numpy_product", _slowed(cpu_blas.numpy_product, 5e-3))
+    assert cpu_blas.active() == "mkl"
+
+
+def test_a_chosen_library_is_not_measured(blas_cache, monkeypatch):
+    monkeypatch.setattr(cpu_blas, "measure", lambda: pytest.fail("measured a chosen library"))
+    with gpunet.use_cpu_blas("numpy"):
+        assert cpu_blas.active() == "numpy"
+        assert (
+            cpu_blas.choice_reason() == "numpy: chosen ('numpy' by set_cpu_blas or GPUNET_CPU_BLAS)"
+        )
+    monkeypatch.setattr(CONFIG.found, "mkl_problem", "not here")
+    monkeypatch.setattr(CONFIG.found, "mkl", None)
+    assert cpu_blas.choice_reason() == "numpy: the only one installed (MKL: not here)"
+    assert not blas_cache.exists()
+
+
+def test_measure_needs_mkl(monkeypatch):
+    monkeypatch.setattr(CONFIG.found, "mkl_problem", "not here")
+    monkeypatch.setattr(CONFIG.found, "mkl", None)
+    with pytest.raises(RuntimeError, match="MKL: not here"):
+        cpu_blas.measure()

@@ -1,5 +1,7 @@
-"""python -m gpunet.bench {activations,batchnorm,step,conv,optim,startup,gpu-static} [options]:
-print benchmark tables."""
+"""python -m gpunet.bench {vs-torch,activations,batchnorm,step,conv,optim,startup,gpu-static}
+[options]: print benchmark tables. ``vs-torch`` (and ``conv``) measure the CPU against PyTorch
+with each side in its own process, as a user's machine runs them; the others run in this
+process, every kernel path side by side (and on a GPU)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--repeat", type=int, default=20)
     cv.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
     cv.add_argument("--quick", action="store_true", help="two layer shapes instead of five")
+    vt = sub.add_parser(
+        "vs-torch",
+        help="CPU: MLP steps, BatchNorm, activations, optimizers, convnets vs torch, each side "
+        "in its own process",
+    )
+    vt.add_argument("--groups", default="mlp,bn,act,optim,conv", help="comma-separated groups")
+    vt.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    vt.add_argument("--rounds", type=int, default=3, help="alternated processes per side")
+    vt.add_argument("--repeat", type=int, default=20)
+    vt.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
+    vt.add_argument("--quick", action="store_true", help="conv: two layer shapes instead of five")
     op = sub.add_parser("optim", help="one optimizer update over an MLP's parameters vs torch")
     op.add_argument("--nets", default=None, help="inputs x hidden, e.g. 3072x1024,784x512")
     op.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
@@ -71,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         from . import gpu_static
 
         return gpu_static.main(args.arch)
-    if args.which == "conv":
-        from . import conv
+    if args.which in ("conv", "vs-torch"):
+        from . import vs_torch
 
         threads = [int(t) for t in args.threads.split(",")]
-        print(conv.run(threads, args.rounds, args.repeat, args.torch_python, args.quick))
+        groups = ["conv"] if args.which == "conv" else args.groups.split(",")
+        tpy = args.torch_python
+        print(vs_torch.run(groups, threads, args.rounds, args.repeat, tpy, args.quick))
         return 0
     backend = gpunet.set_backend(args.backend)
     cpu = ""

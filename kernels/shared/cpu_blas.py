@@ -1,4 +1,4 @@
-"""gpunet's CPU matrix products: NumPy's BLAS, or Intel MKL's when it is installed.
+"""gpunet's CPU matrix products: NumPy's BLAS, or Intel MKL's -- whichever measures faster here.
 
 Every matrix product gpunet makes on NumPy arrays (Linear, Conv2d, the bias gradients) goes
 through ``matmul`` / ``tensordot`` / ``column_sums`` here, which run on one of two libraries:
@@ -8,18 +8,26 @@ through ``matmul`` / ``tensordot`` / ``column_sums`` here, which run on one of t
   the ``mkl`` package is installed (``pip install "gpunet[mkl]"``, Linux x86-64), running on GNU
   OpenMP: the same thread pool as Numba's parallel kernels.
 
-``set_cpu_blas("auto" | "numpy" | "mkl")`` (``GPUNET_CPU_BLAS``) chooses; ``auto`` takes MKL when it
-loads. Why MKL, measured on the 2-core development machine (Intel Xeon, AVX-512; BENCHMARKS.md):
+``set_cpu_blas("auto" | "numpy" | "mkl")`` (``GPUNET_CPU_BLAS``) chooses. ``auto`` measures:
+where MKL loads, the first product times both libraries on the products of a training step
+(``PROBE_PRODUCTS``: forward, weight-gradient and input-gradient layouts of MLP layers and an
+im2col convolution; interleaved rounds, the best of each) and takes MKL only where it is at least
+``MKL_MARGIN`` faster. The result is kept per machine (``cache_path()``: the CPU, core count,
+NumPy, its BLAS and kernel, MKL's version and the variables that steer them), so each machine
+measures once; ``choice_reason()`` says which library and why (``gpunet info`` prints it).
 
-* MKL's sgemm is 5-12 % faster than OpenBLAS's on the products of a training step -- the products
-  of one MLP step (batch 1024, 784-512-512-10): 9.95 ms against 11.25 ms -- and matrix products
-  are 75-90 % of a CPU training step, so they decide the step's speed against PyTorch (which links
-  MKL).
+Why measure rather than prefer one (issue #24): the answer depends on the CPU. On the 2-core
+Intel Xeon development machine (AVX-512) MKL's sgemm was 5-12 % faster than OpenBLAS pinned to
+its AVX2 kernels (OPENBLAS_CORETYPE=Haswell, as these development machines set), while on a
+2-core AMD Zen 5 machine MKL takes its AVX2 path and OpenBLAS's own AVX-512 kernels were 1.8-2x
+faster per core (181-220 against 85-99 GFLOP/s): a whole MLP step at 0.47-0.50 of torch's
+against MKL's 0.99-1.04. MKL's other gain -- one thread pool with Numba's kernels (below) --
+does not outweigh a product twice as slow.
+
 * One thread pool. OpenBLAS's own threads spin for ~0.1 s after each product and fight any other
   thread pool for the cores, so that gpunet's Numba kernels must run serially inside a step
   (cpu_threads.py). MKL on GNU OpenMP hands the cores straight to Numba's OpenMP threads: the
-  kernels of a step may then use every core too (the step above: 14.1 ms with OpenBLAS, 12.3 ms
-  with MKL, and less with parallel kernels -- BENCHMARKS.md).
+  kernels of a step may then use every core too.
 
 The two results differ by rounding only (float32 products: a few ulp of the sum); the tests hold
 both to the same float64 references. Every other NumPy array operation stays NumPy's.
@@ -28,9 +36,13 @@ both to the same float64 references. Every other NumPy array operation stays Num
 from __future__ import annotations
 
 import ctypes
+import datetime
+import json
 import math
 import os
+import platform
 import sys
+import time
 
 import numpy
 
@@ -47,6 +59,9 @@ __all__ = [
     "active",
     "mkl_problem",
     "shares_numba_threads",
+    "choice_reason",
+    "measure",
+    "cache_path",
     "matmul",
     "tensordot",
     "column_sums",
@@ -65,13 +80,31 @@ SMALL_PRODUCT = 1 << 18
 #: (1024, 256)^T x (256, 10) 97 -> 32 us on the development machine (a skinny product with a
 #: C-ordered left operand showed no such rule, so it is left alone).
 SKINNY_COLUMNS = 16
+#: the products ``auto`` times, (M, K, N, layout): ``NN`` a forward x @ W, ``TN`` a weight
+#: gradient x^T @ dy (x read transposed), ``NT`` an input gradient dy @ W^T; the last is an im2col
+#: convolution's W (Cout, C kh kw) @ cols (3x3 over 32 channels, a chunk of 8192 pixels)
+PROBE_PRODUCTS = (
+    (256, 1024, 1024, "NN"),
+    (1024, 256, 1024, "TN"),
+    (256, 1024, 1024, "NT"),
+    (64, 3072, 1024, "NN"),
+    (3072, 64, 1024, "TN"),
+    (64, 1024, 3072, "NT"),
+    (32, 288, 8192, "NN"),
+)
+#: ``auto`` takes MKL only where its products are at least this much faster in sum: within the
+#: margin the libraries are even (runs of the same probe scatter by 2-4 %), and NumPy's own
+#: library then wins by being the one every NumPy operation uses anyway
+MKL_MARGIN = 0.05
+PROBE_ROUNDS = 2
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _MKL_THREADING_GNU = 3  # mkl_service.h: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 
 
 def set_cpu_blas(name: str = "auto") -> None:
-    """Choose the library of gpunet's CPU matrix products: ``"auto"`` (MKL when installed, else
-    NumPy's), ``"numpy"`` or ``"mkl"`` (an error if MKL cannot load)."""
+    """Choose the library of gpunet's CPU matrix products: ``"auto"`` (the faster of the two on
+    this machine, measured once; NumPy's where MKL is not installed), ``"numpy"`` or ``"mkl"``
+    (an error if MKL cannot load)."""
     name = checked("cpu_blas", name)
     if name == "mkl" and mkl_problem() is not None:
         raise RuntimeError(
@@ -93,9 +126,172 @@ def get_cpu_blas() -> str:
 def active() -> str:
     """The library that runs the products now: ``"mkl"`` or ``"numpy"``."""
     choice = get_cpu_blas()
-    if choice == "numpy" or (choice == "auto" and mkl_problem() is not None):
+    if choice != "auto":
+        return choice
+    if mkl_problem() is not None:
         return "numpy"
-    return "mkl"
+    return _measured()["choice"]
+
+
+def choice_reason() -> str:
+    """Which library runs the products, and why (a sentence for ``gpunet info``)."""
+    choice = get_cpu_blas()
+    library = active()
+    if choice != "auto":
+        return f"{library}: chosen ({choice!r} by set_cpu_blas or GPUNET_CPU_BLAS)"
+    if mkl_problem() is not None:
+        return f"numpy: the only one installed (MKL: {mkl_problem()})"
+    m = _measured()
+    return (
+        f"{library}: measured faster on this machine -- a training step's products took "
+        f"{m['mkl_ms']:.2f} ms with MKL, {m['numpy_ms']:.2f} ms with NumPy's "
+        f"{m.get('numpy_blas', 'BLAS')}; MKL is taken from {MKL_MARGIN:.0%} faster "
+        f"(measured {m.get('when', '?')}, kept in {cache_path()})"
+    )
+
+
+def _measured() -> dict:
+    """The measured choice: this process's, else the machine's cache, else measured now."""
+    found = CONFIG.found
+    if found.blas_measured is None:
+        key = _machine_key()
+        cached = _read_cache().get(key)
+        if not (isinstance(cached, dict) and cached.get("choice") in ("mkl", "numpy")):
+            cached = measure()
+            cached["when"] = datetime.date.today().isoformat()
+            _write_cache(key, cached)
+        found.blas_measured = cached
+    return found.blas_measured
+
+
+def forget_measurement() -> None:
+    """Drop this machine's measured choice (cache and process): the next product measures."""
+    data = _read_cache()
+    if data.pop(_machine_key(), None) is not None:
+        from gpunet.outputs import atomic_write
+
+        try:
+            atomic_write(cache_path(), lambda f: json.dump(data, f, indent=1))
+        except OSError:
+            pass
+    CONFIG.found.blas_measured = None
+
+
+def numpy_product(a: Array, b: Array) -> Array:
+    """a @ b by NumPy's own BLAS (what ``measure`` times on NumPy's side)."""
+    return a @ b
+
+
+def measure() -> dict:
+    """Time both libraries on PROBE_PRODUCTS (float32, interleaved PROBE_ROUNDS rounds, the
+    best time of each product): {"choice", "mkl_ms", "numpy_ms", "numpy_blas"}. Needs MKL."""
+    if mkl_problem() is not None:
+        raise RuntimeError(f"measure() compares MKL with NumPy's BLAS; MKL: {mkl_problem()}")
+    rng = numpy.random.default_rng(0)
+    operands = []
+    for M, K, N, layout in PROBE_PRODUCTS:
+        a = rng.standard_normal((K, M) if layout == "TN" else (M, K), dtype=numpy.float32)
+        b = rng.standard_normal((N, K) if layout == "NT" else (K, N), dtype=numpy.float32)
+        operands.append((a.T if layout == "TN" else a, b.T if layout == "NT" else b))
+    this = sys.modules[__name__]  # looked up now: the tests slow one side down
+    runs = {"numpy": this.numpy_product, "mkl": this.mkl_gemm}
+    best = {name: [math.inf] * len(operands) for name in runs}
+    for _ in range(PROBE_ROUNDS + 1):  # the first round warms both up (threads, pages)
+        for name, product in runs.items():
+            # let OpenBLAS's threads stop spinning first (~0.1 s after a product,
+            # cpu_threads.QUIET_S): timed into them, MKL read 13-27 ms run to run, 12-13 ms
+            # after the pause (MKL's OpenMP threads yield within milliseconds)
+            time.sleep(cpu_threads.QUIET_S if name == "mkl" else 0.01)
+            for i, (a, b) in enumerate(operands):
+                t0 = time.perf_counter()
+                product(a, b)
+                best[name][i] = min(best[name][i], time.perf_counter() - t0)
+    mkl_s, numpy_s = sum(best["mkl"]), sum(best["numpy"])
+    cpu_threads.note_matmul()
+    return {
+        "choice": "mkl" if mkl_s <= (1 - MKL_MARGIN) * numpy_s else "numpy",
+        "mkl_ms": mkl_s * 1e3,
+        "numpy_ms": numpy_s * 1e3,
+        "numpy_blas": _numpy_blas(),
+    }
+
+
+def _numpy_blas() -> str:
+    """NumPy's BLAS and the kernel it picked, e.g. "OpenBLAS 0.3.31 SkylakeX" (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for lib in threadpool_info():
+            if lib.get("user_api") == "blas" and "numpy" in str(lib.get("filepath", "")).lower():
+                name = "OpenBLAS" if lib.get("internal_api") == "openblas" else lib.get("prefix")
+                return f"{name} {lib.get('version')} {lib.get('architecture') or ''}".strip()
+    except Exception:  # threadpoolctl is a dependency, but a broken one must not stop training
+        pass
+    return "BLAS"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine_key() -> str:
+    """What the measurement depends on: the CPU, the cores, the libraries and their settings."""
+    cpu = cpu_model()
+    steering = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "MKL_NUM_THREADS",
+                "OMP_NUM_THREADS")  # fmt: skip
+    env = ",".join(f"{v}={os.environ[v]}" for v in steering if v in os.environ)
+    mkl_problem()  # loads MKL where it is installed: its version is part of the key
+    mkl = CONFIG.found.mkl
+    version = ""
+    if mkl is not None:
+        buf = ctypes.create_string_buffer(256)
+        mkl.MKL_Get_Version_String(buf, 256)
+        version = buf.value.decode(errors="replace")
+    return "|".join([cpu, str(os.cpu_count()), numpy.__version__, _numpy_blas(), version, env])
+
+
+def cache_path() -> str:
+    """The file the measured choices are kept in: ``cpu_blas.json`` in GPUNET_CACHE_DIR if set,
+    else in $XDG_CACHE_HOME/gpunet or ~/.cache/gpunet (beside the GPU kernel table)."""
+    root = os.environ.get("GPUNET_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "gpunet")
+    return os.path.join(root, "cpu_blas.json")
+
+
+def _read_cache() -> dict:
+    path = cache_path()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # none yet, unreadable or torn: measure again
+        return {}
+
+
+def _write_cache(key: str, entry: dict) -> None:
+    """Add ``entry`` under ``key``, atomically (a temporary file renamed over the old one); a
+    folder that cannot be written keeps the choice in memory only."""
+    from gpunet.outputs import atomic_write
+
+    path = cache_path()
+    data = _read_cache()
+    data[key] = entry
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda f: json.dump(data, f, indent=1))
+    except OSError:  # a read-only home: measured again by the next process
+        pass
 
 
 def shares_numba_threads() -> bool:
@@ -152,6 +348,8 @@ def _load_mkl() -> None:
             gemv = getattr(lib, f"cblas_{prefix}gemv")
             gemv.restype = None
             gemv.argtypes = [i, i, i, i, real, p, i, p, i, real, p, i]
+        lib.MKL_Get_Version_String.argtypes = [ctypes.c_char_p, i]
+        lib.MKL_Get_Version_String.restype = None
         CONFIG.found.mkl = lib
     except (OSError, AttributeError) as exc:
         CONFIG.found.mkl_problem = f"libmkl_rt did not load: {exc}"
