@@ -93,6 +93,8 @@ class Found:
     #: inside a training or evaluation loop (cpu_threads.product_loop): "free" (one BLAS thread)
     #: or "products" (the BLAS's threads own the cores); "" outside
     product_loop: str = ""
+    #: the CPU kernels' stall watch (kernels/shared/cpu_threads.Watch), None before first use
+    thread_watch: Any = None
     #: the one-time warnings already given (their names)
     warned: set = dataclasses.field(default_factory=set)
     #: Numba CUDA's stream objects for CuPy's streams, per (device, stream)

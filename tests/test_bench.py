@@ -119,3 +119,12 @@ def test_vs_torch_groups_and_rows():
     assert vs_torch._row("r", 2, ours, theirs) == ["r", 2, "1000.000", "2000.000",
                                                    "0.50 unsteady", "50%"]  # fmt: skip
     assert vs_torch.median_spread([1.0, 1.1, 0.9]) == pytest.approx((1.0, 0.1))
+
+
+def test_in_process_tables_print_unsteady_instead_of_a_time():
+    from gpunet.bench import timing
+
+    assert timing.fmt_time(1.5e-3, 0.1) == "1.500"
+    assert timing.fmt_time(1.5e-3, 0.9) == "UNSTEADY (90%)"
+    assert timing.fmt_ratio((2.0, 0.1), (1.0, 0.2)) == "2.00x"
+    assert timing.fmt_ratio((2.0, 0.9), (1.0, 0.2)) == "-"  # no ratio of an unsteady time

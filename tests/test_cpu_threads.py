@@ -136,3 +136,91 @@ def test_a_lazily_loaded_mkl_obeys_the_single_thread_limit():
     assert done.returncode == 0, done.stderr
     inside, after = (int(v) for v in done.stdout.split())
     assert inside == 1 and after == 2  # limited inside, given back after
+
+
+# ----------------------------------------------------------------------------- the stall watch
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = _Clock()
+    monkeypatch.setattr(cpu_threads.time, "perf_counter", c)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 2)
+    return c
+
+
+def _call(clock, key, n, seconds):
+    """One kernel call through choose() that takes ``seconds`` on the fake clock; its build."""
+    with cpu_threads.choose(key, n) as par:
+        clock.now += seconds
+    return par
+
+
+N = 1 << 22  # 4M values: parallel in auto away from products
+
+
+def test_stalled_parallel_calls_send_kernels_serial_then_back(clock):
+    """A kernel's serial time known (1 ms per 4M values here), parallel calls that take a time
+    slice longer (9 ms, a stall) twice in a row send every kernel serial for BACKOFF_S; the
+    next stall episode backs off twice as long; a parallel call that keeps its time resets it."""
+    w = cpu_threads.watch()
+    w.seen.update({("k", True), ("k", False)})  # builds loaded: calls are timed
+    w.serial["k"] = 1e-3 / N
+    assert _call(clock, "k", N, 0.6e-3)  # parallel, quicker than serial: fine
+    assert _call(clock, "k", N, 9e-3) and w.strikes == 1
+    assert cpu_threads.parallel(N)  # one stall is not yet a pattern
+    assert _call(clock, "k", N, 9e-3) and w.episodes == 1
+    assert not cpu_threads.parallel(N) and not _call(clock, "other", N, 1e-3)
+    clock.now += cpu_threads.BACKOFF_S
+    assert cpu_threads.parallel(N)  # tries the cores again ...
+    _call(clock, "k", N, 9e-3)
+    _call(clock, "k", N, 9e-3)  # ... still taken: twice as long now
+    assert w.episodes == 2
+    clock.now += cpu_threads.BACKOFF_S
+    assert not cpu_threads.parallel(N)
+    clock.now += cpu_threads.BACKOFF_S
+    assert _call(clock, "k", N, 0.6e-3) and w.backoff == cpu_threads.BACKOFF_S
+
+
+def test_a_kernel_without_a_serial_time_probes_one(clock):
+    """A parallel call far past its own best (x threads) with no serial time to compare runs the
+    kernel's next call serially; that call's time is then the reference."""
+    w = cpu_threads.watch()
+    assert _call(clock, "k", N, 5.0)  # the first call of a build compiles: not a time
+    assert _call(clock, "k", N, 0.5e-3)
+    assert _call(clock, "k", N, 9e-3) and "k" in w.probe
+    assert not _call(clock, "k", N, 5.0)  # the serial build's first call: compiles
+    assert _call(clock, "k", N, 9e-3) and "k" in w.probe
+    assert not _call(clock, "k", N, 1e-3) and w.serial["k"] == pytest.approx(1e-3 / N)
+    assert w.episodes == 0 and _call(clock, "k", N, 0.6e-3)
+
+
+def test_the_margin_keeps_small_calls_and_cache_effects_out(clock):
+    w = cpu_threads.watch()
+    w.seen.update({("k", True)})
+    w.serial["k"] = 20e-6 / (1 << 16)  # 64K values in 20 us serial
+    for _ in range(5):  # 0.5 ms over, 25x the serial time: jitter, not a scheduler slice
+        _call(clock, "k", 1 << 16, 0.5e-3)
+    assert w.strikes == 0 and w.episodes == 0
+
+
+def test_real_kernels_report_their_calls():
+    """Every Numba CPU kernel family goes through choose(): after a few calls each has its
+    serial time recorded (names carry the dtype)."""
+    import gpunet.functional as F
+
+    x = numpy.random.default_rng(0).normal(size=(64, 32)).astype(numpy.float32)
+    with gpunet.use_cpu_kernels("numba-serial"):
+        for _ in range(2):
+            F.sigmoid(x)
+            F.sigmoid_backward(x, x)
+            y, c = F.batch_norm_forward(x, None, None, None, None)
+            F.batch_norm_backward(y, c)
+    assert {"sigmoid/float32", "sigmoid'/float32", "bn_stats/float32", "bn_apply/float32",
+            "bn_backward/float32"} <= set(cpu_threads.watch().serial)  # fmt: skip

@@ -19,7 +19,16 @@ import gpunet
 from gpunet import functional as F
 from gpunet.types import DTypeLike
 
-from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
+from .timing import (
+    StreamedRows,
+    fmt_table,
+    fmt_time,
+    steady,
+    time_call,
+    time_call_spread,
+    time_torch_spread,
+    torch_or_none,
+)
 
 SHAPES = [
     (4096, 4096),
@@ -109,17 +118,19 @@ def run(
         floor_f, floor_fb = 3 * nbytes / rate, 8 * nbytes / rate
         label = "x".join(map(str, shape))
 
-        def add(impl: str, tf: float, tfb: float, tfr: float, tfbr: float) -> None:
+        def add(impl: str, f: tuple, fb: tuple, fr: tuple, fbr: tuple) -> None:
+            """One row from four (seconds, spread) measurements; an unsteady one reads UNSTEADY
+            (and no fraction of the floor)."""
             rows.append(
                 [
                     label,
                     impl,
-                    f"{tf * 1e3:.3f}",
-                    f"{100 * floor_f / tf:.0f}%",
-                    f"{tfb * 1e3:.3f}",
-                    f"{100 * floor_fb / tfb:.0f}%",
-                    f"{tfr * 1e3:.3f}",
-                    f"{tfbr * 1e3:.3f}",
+                    fmt_time(*f),
+                    f"{100 * floor_f / f[0]:.0f}%" if steady(f[1]) else "",
+                    fmt_time(*fb),
+                    f"{100 * floor_fb / fb[0]:.0f}%" if steady(fb[1]) else "",
+                    fmt_time(*fr),
+                    fmt_time(*fbr),
                 ]
             )
 
@@ -132,7 +143,7 @@ def run(
                 fr, fbr = _ours(xp, shape, dtype, "relu", path)
                 add(
                     f"gpunet-{path}",
-                    *(time_call(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)),
+                    *(time_call_spread(t, xp=xp, repeat=repeat) for t in (f, fb, fr, fbr)),
                 )
         if torch is not None:
             for cudnn in (True, False) if device == "cuda" else (False,):
@@ -143,7 +154,7 @@ def run(
                     if cudnn
                     else ("torch-native" if device == "cuda" else "torch-cpu")
                 )
-                add(name, *(time_torch(torch, device, t, repeat=repeat) for t in (f, fb, fr, fbr)))
+                add(name, *(time_torch_spread(torch, device, t, repeat) for t in (f, fb, fr, fbr)))
         rows.append(
             [f"(floor {floor_f * 1e3:.3f} / {floor_fb * 1e3:.3f} ms at {rate / 1e9:.0f} GB/s)"]
             + [""] * 7

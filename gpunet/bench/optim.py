@@ -16,7 +16,15 @@ import gpunet
 from gpunet import optim
 from gpunet.nn.module import Parameter
 
-from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
+from .timing import (
+    StreamedRows,
+    fmt_ratio,
+    fmt_table,
+    fmt_time,
+    time_call_spread,
+    time_torch_spread,
+    torch_or_none,
+)
 
 NETS = [(3072, 1024), (784, 512)]  # (inputs, hidden): mlp([D, H, H, 10])
 OPTIMIZERS = ("sgd", "adam")
@@ -74,11 +82,12 @@ def run(nets: Sequence | None = None, optimizers: Sequence = OPTIMIZERS, repeat:
     for d, h in nets or NETS:
         n = sum(int(numpy.prod(s)) for s in _shapes(d, h))
         for name in optimizers:
-            ours = time_call(_ours(xp, name, d, h), xp=xp, repeat=repeat)
-            row = [f"{d}->{h}->{h}->10", f"{n / 1e6:.2f}M", name, f"{ours * 1e3:.3f}"]
+            ours = time_call_spread(_ours(xp, name, d, h), xp=xp, repeat=repeat)
+            row = [f"{d}->{h}->{h}->10", f"{n / 1e6:.2f}M", name, fmt_time(*ours)]
             if torch is not None:
-                theirs = time_torch(torch, device, _torch(torch, device, name, d, h), repeat=repeat)
-                row += [f"{theirs * 1e3:.3f}", f"{ours / theirs:.2f}x"]
+                step = _torch(torch, device, name, d, h)
+                theirs = time_torch_spread(torch, device, step, repeat=repeat)
+                row += [fmt_time(*theirs), fmt_ratio(ours, theirs)]
             else:
                 row += ["-", "-"]
             rows.append(row)

@@ -16,7 +16,15 @@ import numpy
 import gpunet
 from gpunet import nn, optim
 
-from .timing import StreamedRows, fmt_table, time_call, time_torch, torch_or_none
+from .timing import (
+    StreamedRows,
+    fmt_ratio,
+    fmt_table,
+    fmt_time,
+    time_call_spread,
+    time_torch_spread,
+    torch_or_none,
+)
 
 CONFIGS = [(64, 64, 128), (256, 3072, 1024), (4096, 3072, 4096)]  # (batch, inputs, hidden)
 #: the sweep of issue #13: batch 64..4096 at width 1024, then width 256..2048 at batch 256
@@ -76,13 +84,13 @@ def run(configs: Sequence | None = None, repeat: int = 30, batchnorm: bool = Tru
         configs = CONFIGS if device == "cuda" else CONFIGS[:2]
     rows = StreamedRows()
     for batch, d, h in configs:
-        ours = time_call(_ours(xp, batch, d, h, batchnorm), xp=xp, repeat=repeat)
+        ours = time_call_spread(_ours(xp, batch, d, h, batchnorm), xp=xp, repeat=repeat)
         net = f"{d}->{h}->{h}->10" + ("" if batchnorm else " no BN")
-        row = [f"{batch}", net, f"{ours * 1e3:.3f}"]
+        row = [f"{batch}", net, fmt_time(*ours)]
         if torch is not None:
             step = _torch(torch, device, batch, d, h, batchnorm)
-            theirs = time_torch(torch, device, step, repeat=repeat)
-            row += [f"{theirs * 1e3:.3f}", f"{ours / theirs:.2f}x"]
+            theirs = time_torch_spread(torch, device, step, repeat=repeat)
+            row += [fmt_time(*theirs), fmt_ratio(ours, theirs)]
         else:
             row += ["-", "-"]
         rows.append(row)

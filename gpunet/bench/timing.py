@@ -25,6 +25,21 @@ def steady(times_spread: float) -> bool:
     return times_spread <= UNSTEADY_IQR
 
 
+def fmt_time(seconds: float, times_spread: float, scale: float = 1e3, digits: int = 3) -> str:
+    """A time for a table cell (milliseconds by default), or UNSTEADY with the spread where the
+    repeats scattered past UNSTEADY_IQR: such a number would mislead."""
+    if not steady(times_spread):
+        return f"UNSTEADY ({times_spread:.0%})"
+    return f"{seconds * scale:.{digits}f}"
+
+
+def fmt_ratio(ours: tuple, theirs: tuple) -> str:
+    """ours / theirs for two (seconds, spread) measurements, "-" where either is unsteady."""
+    if not (steady(ours[1]) and steady(theirs[1])):
+        return "-"
+    return f"{ours[0] / theirs[0]:.2f}x"
+
+
 def time_call(
     fn: Callable,
     *,

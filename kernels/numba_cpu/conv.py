@@ -225,27 +225,28 @@ def _buffer(slot: str, shape: tuple, dtype: numpy.dtype) -> Array:
     return have[:size].reshape(shape)
 
 
-def _on_threads(kernel: Callable, n_values: int, *args: object) -> None:
+def _on_threads(key: str, kernel: Callable, n_values: int, *args: object) -> None:
     """``kernel(*args)`` on every Numba thread, or on one where cpu_threads says serial."""
-    if cpu_threads.parallel(n_values):
-        kernel(*args)
-        return
-    import numba
+    with cpu_threads.choose(key, n_values) as parallel:
+        if parallel:
+            kernel(*args)
+            return
+        import numba
 
-    old = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(old)
+        old = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            kernel(*args)
+        finally:
+            numba.set_num_threads(old)
 
 
 def _im2col_into(x: Array, n0: int, nb: int, g: im2col_gemm.Geometry, cols: Array) -> None:
-    _on_threads(_IM2COL_ANY, cols.size, x, n0, nb, *g.taps, cols)
+    _on_threads(f"im2col/{x.dtype}", _IM2COL_ANY, cols.size, x, n0, nb, *g.taps, cols)
 
 
 def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Array) -> None:
-    _on_threads(_COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx)
+    _on_threads(f"col2im/{dx.dtype}", _COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx)
 
 
 KERNELS = im2col_gemm.Kernels(
@@ -273,11 +274,11 @@ def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -
     g = im2col_gemm.geometry(x.shape, kernel, stride, padding)
     out = numpy.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
     arg = numpy.empty((g.N, g.C, g.Ho, g.Wo), numpy.int32)
-    parallel = cpu_threads.parallel(x.size)
-    if kernel == stride == (2, 2) and padding == (0, 0):
-        _POOL2_FWD[parallel](x, out, arg)
-    else:
-        _POOL_FWD[parallel](x, *g.taps[:6], out, arg)
+    with cpu_threads.choose(f"max_pool/{x.dtype}", x.size) as parallel:
+        if kernel == stride == (2, 2) and padding == (0, 0):
+            _POOL2_FWD[parallel](x, out, arg)
+        else:
+            _POOL_FWD[parallel](x, *g.taps[:6], out, arg)
     return out, arg
 
 
@@ -286,7 +287,7 @@ def max_pool2d_backward(
 ) -> Array:
     """dx (x_shape): each output gradient added at its window's maximum."""
     dx = numpy.empty(x_shape, dout.dtype)
-    _POOL_BWD[cpu_threads.parallel(dx.size)](
-        numpy.ascontiguousarray(dout), numpy.ascontiguousarray(arg), dx
-    )
+    dout, arg = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(arg)
+    with cpu_threads.choose(f"max_pool'/{dx.dtype}", dx.size) as parallel:
+        _POOL_BWD[parallel](dout, arg, dx)
     return dx

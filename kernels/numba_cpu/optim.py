@@ -90,35 +90,37 @@ def sgd(g: Array, p: Array, buf: Array | None, step: SGDStep) -> None:
     does with a Python scalar, so float32 results equal the NumPy update's."""
     t = p.dtype.type
     flat = p.reshape(-1)
-    _SGD[cpu_threads.parallel(p.size)](
-        flat,
-        g.reshape(-1),
-        flat if buf is None else buf.reshape(-1),
-        t(step.lr),
-        t(step.momentum),
-        t(1 - step.dampening),
-        t(step.weight_decay),
-        bool(step.nesterov),
-        bool(step.first),
-    )
+    with cpu_threads.choose(f"sgd/{p.dtype}", p.size) as par:
+        _SGD[par](
+            flat,
+            g.reshape(-1),
+            flat if buf is None else buf.reshape(-1),
+            t(step.lr),
+            t(step.momentum),
+            t(1 - step.dampening),
+            t(step.weight_decay),
+            bool(step.nesterov),
+            bool(step.first),
+        )
 
 
 def adam(g: Array, p: Array, m: Array, v: Array, step: AdamStep) -> None:
     """In place: p and the moments m, v (see ``_adam``)."""
     t = p.dtype.type
-    _ADAM[cpu_threads.parallel(p.size)](
-        p.reshape(-1),
-        g.reshape(-1),
-        m.reshape(-1),
-        v.reshape(-1),
-        t(1 - step.beta1),
-        t(1 - step.beta2),
-        t(step.beta1),
-        t(step.beta2),
-        t(step.eps),
-        t(step.weight_decay),
-        t(1 - step.lr * step.weight_decay),
-        bool(step.decoupled),
-        t(step.lr / step.bias1),
-        t(math.sqrt(step.bias2)),
-    )
+    with cpu_threads.choose(f"adam/{p.dtype}", p.size) as par:
+        _ADAM[par](
+            p.reshape(-1),
+            g.reshape(-1),
+            m.reshape(-1),
+            v.reshape(-1),
+            t(1 - step.beta1),
+            t(1 - step.beta2),
+            t(step.beta1),
+            t(step.beta2),
+            t(step.eps),
+            t(step.weight_decay),
+            t(1 - step.lr * step.weight_decay),
+            bool(step.decoupled),
+            t(step.lr / step.bias1),
+            t(math.sqrt(step.bias2)),
+        )

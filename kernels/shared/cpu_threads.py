@@ -22,6 +22,16 @@ What decides it, measured on the 2-core development machine (Intel Xeon VM, NumP
   own halves on two cores: sigmoid on 1M values 459 -> 230 us, from about 64K values on (below,
   waking the threads costs more than the second core saves).
 
+* **When the cores are not free, one thread.** Another process on a core turns a parallel region
+  into a wait for the scheduler: a two-thread kernel whose second thread is descheduled finishes
+  one 4-8 ms time slice later (the in-process benches read 7,990-8,000 us for 100 us kernels on a
+  loaded machine). Each kernel call goes through ``choose(key, n)``, which times it: a parallel
+  call slower than the same kernel's own serial time per value (``STALL_FACTOR`` x, plus
+  ``STALL_MARGIN_S``) is a stall, and after ``STALL_STRIKES`` of them in a row every kernel runs
+  serially for ``BACKOFF_S`` (doubling while the stalls go on, up to ``BACKOFF_MAX_S``), then
+  tries the cores again. A kernel with no serial time yet runs its next call serially to get one
+  when a parallel call was far slower than its best.
+
 gpunet knows when *it* ran a product: every CPU product of Linear, Conv2d and the bias gradients
 goes through cpu_blas.py, which calls ``note_matmul()`` after each one that leaves foreign threads
 spinning (OpenBLAS's; not MKL's when MKL runs on Numba's own OpenMP threads -- then the kernels
@@ -33,6 +43,8 @@ with ``gpunet.set_cpu_kernels("numba-serial")`` (or ``"numba-parallel"``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import time
 from collections.abc import Iterator
 
@@ -44,6 +56,8 @@ __all__ = [
     "QUIET_S",
     "SINGLE_THREAD_BELOW",
     "blas_threads",
+    "choose",
+    "watch",
     "get_mode",
     "last_matmul",
     "note_matmul",
@@ -57,6 +71,18 @@ PARALLEL_MIN = 1 << 16
 #: in ``auto``, this long after gpunet's last matrix product kernels stay serial (OpenBLAS's
 #: worker threads spin for 2^28 TSC cycles, 0.08-0.13 s at 2-3.5 GHz, after each product)
 QUIET_S = 0.15
+
+#: a parallel call slower than STALL_FACTOR x its kernel's serial time for as many values, plus
+#: STALL_MARGIN_S, was stalled by the scheduler (the margin keeps cache effects and timer jitter
+#: of sub-millisecond calls out; a stall costs a 4-8 ms time slice)
+STALL_FACTOR = 1.5
+STALL_MARGIN_S = 1e-3
+#: this many stalled parallel calls in a row send every kernel serial for BACKOFF_S, doubled for
+#: each further episode up to BACKOFF_MAX_S, back to BACKOFF_S after a parallel call that kept
+#: its time
+STALL_STRIKES = 2
+BACKOFF_S = 1.0
+BACKOFF_MAX_S = 60.0
 
 #: the CPU kernel choice (gpunet.set_cpu_kernels) -> the thread mode it sets
 _MODE_OF_CHOICE = {"numba-serial": "serial", "numba-parallel": "parallel"}
@@ -89,6 +115,8 @@ def parallel(n_values: int) -> bool:
     mode = get_mode()
     if mode != "auto":
         return mode == "parallel"
+    if time.perf_counter() < watch().serial_until:  # the cores are taken (stalls, above)
+        return False
     loop = CONFIG.found.product_loop
     if loop == "serial" or n_values < PARALLEL_MIN:
         return False
@@ -99,6 +127,96 @@ def parallel(n_values: int) -> bool:
     if loop:  # inside a training loop: only where nothing else spins (product_loop)
         return loop == "free" or _blas_on_numba_threads()
     return time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
+
+
+# ----------------------------------------------------------------------------- stall watch
+@dataclasses.dataclass
+class Watch:
+    """What ``choose`` learned of the kernels' times in this process."""
+
+    #: the best seconds per value of each kernel (key) on its serial / parallel build
+    serial: dict = dataclasses.field(default_factory=dict)
+    parallel: dict = dataclasses.field(default_factory=dict)
+    #: (key, parallel) pairs seen once: a first call compiles or loads its build, not timed
+    seen: set = dataclasses.field(default_factory=set)
+    #: kernels whose next call runs serially to learn their serial time
+    probe: set = dataclasses.field(default_factory=set)
+    strikes: int = 0
+    #: time.perf_counter() until which every kernel runs serially, and the next backoff
+    serial_until: float = float("-inf")
+    backoff: float = BACKOFF_S
+    #: how many times the cores were found taken (gpunet info, tests)
+    episodes: int = 0
+
+
+def watch() -> Watch:
+    """This process's stall watch (created on first use)."""
+    found = CONFIG.found
+    if found.thread_watch is None:
+        found.thread_watch = Watch()
+    return found.thread_watch
+
+
+class _Timed:
+    """The block of one kernel call: yields the build to run, times the call on exit."""
+
+    __slots__ = ("key", "n", "parallel", "t0")
+
+    def __init__(self, key: str, n: int, parallel: bool) -> None:
+        self.key, self.n, self.parallel = key, n, parallel
+        self.t0 = 0.0
+
+    def __enter__(self) -> bool:
+        self.t0 = time.perf_counter()
+        return self.parallel
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if kind is None:
+            observe(self.key, self.n, self.parallel, time.perf_counter() - self.t0)
+
+
+def choose(key: str, n_values: int) -> _Timed:
+    """``parallel(n_values)`` for the kernel ``key`` (its name and dtype), as a timed block::
+
+        with cpu_threads.choose(f"sgd/{p.dtype}", p.size) as par:
+            _SGD[par](...)
+
+    The call's time feeds the stall watch (the module's docstring)."""
+    par = parallel(n_values)
+    if par and key in watch().probe:
+        watch().probe.discard(key)
+        par = False
+    return _Timed(key, n_values, par)
+
+
+def observe(key: str, n_values: int, parallel_build: bool, seconds: float) -> None:
+    """Record one call of kernel ``key`` over ``n_values`` values that took ``seconds``."""
+    w = watch()
+    if (key, parallel_build) not in w.seen:  # compiled or loaded its build: not a kernel time
+        w.seen.add((key, parallel_build))
+        return
+    rate = seconds / max(n_values, 1)
+    if not parallel_build:
+        w.serial[key] = min(w.serial.get(key, math.inf), rate)
+        return
+    w.parallel[key] = min(w.parallel.get(key, math.inf), rate)
+    serial_rate = w.serial.get(key)
+    if serial_rate is None:
+        import numba
+
+        bound = w.parallel[key] * numba.get_num_threads()  # no build is slower than this alone
+        if seconds > STALL_FACTOR * bound * n_values + STALL_MARGIN_S:
+            w.probe.add(key)
+        return
+    if seconds <= STALL_FACTOR * serial_rate * n_values + STALL_MARGIN_S:
+        w.strikes, w.backoff = 0, BACKOFF_S
+        return
+    w.strikes += 1
+    if w.strikes >= STALL_STRIKES:
+        w.serial_until = time.perf_counter() + w.backoff
+        w.backoff = min(2 * w.backoff, BACKOFF_MAX_S)
+        w.strikes = 0
+        w.episodes += 1
 
 
 #: The BLAS side: below this many multiply-adds, a training run's matrix products run on one BLAS

@@ -146,6 +146,6 @@ def serial_and_parallel(fn: Callable, **options: object) -> tuple:
     """(serial, parallel) njit builds of one function (``prange`` is ``range`` in the serial
     one), both cached on disk: the parallel one is a copy named ``<name>__parallel``, so that the
     two builds of one source have their own cache entries. cpu_threads.py picks one per
-    call (``builds[cpu_threads.parallel(n)]``)."""
+    call (``with cpu_threads.choose(key, n) as par: builds[par](...)``)."""
     parallel = renamed(fn, f"{fn.__name__}__parallel")
     return njit(fn, **options), njit(parallel, parallel=True, **options)
