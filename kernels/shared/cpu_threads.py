@@ -28,9 +28,11 @@ What decides it, measured on the 2-core development machine (Intel Xeon VM, NumP
   loaded machine). Each kernel call goes through ``choose(key, n)``, which times it: a parallel
   call slower than the same kernel's own serial time per value (``STALL_FACTOR`` x, plus
   ``STALL_MARGIN_S``) is a stall, and after ``STALL_STRIKES`` of them in a row every kernel runs
-  serially for ``BACKOFF_S`` (doubling while the stalls go on, up to ``BACKOFF_MAX_S``), then
-  tries the cores again. A kernel with no serial time yet runs its next call serially to get one
-  when a parallel call was far slower than its best.
+  serially for ``BACKOFF_S`` (0.25 s, doubling while the stalls go on, up to
+  ``BACKOFF_MAX_S``), then tries the cores again. Measured: 300 sigmoids on 1M values, quiet,
+  auto 74 ms = parallel's 73 (serial 137); with one core taken by another process, auto 137-208
+  ms, parallel 167-296, serial 128-137 (runs scatter). A kernel with no serial time yet runs its
+  next call serially to get one when a parallel call was far slower than its best.
 
 gpunet knows when *it* ran a product: every CPU product of Linear, Conv2d and the bias gradients
 goes through cpu_blas.py, which calls ``note_matmul()`` after each one that leaves foreign threads
@@ -81,7 +83,10 @@ STALL_MARGIN_S = 1e-3
 #: each further episode up to BACKOFF_MAX_S, back to BACKOFF_S after a parallel call that kept
 #: its time
 STALL_STRIKES = 2
-BACKOFF_S = 1.0
+#: short at first: a fresh process's first parallel calls are slow too (its threads start and
+#: its new pages fault in, 5-10 ms for 1M-value sigmoids against 0.42 ms serial), and going
+#: serial for a whole second then cost a quiet run its second core
+BACKOFF_S = 0.25
 BACKOFF_MAX_S = 60.0
 
 #: the CPU kernel choice (gpunet.set_cpu_kernels) -> the thread mode it sets
