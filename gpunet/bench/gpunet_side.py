@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy
 
-from .torch_side import blas_info, run_cases
+from .torch_side import blas_info, maker, run_cases
 
 
 def _limit_threads(threads: int) -> None:
@@ -36,23 +36,7 @@ def make(spec: dict) -> Callable:
     import gpunet
 
     gpunet.seed(0)
-    kind = spec["kind"]
-    rng = numpy.random.default_rng(0)
-    if kind == "mlp":
-        return _mlp(spec, rng)
-    if kind == "convstep":
-        return _convstep(spec, rng)
-    if kind == "bn":
-        return _bn(spec, rng)
-    if kind == "act":
-        return _act(spec, rng)
-    if kind == "optim":
-        return _optim(spec, rng)
-    if kind == "conv":
-        return _conv(spec, rng)
-    if kind == "pool":
-        return _pool(spec, rng)
-    raise ValueError(f"unknown benchmark case kind {kind!r}")
+    return maker(MAKERS, spec)(spec, numpy.random.default_rng(0))
 
 
 def _train_step(model: Any, x: Any, y: Any, batch: int) -> Callable:
@@ -178,6 +162,17 @@ def _pool(spec: dict, rng: numpy.random.Generator) -> Callable:
     out, cache = F.max_pool2d_forward(x, 2)
     d = rng.normal(size=out.shape).astype(numpy.float32)
     return lambda: F.max_pool2d_backward(d, cache)
+
+
+MAKERS = {
+    "mlp": _mlp,
+    "convstep": _convstep,
+    "bn": _bn,
+    "act": _act,
+    "optim": _optim,
+    "conv": _conv,
+    "pool": _pool,
+}
 
 
 def main(argv: list) -> None:

@@ -84,22 +84,15 @@ def make(spec: dict) -> Callable:
     import torch
 
     torch.manual_seed(0)
+    return maker(MAKERS, spec)(torch, spec)
+
+
+def maker(makers: dict, spec: dict) -> Callable:
+    """The builder of ``spec``'s kind in ``makers`` (both sides share the kinds)."""
     kind = spec["kind"]
-    if kind == "mlp":
-        return _mlp(torch, spec)
-    if kind == "convstep":
-        return _convstep(torch, spec)
-    if kind == "bn":
-        return _bn(torch, spec)
-    if kind == "act":
-        return _act(torch, spec)
-    if kind == "optim":
-        return _optim(torch, spec)
-    if kind == "conv":
-        return _conv(torch, spec)
-    if kind == "pool":
-        return _pool(torch, spec)
-    raise ValueError(f"unknown benchmark case kind {kind!r}")
+    if kind not in makers:
+        raise ValueError(f"unknown benchmark case kind {kind!r}")
+    return makers[kind]
 
 
 def _train_step(torch: ModuleType, model: Any, x: Any, y: Any) -> Callable:
@@ -232,6 +225,17 @@ def _pool(torch: ModuleType, spec: dict) -> Callable:
     out = TF.max_pool2d(x, 2)
     d = torch.randn_like(out)
     return lambda: torch.autograd.grad(out, [x], d, retain_graph=True)
+
+
+MAKERS = {
+    "mlp": _mlp,
+    "convstep": _convstep,
+    "bn": _bn,
+    "act": _act,
+    "optim": _optim,
+    "conv": _conv,
+    "pool": _pool,
+}
 
 
 def main(argv: list) -> None:

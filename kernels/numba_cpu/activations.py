@@ -83,7 +83,7 @@ def forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
     """f(x) for a C-contiguous float32/float64 array."""
     y = numpy.empty_like(x)
     st = x.dtype.type
-    with cpu_threads.choose(f"{name}/{x.dtype}", x.size) as par:
+    with cpu_threads.choose(cpu_threads.key(name, x.dtype), x.size) as par:
         loops(name, x.dtype, par)[0](x.reshape(-1), y.reshape(-1), st(a), st(b))
     return y
 
@@ -92,6 +92,6 @@ def backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> 
     """dy * f'(x) for C-contiguous arrays of one shape and dtype."""
     dx = numpy.empty_like(x)
     st = x.dtype.type
-    with cpu_threads.choose(f"{name}'/{x.dtype}", x.size) as par:
+    with cpu_threads.choose(cpu_threads.key(name + "'", x.dtype), x.size) as par:
         loops(name, x.dtype, par)[1](dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b))
     return dx

@@ -358,7 +358,7 @@ def batch_statistics(
 ) -> tuple:
     """(mean, invstd) per channel of x3 (N, C, S), in its dtype, from float64 statistics; with
     ``update`` the running statistics (x3's dtype) move towards the batch's, in place."""
-    with cpu_threads.choose(f"bn_stats/{x3.dtype}", x3.size) as parallel:
+    with cpu_threads.choose(cpu_threads.key("bn_stats", x3.dtype), x3.size) as parallel:
         mean64, m2, count = _kernel("stats", x3, parallel)(_view(x3), _row_parts(x3, parallel))
     C = x3.shape[1]
     mean, invstd = numpy.empty(C, x3.dtype), numpy.empty(C, x3.dtype)
@@ -375,7 +375,7 @@ def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu
     shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt)
     y = numpy.empty_like(x3)
     mean = mean.astype(dt)
-    with cpu_threads.choose(f"bn_apply/{dt}", x3.size) as parallel:
+    with cpu_threads.choose(cpu_threads.key("bn_apply", dt), x3.size) as parallel:
         _kernel("apply", x3, parallel)(_view(x3), _view(y), mean, scale, shift, relu)
     return y
 
@@ -392,7 +392,7 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     mean, invstd = mean.astype(dt), invstd.astype(dt)
     dx = numpy.empty_like(x3)
     M = x3.shape[0] * x3.shape[2]
-    with cpu_threads.choose(f"bn_backward/{dt}", x3.size) as parallel:
+    with cpu_threads.choose(cpu_threads.key("bn_backward", dt), x3.size) as parallel:
         dbeta, dgamma = _kernel("bwd_sums", x3, parallel)(
             _view(dy3), _view(x3), mean, invstd, g, b, relu, _row_parts(x3, parallel)
         )

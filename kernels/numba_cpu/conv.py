@@ -242,11 +242,15 @@ def _on_threads(key: str, kernel: Callable, n_values: int, *args: object) -> Non
 
 
 def _im2col_into(x: Array, n0: int, nb: int, g: im2col_gemm.Geometry, cols: Array) -> None:
-    _on_threads(f"im2col/{x.dtype}", _IM2COL_ANY, cols.size, x, n0, nb, *g.taps, cols)
+    _on_threads(
+        cpu_threads.key("im2col", x.dtype), _IM2COL_ANY, cols.size, x, n0, nb, *g.taps, cols
+    )
 
 
 def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Array) -> None:
-    _on_threads(f"col2im/{dx.dtype}", _COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx)
+    _on_threads(
+        cpu_threads.key("col2im", dx.dtype), _COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx
+    )
 
 
 KERNELS = im2col_gemm.Kernels(
@@ -274,7 +278,7 @@ def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -
     g = im2col_gemm.geometry(x.shape, kernel, stride, padding)
     out = numpy.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
     arg = numpy.empty((g.N, g.C, g.Ho, g.Wo), numpy.int32)
-    with cpu_threads.choose(f"max_pool/{x.dtype}", x.size) as parallel:
+    with cpu_threads.choose(cpu_threads.key("max_pool", x.dtype), x.size) as parallel:
         if kernel == stride == (2, 2) and padding == (0, 0):
             _POOL2_FWD[parallel](x, out, arg)
         else:
@@ -288,6 +292,6 @@ def max_pool2d_backward(
     """dx (x_shape): each output gradient added at its window's maximum."""
     dx = numpy.empty(x_shape, dout.dtype)
     dout, arg = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(arg)
-    with cpu_threads.choose(f"max_pool'/{dx.dtype}", dx.size) as parallel:
+    with cpu_threads.choose(cpu_threads.key("max_pool'", dx.dtype), dx.size) as parallel:
         _POOL_BWD[parallel](dout, arg, dx)
     return dx

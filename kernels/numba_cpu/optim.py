@@ -90,7 +90,7 @@ def sgd(g: Array, p: Array, buf: Array | None, step: SGDStep) -> None:
     does with a Python scalar, so float32 results equal the NumPy update's."""
     t = p.dtype.type
     flat = p.reshape(-1)
-    with cpu_threads.choose(f"sgd/{p.dtype}", p.size) as par:
+    with cpu_threads.choose(cpu_threads.key("sgd", p.dtype), p.size) as par:
         _SGD[par](
             flat,
             g.reshape(-1),
@@ -107,7 +107,7 @@ def sgd(g: Array, p: Array, buf: Array | None, step: SGDStep) -> None:
 def adam(g: Array, p: Array, m: Array, v: Array, step: AdamStep) -> None:
     """In place: p and the moments m, v (see ``_adam``)."""
     t = p.dtype.type
-    with cpu_threads.choose(f"adam/{p.dtype}", p.size) as par:
+    with cpu_threads.choose(cpu_threads.key("adam", p.dtype), p.size) as par:
         _ADAM[par](
             p.reshape(-1),
             g.reshape(-1),

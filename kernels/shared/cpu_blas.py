@@ -168,12 +168,7 @@ def forget_measurement() -> None:
     """Drop this machine's measured choice (cache and process): the next product measures."""
     data = _read_cache()
     if data.pop(_machine_key(), None) is not None:
-        from gpunet.outputs import atomic_write
-
-        try:
-            atomic_write(cache_path(), lambda f: json.dump(data, f, indent=1))
-        except OSError:
-            pass
+        _write_cache_file(data)
     CONFIG.found.blas_measured = None
 
 
@@ -280,13 +275,18 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
-    """Add ``entry`` under ``key``, atomically (a temporary file renamed over the old one); a
-    folder that cannot be written keeps the choice in memory only."""
+    """Add ``entry`` under ``key``."""
+    data = _read_cache()
+    data[key] = entry
+    _write_cache_file(data)
+
+
+def _write_cache_file(data: dict) -> None:
+    """The whole file, atomically (a temporary file renamed over the old one); a folder that
+    cannot be written keeps the choice in memory only."""
     from gpunet.outputs import atomic_write
 
     path = cache_path()
-    data = _read_cache()
-    data[key] = entry
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, lambda f: json.dump(data, f, indent=1))

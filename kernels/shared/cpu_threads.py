@@ -59,6 +59,7 @@ __all__ = [
     "SINGLE_THREAD_BELOW",
     "blas_threads",
     "choose",
+    "key",
     "watch",
     "get_mode",
     "last_matmul",
@@ -180,18 +181,30 @@ class _Timed:
             observe(self.key, self.n, self.parallel, time.perf_counter() - self.t0)
 
 
-def choose(key: str, n_values: int) -> _Timed:
-    """``parallel(n_values)`` for the kernel ``key`` (its name and dtype), as a timed block::
+_KEYS: dict = {}
 
-        with cpu_threads.choose(f"sgd/{p.dtype}", p.size) as par:
+
+def key(name: str, dtype: object) -> str:
+    """The stall watch's name of kernel ``name`` on ``dtype`` ("sigmoid/float32"), made once:
+    formatting a NumPy dtype costs ~2 us, more than the rest of ``choose``."""
+    got = _KEYS.get((name, dtype))
+    if got is None:
+        got = _KEYS[(name, dtype)] = f"{name}/{dtype}"
+    return got
+
+
+def choose(kernel: str, n_values: int) -> _Timed:
+    """``parallel(n_values)`` for ``kernel`` (its name and dtype: ``key``), as a timed block::
+
+        with cpu_threads.choose(cpu_threads.key("sgd", p.dtype), p.size) as par:
             _SGD[par](...)
 
     The call's time feeds the stall watch (the module's docstring)."""
     par = parallel(n_values)
-    if par and key in watch().probe:
-        watch().probe.discard(key)
+    if par and kernel in watch().probe:
+        watch().probe.discard(kernel)
         par = False
-    return _Timed(key, n_values, par)
+    return _Timed(kernel, n_values, par)
 
 
 def observe(key: str, n_values: int, parallel_build: bool, seconds: float) -> None:
