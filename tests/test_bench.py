@@ -128,3 +128,19 @@ def test_in_process_tables_print_unsteady_instead_of_a_time():
     assert timing.fmt_time(1.5e-3, 0.9) == "UNSTEADY (90%)"
     assert timing.fmt_ratio((2.0, 0.1), (1.0, 0.2)) == "2.00x"
     assert timing.fmt_ratio((2.0, 0.9), (1.0, 0.2)) == "-"  # no ratio of an unsteady time
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["vs-torch", "--groups", "mlp,gemm"], "groups must be among mlp, bn, act, optim, conv"),
+        (["vs-torch", "--threads", "two"], "thread counts must be comma-separated integers"),
+        (["conv", "--threads", "0"], "thread counts must be positive"),
+        (["conv", "--threads", "4096"], "at most the"),
+        (["vs-torch", "--rounds", "0"], "rounds must be a positive integer"),
+    ],
+)
+def test_process_bench_options_are_checked_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

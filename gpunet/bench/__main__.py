@@ -9,6 +9,37 @@ import argparse
 import sys
 
 import gpunet
+from gpunet.cli import _positive_list
+
+
+def _threads(s: str) -> list:
+    """``1,2`` -> [1, 2]: thread counts, each at most the logical cores here."""
+    import os
+
+    counts = _positive_list(s, "thread counts", "1,2")
+    if max(counts) > (os.cpu_count() or 1):
+        raise argparse.ArgumentTypeError(
+            f"thread counts must be at most the {os.cpu_count()} logical cores here, got {s!r}"
+        )
+    return counts
+
+
+def _groups(s: str) -> list:
+    from .vs_torch import GROUPS
+
+    groups = s.split(",")
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"groups must be among {', '.join(GROUPS)}; got {', '.join(unknown)}"
+        )
+    return groups
+
+
+def _rounds(s: str) -> int:
+    if not s.isdigit() or int(s) < 1:
+        raise argparse.ArgumentTypeError(f"rounds must be a positive integer, got {s!r}")
+    return int(s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         "conv",
         help="CPU: convnet steps, Conv2d and MaxPool2d layers vs torch, each in its own process",
     )
-    cv.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    cv.add_argument("--rounds", type=int, default=3, help="alternated processes per side")
+    cv.add_argument("--threads", type=_threads, default=[1, 2], help="comma-separated counts")
+    cv.add_argument("--rounds", type=_rounds, default=3, help="alternated processes per side")
     cv.add_argument("--repeat", type=int, default=20)
     cv.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
     cv.add_argument("--quick", action="store_true", help="two layer shapes instead of five")
@@ -63,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU: MLP steps, BatchNorm, activations, optimizers, convnets vs torch, each side "
         "in its own process",
     )
-    vt.add_argument("--groups", default="mlp,bn,act,optim,conv", help="comma-separated groups")
-    vt.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    vt.add_argument("--rounds", type=int, default=3, help="alternated processes per side")
+    vt.add_argument(
+        "--groups", type=_groups, default="mlp,bn,act,optim,conv", help="comma-separated groups"
+    )
+    vt.add_argument("--threads", type=_threads, default=[1, 2], help="comma-separated counts")
+    vt.add_argument("--rounds", type=_rounds, default=3, help="alternated processes per side")
     vt.add_argument("--repeat", type=int, default=20)
     vt.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
     vt.add_argument("--quick", action="store_true", help="conv: two layer shapes instead of five")
@@ -87,10 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.which in ("conv", "vs-torch"):
         from . import vs_torch
 
-        threads = [int(t) for t in args.threads.split(",")]
-        groups = ["conv"] if args.which == "conv" else args.groups.split(",")
+        groups = ["conv"] if args.which == "conv" else args.groups
         tpy = args.torch_python
-        print(vs_torch.run(groups, threads, args.rounds, args.repeat, tpy, args.quick))
+        print(vs_torch.run(groups, args.threads, args.rounds, args.repeat, tpy, args.quick))
         return 0
     backend = gpunet.set_backend(args.backend)
     cpu = ""
