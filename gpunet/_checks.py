@@ -36,6 +36,15 @@ def check_like(a: Array, name: str, ref: Array, ref_name: str) -> None:
         )
 
 
+def float_input(x: Array, name: str):
+    """``float_inputs`` for one array, without building a keyword dict: a NumPy float32/float64
+    array is answered first (an activation's forward on the CPU, per call)."""
+    if type(x) is numpy.ndarray and x.dtype in FLOAT_DTYPES:
+        return numpy
+    check_float(x, name)
+    return get_array_module(x)
+
+
 def float_inputs(**arrays):
     """Check every named array is float32/64 and all share one device and dtype; return xp."""
     names = list(arrays)

@@ -47,6 +47,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
+import numpy
+
 from gpunet.types import Array
 
 from . import kernels
@@ -137,7 +139,7 @@ def path_name(op: str, *arrays: Array) -> str:
     docstring."""
     x = arrays[0]
     family = op_family(op)
-    if is_cupy_array(x):
+    if type(x) is not numpy.ndarray and is_cupy_array(x):
         path = gpu_path(x.size)
         return path if family in PATH_OPS[path] else "cupy"
     choice = get_cpu_kernels()
@@ -149,17 +151,29 @@ def path_name(op: str, *arrays: Array) -> str:
         op in AUTO_NUMBA_CPU
         and x.size >= AUTO_NUMBA_CPU[op]
         and (op not in AUTO_NUMBA_CPU_FLOAT32_ONLY or x.dtype == "float32")
-        and all(a.flags.c_contiguous for a in arrays)
+        and (x.flags.c_contiguous if len(arrays) == 1 else all_c_contiguous(arrays))
     ):
         return "numba-cpu"
     return "numpy"
 
 
-def path_module(name: str) -> ModuleType:
-    """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``)."""
-    import importlib
+_PATH_MODULES: dict = {}
 
-    return importlib.import_module(f"{kernels.__name__}.{PACKAGES[name]}.path")
+
+def all_c_contiguous(arrays: tuple) -> bool:
+    return all(a.flags.c_contiguous for a in arrays)
+
+
+def path_module(name: str) -> ModuleType:
+    """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``), imported
+    on first use and kept (this runs on every kernel call)."""
+    module = _PATH_MODULES.get(name)
+    if module is None:
+        import importlib
+
+        module = importlib.import_module(f"{kernels.__name__}.{PACKAGES[name]}.path")
+        _PATH_MODULES[name] = module
+    return module
 
 
 def gpu_path(n_elements: int) -> str:

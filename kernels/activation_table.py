@@ -90,6 +90,11 @@ ACTIVATIONS = (
 )
 BY_NAME = {a.name: a for a in ACTIVATIONS}
 NAMES = tuple(BY_NAME)
+#: each activation's (a, b) with its default parameters (scalars() of a call without keywords)
+_DEFAULT_SCALARS = {
+    a.name: tuple([float(p.default) for p in a.params] + [0.0] * (2 - len(a.params)))
+    for a in ACTIVATIONS
+}
 
 #: The activations that BatchNorm fuses, in code order (code 0: none); the CUDA C and Numba CUDA
 #: switches are generated from these codes.
@@ -106,6 +111,8 @@ def scalars(name: str, params: dict) -> tuple[float, float]:
     """The kernels' two scalars ``(a, b)`` for activation ``name`` called with the keyword
     ``params`` (defaults filled in from the table). An unknown keyword is a TypeError."""
     row = BY_NAME[name]
+    if not params:  # the defaults: every call of a parameterless activation
+        return _DEFAULT_SCALARS[name]
     unknown = set(params) - {p.name for p in row.params}
     if unknown:
         raise TypeError(f"activation {name!r} takes no parameter {sorted(unknown)}")

@@ -144,3 +144,14 @@ def test_process_bench_options_are_checked_before_anything_runs(argv, message, c
     with pytest.raises(SystemExit) as exit_info:
         bench_main.main(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_vs_torch_match_names_an_empty_selection(capsys):
+    from gpunet.bench.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["vs-torch", "--groups", "act", "--match", "no-such-case"])
+    assert "--match: no case" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["vs-torch", "--groups", "act", "--match", "relu,,tanh"])
+    assert "non-empty" in capsys.readouterr().err

@@ -224,3 +224,20 @@ def test_real_kernels_report_their_calls():
             F.batch_norm_backward(y, c)
     assert {"sigmoid/float32", "sigmoid'/float32", "bn_stats/float32", "bn_apply/float32",
             "bn_backward/float32"} <= set(cpu_threads.watch().serial)  # fmt: skip
+
+
+def test_serial_calls_are_timed_while_sampling_then_one_in_serial_every(clock, monkeypatch):
+    """A serial call's time only lowers a minimum: after SERIAL_SAMPLES timed calls a kernel's
+    serial calls run untimed, except one in SERIAL_EVERY (the dispatch of a 256K-value ReLU
+    is then ~1 us shorter)."""
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)  # every call serial
+    w = cpu_threads.watch()
+    w.seen.add(("k", False))
+    for _ in range(cpu_threads.SERIAL_SAMPLES):
+        assert not _call(clock, "k", N, 2e-3)
+    assert w.serial["k"] == pytest.approx(2e-3 / N)
+    for _ in range(cpu_threads.SERIAL_EVERY - cpu_threads.SERIAL_SAMPLES):
+        _call(clock, "k", N, 1e-3)  # untimed: the reference stays
+    assert w.serial["k"] == pytest.approx(2e-3 / N)
+    _call(clock, "k", N, 1e-3)  # call number SERIAL_EVERY: timed
+    assert w.serial["k"] == pytest.approx(1e-3 / N)

@@ -42,6 +42,15 @@ def _rounds(s: str) -> int:
     return int(s)
 
 
+def _match(s: str) -> list:
+    words = [w.strip() for w in s.split(",")]
+    if not all(words):
+        raise argparse.ArgumentTypeError(
+            f"match must be comma-separated non-empty words, got {s!r}"
+        )
+    return words
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpunet.bench", description=__doc__)
     parser.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"])
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     cv.add_argument("--repeat", type=int, default=20)
     cv.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
     cv.add_argument("--quick", action="store_true", help="two layer shapes instead of five")
+    cv.add_argument("--match", type=_match, default=None, help="only cases whose name has these")
     vt = sub.add_parser(
         "vs-torch",
         help="CPU: MLP steps, BatchNorm, activations, optimizers, convnets vs torch, each side "
@@ -102,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     vt.add_argument("--repeat", type=int, default=20)
     vt.add_argument("--torch-python", default=None, help="an interpreter with torch (a venv)")
     vt.add_argument("--quick", action="store_true", help="conv: two layer shapes instead of five")
+    vt.add_argument(
+        "--match",
+        type=_match,
+        default=None,
+        help="only the cases whose name contains one of these comma-separated words, "
+        "e.g. 'tanh,gelu 4096K fwd'",
+    )
     op = sub.add_parser("optim", help="one optimizer update over an MLP's parameters vs torch")
     op.add_argument("--nets", default=None, help="inputs x hidden, e.g. 3072x1024,784x512")
     op.add_argument("--optimizers", default="sgd,adam", help="comma-separated: sgd, adam")
@@ -122,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
 
         groups = ["conv"] if args.which == "conv" else args.groups
         tpy = args.torch_python
-        print(vs_torch.run(groups, args.threads, args.rounds, args.repeat, tpy, args.quick))
+        try:
+            table = vs_torch.run(
+                groups, args.threads, args.rounds, args.repeat, tpy, args.quick, args.match
+            )
+        except vs_torch.NoCases as exc:
+            parser.error(str(exc))
+        print(table)
         return 0
     backend = gpunet.set_backend(args.backend)
     cpu = ""

@@ -60,6 +60,10 @@ ACT_SIZES = (1 << 18, 1 << 22)
 OPTIM_NETS = [(3072, 1024), (784, 512)]
 
 
+class NoCases(ValueError):
+    """The options select no benchmark case."""
+
+
 def mlp_cases() -> list:
     out = []
     for b, d, h, bn in MLPS:
@@ -173,11 +177,17 @@ def run(
     repeat: int = 20,
     torch_python_path: str | None = None,
     quick: bool = False,
+    match: Sequence[str] | None = None,
 ) -> str:
-    """The table, with a header naming the machine, each side's BLAS kernel and the threads."""
+    """The table, with a header naming the machine, each side's BLAS kernel and the threads;
+    ``match``: only the cases whose name contains one of these strings."""
     from .timing import fmt_table
 
     table = cases(groups, quick)
+    if match:
+        table = [case for case in table if any(m in case[0] for m in match)]
+        if not table:
+            raise NoCases(f"--match: no case of groups {', '.join(groups)} matches {list(match)}")
     tpy = torch_python(torch_python_path)
     lines = header(rounds)
     rows = []

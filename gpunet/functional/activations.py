@@ -23,7 +23,7 @@ import numpy
 
 from gpunet.types import Array
 
-from .._checks import check_like, float_inputs
+from .._checks import check_like, float_input, float_inputs
 from ..dispatch import kernels_for
 from ..kernels.shared.activation_math import CONSTANTS
 
@@ -31,7 +31,7 @@ SELU_ALPHA, SELU_SCALE = CONSTANTS["SELU_ALPHA"], CONSTANTS["SELU_SCALE"]
 
 
 def _forward(name: str, x: Array, **params: float) -> Array:
-    float_inputs(x=x)
+    float_input(x, "x")
     return kernels_for(name, x).activation_forward(name, x, **params)
 
 

@@ -79,12 +79,28 @@ def loops(name: str, dtype: DTypeLike, parallel: bool = False) -> tuple:
     return _KERNELS[key]
 
 
+def _loop(name: str, dtype: numpy.dtype, parallel: bool, which: int) -> Callable:
+    """loops(...)[which] looked up by the array's own dtype (no numpy.dtype() per call)."""
+    fn = _BY_ARRAY_DTYPE.get((name, dtype, parallel, which))
+    if fn is None:
+        fn = _BY_ARRAY_DTYPE[(name, dtype, parallel, which)] = loops(name, dtype, parallel)[which]
+    return fn
+
+
+_BY_ARRAY_DTYPE: dict = {}
+
+
+def _flat(a: Array) -> Array:
+    return a if a.ndim == 1 else a.reshape(-1)
+
+
 def forward(name: str, x: Array, a: float = 0.0, b: float = 0.0) -> Array:
-    """f(x) for a C-contiguous float32/float64 array."""
+    """f(x) for a C-contiguous float32/float64 array. Every call pays this function's Python
+    (about 2 us): what a 256K-value ReLU (40 us) can spare."""
     y = numpy.empty_like(x)
     st = x.dtype.type
     with cpu_threads.choose(cpu_threads.key(name, x.dtype), x.size) as par:
-        loops(name, x.dtype, par)[0](x.reshape(-1), y.reshape(-1), st(a), st(b))
+        _loop(name, x.dtype, par, 0)(_flat(x), _flat(y), st(a), st(b))
     return y
 
 
@@ -93,5 +109,5 @@ def backward(name: str, dy: Array, x: Array, a: float = 0.0, b: float = 0.0) -> 
     dx = numpy.empty_like(x)
     st = x.dtype.type
     with cpu_threads.choose(cpu_threads.key(name + "'", x.dtype), x.size) as par:
-        loops(name, x.dtype, par)[1](dy.reshape(-1), x.reshape(-1), dx.reshape(-1), st(a), st(b))
+        _loop(name, x.dtype, par, 1)(_flat(dy), _flat(x), _flat(dx), st(a), st(b))
     return dx

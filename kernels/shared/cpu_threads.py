@@ -89,6 +89,11 @@ STALL_STRIKES = 2
 #: serial for a whole second then cost a quiet run its second core
 BACKOFF_S = 0.25
 BACKOFF_MAX_S = 60.0
+#: a serial call is timed while its kernel has fewer than SERIAL_SAMPLES serial times, then one
+#: call in SERIAL_EVERY: the serial reference is a minimum, which more samples barely move, and
+#: timing a call costs ~1 us of Python (a fifth of a 256K-value ReLU's dispatch, issue #24)
+SERIAL_SAMPLES = 8
+SERIAL_EVERY = 64
 
 #: the CPU kernel choice (gpunet.set_cpu_kernels) -> the thread mode it sets
 _MODE_OF_CHOICE = {"numba-serial": "serial", "numba-parallel": "parallel"}
@@ -147,6 +152,8 @@ class Watch:
     seen: set = dataclasses.field(default_factory=set)
     #: kernels whose next call runs serially to learn their serial time
     probe: set = dataclasses.field(default_factory=set)
+    #: serial calls of each kernel so far (which of them are timed: SERIAL_SAMPLES)
+    serial_calls: dict = dataclasses.field(default_factory=dict)
     strikes: int = 0
     #: time.perf_counter() until which every kernel runs serially, and the next backoff
     serial_until: float = float("-inf")
@@ -193,7 +200,7 @@ def key(name: str, dtype: object) -> str:
     return got
 
 
-def choose(kernel: str, n_values: int) -> _Timed:
+def choose(kernel: str, n_values: int) -> _Timed | _Untimed:
     """``parallel(n_values)`` for ``kernel`` (its name and dtype: ``key``), as a timed block::
 
         with cpu_threads.choose(cpu_threads.key("sgd", p.dtype), p.size) as par:
@@ -201,10 +208,31 @@ def choose(kernel: str, n_values: int) -> _Timed:
 
     The call's time feeds the stall watch (the module's docstring)."""
     par = parallel(n_values)
-    if par and kernel in watch().probe:
-        watch().probe.discard(kernel)
-        par = False
-    return _Timed(kernel, n_values, par)
+    w = watch()
+    if par:
+        if kernel not in w.probe:
+            return _Timed(kernel, n_values, True)
+        w.probe.discard(kernel)
+    calls = w.serial_calls.get(kernel, 0)
+    w.serial_calls[kernel] = calls + 1
+    if calls < SERIAL_SAMPLES or calls % SERIAL_EVERY == 0:
+        return _Timed(kernel, n_values, False)
+    return _UNTIMED
+
+
+class _Untimed:
+    """A serial call that is not timed (``choose``'s SERIAL_SAMPLES)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> bool:
+        return False
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
+_UNTIMED = _Untimed()
 
 
 def observe(key: str, n_values: int, parallel_build: bool, seconds: float) -> None:
