@@ -24,7 +24,7 @@ OPTIONS = cpu_activations.OPTIONS
 CASES = {
     "exp": (vector_math.exp, numpy.exp, (-103.0, 88.72), 1.1),
     "expm1": (vector_math.expm1, numpy.expm1, (-20.0, 88.0), 1.8),
-    "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.8),
+    "tanh": (vector_math.tanh, numpy.tanh, (-12.0, 12.0), 1.9),
     "erfc": (vector_math.erfc, scipy.special.erfc, (-6.0, 6.0), 6.5),
     "log1p": (vector_math.log1p, numpy.log1p, (-0.999, 1e6), 2.5),
 }
@@ -66,6 +66,9 @@ def test_within_the_stated_ulps_of_float64(name):
             numpy.linspace(lo, hi, 1 << 20).astype(numpy.float32),
             numpy.linspace(-1e-3, 1e-3, 1 << 14).astype(numpy.float32),  # where expm1/erf cancel
             numpy.float32(2.0) ** -numpy.arange(10, 120, dtype=numpy.float32),  # tiny x
+            # random points between the sweep's: tanh's worst (1.87 ulp in 2^27 normal(0, 3)
+            # values) lies off a regular grid
+            numpy.random.default_rng(0).uniform(lo, hi, 1 << 22).astype(numpy.float32),
         ]
     )
     got = _apply(name, x)
