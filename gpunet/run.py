@@ -527,7 +527,7 @@ def _run(
             )
         raise
     except KeyboardInterrupt:
-        saved = trainer.epoch if (ckpt and os.path.exists(ckpt)) else 0
+        saved = trainer.saved_epoch if (ckpt and os.path.exists(ckpt)) else 0
         where = (
             f"epoch {saved} is saved in {ckpt}; continue with `gpunet train --out "
             f"{cfg.out} --resume`"

@@ -6,7 +6,6 @@ checkpointing are callbacks; so are the babysitting monitors.
 from __future__ import annotations
 
 import math
-import os
 from typing import TYPE_CHECKING
 
 from ..backend import get_array_module
@@ -145,15 +144,18 @@ def _divergence_cause(trainer: Trainer) -> str:
         f"the learning rate ({trainer.optimizer.lr:g}) is probably too high (the inputs and the "
         "initial weights were checked finite); try lr / 10."
     )
-    if trainer.checkpoint and trainer.epoch > 0 and os.path.exists(trainer.checkpoint):
-        cause += f" The last good checkpoint, epoch {trainer.epoch}, is {trainer.checkpoint!r}."
+    saved = trainer.checkpointed_epoch() if trainer.checkpoint else 0
+    if saved > 0:
+        cause += f" The last good checkpoint, epoch {saved}, is {trainer.checkpoint!r}."
     else:
         cause += " No epoch was completed, so no checkpoint was written."
     return cause
 
 
 class Checkpoint(Callback):
-    """Writes the trainer's checkpoint atomically after every epoch (``Trainer.save``)."""
+    """Checkpoints every epoch: written atomically at most once per ``checkpoint_interval``
+    seconds, the epochs in between kept in memory until then or until ``fit`` ends
+    (``Trainer.checkpoint_epoch``)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict) -> None:
-        trainer.save()
+        trainer.checkpoint_epoch()
