@@ -371,10 +371,10 @@ def batch_statistics(
 def apply(x3: Array, mean: Array, invstd: Array, gamma: Array, beta: Array, relu: bool) -> Array:
     """y = act((x - mean) * gamma * invstd + beta), in x's dtype."""
     dt = x3.dtype
-    scale = (invstd if gamma is None else gamma * invstd).astype(dt)
-    shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt)
+    scale = (invstd if gamma is None else gamma * invstd).astype(dt, copy=False)
+    shift = numpy.zeros(len(mean), dt) if beta is None else beta.astype(dt, copy=False)
     y = numpy.empty_like(x3)
-    mean = mean.astype(dt)
+    mean = mean.astype(dt, copy=False)
     with cpu_threads.choose(cpu_threads.key("bn_apply", dt), x3.size) as parallel:
         _kernel("apply", x3, parallel)(_view(x3), _view(y), mean, scale, shift, relu)
     return y
@@ -389,7 +389,7 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     C = x3.shape[1]
     g = numpy.ones(C, dt) if gamma is None else gamma
     b = numpy.zeros(C, dt) if beta is None else beta
-    mean, invstd = mean.astype(dt), invstd.astype(dt)
+    mean, invstd = mean.astype(dt, copy=False), invstd.astype(dt, copy=False)
     dx = numpy.empty_like(x3)
     M = x3.shape[0] * x3.shape[2]
     with cpu_threads.choose(cpu_threads.key("bn_backward", dt), x3.size) as parallel:
