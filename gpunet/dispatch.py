@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -157,23 +158,26 @@ def path_name(op: str, *arrays: Array) -> str:
     return "numpy"
 
 
-_PATH_MODULES: dict = {}
-
-
 def all_c_contiguous(arrays: tuple) -> bool:
     return all(a.flags.c_contiguous for a in arrays)
 
 
 def path_module(name: str) -> ModuleType:
-    """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``), imported
-    on first use and kept (this runs on every kernel call)."""
-    module = _PATH_MODULES.get(name)
+    """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``): looked up
+    in ``sys.modules`` first (this runs on every kernel call; importlib's own lookup costs more,
+    and a module swapped there -- the emulator's -- is the one to use)."""
+    full = _PATH_NAMES.get(name) or _PATH_NAMES.setdefault(
+        name, f"{kernels.__name__}.{PACKAGES[name]}.path"
+    )
+    module = sys.modules.get(full)
     if module is None:
         import importlib
 
-        module = importlib.import_module(f"{kernels.__name__}.{PACKAGES[name]}.path")
-        _PATH_MODULES[name] = module
+        module = importlib.import_module(full)
     return module
+
+
+_PATH_NAMES: dict = {}
 
 
 def gpu_path(n_elements: int) -> str:

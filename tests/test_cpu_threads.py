@@ -82,8 +82,8 @@ def test_an_activation_right_after_a_linear_layer_runs_serially(monkeypatch):
     if numba.get_num_threads() < 2:
         pytest.skip("needs two Numba threads")
     asked = []
-    real = cpu_activations.loops
-    monkeypatch.setattr(cpu_activations, "loops", lambda *a: asked.append(a[2]) or real(*a))
+    real = cpu_activations._loop
+    monkeypatch.setattr(cpu_activations, "_loop", lambda *a: asked.append(a[2]) or real(*a))
     x = numpy.random.default_rng(0).normal(size=(256, 512)).astype("f4")
     with gpunet.use_cpu_kernels("numba"), gpunet.use_cpu_blas("numpy"):
         F.relu(x)  # on its own: parallel
