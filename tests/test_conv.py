@@ -293,3 +293,70 @@ def test_avg_pool_layer():
     numpy.testing.assert_allclose(nn.AvgPool2d(2)(x), [[[[2.5, 4.5], [10.5, 12.5]]]])
     with pytest.raises(ValueError, match="avg_pool2d: padding must be at most half"):
         nn.AvgPool2d(2, padding=2)(x)
+
+
+# ----------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+def _conv_einsum(x, w, padding):
+    """float64 out, and the gradients dx, dw of sum(dout * out), from the sum's formula by
+    einsum over the nine taps (an independent reference for the larger Winograd shapes)."""
+    (ph, pw), (N, C, H, W) = padding, x.shape
+    xp = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+    out = numpy.zeros((N, w.shape[0], Ho, Wo))
+    for p in range(3):
+        for q in range(3):
+            out += numpy.einsum("fc,nchw->nfhw", w[:, :, p, q], xp[:, :, p : p + Ho, q : q + Wo])
+    dout = numpy.cos(out)
+    dw, dxp = numpy.zeros(w.shape), numpy.zeros(xp.shape)
+    for p in range(3):
+        for q in range(3):
+            dw[:, :, p, q] = numpy.einsum("nfhw,nchw->fc", dout, xp[:, :, p : p + Ho, q : q + Wo])
+            dxp[:, :, p : p + Ho, q : q + Wo] += numpy.einsum("fc,nfhw->nchw", w[:, :, p, q], dout)
+    return out, dout, dxp[:, :, ph : ph + H, pw : pw + W], dw
+
+
+#: (x shape, filters, padding): square and odd sizes (tiles past the output's edge), no padding,
+#: padding 2 (the input gradient's own padding is then 0), more filters than channels
+WINOGRAD_CASES = [
+    ((2, 16, 8, 8), 16, (1, 1)),
+    ((3, 17, 7, 9), 20, (1, 1)),
+    ((1, 16, 5, 6), 32, (0, 0)),
+    ((2, 24, 6, 5), 16, (2, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}F{c[1]}p{c[2]}")
+@pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
+def test_winograd_3x3_matches_the_sum(path, case, dtype, monkeypatch):
+    """3x3, stride 1, >= 16 channels in and out run through Winograd on the CPU (counted), in
+    chunks of 5 tiles here (a short last one), and agree with the float64 sum."""
+    from gpunet.kernels.numba_cpu import winograd
+
+    monkeypatch.setattr(winograd, "CHUNK_TILES", 5)
+    calls = []
+    real = winograd.forward
+    monkeypatch.setattr(winograd, "forward", lambda *a: calls.append(1) or real(*a))
+    x_shape, filters, padding = case
+    rng = numpy.random.default_rng(5)
+    x, w = rng.normal(size=x_shape), rng.normal(size=(filters, x_shape[1], 3, 3))
+    want, dout, want_dx, want_dw = _conv_einsum(x, w, padding)
+    out, dx, dw = run(path, _conv, x.astype(dtype), w.astype(dtype), (1, 1), padding,
+                      dout.astype(dtype))  # fmt: skip
+    assert len(calls) == 2  # forward, and the input gradient's correlation
+    assert out.dtype == dx.dtype == dw.dtype == dtype
+    scale = 10 * x_shape[1] * 9
+    assert_allclose(out, want, dtype, scale=scale)
+    assert_allclose(dx, want_dx, dtype, scale=scale)
+    assert_allclose(dw, want_dw, dtype, scale=scale * x_shape[0] * 10)
+
+
+def test_winograd_is_only_taken_where_it_applies():
+    from gpunet.kernels.numba_cpu import winograd
+
+    assert winograd.eligible((3, 3), (1, 1), (1, 1), 64, 64)
+    assert not winograd.eligible((3, 3), (2, 2), (1, 1), 64, 64)  # strided
+    assert not winograd.eligible((5, 5), (1, 1), (2, 2), 64, 64)
+    assert not winograd.eligible((3, 3), (1, 1), (3, 3), 64, 64)  # padding past 2
+    assert not winograd.eligible((3, 3), (1, 1), (1, 1), 3, 64)  # a first layer: im2col

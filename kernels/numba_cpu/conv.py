@@ -26,6 +26,7 @@ from numba import prange
 from gpunet.types import Array
 
 from ..shared import cpu_blas, cpu_threads, im2col_gemm, numba_cache
+from . import winograd
 
 
 def _im2col(  # pragma: no cover - Numba
@@ -259,8 +260,19 @@ KERNELS = im2col_gemm.Kernels(
 
 
 # ----------------------------------------------------------------------------- the operations
+def _winograd(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
+    return x.dtype == w.dtype and winograd.eligible(
+        w.shape[2:], stride, padding, w.shape[1], w.shape[0]
+    )
+
+
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
-    """(out (N, F, Ho, Wo) of x (N, C, H, W) and w (F, C, kh, kw), no bias; kept)."""
+    """(out (N, F, Ho, Wo) of x (N, C, H, W) and w (F, C, kh, kw), no bias; kept). 3x3 kernels
+    at stride 1 with 16 or more channels in and out: Winograd F(2x2, 3x3) (winograd.py); the
+    rest im2col."""
+    if _winograd(x, w, stride, padding):
+        x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
+        return winograd.forward(x, w, padding, _buffer), None
     return im2col_gemm.conv2d_forward(KERNELS, x, w, stride, padding)
 
 
@@ -268,6 +280,9 @@ def conv2d_backward(
     dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
 ) -> tuple:
     """(dx or None, dw) for the output gradient dout (N, F, Ho, Wo)."""
+    if _winograd(x, w, stride, padding):
+        x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
+        return winograd.backward(dout, x, w, padding, input_grad, _buffer)
     return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, kept, stride, padding, input_grad)
 
 

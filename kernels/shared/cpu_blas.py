@@ -401,18 +401,47 @@ def mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
     op_a = _operand(a) or _operand(a := numpy.ascontiguousarray(a))
     op_b = _operand(b) or _operand(b := numpy.ascontiguousarray(b))
     assert op_a is not None and op_b is not None  # a contiguous copy always qualifies
-    (ta, lda), (tb, ldb) = op_a, op_b
-    (M, K), N = a.shape, b.shape[1]
-    out = numpy.empty((M, N), a.dtype)
+    out = numpy.empty((a.shape[0], b.shape[1]), a.dtype)
     beta = 0.0
     if bias is not None:
         out[...] = bias
         beta = 1.0
+    _gemm(op_a, op_b, a, b, out, beta)
+    return out
+
+
+def _gemm(op_a: tuple, op_b: tuple, a: Array, b: Array, out: Array, beta: float) -> None:
+    """out = a @ b + beta out by MKL's cblas_?gemm (out C-contiguous)."""
+    (ta, lda), (tb, ldb) = op_a, op_b
+    (M, K), N = a.shape, b.shape[1]
     mkl = CONFIG.found.mkl
     gemm = mkl.cblas_sgemm if a.dtype == numpy.float32 else mkl.cblas_dgemm
     gemm(_ROW_MAJOR, ta, tb, M, N, K, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb, beta,
          out.ctypes.data, N)  # fmt: skip
-    return out
+
+
+def matmul_into(a: Array, b: Array, out: Array, accumulate: bool = False) -> None:
+    """out = a @ b, or out += a @ b (``accumulate``), for 2-D NumPy arrays and a C-contiguous
+    ``out`` (M, N) of their dtype: no result array, no copy (with MKL, its beta = 1 adds in
+    place). The products of Winograd's 16 positions per chunk (kernels/numba_cpu/winograd.py)."""
+    if (
+        active() == "mkl"
+        and a.dtype == b.dtype == out.dtype
+        and a.dtype in (numpy.float32, numpy.float64)
+        and out.flags.c_contiguous
+        and 0 not in a.shape
+        and 0 not in b.shape
+    ):
+        op_a, op_b = _operand(a), _operand(b)
+        if op_a is not None and op_b is not None:
+            _gemm(op_a, op_b, a, b, out, 1.0 if accumulate else 0.0)
+            _noted(out)
+            return
+    if accumulate:
+        out += a @ b
+    else:
+        numpy.matmul(a, b, out=out)
+    cpu_threads.note_matmul()
 
 
 def _noted(out: Array) -> Array:
