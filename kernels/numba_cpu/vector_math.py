@@ -223,18 +223,21 @@ ERFCX_Q = tuple(
 ERFC_EXP_MIN = _F(86.0)  # exp(-z^2) for z^2 < 86 is normal; beyond, erfc(z) < 1.7e-39 is 0 here
 
 
+def _expm1_poly(r: float, coefficients: tuple) -> float:
+    """r + r^2 P(r), P by Horner's rule from ``coefficients`` (highest power first): Cephes'
+    e^r - 1 with EXP_P, tanh's expm1(2r) / 2 with TANH_P."""
+    p = coefficients[0]
+    for c in coefficients[1:]:
+        p = p * r + c
+    return p * (r * r) + r
+
+
 def _expm1_reduced(x: float) -> tuple:
     """(e^r - 1, n) with x = n ln2 + r, |r| <= ln(2)/2 (Cody & Waite's two-part ln 2), e^r - 1 by
     Cephes' polynomial r + r^2 P(r): e^x = 2^n (1 + (e^r - 1)), the scaling left to the caller."""
     n = (LOG2E * x + ROUND_MAGIC) - ROUND_MAGIC
     r = (x - n * LN2_HI) - n * LN2_LO
-    p = EXP_P[0]
-    p = p * r + EXP_P[1]
-    p = p * r + EXP_P[2]
-    p = p * r + EXP_P[3]
-    p = p * r + EXP_P[4]
-    p = p * r + EXP_P[5]
-    return p * (r * r) + r, numpy.int32(n)
+    return expm1_poly(r, EXP_P), numpy.int32(n)
 
 
 def _exp_reduced(x: float) -> tuple:
@@ -261,13 +264,7 @@ def _exp_finite(x: float) -> float:
     t = x * LOG2E + POW2_MAGIC
     n = t - POW2_MAGIC
     r = (x - n * LN2_HI) - n * LN2_LO
-    p = EXP_P[0]
-    p = p * r + EXP_P[1]
-    p = p * r + EXP_P[2]
-    p = p * r + EXP_P[3]
-    p = p * r + EXP_P[4]
-    p = p * r + EXP_P[5]
-    e_r = (p * (r * r) + r) + ONE
+    e_r = expm1_poly(r, EXP_P) + ONE
     return e_r * _int32_bits_as_float32(_float32_bits_as_int32(t) << SHIFT_23)
 
 
@@ -297,13 +294,7 @@ def _tanh(x: float) -> float:
     t = z * TWO_LOG2E + POW2_MAGIC_HALF
     n = t - POW2_MAGIC_HALF
     r = (z - n * HALF_LN2_HI) - n * HALF_LN2_LO
-    p = TANH_P[0]
-    p = p * r + TANH_P[1]
-    p = p * r + TANH_P[2]
-    p = p * r + TANH_P[3]
-    p = p * r + TANH_P[4]
-    p = p * r + TANH_P[5]
-    q_half = p * (r * r) + r  # expm1(2r) / 2
+    q_half = expm1_poly(r, TANH_P)  # expm1(2r) / 2
     h = _int32_bits_as_float32(_float32_bits_as_int32(t) << SHIFT_23)  # 2^n / 2
     u = (h + h) * q_half + (h - HALF)
     y = u / (u + ONE)
@@ -386,6 +377,7 @@ def _compiled(fn: Callable) -> Callable:
     return numba_cache.njit(numba_cache.renamed(fn, f"vector{fn.__name__}"), **_OPTIONS)
 
 
+expm1_poly = _compiled(_expm1_poly)
 expm1_reduced = _compiled(_expm1_reduced)
 exp_reduced = _compiled(_exp_reduced)
 exp = _compiled(_exp)

@@ -93,6 +93,16 @@ A_ROWS = numpy.array([[0, 1], [0, 1], [0, 1], [0, 1]], numpy.int64)
 A_SIGNS = numpy.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])
 
 
+def _tile_corner(t: int, Th: int, Tw: int) -> tuple:
+    """(image, row, column) of tile t's first output: tiles run image by image, row-major over
+    the Th x Tw tiles of each."""
+    per_image = Th * Tw
+    return t // per_image, 2 * ((t % per_image) // Tw), 2 * (t % Tw)
+
+
+tile_corner = numba_cache.njit(_tile_corner, inline="always")
+
+
 def _pad_nhwc(x: Array, ph: int, pw: int, xp: Array) -> None:  # pragma: no cover - Numba
     """xp (N, Hp, Wp, C) = x (N, C, H, W) moved to rows ph.., columns pw.., zero elsewhere."""
     N, C, H, W = x.shape
@@ -118,12 +128,8 @@ def _input_transform(
     """V[:, t - t0, :] = B^T d B of tiles t0 .. t0 + nt (tile t: image t // (Th Tw), then row-major
     over the Th x Tw tiles), d = the tile's 4x4 patch of xp, one loop over channels per entry."""
     C = xp.shape[3]
-    per_image = Th * Tw
     for k in prange(nt):
-        t = t0 + k
-        n = t // per_image
-        h = 2 * ((t % per_image) // Tw)
-        w = 2 * (t % Tw)
+        n, h, w = tile_corner(t0 + k, Th, Tw)
         for a in range(4):
             i1, i2 = rows[a, 0], rows[a, 1]
             si1, si2 = signs[a, 0], signs[a, 1]
@@ -144,12 +150,8 @@ def _output_transform(
     """out[n, 2 ti + i, 2 tj + j, :] = (A^T m A)[i, j] of tiles t0 .. t0 + nt, m = M[:, t - t0, :]
     (out: an NHWC buffer of whole tiles), one loop over filters per entry."""
     F = M.shape[2]
-    per_image = Th * Tw
     for k in prange(nt):
-        t = t0 + k
-        n = t // per_image
-        h = 2 * ((t % per_image) // Tw)
-        w = 2 * (t % Tw)
+        n, h, w = tile_corner(t0 + k, Th, Tw)
         for i in range(2):
             a1, a2, a3 = rows[i, 0], rows[i, 1], rows[i, 2]
             sa1, sa2, sa3 = signs[i, 0], signs[i, 1], signs[i, 2]
