@@ -91,10 +91,11 @@ ACTIVATIONS = (
 BY_NAME = {a.name: a for a in ACTIVATIONS}
 NAMES = tuple(BY_NAME)
 #: each activation's (a, b) with its default parameters (scalars() of a call without keywords)
-_DEFAULT_SCALARS = {
-    a.name: tuple([float(p.default) for p in a.params] + [0.0] * (2 - len(a.params)))
-    for a in ACTIVATIONS
-}
+_DEFAULT_SCALARS: dict[str, tuple[float, float]] = {}
+for _a in ACTIVATIONS:
+    _values = [float(p.default) for p in _a.params] + [0.0, 0.0]
+    _DEFAULT_SCALARS[_a.name] = (_values[0], _values[1])
+del _a, _values
 
 #: The activations that BatchNorm fuses, in code order (code 0: none); the CUDA C and Numba CUDA
 #: switches are generated from these codes.
