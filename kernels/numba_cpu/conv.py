@@ -255,7 +255,7 @@ def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Ar
 
 
 KERNELS = im2col_gemm.Kernels(
-    _im2col_into, _col2im_into, cpu_blas.matmul, _buffer, numpy, keep=True
+    _im2col_into, _col2im_into, cpu_blas.matmul, _buffer, numpy, keep=True, rows_product_min_k=128
 )
 
 
