@@ -89,6 +89,8 @@ CPU_CHOICES = CHOICES["cpu_kernels"]
 
 #: path name -> its subpackage of gpunet.kernels (the entry module is ``<subpackage>.path``)
 PACKAGES = {"numpy": "numpy", "numba-cpu": "numba_cpu", "cupy": "cupy", "numba": "numba_cuda"}
+#: path name -> its entry module's full name (path_module)
+_PATH_NAMES = {name: f"{kernels.__name__}.{pkg}.path" for name, pkg in PACKAGES.items()}
 #: path name -> the operation keys it runs (kernels/interface.py), read without importing it
 PATH_OPS = {
     "numpy": _numpy_pkg.OPS,
@@ -166,18 +168,13 @@ def path_module(name: str) -> ModuleType:
     """The entry module of kernel path ``name`` (``gpunet.kernels.<subpackage>.path``): looked up
     in ``sys.modules`` first (this runs on every kernel call; importlib's own lookup costs more,
     and a module swapped there -- the emulator's -- is the one to use)."""
-    full = _PATH_NAMES.get(name) or _PATH_NAMES.setdefault(
-        name, f"{kernels.__name__}.{PACKAGES[name]}.path"
-    )
+    full = _PATH_NAMES[name]
     module = sys.modules.get(full)
     if module is None:
         import importlib
 
         module = importlib.import_module(full)
     return module
-
-
-_PATH_NAMES: dict = {}
 
 
 def gpu_path(n_elements: int) -> str:

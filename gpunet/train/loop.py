@@ -190,8 +190,12 @@ class Trainer:
         path = self._checkpoint_path(path)
         save_checkpoint(path, *self._state())
         if to_trainers_file:
-            self._pending, self.saved_epoch = None, self.epoch
-            self._last_write = time.monotonic()
+            self._written(self.epoch)
+
+    def _written(self, epoch: int) -> None:
+        """The trainer's checkpoint file now holds ``epoch``: nothing is pending."""
+        self._pending, self.saved_epoch = None, epoch
+        self._last_write = time.monotonic()
 
     def _state(self, copy: bool = False) -> tuple:
         """(arrays, meta) of a checkpoint of this moment; ``copy``: host copies that the next
@@ -237,8 +241,7 @@ class Trainer:
             return
         epoch, arrays, meta = self._pending
         save_checkpoint(self._checkpoint_path(None), arrays, meta)
-        self._pending, self.saved_epoch = None, epoch
-        self._last_write = time.monotonic()
+        self._written(epoch)
 
     def checkpointed_epoch(self) -> int:
         """The epoch the checkpoint file holds, or will once ``fit`` returns (0: none)."""
@@ -291,6 +294,7 @@ class Trainer:
         _check_int(batch_size, "batch_size", 1)
         if resume and self.checkpoint and os.path.exists(self.checkpoint):
             self.restore()
+            self.saved_epoch = self.epoch  # the file holds the epoch it restored
         _check_finite(self.model)
         self.model.trained_with = self.loss  # what evaluate() reports by default
         xp = get_xp()
@@ -302,8 +306,6 @@ class Trainer:
         self.stop_training = getattr(self, "stopped_early", None) is not None
         self.failed = False
         self._last_write = float("-inf")  # the first epoch is written at once (checkpoint_epoch)
-        if self.checkpoint and os.path.exists(self.checkpoint) and resume:
-            self.saved_epoch = self.epoch
         for cb in self.callbacks:
             cb.on_train_begin(self)
         self.model.input_grad = False  # the data needs no gradient: one GEMM less per step

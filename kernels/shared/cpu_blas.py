@@ -394,9 +394,7 @@ def _operand(a: Array) -> tuple | None:
 def mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
     """a @ b (+ bias, a row added to every row: MKL's beta = 1 on an output that starts as the
     broadcast bias, which saves a pass over the output), or None where MKL cannot take it."""
-    if not (a.dtype == b.dtype and a.dtype in (numpy.float32, numpy.float64)):
-        return None
-    if 0 in a.shape or 0 in b.shape or (bias is not None and bias.dtype != a.dtype):
+    if not _mkl_takes(a, b) or (bias is not None and bias.dtype != a.dtype):
         return None
     op_a = _operand(a) or _operand(a := numpy.ascontiguousarray(a))
     op_b = _operand(b) or _operand(b := numpy.ascontiguousarray(b))
@@ -408,6 +406,16 @@ def mkl_gemm(a: Array, b: Array, bias: Array | None = None) -> Array | None:
         beta = 1.0
     _gemm(op_a, op_b, a, b, out, beta)
     return out
+
+
+def _mkl_takes(a: Array, b: Array) -> bool:
+    """Both float32 or both float64, neither empty: what cblas_?gemm is called with."""
+    return (
+        a.dtype == b.dtype
+        and a.dtype in (numpy.float32, numpy.float64)
+        and 0 not in a.shape
+        and 0 not in b.shape
+    )
 
 
 def _gemm(op_a: tuple, op_b: tuple, a: Array, b: Array, out: Array, beta: float) -> None:
@@ -424,14 +432,7 @@ def matmul_into(a: Array, b: Array, out: Array, accumulate: bool = False) -> Non
     """out = a @ b, or out += a @ b (``accumulate``), for 2-D NumPy arrays and a C-contiguous
     ``out`` (M, N) of their dtype: no result array, no copy (with MKL, its beta = 1 adds in
     place). The products of Winograd's 16 positions per chunk (kernels/numba_cpu/winograd.py)."""
-    if (
-        active() == "mkl"
-        and a.dtype == b.dtype == out.dtype
-        and a.dtype in (numpy.float32, numpy.float64)
-        and out.flags.c_contiguous
-        and 0 not in a.shape
-        and 0 not in b.shape
-    ):
+    if active() == "mkl" and _mkl_takes(a, b) and out.dtype == a.dtype and out.flags.c_contiguous:
         op_a, op_b = _operand(a), _operand(b)
         if op_a is not None and op_b is not None:
             _gemm(op_a, op_b, a, b, out, 1.0 if accumulate else 0.0)
