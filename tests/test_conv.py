@@ -12,7 +12,7 @@ from gpunet import functional as F
 DTYPES = [numpy.float32, numpy.float64]
 
 #: (x shape, w shape, stride, padding): 3x3 and 7x7 "same", strided, non-square, 1x1, one channel,
-#: a chunk boundary (kernels/shared/im2col_gemm.py splits the batch at CHUNK_COLUMNS)
+#: (kernels/shared/im2col_gemm.py splits the batch into chunks: test_conv_chunks_split_the_batch)
 CONV_CASES = [
     ((2, 3, 7, 9), (4, 3, 3, 3), (1, 1), (1, 1)),
     ((3, 2, 8, 8), (5, 2, 3, 3), (2, 2), (1, 1)),
@@ -168,12 +168,14 @@ def test_conv2d_gradients_by_finite_differences(path):
     numpy.testing.assert_allclose(dw, numeric_grad(loss_w, w.copy()), rtol=1e-6, atol=1e-8)
 
 
-def test_conv_chunks_split_the_batch(monkeypatch):
-    """More than one chunk of the batch per call (and a short last one) on the compiled paths."""
+@pytest.mark.parametrize("per_chunk", [1, 2])
+def test_conv_chunks_split_the_batch(monkeypatch, per_chunk):
+    """More than one chunk of the batch per call (and a short last one) on the compiled paths;
+    a chunk of one sample is the CPU's product written straight into that sample's output."""
     from gpunet.kernels.shared import im2col_gemm
 
-    # 2 samples per chunk on every path (the CPU's column count, the GPU's byte budget)
-    monkeypatch.setattr(im2col_gemm.Geometry, "chunk", lambda self, *a: min(2, self.N))
+    # per_chunk samples per chunk on every path (the CPU's column count, the GPU's byte budget)
+    monkeypatch.setattr(im2col_gemm.Geometry, "chunk", lambda self, *a: min(per_chunk, self.N))
     rng = numpy.random.default_rng(4)
     x, w = rng.normal(size=(5, 2, 5, 6)), rng.normal(size=(3, 2, 3, 3))
     want = conv_naive(x, w, (1, 1), (1, 1))
@@ -227,9 +229,9 @@ def test_gpu_launches_stay_under_32_bit_indices():
 
 
 def test_shared_weights_two_forwards_then_two_backwards():
-    """One weight array through two forwards before either backward (a shared layer): the first
-    backward must not read the cols the second forward kept (kernels/shared/im2col_gemm.py's
-    KeptCols token), on the compiled CPU path as on the reference."""
+    """One weight array through two forwards before either backward (a shared layer): each
+    backward sees its own forward's input, on the compiled CPU path as on the reference (a path
+    that keeps what forward computed must not hand the second forward's to the first backward)."""
     rng = numpy.random.default_rng(5)
     w = rng.normal(size=(4, 3, 3, 3))
     x1, x2 = rng.normal(size=(2, 3, 6, 6)), rng.normal(size=(2, 3, 6, 6))

@@ -69,7 +69,7 @@ def _matmul(a: Array, b: Array) -> Array:
 
 #: a GPU chunk: up to 256 MiB of cols -- the whole batch of every layer of issue #23's nets at
 #: batch 256 (3x3 taps of 64 channels at 32x32: 150 MB) in one launch and one cuBLAS product,
-#: where the CPU's 8K columns would make hundreds of launches of a few microseconds each
+#: where the CPU's one sample per chunk would make hundreds of launches of a few microseconds each
 CHUNK_BYTES = 256 << 20
 
 KERNELS = im2col_gemm.Kernels(
@@ -84,7 +84,7 @@ def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
 def conv2d_backward(
     dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
 ) -> tuple:
-    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, kept, stride, padding, input_grad)
+    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, stride, padding, input_grad)
 
 
 def _plane_slices(g: im2col_gemm.Geometry) -> range:

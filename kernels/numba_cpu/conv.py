@@ -1,24 +1,24 @@
 """Convolution and max pooling on the CPU with Numba (gpunet/functional/conv.py and pooling.py
 have the formulas and the float64 reference).
 
-Convolution: im2col into the layout the matrix product wants, a chunk of the batch at a time, and
-col2im as one loop per (n, c) plane instead of kh kw strided adds; the driver
-(kernels/shared/im2col_gemm.py) makes the products through kernels/shared/cpu_blas.py.
+Convolution: im2col into the layout the matrix product wants, about one sample at a time from a
+zero-padded copy of it (plain copies, no bounds tests), and col2im its adjoint into a padded
+buffer; the driver (kernels/shared/im2col_gemm.py) makes the products through
+kernels/shared/cpu_blas.py.
 
 Max pooling: one pass per (n, c) plane keeps each window's maximum and its flat index h W + w in
 the plane (int32); backward adds each output gradient at that index (windows may overlap). At
 3x3 taps, batch 64, 32 channels at 32x32 it replaced NumPy's argmax over a strided axis,
 take_along_axis, where and col2im: ~24 ms of a 39 ms training step (issue #23's profile).
 
-Every kernel has a serial and a parallel build; cpu_threads.parallel picks one per call (serial
-within 0.15 s of a matrix product, where the BLAS's own threads still spin).
+The pooling kernels have a serial and a parallel build; cpu_threads.parallel picks one per call
+(serial within 0.15 s of a matrix product, where the BLAS's own threads still spin).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 
 import numpy
 from numba import prange
@@ -41,34 +41,37 @@ def _im2col(  # pragma: no cover - Numba
     pw: int,
     Ho: int,
     Wo: int,
+    xpad: Array,
     cols: Array,
 ) -> None:
-    """cols[(c kh + p) kw + q, m Ho Wo + i Wo + j] = xpad[n0 + m, c, i sh + p, j sw + q]."""
+    """cols[(c kh + p) kw + q, m Ho Wo + i Wo + j] = xpad[c, i sh + p, j sw + q], xpad (C,
+    H + 2 ph, W + 2 pw) sample n0 + m inside a border of zeros: every row a run of plain
+    copies, no bounds tests (at 7x7 taps from 3 channels, 12 us per 32x32 sample where clipping
+    each run at the border took 60)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     P = Ho * Wo
-    for r in prange(C * kh * kw):
-        c = r // (kh * kw)
-        p = (r // kw) % kh
-        q = r % kw
-        # the output columns j whose tap lands inside the row: 0 <= j sw + q - pw < W
-        jlo = min(Wo, max(0, -((q - pw) // sw)))
-        jhi = max(jlo, min(Wo, (W - 1 - q + pw) // sw + 1))
-        dst = cols[r]
-        for m in range(nb):
-            plane = x[n0 + m, c]
-            for i in range(Ho):
-                o = m * P + i * Wo
-                h = i * sh + p - ph
-                if h < 0 or h >= H:
-                    dst[o : o + Wo] = 0
-                    continue
-                dst[o : o + jlo] = 0
-                if sw == 1:  # a contiguous run: a vectorized copy
-                    dst[o + jlo : o + jhi] = plane[h, jlo + q - pw : jhi + q - pw]
-                else:
-                    for j in range(jlo, jhi):
-                        dst[o + j] = plane[h, j * sw + q - pw]
-                dst[o + jhi : o + Wo] = 0
+    for m in range(nb):
+        xpad[...] = 0
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    xpad[c, h + ph, w + pw] = x[n0 + m, c, h, w]
+        for c in range(C):
+            for p in range(kh):
+                for q in range(kw):
+                    dst = cols[(c * kh + p) * kw + q]
+                    for i in range(Ho):
+                        # views, so that the inner index is a plain count from 0: an offset
+                        # in it (m P + i Wo + j) got a negative-index test per value and no
+                        # vector loop (50 against 12 us per sample)
+                        src = xpad[c, i * sh + p, q:]
+                        run = dst[m * P + i * Wo : m * P + (i + 1) * Wo]
+                        if sw == 1:
+                            for j in range(Wo):
+                                run[j] = src[j]
+                        else:
+                            for j in range(Wo):
+                                run[j] = src[j * sw]
 
 
 def _col2im(  # pragma: no cover - Numba
@@ -83,30 +86,32 @@ def _col2im(  # pragma: no cover - Numba
     pw: int,
     Ho: int,
     Wo: int,
+    dxpad: Array,
     dx: Array,
 ) -> None:
-    """The adjoint of _im2col: dx[n0 + m] = the sum of every tap's column back at its input."""
+    """The adjoint of _im2col: each tap's column added back at its input in the padded dxpad,
+    whose inside is then dx[n0 + m]."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     P = Ho * Wo
-    for mc in prange(nb * C):
-        m = mc // C
-        c = mc % C
-        n = n0 + m
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = 0
-        for p in range(kh):
-            for q in range(kw):
-                r = (c * kh + p) * kw + q
-                jlo = max(0, -((q - pw) // sw))
-                jhi = min(Wo, (W - 1 - q + pw) // sw + 1)
-                for i in range(Ho):
-                    h = i * sh + p - ph
-                    if h < 0 or h >= H:
-                        continue
-                    o = m * P + i * Wo
-                    for j in range(jlo, jhi):
-                        dx[n, c, h, j * sw + q - pw] += dcols[r, o + j]
+    for m in range(nb):
+        dxpad[...] = 0
+        for c in range(C):
+            for p in range(kh):
+                for q in range(kw):
+                    src = dcols[(c * kh + p) * kw + q]
+                    for i in range(Ho):
+                        dst = dxpad[c, i * sh + p, q:]
+                        run = src[m * P + i * Wo : m * P + (i + 1) * Wo]
+                        if sw == 1:
+                            for j in range(Wo):
+                                dst[j] += run[j]
+                        else:
+                            for j in range(Wo):
+                                dst[j * sw] += run[j]
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    dx[n0 + m, c, h, w] = dxpad[c, h + ph, w + pw]
 
 
 def _pool_fwd(  # pragma: no cover - Numba
@@ -193,16 +198,10 @@ def _pool_bwd(dout: Array, arg: Array, dx: Array) -> None:  # pragma: no cover -
                 dx[n, c, a // W, a % W] += dout[n, c, i, j]
 
 
-#: im2col and col2im have one build, the parallel one, run on one thread where the policy says
-#: serial: its parfor lowering turns the row copies into vectorized loops, and on one thread it
-#: took 0.41 ms where the serial build took 0.81 (7x7 taps, 8 images; 11 against 20 us for one
-#: 3x3 image), also right after an OpenBLAS product (no stall: nothing wakes)
-_IM2COL_ANY = numba_cache.njit(
-    numba_cache.renamed(_im2col, "_im2col__parallel"), parallel=True, error_model="numpy"
-)
-_COL2IM_ANY = numba_cache.njit(
-    numba_cache.renamed(_col2im, "_col2im__parallel"), parallel=True, error_model="numpy"
-)
+#: im2col and col2im run serially: a chunk is about one sample (kernels/shared/im2col_gemm.py),
+#: 12 us at 7x7 taps from 3 channels, less than a parallel launch would cost
+_IM2COL = numba_cache.njit(_im2col, error_model="numpy")
+_COL2IM = numba_cache.njit(_col2im, error_model="numpy")
 _POOL_FWD = numba_cache.serial_and_parallel(_pool_fwd, error_model="numpy")
 _POOL2_FWD = numba_cache.serial_and_parallel(_pool2_fwd, error_model="numpy")
 _POOL_BWD = numba_cache.serial_and_parallel(_pool_bwd, error_model="numpy")
@@ -226,36 +225,26 @@ def _buffer(slot: str, shape: tuple, dtype: numpy.dtype) -> Array:
     return have[:size].reshape(shape)
 
 
-def _on_threads(key: str, kernel: Callable, n_values: int, *args: object) -> None:
-    """``kernel(*args)`` on every Numba thread, or on one where cpu_threads says serial."""
-    with cpu_threads.choose(key, n_values) as parallel:
-        if parallel:
-            kernel(*args)
-            return
-        import numba
-
-        old = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            kernel(*args)
-        finally:
-            numba.set_num_threads(old)
+def _padded(slot: str, g: im2col_gemm.Geometry, dtype: numpy.dtype) -> Array:
+    return _buffer(slot, (g.C, g.H + 2 * g.ph, g.W + 2 * g.pw), dtype)
 
 
 def _im2col_into(x: Array, n0: int, nb: int, g: im2col_gemm.Geometry, cols: Array) -> None:
-    _on_threads(
-        cpu_threads.key("im2col", x.dtype), _IM2COL_ANY, cols.size, x, n0, nb, *g.taps, cols
-    )
+    _IM2COL(x, n0, nb, *g.taps, _padded("xpad", g, x.dtype), cols)
 
 
 def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Array) -> None:
-    _on_threads(
-        cpu_threads.key("col2im", dx.dtype), _COL2IM_ANY, dcols.size, dcols, n0, nb, *g.taps, dx
-    )
+    _COL2IM(dcols, n0, nb, *g.taps, _padded("dxpad", g, dx.dtype), dx)
 
 
 KERNELS = im2col_gemm.Kernels(
-    _im2col_into, _col2im_into, cpu_blas.matmul, _buffer, numpy, keep=True, rows_product_min_k=128
+    _im2col_into,
+    _col2im_into,
+    cpu_blas.matmul,
+    _buffer,
+    numpy,
+    chunk_columns=im2col_gemm.CPU_CHUNK_COLUMNS,
+    matmul_into=cpu_blas.matmul_into,
 )
 
 
@@ -283,7 +272,7 @@ def conv2d_backward(
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
         return winograd.backward(dout, x, w, padding, input_grad, _buffer)
-    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, kept, stride, padding, input_grad)
+    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, stride, padding, input_grad)
 
 
 def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -> tuple:
