@@ -31,10 +31,12 @@ from .dispatch import (  # noqa: F401
     use_kernels,
 )
 from .kernels.shared.cpu_memory import keep_freed_memory as _keep_freed_memory
+from .kernels.shared.cpu_threads import short_openmp_spin as _short_openmp_spin
 
 __version__ = "0.1.0"
 
 _keep_freed_memory()  # a training step's large arrays reused, not page-faulted in every step
+_short_openmp_spin()  # OpenMP's threads give the cores back sooner after a parallel region
 
 #: submodules reachable as attributes after a plain ``import gpunet`` (``gpunet.nn.mlp(...)``, as
 #: ``numpy.linalg`` and ``torch.nn``), imported on first use so that ``import gpunet`` stays light

@@ -815,6 +815,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .kernels.shared import cpu_memory
 
     print(f"CPU memory: {cpu_memory.state()}")
+    from .kernels.shared import cpu_threads
+
+    print(f"CPU threads: {cpu_threads.openmp_spin_state()}")
     cupy, reason = probe_cupy()
     if cupy is None:
         print(f"GPU: unavailable ({reason})")

@@ -95,6 +95,12 @@ class Found:
     product_loop: str = ""
     #: the CPU kernels' stall watch (kernels/shared/cpu_threads.Watch), None before first use
     thread_watch: Any = None
+    #: threadpoolctl's controller of the loaded BLAS libraries, with whether MKL was loaded when
+    #: it was made ((mkl_loaded, controller); kernels/shared/cpu_blas.threads)
+    blas_controller: tuple | None = None
+    #: the worker threads that split a convolution's samples ((pid, ThreadPoolExecutor);
+    #: kernels/numba_cpu/conv.py)
+    sample_workers: tuple | None = None
     #: the one-time warnings already given (their names)
     warned: set = dataclasses.field(default_factory=set)
     #: Numba CUDA's stream objects for CuPy's streams, per (device, stream)

@@ -362,3 +362,41 @@ def test_winograd_is_only_taken_where_it_applies():
     assert not winograd.eligible((5, 5), (1, 1), (2, 2), 64, 64)
     assert not winograd.eligible((3, 3), (1, 1), (3, 3), 64, 64)  # padding past 2
     assert not winograd.eligible((3, 3), (1, 1), (1, 1), 3, 64)  # a first layer: im2col
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_samples_split_over_threads(monkeypatch, dtype):
+    """A parallel call splits its samples over threads (kernels/numba_cpu/conv.py's
+    _run_parts): each part's cols, products and dx on its own thread, the parts' dw summed --
+    the same results as the float64 reference, the workers really used."""
+    import numba
+
+    from gpunet.kernels.numba_cpu import conv as cpu_conv
+    from gpunet.kernels.shared import im2col_gemm
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread here: nothing to split over")
+    monkeypatch.setattr(cpu_conv, "SPLIT_MIN_MACS", 1)
+    monkeypatch.setattr(im2col_gemm.Geometry, "chunk", lambda self, *a: min(1, self.N))
+    used, real = [], cpu_conv._on_one_thread
+
+    def on_worker(fn, part):
+        used.append(part)
+        return real(fn, part)
+
+    monkeypatch.setattr(cpu_conv, "_on_one_thread", on_worker)
+    rng = numpy.random.default_rng(6)
+    x, w = rng.normal(size=(5, 3, 6, 7)).astype(dtype), rng.normal(size=(4, 3, 3, 3)).astype(dtype)
+    dout = rng.normal(size=(5, 4, 6, 7)).astype(dtype)
+    want = conv_naive(x, w, (1, 1), (1, 1))
+    ref = run("numpy", _conv, x.astype(float), w.astype(float), (1, 1), (1, 1), dout.astype(float))
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        got = run("cpu-parallel", _conv, x, w, (1, 1), (1, 1), dout)
+    finally:
+        numba.set_num_threads(old)
+    assert len(used) == 2  # forward's and backward's second part, each on the worker
+    assert_allclose(got[0], want, dtype)
+    for g, r in zip(got[1:], ref[1:]):
+        assert_allclose(g, r, dtype, scale=10)

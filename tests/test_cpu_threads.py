@@ -4,6 +4,10 @@ CPU kernels runs, and that gpunet's matrix products switch it to serial while BL
 (The parallel builds' numerics: the ``cpu-parallel`` path of tests/parity.py, and the optimizer
 and BatchNorm tests.)"""
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy
 import pytest
@@ -241,3 +245,36 @@ def test_serial_calls_are_timed_while_sampling_then_one_in_serial_every(clock, m
     assert w.serial["k"] == pytest.approx(2e-3 / N)
     _call(clock, "k", N, 1e-3)  # call number SERIAL_EVERY: timed
     assert w.serial["k"] == pytest.approx(1e-3 / N)
+
+
+def _env_after_import(**env):
+    """GOMP_SPINCOUNT in a fresh process after ``import gpunet``, and in the environment it hands
+    the torch side of a benchmark."""
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = (
+        "import os, gpunet; from gpunet.kernels.shared import cpu_threads; "
+        "print(os.environ.get('GOMP_SPINCOUNT'), "
+        "cpu_threads.user_environment().get('GOMP_SPINCOUNT'))"
+    )
+    env = {**base, **env}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_import_shortens_openmp_spin_unless_the_user_chose():
+    """gpunet's import sets GOMP_SPINCOUNT (cpu_threads.OPENMP_SPIN) for the OpenMP it loads
+    later, keeps it out of the torch side's environment, and leaves a user's choice alone."""
+    assert _env_after_import() == [cpu_threads.OPENMP_SPIN, "None"]
+    assert _env_after_import(GOMP_SPINCOUNT="77") == ["77", "77"]
+    assert _env_after_import(OMP_WAIT_POLICY="passive") == ["None", "None"]
+
+
+def test_openmp_already_loaded_keeps_its_spin(monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(cpu_threads, "_spin_state", dict(cpu_threads._spin_state))
+    monkeypatch.setattr(cpu_threads, "_openmp_loaded", lambda: True)
+    assert not cpu_threads.short_openmp_spin()
+    assert "GOMP_SPINCOUNT" not in os.environ
+    assert "loaded before gpunet" in cpu_threads.openmp_spin_state()

@@ -121,8 +121,16 @@ def cases(groups: Sequence[str], quick: bool = False) -> list:
 
 # ----------------------------------------------------------------------------- running sides
 def _worker(command: list, payload: dict) -> dict:
+    """One side's process, in the environment the user gave this one: without what gpunet's
+    import set here (GOMP_SPINCOUNT would otherwise reach torch's OpenMP)."""
+    from gpunet.kernels.shared import cpu_threads
+
     p = subprocess.run(
-        [*command, json.dumps(payload)], capture_output=True, text=True, timeout=3600
+        [*command, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env=cpu_threads.user_environment(),
     )
     if p.returncode != 0:
         raise RuntimeError(f"benchmark side {command[0]} failed:\n{p.stderr[-2000:]}")

@@ -17,12 +17,17 @@ The pooling kernels have a serial and a parallel build; cpu_threads.parallel pic
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 from numba import prange
 
+from gpunet.config import CONFIG
 from gpunet.types import Array
 
 from ..shared import cpu_blas, cpu_threads, im2col_gemm, numba_cache
@@ -200,8 +205,8 @@ def _pool_bwd(dout: Array, arg: Array, dx: Array) -> None:  # pragma: no cover -
 
 #: im2col and col2im run serially: a chunk is about one sample (kernels/shared/im2col_gemm.py),
 #: 12 us at 7x7 taps from 3 channels, less than a parallel launch would cost
-_IM2COL = numba_cache.njit(_im2col, error_model="numpy")
-_COL2IM = numba_cache.njit(_col2im, error_model="numpy")
+_IM2COL = numba_cache.njit(_im2col, error_model="numpy", nogil=True)
+_COL2IM = numba_cache.njit(_col2im, error_model="numpy", nogil=True)
 _POOL_FWD = numba_cache.serial_and_parallel(_pool_fwd, error_model="numpy")
 _POOL2_FWD = numba_cache.serial_and_parallel(_pool2_fwd, error_model="numpy")
 _POOL_BWD = numba_cache.serial_and_parallel(_pool_bwd, error_model="numpy")
@@ -237,15 +242,63 @@ def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Ar
     _COL2IM(dcols, n0, nb, *g.taps, _padded("dxpad", g, dx.dtype), dx)
 
 
-KERNELS = im2col_gemm.Kernels(
-    _im2col_into,
-    _col2im_into,
-    cpu_blas.matmul,
-    _buffer,
-    numpy,
-    chunk_columns=im2col_gemm.CPU_CHUNK_COLUMNS,
-    matmul_into=cpu_blas.matmul_into,
-)
+#: split a call's samples over threads from this many multiply-adds per part on (below, starting
+#: the threads costs more than they save)
+SPLIT_MIN_MACS = 1 << 22
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """The process's pool of at least ``n`` sample workers (made again after a fork)."""
+    have = CONFIG.found.sample_workers
+    if have is None or have[0] != os.getpid() or have[1]._max_workers < n:
+        if have is not None and have[0] == os.getpid():
+            have[1].shutdown(wait=False)
+        pool = ThreadPoolExecutor(n, thread_name_prefix="gpunet-conv")
+        have = CONFIG.found.sample_workers = (os.getpid(), pool)
+    return have[1]
+
+
+def _run_parts(name: str, dtype: object, macs: int, fn: Callable, starts: range) -> list:
+    """[fn(part)] for ``starts`` (a call's chunks of samples) split into one part per Numba
+    thread where the thread policy lets a kernel of ``macs`` multiply-adds run in parallel
+    (kernels/shared/cpu_threads.py: its stall watch times the call), each part's im2col and
+    products on its own thread with the BLAS held to one thread per product; the calling thread
+    runs the first part. A sample's products are too small to split well inside the BLAS: at
+    7x7 taps from 3 channels, batch 64, a step's products took 10.2 ms on one MKL thread and
+    9.4 on two."""
+    import numba
+
+    with cpu_threads.choose(cpu_threads.key(name, dtype), macs) as parallel:
+        n = numba.get_num_threads() if parallel else 1
+        n = min(n, len(starts), max(1, macs // SPLIT_MIN_MACS))
+        if n <= 1:
+            return [fn(starts)]
+        bounds = [len(starts) * i // n for i in range(n + 1)]
+        parts = [starts[a:b] for a, b in zip(bounds, bounds[1:])]
+        with cpu_blas.one_thread_per_product():
+            futures = [_workers(n - 1).submit(_on_one_thread, fn, part) for part in parts[1:]]
+            first = fn(parts[0])
+            return [first, *(f.result() for f in futures)]
+
+
+def _on_one_thread(fn: Callable, part: range) -> object:
+    with cpu_blas.one_thread_here():
+        return fn(part)
+
+
+def _kernels(name: str, x: Array, w: Array) -> im2col_gemm.Kernels:
+    """The CPU's im2col kernels for one call of ``name`` on x and w."""
+    macs = x.shape[0] * x.shape[2] * x.shape[3] * w.size  # about: the output's size x C kh kw
+    return im2col_gemm.Kernels(
+        _im2col_into,
+        _col2im_into,
+        cpu_blas.matmul,
+        _buffer,
+        numpy,
+        chunk_columns=im2col_gemm.CPU_CHUNK_COLUMNS,
+        matmul_into=cpu_blas.matmul_into,
+        run_parts=functools.partial(_run_parts, name, x.dtype, macs),
+    )
 
 
 # ----------------------------------------------------------------------------- the operations
@@ -262,7 +315,7 @@ def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
         return winograd.forward(x, w, padding, _buffer), None
-    return im2col_gemm.conv2d_forward(KERNELS, x, w, stride, padding)
+    return im2col_gemm.conv2d_forward(_kernels("conv2d", x, w), x, w, stride, padding)
 
 
 def conv2d_backward(
@@ -272,7 +325,8 @@ def conv2d_backward(
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
         return winograd.backward(dout, x, w, padding, input_grad, _buffer)
-    return im2col_gemm.conv2d_backward(KERNELS, dout, x, w, stride, padding, input_grad)
+    k = _kernels("conv2d'", x, w)
+    return im2col_gemm.conv2d_backward(k, dout, x, w, stride, padding, input_grad)
 
 
 def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -> tuple:

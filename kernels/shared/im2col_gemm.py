@@ -128,6 +128,12 @@ class Kernels:
     #: ``matmul_into(a, b, out, accumulate=False)``: out = a @ b (or +=) into a C-contiguous
     #: ``out``; None: ``matmul`` and a copy
     matmul_into: Callable[..., None] | None = None
+    #: ``run_parts(fn, starts)``: [fn(part) for the parts of the chunk starts ``starts``], the
+    #: parts maybe run at once on threads of the path's own; None: [fn(starts)]
+    run_parts: Callable[..., list] | None = None
+
+    def parts(self, fn: Callable[[range], object], starts: range) -> list:
+        return self.run_parts(fn, starts) if self.run_parts is not None else [fn(starts)]
 
 
 def forward(k: Kernels, x: Array, w: Array, g: Geometry) -> tuple:
@@ -136,14 +142,18 @@ def forward(k: Kernels, x: Array, w: Array, g: Geometry) -> tuple:
     w2 = w.reshape(g.F, g.K)
     out = xp.empty((g.N, g.F, g.P), x.dtype)  # type: ignore[attr-defined]
     nb = g.chunk(k.chunk_columns, k.chunk_bytes, x.dtype.itemsize)
-    for n0 in range(0, g.N, nb):
-        m = min(nb, g.N - n0)
-        cols = k.buffer("cols", (g.K, m * g.P), x.dtype)
-        k.im2col(x, n0, m, g, cols)
-        if m == 1 and k.matmul_into is not None:
-            k.matmul_into(w2, cols, out[n0])  # (F, P): the sample's output, in place
-        else:
-            out[n0 : n0 + m] = k.matmul(w2, cols).reshape(g.F, m, g.P).transpose(1, 0, 2)
+
+    def chunks(starts: range) -> None:
+        for n0 in starts:
+            m = min(nb, g.N - n0)
+            cols = k.buffer("cols", (g.K, m * g.P), x.dtype)
+            k.im2col(x, n0, m, g, cols)
+            if m == 1 and k.matmul_into is not None:
+                k.matmul_into(w2, cols, out[n0])  # (F, P): the sample's output, in place
+            else:
+                out[n0 : n0 + m] = k.matmul(w2, cols).reshape(g.F, m, g.P).transpose(1, 0, 2)
+
+    k.parts(chunks, range(0, g.N, nb))
     return out.reshape(g.N, g.F, g.Ho, g.Wo), None
 
 
@@ -152,31 +162,39 @@ def backward(k: Kernels, dout: Array, x: Array, w: Array, g: Geometry, input_gra
     xp = k.xp
     w2 = w.reshape(g.F, g.K)
     d3 = xp.ascontiguousarray(dout).reshape(g.N, g.F, g.P)  # type: ignore[attr-defined]
-    # dw^T (K, F) += cols (K, nb P) @ dout_t^T: the long sum over nb P as the product's inner
-    # dimension with both operands read along rows -- 0.63 ms per 8192-column chunk on one core
-    # where dout_t @ cols^T took 1.43 (7x7 taps, 3 -> 32 channels; MKL)
-    dw_t = xp.zeros((g.K, g.F), x.dtype)  # type: ignore[attr-defined]
     dx = xp.empty((g.N, g.C, g.H, g.W), x.dtype) if input_grad else None  # type: ignore[attr-defined]
     nb = g.chunk(k.chunk_columns, k.chunk_bytes, x.dtype.itemsize)
-    for n0 in range(0, g.N, nb):
-        m = min(nb, g.N - n0)
-        if m == 1:
-            d_t2 = d3[n0]  # (F, P): the sample's own rows
-        else:
-            d_t = k.buffer("dout_t", (g.F, m, g.P), x.dtype)
-            d_t[...] = d3[n0 : n0 + m].transpose(1, 0, 2)
-            d_t2 = d_t.reshape(g.F, m * g.P)
-        cols = k.buffer("cols", (g.K, m * g.P), x.dtype)
-        k.im2col(x, n0, m, g, cols)
-        if k.matmul_into is not None:
-            k.matmul_into(cols, d_t2.T, dw_t, accumulate=True)
-        else:
-            dw_t += k.matmul(cols, d_t2.T)
-        if dx is not None:
-            if k.matmul_into is not None:
-                dcols = k.buffer("dcols", (g.K, m * g.P), x.dtype)
-                k.matmul_into(w2.T, d_t2, dcols)
+
+    def chunks(starts: range) -> Array:
+        """dw^T of these chunks; their dx written."""
+        # dw^T (K, F) += cols (K, nb P) @ dout_t^T: the long sum over nb P as the product's
+        # inner dimension with both operands read along rows -- 0.63 ms per 8192-column chunk
+        # on one core where dout_t @ cols^T took 1.43 (7x7 taps, 3 -> 32 channels; MKL)
+        dw_t = xp.zeros((g.K, g.F), x.dtype)  # type: ignore[attr-defined]
+        for n0 in starts:
+            m = min(nb, g.N - n0)
+            if m == 1:
+                d_t2 = d3[n0]  # (F, P): the sample's own rows
             else:
-                dcols = k.matmul(w2.T, d_t2)
-            k.col2im(dcols, n0, m, g, dx)
+                d_t = k.buffer("dout_t", (g.F, m, g.P), x.dtype)
+                d_t[...] = d3[n0 : n0 + m].transpose(1, 0, 2)
+                d_t2 = d_t.reshape(g.F, m * g.P)
+            cols = k.buffer("cols", (g.K, m * g.P), x.dtype)
+            k.im2col(x, n0, m, g, cols)
+            if k.matmul_into is not None:
+                k.matmul_into(cols, d_t2.T, dw_t, accumulate=True)
+            else:
+                dw_t += k.matmul(cols, d_t2.T)
+            if dx is not None:
+                if k.matmul_into is not None:
+                    dcols = k.buffer("dcols", (g.K, m * g.P), x.dtype)
+                    k.matmul_into(w2.T, d_t2, dcols)
+                else:
+                    dcols = k.matmul(w2.T, d_t2)
+                k.col2im(dcols, n0, m, g, dx)
+        return dw_t
+
+    dw_t, *rest = k.parts(chunks, range(0, g.N, nb))
+    for part in rest:
+        dw_t += part
     return dx, xp.ascontiguousarray(dw_t.T).reshape(w.shape)  # type: ignore[attr-defined]
