@@ -297,7 +297,7 @@ def test_avg_pool_layer():
         nn.AvgPool2d(2, padding=2)(x)
 
 
-# ----------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+# ------------------------------------------------------------------------ Winograd F(m x m, 3x3)
 def _conv_einsum(x, w, padding):
     """float64 out, and the gradients dx, dw of sum(dout * out), from the sum's formula by
     einsum over the nine taps (an independent reference for the larger Winograd shapes)."""
@@ -331,15 +331,18 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}F{c[1]}p{c[2]}")
 @pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
-def test_winograd_3x3_matches_the_sum(path, case, dtype, monkeypatch):
-    """3x3, stride 1, >= 16 channels in and out run through Winograd on the CPU (counted), in
-    chunks of 5 tiles here (a short last one), and agree with the float64 sum."""
+@pytest.mark.parametrize("tile", [4, 2])
+def test_winograd_3x3_matches_the_sum(tile, path, case, dtype, monkeypatch):
+    """3x3, stride 1, >= 16 channels in and out run through Winograd on the CPU (counted), with
+    F(4x4, 3x3) and F(2x2, 3x3), in chunks of 5 tiles here (a short last one), and agree with the
+    float64 sum."""
     from gpunet.kernels.numba_cpu import winograd
 
     monkeypatch.setattr(winograd, "CHUNK_TILES", 5)
+    monkeypatch.setattr(winograd, "TILE", tile)
     calls = []
     real = winograd.forward
-    monkeypatch.setattr(winograd, "forward", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(winograd, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     x_shape, filters, padding = case
     rng = numpy.random.default_rng(5)
     x, w = rng.normal(size=x_shape), rng.normal(size=(filters, x_shape[1], 3, 3))
@@ -352,6 +355,21 @@ def test_winograd_3x3_matches_the_sum(path, case, dtype, monkeypatch):
     assert_allclose(out, want, dtype, scale=scale)
     assert_allclose(dx, want_dx, dtype, scale=scale)
     assert_allclose(dw, want_dw, dtype, scale=scale * x_shape[0] * 10)
+
+
+@pytest.mark.parametrize("tile, bound", [(4, 2e-5), (2, 2e-6)])
+def test_winograd_float32_error_on_a_deep_layer(tile, bound):
+    """The rounding the transforms add, at the size the module docstring quotes (64 channels,
+    32x32, batch 8, unit normal data): the largest error against float64, relative to the
+    largest output, stays under ``bound`` (measured: ~6e-6 for F(4x4), ~4e-7 for F(2x2))."""
+    from gpunet.kernels.numba_cpu import conv as cpu_conv
+    from gpunet.kernels.numba_cpu import winograd
+
+    rng = numpy.random.default_rng(7)
+    x, w = rng.normal(size=(8, 64, 32, 32)), rng.normal(size=(64, 64, 3, 3))
+    want = _conv_einsum(x, w, (1, 1))[0]
+    got = winograd.forward(x.astype("f4"), w.astype("f4"), (1, 1), cpu_conv._buffer, tile)
+    assert numpy.abs(got - want).max() < bound * numpy.abs(want).max()
 
 
 def test_winograd_is_only_taken_where_it_applies():
@@ -377,6 +395,7 @@ def test_samples_split_over_threads(monkeypatch, dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one Numba thread here: nothing to split over")
     monkeypatch.setattr(cpu_conv, "SPLIT_MIN_MACS", 1)
+    monkeypatch.setattr(cpu_conv, "SPLIT_MIN_CHUNK_MACS", 1)
     monkeypatch.setattr(im2col_gemm.Geometry, "chunk", lambda self, *a: min(1, self.N))
     used, real = [], cpu_conv._on_one_thread
 

@@ -4,7 +4,9 @@ have the formulas and the float64 reference).
 Convolution: im2col into the layout the matrix product wants, about one sample at a time from a
 zero-padded copy of it (plain copies, no bounds tests), and col2im its adjoint into a padded
 buffer; the driver (kernels/shared/im2col_gemm.py) makes the products through
-kernels/shared/cpu_blas.py.
+kernels/shared/cpu_blas.py. Where the thread policy lets a call run in parallel, its samples are
+split over threads (_run_parts). 3x3 kernels at stride 1 between 16 or more channels take
+Winograd's F(4x4, 3x3) instead (winograd.py).
 
 Max pooling: one pass per (n, c) plane keeps each window's maximum and its flat index h W + w in
 the plane (int32); backward adds each output gradient at that index (windows may overlap). At
@@ -245,6 +247,10 @@ def _col2im_into(dcols: Array, n0: int, nb: int, g: im2col_gemm.Geometry, dx: Ar
 #: split a call's samples over threads from this many multiply-adds per part on (below, starting
 #: the threads costs more than they save)
 SPLIT_MIN_MACS = 1 << 22
+#: ... and per chunk: below, a chunk's Python calls (some 8 us of im2col and product calls, which
+#: hold the interpreter) weigh more than its products -- 3x3 taps from 3 channels (0.9 M per
+#: sample) took 1.9 ms on one thread and 2.9 split over two (batch 64)
+SPLIT_MIN_CHUNK_MACS = 1 << 21
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
@@ -271,11 +277,11 @@ def _run_parts(name: str, dtype: object, macs: int, fn: Callable, starts: range)
     with cpu_threads.choose(cpu_threads.key(name, dtype), macs) as parallel:
         n = numba.get_num_threads() if parallel else 1
         n = min(n, len(starts), max(1, macs // SPLIT_MIN_MACS))
-        if n <= 1:
+        if n <= 1 or macs < SPLIT_MIN_CHUNK_MACS * len(starts):
             return [fn(starts)]
         bounds = [len(starts) * i // n for i in range(n + 1)]
         parts = [starts[a:b] for a, b in zip(bounds, bounds[1:])]
-        with cpu_blas.one_thread_per_product():
+        with cpu_blas.one_thread_per_product(), cpu_threads.product_loop(serial=True):
             futures = [_workers(n - 1).submit(_on_one_thread, fn, part) for part in parts[1:]]
             first = fn(parts[0])
             return [first, *(f.result() for f in futures)]
@@ -286,9 +292,14 @@ def _on_one_thread(fn: Callable, part: range) -> object:
         return fn(part)
 
 
+def _split(name: str, x: Array, w: Array) -> Callable:
+    """``run_parts(fn, starts)`` for one call of ``name`` on x and w (_run_parts)."""
+    macs = x.shape[0] * x.shape[2] * x.shape[3] * w.size  # about: the output's size x C kh kw
+    return functools.partial(_run_parts, name, x.dtype, macs)
+
+
 def _kernels(name: str, x: Array, w: Array) -> im2col_gemm.Kernels:
     """The CPU's im2col kernels for one call of ``name`` on x and w."""
-    macs = x.shape[0] * x.shape[2] * x.shape[3] * w.size  # about: the output's size x C kh kw
     return im2col_gemm.Kernels(
         _im2col_into,
         _col2im_into,
@@ -297,7 +308,7 @@ def _kernels(name: str, x: Array, w: Array) -> im2col_gemm.Kernels:
         numpy,
         chunk_columns=im2col_gemm.CPU_CHUNK_COLUMNS,
         matmul_into=cpu_blas.matmul_into,
-        run_parts=functools.partial(_run_parts, name, x.dtype, macs),
+        run_parts=_split(name, x, w),
     )
 
 
@@ -310,7 +321,7 @@ def _winograd(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
 
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
     """(out (N, F, Ho, Wo) of x (N, C, H, W) and w (F, C, kh, kw), no bias; kept). 3x3 kernels
-    at stride 1 with 16 or more channels in and out: Winograd F(2x2, 3x3) (winograd.py); the
+    at stride 1 with 16 or more channels in and out: Winograd F(4x4, 3x3) (winograd.py); the
     rest im2col."""
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)

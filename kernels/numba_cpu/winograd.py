@@ -1,35 +1,41 @@
-"""3x3 convolution, stride 1, by Winograd's minimal filtering F(2x2, 3x3) on the CPU: 2.25x fewer
-multiplies than the direct sum, in 16 matrix products per chunk of tiles.
+"""3x3 convolution, stride 1, by Winograd's minimal filtering F(m x m, 3x3) on the CPU: m = 4 (4x
+fewer multiplies than the direct sum) or m = 2 (2.25x), as (m + 2)^2 matrix products per chunk of
+tiles.
 
 Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). The output is cut
-into 2x2 tiles; tile t of image n reads the 4x4 input patch d at rows 2 ti - ph + (0..3), columns
-2 tj - pw + (0..3) (zero outside the image), and for one input and output channel
+into m x m tiles; tile (ti, tj) of image n reads the a x a input patch d (a = m + 2) at rows
+m ti - ph + (0 .. a - 1), columns m tj - pw + (0 .. a - 1) (zero outside the image), and for one
+input and output channel
 
-    Y (2x2) = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, 4x4)
+    Y (m x m) = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, a x a)
 
-    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-
-is the correlation Y[i, j] = sum_pq g[p, q] d[i + p, j + q] exactly (in real arithmetic). Summed
-over input channels the elementwise products become, for each of the 16 positions xi of the 4x4
-transforms, one matrix product: M_xi (T, F) = V_xi (T, C) @ U_xi (C, F) with V = B^T d B per
+is the correlation Y[i, j] = sum_pq g[p, q] d[i + p, j + q] exactly (in real arithmetic), with
+the matrices of TRANSFORMS (F(2x2, 3x3): section 4.1 of the paper; F(4x4, 3x3): section 4.2).
+Summed over input channels the elementwise products become, for each of the a^2 positions xi of
+the transforms, one matrix product: M_xi (T, F) = V_xi (T, C) @ U_xi (C, F) with V = B^T d B per
 (tile, channel) and U = G g G^T per (channel, filter).
 
-Backward, from the same identity: dM = A dY A^T per tile (dY's 2x2 tile); the weight gradient
+Backward, from the same identity: dM = A dY A^T per tile (dY's m x m tile); the weight gradient
 dU_xi (F, C) = dM_xi^T @ V_xi summed over tiles, then dg = G^T dU G; the input gradient is the
 correlation of dY with the filters turned 180 degrees and transposed (C and F swapped), padding
 2 - p: this same forward.
 
 Layouts: x is copied once into a zero-padded NHWC buffer (channels contiguous: the transforms
 run vectorized over channels); V and M hold a chunk of CHUNK_TILES tiles; the output transform
-writes NCHW directly. Where it runs (kernels/numba_cpu/conv.py): 3x3 kernels, stride 1, padding
-0-2, at least MIN_CHANNELS input and output channels; everything else (and the first layer of a
-net, 3 input channels) goes through im2col.
+writes an NHWC buffer of whole tiles, turned into NCHW at the end. Each transform runs in two
+passes of one-dimensional transforms (rows, then columns: L d L^T = (L (L d)^T)^T), each entry a
+loop over the channels that sums at most five rows. Where it runs (kernels/numba_cpu/conv.py):
+3x3 kernels, stride 1, padding 0-2, at least MIN_CHANNELS input and output channels; everything
+else (and the first layer of a net, 3 input channels) goes through im2col.
 
-Accuracy: float32 results differ from the direct sum by a few units of float32 rounding of the
-largest partial sums (the transforms add and subtract four inputs; tests/test_conv.py checks
-against float64 with the path's tolerance).
+Accuracy: the transforms add inputs with weights up to 8 (F(4x4)'s A) and 1/24 (its G), so
+float32 results differ from the direct sum by more rounding than F(2x2)'s: measured against
+float64 on 64 channels, batch 8 at 32x32, unit normal data, the largest error relative to the
+output's largest magnitude was 3.6e-7 for F(2x2) and 5.8e-6 for F(4x4) (the im2col product:
+6.0e-7); tests/test_conv.py holds both to float64 sums. F(4x4) is the default for its speed: on
+one core, batch 64, forward / backward ms, 64 channels at 32x32 41-45 / 85-96 with F(2x2) and
+31-34 / 64-71 with F(4x4); 128 at 16x16 27-30 / 57-61 and 21-26 / 44-52; 256 at 16x16 90-97 /
+177-193 and 83-89 / 153-163 (fewer, larger products; the same layout copies).
 """
 
 from __future__ import annotations
@@ -43,12 +49,41 @@ from gpunet.types import Array
 
 from ..shared import cpu_blas, cpu_threads, numba_cache
 
-#: tiles per chunk: V and M of a chunk (16 x tiles x channels float32) stay near the L2 cache
-CHUNK_TILES = 2048
+#: the transforms of F(m x m, 3x3) by m: B^T (a x a), G (a x 3), A^T (m x a), a = m + 2
+TRANSFORMS = {
+    2: (
+        [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]],
+    ),
+    4: (
+        [
+            [4, 0, -5, 0, 1, 0],
+            [0, -4, -4, 1, 1, 0],
+            [0, 4, -4, -1, 1, 0],
+            [0, -2, -1, 2, 1, 0],
+            [0, 2, -1, -2, 1, 0],
+            [0, 4, 0, -5, 0, 1],
+        ],
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    ),
+}
+#: the output tile side m this module runs (TRANSFORMS' keys)
+TILE = 4
+#: tiles per chunk: V and M of a chunk ((m + 2)^2 x tiles x channels) stay near the L2 cache
+CHUNK_TILES = 1024
 #: fewer input or output channels than this: im2col (the transforms cost more than they save)
 MIN_CHANNELS = 16
-
-_G = numpy.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+#: tiles per iteration of the transforms' parallel loops (one scratch array each)
+TILE_BLOCK = 16
 
 
 def eligible(kernel: tuple, stride: tuple, padding: tuple, C: int, F: int) -> bool:
@@ -61,43 +96,81 @@ def eligible(kernel: tuple, stride: tuple, padding: tuple, C: int, F: int) -> bo
     )
 
 
-def filter_transform(w: Array) -> Array:
-    """U (16, C, F) = G g G^T of each filter g = w[f, c] (3x3), in w's dtype."""
-    g = _G.astype(w.dtype)
-    u = g @ w @ g.T  # (F, C, 4, 4)
-    return numpy.ascontiguousarray(u.transpose(2, 3, 1, 0).reshape(16, w.shape[1], w.shape[0]))
+def _matrices(m: int, dtype: object) -> tuple:
+    BT, G, AT = (numpy.array(v, numpy.float64) for v in TRANSFORMS[m])
+    return BT, G, AT
 
 
-def filter_gradient(du: Array, dtype: numpy.dtype) -> Array:
-    """dg (F, C, 3, 3) = G^T dU G from dU (16, F, C)."""
-    F, C = du.shape[1], du.shape[2]
-    d = du.reshape(4, 4, F, C).transpose(2, 3, 0, 1)  # (F, C, 4, 4)
-    g = _G.astype(dtype)
-    return numpy.ascontiguousarray(g.T @ d @ g)
+def filter_transform(w: Array, m: int) -> Array:
+    """U (a^2, C, F) = G g G^T of each filter g = w[f, c] (3x3), in w's dtype."""
+    _, G, _ = _matrices(m, w.dtype)
+    a = G.shape[0]
+    u = G @ w.astype(numpy.float64) @ G.T  # (F, C, a, a), the transform in float64
+    return numpy.ascontiguousarray(u.transpose(2, 3, 1, 0).reshape(a * a, w.shape[1], w.shape[0]),
+                                   dtype=w.dtype)  # fmt: skip
+
+
+def filter_gradient(du: Array, m: int, dtype: numpy.dtype) -> Array:
+    """dg (F, C, 3, 3) = G^T dU G from dU (a^2, F, C)."""
+    _, G, _ = _matrices(m, dtype)
+    a, F, C = G.shape[0], du.shape[1], du.shape[2]
+    d = du.reshape(a, a, F, C).transpose(2, 3, 0, 1).astype(numpy.float64)  # (F, C, a, a)
+    return numpy.ascontiguousarray(G.T @ d @ G, dtype=dtype)
+
+
+def terms(L: Array, dtype: object) -> tuple:
+    """A matrix L (q x p) as its rows' nonzero terms: (count (q,), index (q, 5), coefficient
+    (q, 5)), unused places index 0 with coefficient 0. Every row of TRANSFORMS has at most 5."""
+    q = L.shape[0]
+    count = numpy.zeros(q, numpy.int64)
+    index = numpy.zeros((q, 5), numpy.int64)
+    coef = numpy.zeros((q, 5), dtype)
+    for r in range(q):
+        nz = numpy.flatnonzero(L[r])
+        count[r] = len(nz)
+        index[r, : len(nz)] = nz
+        coef[r, : len(nz)] = L[r, nz]
+    return count, index, coef
 
 
 # ----------------------------------------------------------------------------- Numba kernels
-# Each entry of a transform is a signed sum of a few entries of its 4x4 (or 2x2) argument: B^T's
-# row a takes d's rows BT_ROWS[a] with signs BT_SIGNS[a], so V[a, b] = sum over i in BT_ROWS[a],
-# j in BT_ROWS[b] of the signs times d[i, j] (4 terms); A^T's row takes three of M's (9 terms).
-# The kernels run one short loop per entry over the channels, reading the terms' rows: a loop
-# with five arrays, which LLVM vectorizes (one loop writing all 16 entries from 16 rows did not:
-# too many arrays to check for overlap, and it ran scalar at 59 ms for 64 channels at 32x32).
-BT_ROWS = numpy.array([[0, 2], [1, 2], [1, 2], [1, 3]], numpy.int64)
-BT_SIGNS = numpy.array([[1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]])
-AT_ROWS = numpy.array([[0, 1, 2], [1, 2, 3]], numpy.int64)
-AT_SIGNS = numpy.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0]])
-# A (4x2) = (A^T)^T for the output gradient's dM = A dY A^T: the input transform's loop with
-# these rows and signs, run on the 2x2 tiles of dY (a zero sign where A has a single term)
-A_ROWS = numpy.array([[0, 1], [0, 1], [0, 1], [0, 1]], numpy.int64)
-A_SIGNS = numpy.array([[1.0, 0.0], [1.0, 1.0], [1.0, -1.0], [0.0, -1.0]])
+# The arrays are seen as rows of channels: a 2-D (rows, C) view, a transform entry a row. Each
+# entry of a one-dimensional transform L x (L's row r: its terms) sums at most five rows; one
+# loop over the channels per entry and per term count is a loop over two arrays, which LLVM
+# vectorizes (one loop writing all of a transform's entries at once ran scalar: too many arrays
+# to check for overlap; views per row cost as much as the sums at 64 channels).
+def _combine(
+    out: Array, o: int, src: Array, r0: int, r1: int, r2: int, r3: int, r4: int, c: Array, k: int
+) -> None:  # pragma: no cover - Numba
+    """out[o] = the sum of the first k of c[t] src[r_t] (k <= 5)."""
+    n = out.shape[1]
+    if k == 1:
+        for i in range(n):
+            out[o, i] = c[0] * src[r0, i]
+    elif k == 2:
+        for i in range(n):
+            out[o, i] = c[0] * src[r0, i] + c[1] * src[r1, i]
+    elif k == 3:
+        for i in range(n):
+            out[o, i] = c[0] * src[r0, i] + c[1] * src[r1, i] + c[2] * src[r2, i]
+    elif k == 4:
+        for i in range(n):
+            out[o, i] = (c[0] * src[r0, i] + c[1] * src[r1, i] + c[2] * src[r2, i]
+                         + c[3] * src[r3, i])  # fmt: skip
+    else:
+        for i in range(n):
+            out[o, i] = (c[0] * src[r0, i] + c[1] * src[r1, i] + c[2] * src[r2, i]
+                         + c[3] * src[r3, i] + c[4] * src[r4, i])  # fmt: skip
 
 
-def _tile_corner(t: int, Th: int, Tw: int) -> tuple:
+combine = numba_cache.njit(_combine, inline="always", error_model="numpy")
+
+
+def _tile_corner(t: int, Th: int, Tw: int, m: int) -> tuple:
     """(image, row, column) of tile t's first output: tiles run image by image, row-major over
     the Th x Tw tiles of each."""
     per_image = Th * Tw
-    return t // per_image, 2 * ((t % per_image) // Tw), 2 * (t % Tw)
+    return t // per_image, m * ((t % per_image) // Tw), m * (t % Tw)
 
 
 tile_corner = numba_cache.njit(_tile_corner, inline="always")
@@ -122,51 +195,87 @@ def _pad_nhwc(x: Array, ph: int, pw: int, xp: Array) -> None:  # pragma: no cove
                         row[w + pw, c] = src[w]
 
 
-def _input_transform(
-    xp: Array, t0: int, nt: int, Th: int, Tw: int, rows: Array, signs: Array, V: Array
+def _patch_transform(
+    src: Array,
+    Hp: int,
+    Wp: int,
+    t0: int,
+    nt: int,
+    Th: int,
+    Tw: int,
+    m: int,
+    p: int,
+    count: Array,
+    index: Array,
+    coef: Array,
+    V: Array,
 ) -> None:  # pragma: no cover - Numba
-    """V[:, t - t0, :] = B^T d B of tiles t0 .. t0 + nt (tile t: image t // (Th Tw), then row-major
-    over the Th x Tw tiles), d = the tile's 4x4 patch of xp, one loop over channels per entry."""
-    C = xp.shape[3]
-    for k in prange(nt):
-        n, h, w = tile_corner(t0 + k, Th, Tw)
-        for a in range(4):
-            i1, i2 = rows[a, 0], rows[a, 1]
-            si1, si2 = signs[a, 0], signs[a, 1]
-            for b in range(4):
-                j1, j2 = rows[b, 0], rows[b, 1]
-                sj1, sj2 = signs[b, 0], signs[b, 1]
-                c11, c12, c21, c22 = si1 * sj1, si1 * sj2, si2 * sj1, si2 * sj2
-                d11, d12 = xp[n, h + i1, w + j1], xp[n, h + i1, w + j2]
-                d21, d22 = xp[n, h + i2, w + j1], xp[n, h + i2, w + j2]
-                out = V[a * 4 + b, k]
-                for c in range(C):
-                    out[c] = c11 * d11[c] + c12 * d12[c] + c21 * d21[c] + c22 * d22[c]
+    """V[(a q + b) nv + t - t0] = (L d L^T)[a, b] of tiles t0 .. t0 + nt (tile t: image
+    t // (Th Tw), then row-major over the Th x Tw tiles, corner m (ti, tj)), d = the tile's p x p
+    patch of src, an (N, Hp, Wp) grid of rows (N Hp Wp, C); V (q^2 nv, C); L (q x p) given by its
+    terms (count, index, coef). Rows first (S = L d, a scratch array per block of tiles), then
+    columns."""
+    q = count.shape[0]
+    C = src.shape[1]
+    nv = V.shape[0] // (q * q)
+    for blk in prange((nt + TILE_BLOCK - 1) // TILE_BLOCK):
+        S = numpy.empty((q * p, C), src.dtype)
+        for k in range(blk * TILE_BLOCK, min(nt, (blk + 1) * TILE_BLOCK)):
+            n, h, w = tile_corner(t0 + k, Th, Tw, m)
+            base = (n * Hp + h) * Wp + w
+            for a in range(q):
+                ia = index[a]
+                r0, r1, r2 = ia[0] * Wp + base, ia[1] * Wp + base, ia[2] * Wp + base
+                r3, r4 = ia[3] * Wp + base, ia[4] * Wp + base
+                for j in range(p):  # S[a, j] = sum_i L[a, i] d[i, j]
+                    combine(S, a * p + j, src, r0 + j, r1 + j, r2 + j, r3 + j, r4 + j, coef[a],
+                            count[a])  # fmt: skip
+            for a in range(q):
+                o = a * p
+                for b in range(q):  # V[a, b] = sum_j S[a, j] L[b, j]
+                    ib = index[b]
+                    combine(V, (a * q + b) * nv + k, S, ib[0] + o, ib[1] + o, ib[2] + o,
+                            ib[3] + o, ib[4] + o, coef[b], count[b])  # fmt: skip
 
 
 def _output_transform(
-    M: Array, t0: int, nt: int, Th: int, Tw: int, rows: Array, signs: Array, out: Array
+    M: Array,
+    t0: int,
+    nt: int,
+    Th: int,
+    Tw: int,
+    count: Array,
+    index: Array,
+    coef: Array,
+    out: Array,
+    Ho: int,
+    Wo: int,
 ) -> None:  # pragma: no cover - Numba
-    """out[n, 2 ti + i, 2 tj + j, :] = (A^T m A)[i, j] of tiles t0 .. t0 + nt, m = M[:, t - t0, :]
-    (out: an NHWC buffer of whole tiles), one loop over filters per entry."""
-    F = M.shape[2]
-    for k in prange(nt):
-        n, h, w = tile_corner(t0 + k, Th, Tw)
-        for i in range(2):
-            a1, a2, a3 = rows[i, 0], rows[i, 1], rows[i, 2]
-            sa1, sa2, sa3 = signs[i, 0], signs[i, 1], signs[i, 2]
-            for j in range(2):
-                b1, b2, b3 = rows[j, 0], rows[j, 1], rows[j, 2]
-                sb1, sb2, sb3 = signs[j, 0], signs[j, 1], signs[j, 2]
-                m11, m12, m13 = M[a1 * 4 + b1, k], M[a1 * 4 + b2, k], M[a1 * 4 + b3, k]
-                m21, m22, m23 = M[a2 * 4 + b1, k], M[a2 * 4 + b2, k], M[a2 * 4 + b3, k]
-                m31, m32, m33 = M[a3 * 4 + b1, k], M[a3 * 4 + b2, k], M[a3 * 4 + b3, k]
-                y = out[n, h + i, w + j]
-                for f in range(F):
-                    r1 = sb1 * m11[f] + sb2 * m12[f] + sb3 * m13[f]
-                    r2 = sb1 * m21[f] + sb2 * m22[f] + sb3 * m23[f]
-                    r3 = sb1 * m31[f] + sb2 * m32[f] + sb3 * m33[f]
-                    y[f] = sa1 * r1 + sa2 * r2 + sa3 * r3
+    """out[(n Ho + h + i) Wo + w + j] = (A^T mt A)[i, j] of tiles t0 .. t0 + nt, mt the tile's
+    a x a rows of M (a^2 nm, F) (row (r a + b) nm + t - t0); out an (N, Ho, Wo) grid of rows of
+    whole m x m tiles; A^T (m x a) given by its terms. Rows first (S = A^T mt), then columns."""
+    m = count.shape[0]
+    a = m + 2
+    F = M.shape[1]
+    nm = M.shape[0] // (a * a)
+    for blk in prange((nt + TILE_BLOCK - 1) // TILE_BLOCK):
+        S = numpy.empty((m * a, F), M.dtype)
+        for k in range(blk * TILE_BLOCK, min(nt, (blk + 1) * TILE_BLOCK)):
+            n, h, w = tile_corner(t0 + k, Th, Tw, m)
+            for i in range(m):
+                ii = index[i]
+                r0, r1, r2 = ii[0] * a * nm + k, ii[1] * a * nm + k, ii[2] * a * nm + k
+                r3, r4 = ii[3] * a * nm + k, ii[4] * a * nm + k
+                for b in range(a):  # S[i, b] = sum_r A^T[i, r] mt[r, b]
+                    o = b * nm
+                    combine(S, i * a + b, M, r0 + o, r1 + o, r2 + o, r3 + o, r4 + o, coef[i],
+                            count[i])  # fmt: skip
+            for i in range(m):
+                row, o = (n * Ho + h + i) * Wo + w, i * a
+                for j in range(m):  # out[i, j] = sum_b S[i, b] A^T[j, b]
+                    ij = index[j]
+                    combine(out, row + j, S, ij[0] + o, ij[1] + o, ij[2] + o, ij[3] + o,
+                            ij[4] + o, coef[j], count[j])  # fmt: skip
 
 
 def _to_nchw(buf: Array, out: Array) -> None:  # pragma: no cover - Numba
@@ -183,56 +292,67 @@ def _to_nchw(buf: Array, out: Array) -> None:  # pragma: no cover - Numba
 
 _OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 PAD_NHWC = numba_cache.serial_and_parallel(_pad_nhwc, **_OPTIONS)
-INPUT_TRANSFORM = numba_cache.serial_and_parallel(_input_transform, **_OPTIONS)
+PATCH_TRANSFORM = numba_cache.serial_and_parallel(_patch_transform, **_OPTIONS)
 OUTPUT_TRANSFORM = numba_cache.serial_and_parallel(_output_transform, **_OPTIONS)
 TO_NCHW = numba_cache.serial_and_parallel(_to_nchw, **_OPTIONS)
 
 
 # ----------------------------------------------------------------------------- the operations
-def _sizes(x_shape: tuple, padding: tuple) -> tuple:
-    """(Ho, Wo, Th, Tw): the output and its 2x2 tiles."""
+def _sizes(x_shape: tuple, padding: tuple, m: int) -> tuple:
+    """(Ho, Wo, Th, Tw): the output and its m x m tiles."""
     H, W = x_shape[2], x_shape[3]
     Ho, Wo = H + 2 * padding[0] - 2, W + 2 * padding[1] - 2
-    return Ho, Wo, (Ho + 1) // 2, (Wo + 1) // 2
+    return Ho, Wo, -(-Ho // m), -(-Wo // m)
 
 
-def _padded(x: Array, padding: tuple, Th: int, Tw: int, buffer: Callable) -> Array:
-    """x (N, C, H, W) as a zero-padded NHWC buffer holding every tile's 4x4 patch."""
-    N, C, H, W = x.shape
-    xp = buffer("winograd_x", (N, 2 * Th + 2, 2 * Tw + 2, C), x.dtype)
+def _padded(
+    slot: str, x: Array, padding: tuple, Th: int, Tw: int, m: int, buffer: Callable
+) -> Array:
+    """x (N, C, H, W) as a zero-padded NHWC buffer holding every tile's (m + 2)^2 patch."""
+    N, C = x.shape[:2]
+    xp = buffer(slot, (N, m * Th + 2, m * Tw + 2, C), x.dtype)
     with cpu_threads.choose(cpu_threads.key("winograd_pad", x.dtype), x.size) as par:
         PAD_NHWC[par](x, padding[0], padding[1], xp)
     return xp
 
 
-def _chunks(T: int) -> range:
-    return range(0, T, CHUNK_TILES)
+def _tables(m: int, dtype: object) -> tuple:
+    """The terms of B^T, A^T and A (the transforms' one-dimensional steps) in ``dtype``."""
+    BT, _, AT = _matrices(m, dtype)
+    return terms(BT, dtype), terms(AT, dtype), terms(AT.T, dtype)
 
 
-def forward(x: Array, w: Array, padding: tuple, buffer: Callable) -> Array:
+def forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int = 0) -> Array:
     """out (N, F, Ho, Wo) = the correlation of x (N, C, H, W) with w (F, C, 3, 3), stride 1,
-    zero padding (ph, pw) <= 2; ``buffer(slot, shape, dtype)`` reusable scratch arrays."""
+    zero padding (ph, pw) <= 2, by F(m x m, 3x3) (m: TILE unless given); ``buffer(slot, shape,
+    dtype)`` reusable scratch arrays. (Split over Python threads like im2col's samples, its
+    chunks ran slower than on Numba's threads with MKL's: 28 against 19 ms for 64 channels at
+    32x32 on two threads -- kernels/numba_cpu/conv.py splits im2col only.)"""
+    m = m or TILE
+    a = m + 2
     N, C = x.shape[:2]
     F = w.shape[0]
-    Ho, Wo, Th, Tw = _sizes(x.shape, padding)
-    xp = _padded(x, padding, Th, Tw, buffer)
-    U = filter_transform(w)
-    y = buffer("winograd_y", (N, 2 * Th, 2 * Tw, F), x.dtype)
-    V = buffer("winograd_v", (16, CHUNK_TILES, C), x.dtype)
-    M = buffer("winograd_m", (16, CHUNK_TILES, F), x.dtype)
-    T = N * Th * Tw
-    bt = (BT_ROWS, BT_SIGNS.astype(x.dtype))
-    at = (AT_ROWS, AT_SIGNS.astype(x.dtype))
+    Ho, Wo, Th, Tw = _sizes(x.shape, padding, m)
+    xp = _padded("winograd_x", x, padding, Th, Tw, m, buffer)
+    Hp, Wp = xp.shape[1], xp.shape[2]
+    U = filter_transform(w, m)
+    y = buffer("winograd_y", (N, m * Th, m * Tw, F), x.dtype)
+    bt, at, _ = _tables(m, x.dtype)
     key_in = cpu_threads.key("winograd_in", x.dtype)
     key_out = cpu_threads.key("winograd_out", x.dtype)
-    for t0 in _chunks(T):
+    V = buffer("winograd_v", (a * a, CHUNK_TILES, C), x.dtype)
+    Mt = buffer("winograd_m", (a * a, CHUNK_TILES, F), x.dtype)
+    T = N * Th * Tw
+    for t0 in range(0, T, CHUNK_TILES):
         nt = min(CHUNK_TILES, T - t0)
         with cpu_threads.choose(key_in, nt * C) as par:
-            INPUT_TRANSFORM[par](xp, t0, nt, Th, Tw, *bt, V)
-        for xi in range(16):
-            cpu_blas.matmul_into(V[xi, :nt], U[xi], M[xi, :nt])
+            PATCH_TRANSFORM[par](xp.reshape(-1, C), Hp, Wp, t0, nt, Th, Tw, m, a, *bt,
+                                 V.reshape(-1, C))  # fmt: skip
+        for xi in range(a * a):
+            cpu_blas.matmul_into(V[xi, :nt], U[xi], Mt[xi, :nt])
         with cpu_threads.choose(key_out, nt * F) as par:
-            OUTPUT_TRANSFORM[par](M, t0, nt, Th, Tw, *at, y)
+            OUTPUT_TRANSFORM[par](Mt.reshape(-1, F), t0, nt, Th, Tw, *at, y.reshape(-1, F),
+                                  m * Th, m * Tw)  # fmt: skip
     out = numpy.empty((N, F, Ho, Wo), x.dtype)
     with cpu_threads.choose(cpu_threads.key("winograd_nchw", x.dtype), out.size) as par:
         TO_NCHW[par](y, out)
@@ -246,34 +366,36 @@ def backward(
     padding: tuple,
     input_grad: bool,
     buffer: Callable,
+    m: int = 0,
 ) -> tuple:
     """(dx or None, dw) of forward for the output gradient dout (N, F, Ho, Wo)."""
+    m = m or TILE
+    a = m + 2
     N, C = x.shape[:2]
     F = w.shape[0]
-    Ho, Wo, Th, Tw = _sizes(x.shape, padding)
-    xp = _padded(x, padding, Th, Tw, buffer)
-    dout = numpy.ascontiguousarray(dout)
-    dyp = buffer("winograd_dy", (N, 2 * Th + 2, 2 * Tw + 2, F), x.dtype)
-    with cpu_threads.choose(cpu_threads.key("winograd_pad", x.dtype), dout.size) as par:
-        PAD_NHWC[par](dout, 0, 0, dyp)
-    V = buffer("winograd_v", (16, CHUNK_TILES, C), x.dtype)
-    dM = buffer("winograd_m", (16, CHUNK_TILES, F), x.dtype)
-    dU = numpy.zeros((16, F, C), x.dtype)
-    T = N * Th * Tw
-    bt = (BT_ROWS, BT_SIGNS.astype(x.dtype))
-    a = (A_ROWS, A_SIGNS.astype(x.dtype))
+    Ho, Wo, Th, Tw = _sizes(x.shape, padding, m)
+    xp = _padded("winograd_x", x, padding, Th, Tw, m, buffer)
+    Hp, Wp = xp.shape[1], xp.shape[2]
+    dyp = _padded("winograd_dy", numpy.ascontiguousarray(dout), (0, 0), Th, Tw, m, buffer)
+    bt, _, am = _tables(m, x.dtype)
     key_in = cpu_threads.key("winograd_in", x.dtype)
-    for t0 in _chunks(T):
+    V = buffer("winograd_v", (a * a, CHUNK_TILES, C), x.dtype)
+    dM = buffer("winograd_m", (a * a, CHUNK_TILES, F), x.dtype)
+    dU = numpy.zeros((a * a, F, C), x.dtype)
+    T = N * Th * Tw
+    for t0 in range(0, T, CHUNK_TILES):
         nt = min(CHUNK_TILES, T - t0)
         with cpu_threads.choose(key_in, nt * C) as par:
-            INPUT_TRANSFORM[par](xp, t0, nt, Th, Tw, *bt, V)
-        with cpu_threads.choose(key_in, nt * F) as par:
-            INPUT_TRANSFORM[par](dyp, t0, nt, Th, Tw, *a, dM)  # dM = A dY A^T
-        for xi in range(16):  # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
+            PATCH_TRANSFORM[par](xp.reshape(-1, C), Hp, Wp, t0, nt, Th, Tw, m, a, *bt,
+                                 V.reshape(-1, C))  # fmt: skip
+        with cpu_threads.choose(key_in, nt * F) as par:  # dM = A dY A^T
+            PATCH_TRANSFORM[par](dyp.reshape(-1, F), Hp, Wp, t0, nt, Th, Tw, m, m, *am,
+                                 dM.reshape(-1, F))  # fmt: skip
+        for xi in range(a * a):  # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
             cpu_blas.matmul_into(dM[xi, :nt].T, V[xi, :nt], dU[xi], accumulate=True)
-    dw = filter_gradient(dU, x.dtype)
+    dw = filter_gradient(dU, m, x.dtype)
     dx = None
     if input_grad:  # the correlation of dout with the filters turned and transposed
         w_turned = numpy.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = forward(dout, w_turned, (2 - padding[0], 2 - padding[1]), buffer)
+        dx = forward(dout, w_turned, (2 - padding[0], 2 - padding[1]), buffer, m)
     return dx, dw
