@@ -96,14 +96,15 @@ def eligible(kernel: tuple, stride: tuple, padding: tuple, C: int, F: int) -> bo
     )
 
 
-def _matrices(m: int, dtype: object) -> tuple:
+def _matrices(m: int) -> tuple:
+    """(B^T, G, A^T) of F(m x m, 3x3) in float64."""
     BT, G, AT = (numpy.array(v, numpy.float64) for v in TRANSFORMS[m])
     return BT, G, AT
 
 
 def filter_transform(w: Array, m: int) -> Array:
     """U (a^2, C, F) = G g G^T of each filter g = w[f, c] (3x3), in w's dtype."""
-    _, G, _ = _matrices(m, w.dtype)
+    _, G, _ = _matrices(m)
     a = G.shape[0]
     u = G @ w.astype(numpy.float64) @ G.T  # (F, C, a, a), the transform in float64
     return numpy.ascontiguousarray(u.transpose(2, 3, 1, 0).reshape(a * a, w.shape[1], w.shape[0]),
@@ -112,13 +113,13 @@ def filter_transform(w: Array, m: int) -> Array:
 
 def filter_gradient(du: Array, m: int, dtype: numpy.dtype) -> Array:
     """dg (F, C, 3, 3) = G^T dU G from dU (a^2, F, C)."""
-    _, G, _ = _matrices(m, dtype)
+    _, G, _ = _matrices(m)
     a, F, C = G.shape[0], du.shape[1], du.shape[2]
     d = du.reshape(a, a, F, C).transpose(2, 3, 0, 1).astype(numpy.float64)  # (F, C, a, a)
     return numpy.ascontiguousarray(G.T @ d @ G, dtype=dtype)
 
 
-def terms(L: Array, dtype: object) -> tuple:
+def terms(L: Array, dtype: numpy.dtype) -> tuple:
     """A matrix L (q x p) as its rows' nonzero terms: (count (q,), index (q, 5), coefficient
     (q, 5)), unused places index 0 with coefficient 0. Every row of TRANSFORMS has at most 5."""
     q = L.shape[0]
@@ -316,9 +317,9 @@ def _padded(
     return xp
 
 
-def _tables(m: int, dtype: object) -> tuple:
+def _tables(m: int, dtype: numpy.dtype) -> tuple:
     """The terms of B^T, A^T and A (the transforms' one-dimensional steps) in ``dtype``."""
-    BT, _, AT = _matrices(m, dtype)
+    BT, _, AT = _matrices(m)
     return terms(BT, dtype), terms(AT, dtype), terms(AT.T, dtype)
 
 
