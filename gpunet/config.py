@@ -96,7 +96,7 @@ class Found:
     #: the CPU kernels' stall watch (kernels/shared/cpu_threads.Watch), None before first use
     thread_watch: Any = None
     #: threadpoolctl's controller of the loaded BLAS libraries, with whether MKL was loaded when
-    #: it was made ((mkl_loaded, controller); kernels/shared/cpu_blas.threads)
+    #: it was made ((mkl_loaded, controller); kernels/shared/cpu_blas.one_thread_per_product)
     blas_controller: tuple | None = None
     #: the worker threads that split a convolution's samples ((pid, ThreadPoolExecutor);
     #: kernels/numba_cpu/conv.py)

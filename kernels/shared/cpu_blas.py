@@ -438,14 +438,6 @@ def _controller() -> Any:
     return have[1]
 
 
-def threads() -> int:
-    """How many threads the products may use now: the fewest any loaded BLAS library is set to
-    (a ``threadpool_limits`` in force, ``fit``'s for a small net, the bench's ``--threads``)."""
-    active()  # the library the products use is loaded
-    counts = [lib.num_threads for lib in _controller().lib_controllers]
-    return max(1, min(counts)) if counts else 1
-
-
 def one_thread_per_product() -> contextlib.AbstractContextManager:
     """Every BLAS library on one thread per product while it lasts, for callers that make
     products on several threads of their own at once (kernels/numba_cpu/conv.py); each of those
