@@ -98,6 +98,9 @@ class Found:
     #: threadpoolctl's controller of the loaded BLAS libraries, with whether MKL was loaded when
     #: it was made ((mkl_loaded, controller); kernels/shared/cpu_blas.one_thread_per_product)
     blas_controller: tuple | None = None
+    #: the cblas gemm functions Numba kernels call, per (library, "s" or "d"): (address, ilp64)
+    #: or None (kernels/shared/blas_call.py)
+    gemm_functions: dict = dataclasses.field(default_factory=dict)
     #: the worker threads that split a convolution's samples ((pid, ThreadPoolExecutor);
     #: kernels/numba_cpu/conv.py)
     sample_workers: tuple | None = None

@@ -332,12 +332,29 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}F{c[1]}p{c[2]}")
 @pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
 @pytest.mark.parametrize("tile", [4, 2])
-def test_winograd_3x3_matches_the_sum(tile, path, case, dtype, monkeypatch):
+@pytest.mark.parametrize("products", ["numba", "python"])
+def test_winograd_3x3_matches_the_sum(products, tile, path, case, dtype, monkeypatch):
     """3x3, stride 1, >= 16 channels in and out run through Winograd on the CPU (counted), with
-    F(4x4, 3x3) and F(2x2, 3x3), in chunks of 5 tiles here (a short last one), and agree with the
-    float64 sum."""
+    F(4x4, 3x3) and F(2x2, 3x3), in chunks of 5 tiles here (a short last one), the positions'
+    products made from Numba (blas_call.py) or, where no gemm can be called from there, from
+    Python -- and agree with the float64 sum."""
     from gpunet.kernels.numba_cpu import winograd
+    from gpunet.kernels.shared import blas_call, cpu_blas
 
+    made = []
+    if products == "python":
+        real_matmul = cpu_blas.matmul_into
+        monkeypatch.setattr(blas_call, "gemm_function", lambda *a: None)
+        monkeypatch.setattr(cpu_blas, "matmul_into", lambda *a, **k: made.append(1) or
+                            real_matmul(*a, **k))  # fmt: skip
+    elif blas_call.gemm_function(numpy.dtype(dtype), cpu_blas.active()) is None:
+        pytest.skip(f"no cblas gemm of {cpu_blas.active()} callable from Numba here")
+    else:
+        real_products = winograd.PRODUCTS
+        monkeypatch.setattr(winograd, "PRODUCTS", [
+            lambda *a: made.append(1) or real_products[0](*a),
+            lambda *a: made.append(1) or real_products[1](*a),
+        ])  # fmt: skip
     monkeypatch.setattr(winograd, "CHUNK_TILES", 5)
     monkeypatch.setattr(winograd, "TILE", tile)
     calls = []
@@ -350,6 +367,7 @@ def test_winograd_3x3_matches_the_sum(tile, path, case, dtype, monkeypatch):
     out, dx, dw = run(path, _conv, x.astype(dtype), w.astype(dtype), (1, 1), padding,
                       dout.astype(dtype))  # fmt: skip
     assert len(calls) == 2  # forward, and the input gradient's correlation
+    assert made  # the products went the way asked
     assert out.dtype == dx.dtype == dw.dtype == dtype
     scale = 10 * x_shape[1] * 9
     assert_allclose(out, want, dtype, scale=scale)
@@ -370,6 +388,36 @@ def test_winograd_float32_error_on_a_deep_layer(tile, bound):
     want = _conv_einsum(x, w, (1, 1))[0]
     got = winograd.forward(x.astype("f4"), w.astype("f4"), (1, 1), cpu_conv._buffer, tile)
     assert numpy.abs(got - want).max() < bound * numpy.abs(want).max()
+
+
+@pytest.mark.parametrize("library", ["numpy", "mkl"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize("parallel", [0, 1])
+def test_gemm_called_from_numba(parallel, trans, dtype, library):
+    """blas_call.gemm at the address of NumPy's OpenBLAS (64-bit integers) or MKL (32-bit), from
+    the serial and parallel builds of winograd's per-position loop: C[i] = op(A[i]) B[i] + beta
+    C[i] on the first rows of padded arrays, against float64 products."""
+    from gpunet.kernels.numba_cpu import winograd
+    from gpunet.kernels.shared import blas_call, cpu_blas
+
+    if library == "mkl" and cpu_blas.mkl_problem() is not None:
+        pytest.skip(cpu_blas.mkl_problem())
+    fn = blas_call.gemm_function(numpy.dtype(dtype), library)
+    if fn is None:
+        pytest.skip(f"{library}'s cblas gemm is not found in this NumPy build")
+    assert fn[1] == (library == "numpy")  # NumPy's wheels: ILP64; MKL's cblas: LP64
+    rng = numpy.random.default_rng(8)
+    M, N, K = 5, 6, 7
+    A = rng.normal(size=(3, K + 2, M + 1) if trans else (3, M + 2, K + 1)).astype(dtype)
+    B = rng.normal(size=(3, K + 3, N + 1)).astype(dtype)
+    C = rng.normal(size=(3, M + 4, N + 2)).astype(dtype)
+    a = A[:, :K, :M].transpose(0, 2, 1) if trans else A[:, :M, :K]
+    want = C.astype(float).copy()
+    want[:, :M, :N] = a.astype(float) @ B[:, :K, :N].astype(float) + 0.5 * want[:, :M, :N]
+    ta = blas_call.TRANS if trans else blas_call.NO_TRANS
+    winograd.PRODUCTS[parallel](A, B, C, ta, M, N, K, numpy.dtype(dtype).type(0.5), *fn)
+    assert_allclose(C, want, dtype)
 
 
 def test_winograd_is_only_taken_where_it_applies():

@@ -40,6 +40,7 @@ one core, batch 64, forward / backward ms, 64 channels at 32x32 41-45 / 85-96 wi
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy
@@ -47,7 +48,7 @@ from numba import prange
 
 from gpunet.types import Array
 
-from ..shared import cpu_blas, cpu_threads, numba_cache
+from ..shared import blas_call, cpu_blas, cpu_threads, numba_cache
 
 #: the transforms of F(m x m, 3x3) by m: B^T (a x a), G (a x 3), A^T (m x a), a = m + 2
 TRANSFORMS = {
@@ -293,11 +294,25 @@ def _to_nchw(buf: Array, out: Array) -> None:  # pragma: no cover - Numba
                     dst[w] = row[w, f]
 
 
+def _products(
+    A: Array, B: Array, C: Array, ta: int, M: int, N: int, K: int, beta: float, fn: int, ilp64: bool
+) -> None:  # pragma: no cover - Numba
+    """C[xi] (M x N) = op(A[xi]) @ B[xi] + beta C[xi] for every position xi, one BLAS gemm each
+    (blas_call.py), op(A) = A (ta NO_TRANS) or A^T (TRANS); A, B, C (a^2, rows, cols) arrays with
+    C-contiguous matrices, of which the products use the first rows."""
+    one = C.dtype.type(1)
+    for xi in prange(A.shape[0]):
+        blas_call.gemm(fn, ilp64, ta, blas_call.NO_TRANS, M, N, K, one, A[xi].ctypes.data,
+                       A.shape[2], B[xi].ctypes.data, B.shape[2], beta, C[xi].ctypes.data,
+                       C.shape[2])  # fmt: skip
+
+
 _OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 PAD_NHWC = numba_cache.serial_and_parallel(_pad_nhwc, **_OPTIONS)
 PATCH_TRANSFORM = numba_cache.serial_and_parallel(_patch_transform, **_OPTIONS)
 OUTPUT_TRANSFORM = numba_cache.serial_and_parallel(_output_transform, **_OPTIONS)
 TO_NCHW = numba_cache.serial_and_parallel(_to_nchw, **_OPTIONS)
+PRODUCTS = numba_cache.serial_and_parallel(_products, **_OPTIONS)
 
 
 # ----------------------------------------------------------------------------- the operations
@@ -319,6 +334,34 @@ def _padded(
     return xp
 
 
+def _each_position(
+    A: Array, B: Array, C: Array, ta: int, M: int, N: int, K: int, beta: float
+) -> None:
+    """C[xi] = op(A[xi]) @ B[xi] + beta C[xi] (``_products``) for the a^2 positions: on Numba's
+    threads, each product on one BLAS thread, where the BLAS's gemm can be called from Numba;
+    else one product at a time from here, each on the BLAS's threads."""
+    fn = blas_call.gemm_function(A.dtype, cpu_blas.active())
+    if fn is not None:  # inside _one_blas_thread
+        key = cpu_threads.key("winograd_products", A.dtype)
+        with cpu_threads.choose(key, A.shape[0] * M * N * K) as par:
+            PRODUCTS[par](A, B, C, ta, M, N, K, A.dtype.type(beta), *fn)
+        return
+    for xi in range(A.shape[0]):
+        a = A[xi, :M] if ta == blas_call.NO_TRANS else A[xi, :K].T
+        cpu_blas.matmul_into(a, B[xi, :K], C[xi, :M], accumulate=beta != 0)
+
+
+def _one_blas_thread(dtype: numpy.dtype) -> contextlib.AbstractContextManager:
+    """The BLAS on one thread per product while a convolution runs, where its products are made
+    on Numba's threads (``_each_position``): the positions' products then split over the cores,
+    and no product leaves BLAS threads spinning against the transforms' parallel loops (the
+    filter transform's small product did, on two threads, and the stall watch of
+    kernels/shared/cpu_threads.py then turned every kernel serial)."""
+    if blas_call.gemm_function(dtype, cpu_blas.active()) is None:
+        return contextlib.nullcontext()
+    return cpu_blas.one_thread_per_product()
+
+
 def _tables(m: int, dtype: numpy.dtype) -> tuple:
     """The terms of B^T, A^T and A (the transforms' one-dimensional steps) in ``dtype``."""
     BT, _, AT = _matrices(m)
@@ -331,7 +374,11 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int = 0) ->
     dtype)`` reusable scratch arrays. (Split over Python threads like im2col's samples, its
     chunks ran slower than on Numba's threads with MKL's: 28 against 19 ms for 64 channels at
     32x32 on two threads -- kernels/numba_cpu/conv.py splits im2col only.)"""
-    m = m or TILE
+    with _one_blas_thread(x.dtype):
+        return _forward(x, w, padding, buffer, m or TILE)
+
+
+def _forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int) -> Array:
     a = m + 2
     N, C = x.shape[:2]
     F = w.shape[0]
@@ -351,8 +398,7 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int = 0) ->
         with cpu_threads.choose(key_in, nt * C) as par:
             PATCH_TRANSFORM[par](xp.reshape(-1, C), Hp, Wp, t0, nt, Th, Tw, m, a, *bt,
                                  V.reshape(-1, C))  # fmt: skip
-        for xi in range(a * a):
-            cpu_blas.matmul_into(V[xi, :nt], U[xi], Mt[xi, :nt])
+        _each_position(V, U, Mt, blas_call.NO_TRANS, nt, F, C, 0.0)
         with cpu_threads.choose(key_out, nt * F) as par:
             OUTPUT_TRANSFORM[par](Mt.reshape(-1, F), t0, nt, Th, Tw, *at, y.reshape(-1, F),
                                   m * Th, m * Tw)  # fmt: skip
@@ -372,7 +418,13 @@ def backward(
     m: int = 0,
 ) -> tuple:
     """(dx or None, dw) of forward for the output gradient dout (N, F, Ho, Wo)."""
-    m = m or TILE
+    with _one_blas_thread(x.dtype):
+        return _backward(dout, x, w, padding, input_grad, buffer, m or TILE)
+
+
+def _backward(
+    dout: Array, x: Array, w: Array, padding: tuple, input_grad: bool, buffer: Callable, m: int
+) -> tuple:
     a = m + 2
     N, C = x.shape[:2]
     F = w.shape[0]
@@ -394,8 +446,8 @@ def backward(
         with cpu_threads.choose(key_in, nt * F) as par:  # dM = A dY A^T
             PATCH_TRANSFORM[par](dyp.reshape(-1, F), Hp, Wp, t0, nt, Th, Tw, m, m, *am,
                                  dM.reshape(-1, F))  # fmt: skip
-        for xi in range(a * a):  # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
-            cpu_blas.matmul_into(dM[xi, :nt].T, V[xi, :nt], dU[xi], accumulate=True)
+        # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
+        _each_position(dM, V, dU, blas_call.TRANS, F, C, nt, 1.0)
     dw = filter_gradient(dU, m, x.dtype)
     dx = None
     if input_grad:  # the correlation of dout with the filters turned and transposed
