@@ -332,17 +332,18 @@ WINOGRAD_CASES = [
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: f"{c[0]}F{c[1]}p{c[2]}")
 @pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
 @pytest.mark.parametrize("tile", [4, 2])
-@pytest.mark.parametrize("products", ["numba", "python"])
-def test_winograd_3x3_matches_the_sum(products, tile, path, case, dtype, monkeypatch):
+@pytest.mark.parametrize("route", ["planes", "nhwc", "nhwc-python-products"])
+def test_winograd_3x3_matches_the_sum(route, tile, path, case, dtype, monkeypatch):
     """3x3, stride 1, >= 16 channels in and out run through Winograd on the CPU (counted), with
-    F(4x4, 3x3) and F(2x2, 3x3), in chunks of 5 tiles here (a short last one), the positions'
-    products made from Numba (blas_call.py) or, where no gemm can be called from there, from
-    Python -- and agree with the float64 sum."""
-    from gpunet.kernels.numba_cpu import winograd
+    F(4x4, 3x3) and F(2x2, 3x3), and agree with the float64 sum: in winograd_planes.py's layout
+    (taken here for any size), or in the NHWC one in chunks of 5 tiles (a short last one), with
+    the positions' products made from Numba (blas_call.py) or, where no gemm can be called from
+    there, from Python."""
+    from gpunet.kernels.numba_cpu import winograd, winograd_planes
     from gpunet.kernels.shared import blas_call, cpu_blas
 
     made = []
-    if products == "python":
+    if route == "nhwc-python-products":
         real_matmul = cpu_blas.matmul_into
         monkeypatch.setattr(blas_call, "gemm_function", lambda *a: None)
         monkeypatch.setattr(cpu_blas, "matmul_into", lambda *a, **k: made.append(1) or
@@ -350,11 +351,14 @@ def test_winograd_3x3_matches_the_sum(products, tile, path, case, dtype, monkeyp
     elif blas_call.gemm_function(numpy.dtype(dtype), cpu_blas.active()) is None:
         pytest.skip(f"no cblas gemm of {cpu_blas.active()} callable from Numba here")
     else:
-        real_products = winograd.PRODUCTS
-        monkeypatch.setattr(winograd, "PRODUCTS", [
-            lambda *a: made.append(1) or real_products[0](*a),
-            lambda *a: made.append(1) or real_products[1](*a),
+        name = "FORWARD_BLOCKS" if route == "planes" else "PRODUCTS"
+        module = winograd_planes if route == "planes" else winograd
+        real_builds = getattr(module, name)
+        monkeypatch.setattr(module, name, [
+            lambda *a: made.append(1) or real_builds[0](*a),
+            lambda *a: made.append(1) or real_builds[1](*a),
         ])  # fmt: skip
+    monkeypatch.setattr(winograd, "PLANES_MIN_TILES", 1 if route == "planes" else 10**9)
     monkeypatch.setattr(winograd, "CHUNK_TILES", 5)
     monkeypatch.setattr(winograd, "TILE", tile)
     calls = []

@@ -49,6 +49,7 @@ from numba import prange
 from gpunet.types import Array
 
 from ..shared import blas_call, cpu_blas, cpu_threads, numba_cache
+from . import winograd_planes
 
 #: the transforms of F(m x m, 3x3) by m: B^T (a x a), G (a x 3), A^T (m x a), a = m + 2
 TRANSFORMS = {
@@ -85,6 +86,8 @@ CHUNK_TILES = 1024
 MIN_CHANNELS = 16
 #: tiles per iteration of the transforms' parallel loops (one scratch array each)
 TILE_BLOCK = 16
+#: this many output tiles per image or more: winograd_planes.py's layout (measured below)
+PLANES_MIN_TILES = 64
 
 
 def eligible(kernel: tuple, stride: tuple, padding: tuple, C: int, F: int) -> bool:
@@ -103,15 +106,16 @@ def _matrices(m: int) -> tuple:
     return BT, G, AT
 
 
-def filter_transform(w: Array, m: int) -> Array:
-    """U (a^2, C, F) = G g G^T of each filter g = w[f, c] (3x3), in w's dtype, computed in
-    float64 as one product: vec(G g G^T) = (G kron G) vec(g) for row-major vec, so the a^2 x 9
-    matrix G kron G times the 9 x (F C) filters gives every U_xi at once (a batch of F C tiny
-    G @ g @ G^T products took 33 ms for 256 x 256 filters, this 3)."""
+def filter_transform(w: Array, m: int, layout: str = "CF") -> Array:
+    """U (a^2, C, F) = G g G^T of each filter g = w[f, c] (3x3) (``layout`` "FC": (a^2, F, C)),
+    in w's dtype, computed in float64 as one product: vec(G g G^T) = (G kron G) vec(g) for
+    row-major vec, so the a^2 x 9 matrix G kron G times the 9 x (F C) filters gives every U_xi at
+    once (a batch of F C tiny G @ g @ G^T products took 33 ms for 256 x 256 filters, this 3)."""
     _, G, _ = _matrices(m)
     a, (F, C) = G.shape[0], w.shape[:2]
     u = numpy.kron(G, G) @ w.reshape(F * C, 9).astype(numpy.float64).T  # (a^2, F C)
-    return numpy.ascontiguousarray(u.reshape(a * a, F, C).transpose(0, 2, 1), dtype=w.dtype)
+    u = u.reshape(a * a, F, C)
+    return numpy.ascontiguousarray(u if layout == "FC" else u.transpose(0, 2, 1), dtype=w.dtype)
 
 
 def filter_gradient(du: Array, m: int, dtype: numpy.dtype) -> Array:
@@ -378,7 +382,21 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int = 0) ->
         return _forward(x, w, padding, buffer, m or TILE)
 
 
+def _planes(x_shape: tuple, padding: tuple, m: int, dtype: numpy.dtype) -> tuple | None:
+    """blas_call's gemm (address, ilp64) where the output has PLANES_MIN_TILES tiles or more per
+    image and Numba can call the BLAS: winograd_planes.py's layout; else None."""
+    _, _, Th, Tw = _sizes(x_shape, padding, m)
+    if Th * Tw < PLANES_MIN_TILES:
+        return None
+    return blas_call.gemm_function(dtype, cpu_blas.active())
+
+
 def _forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int) -> Array:
+    fn = _planes(x.shape, padding, m, x.dtype)
+    if fn is not None:
+        return winograd_planes.forward(
+            x, filter_transform(w, m, "FC"), padding, m, _tables(m, x.dtype), fn, buffer
+        )
     a = m + 2
     N, C = x.shape[:2]
     F = w.shape[0]
@@ -425,13 +443,30 @@ def backward(
 def _backward(
     dout: Array, x: Array, w: Array, padding: tuple, input_grad: bool, buffer: Callable, m: int
 ) -> tuple:
+    dout = numpy.ascontiguousarray(dout)
+    fn = _planes(x.shape, padding, m, x.dtype)
+    if fn is not None:
+        dU = winograd_planes.weight_grad(dout, x, padding, m, _tables(m, x.dtype), fn, buffer)
+    else:
+        dU = _weight_grad_chunks(dout, x, w.shape[0], padding, buffer, m)
+    dw = filter_gradient(dU, m, x.dtype)
+    dx = None
+    if input_grad:  # the correlation of dout with the filters turned and transposed
+        w_turned = numpy.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx = forward(dout, w_turned, (2 - padding[0], 2 - padding[1]), buffer, m)
+    return dx, dw
+
+
+def _weight_grad_chunks(
+    dout: Array, x: Array, F: int, padding: tuple, buffer: Callable, m: int
+) -> Array:
+    """dU (a^2, F, C) = sum over tiles of dM_xi^T V_xi, chunk by chunk in the NHWC layout."""
     a = m + 2
     N, C = x.shape[:2]
-    F = w.shape[0]
     Ho, Wo, Th, Tw = _sizes(x.shape, padding, m)
     xp = _padded("winograd_x", x, padding, Th, Tw, m, buffer)
     Hp, Wp = xp.shape[1], xp.shape[2]
-    dyp = _padded("winograd_dy", numpy.ascontiguousarray(dout), (0, 0), Th, Tw, m, buffer)
+    dyp = _padded("winograd_dy", dout, (0, 0), Th, Tw, m, buffer)
     bt, _, am = _tables(m, x.dtype)
     key_in = cpu_threads.key("winograd_in", x.dtype)
     V = buffer("winograd_v", (a * a, CHUNK_TILES, C), x.dtype)
@@ -448,9 +483,4 @@ def _backward(
                                  dM.reshape(-1, F))  # fmt: skip
         # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
         _each_position(dM, V, dU, blas_call.TRANS, F, C, nt, 1.0)
-    dw = filter_gradient(dU, m, x.dtype)
-    dx = None
-    if input_grad:  # the correlation of dout with the filters turned and transposed
-        w_turned = numpy.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = forward(dout, w_turned, (2 - padding[0], 2 - padding[1]), buffer, m)
-    return dx, dw
+    return dU
