@@ -205,6 +205,35 @@ def _pool_bwd(dout: Array, arg: Array, dx: Array) -> None:  # pragma: no cover -
                 dx[n, c, a // W, a % W] += dout[n, c, i, j]
 
 
+def _pool2_bwd(dout: Array, arg: Array, dx: Array) -> None:  # pragma: no cover - Numba
+    """_pool_bwd for 2x2 windows at stride 2 without padding: each dx row written once, in
+    order, every value a select (the window's gradient where arg points, else 0), instead of a
+    zeroing pass and scattered adds (1.41 ms against torch's 0.92 for (64, 32, 32, 32) float32);
+    an odd last row or column, which no window covers, zero."""
+    N, C, H, W = dx.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    zero = dx.dtype.type(0)
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        g_plane, a_plane, d_plane = dout[n, c], arg[n, c], dx[n, c]
+        for i in range(Ho):
+            g_row, a_row = g_plane[i], a_plane[i]
+            top, bottom = d_plane[2 * i], d_plane[2 * i + 1]
+            base = 2 * i * W
+            for j in range(Wo):
+                g, at = g_row[j], a_row[j] - base - 2 * j  # 0, 1, W, W + 1: the window's place
+                top[2 * j] = g if at == 0 else zero
+                top[2 * j + 1] = g if at == 1 else zero
+                bottom[2 * j] = g if at == W else zero
+                bottom[2 * j + 1] = g if at == W + 1 else zero
+            for w in range(2 * Wo, W):
+                top[w] = zero
+                bottom[w] = zero
+        for h in range(2 * Ho, H):
+            for w in range(W):
+                d_plane[h, w] = zero
+
+
 #: im2col and col2im run serially: a chunk is about one sample (kernels/shared/im2col_gemm.py),
 #: 12 us at 7x7 taps from 3 channels, less than a parallel launch would cost
 _IM2COL = numba_cache.njit(_im2col, error_model="numpy", nogil=True)
@@ -212,6 +241,7 @@ _COL2IM = numba_cache.njit(_col2im, error_model="numpy", nogil=True)
 _POOL_FWD = numba_cache.serial_and_parallel(_pool_fwd, error_model="numpy")
 _POOL2_FWD = numba_cache.serial_and_parallel(_pool2_fwd, error_model="numpy")
 _POOL_BWD = numba_cache.serial_and_parallel(_pool_bwd, error_model="numpy")
+_POOL2_BWD = numba_cache.serial_and_parallel(_pool2_bwd, error_model="numpy")
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -362,5 +392,8 @@ def max_pool2d_backward(
     dx = numpy.empty(x_shape, dout.dtype)
     dout, arg = numpy.ascontiguousarray(dout), numpy.ascontiguousarray(arg)
     with cpu_threads.choose(cpu_threads.key("max_pool'", dx.dtype), dx.size) as parallel:
-        _POOL_BWD[parallel](dout, arg, dx)
+        if kernel == stride == (2, 2) and padding == (0, 0):
+            _POOL2_BWD[parallel](dout, arg, dx)
+        else:
+            _POOL_BWD[parallel](dout, arg, dx)
     return dx
