@@ -434,6 +434,48 @@ def test_winograd_is_only_taken_where_it_applies():
     assert not winograd.eligible((3, 3), (1, 1), (1, 1), 3, 64)  # a first layer: im2col
 
 
+def test_a_convolution_kept_serial_by_a_product_splits_next_time(monkeypatch):
+    """Right after a product (cpu_threads' quiet rule) a splittable call runs unsplit, its
+    products on one BLAS thread and not noted -- so the call after it splits, instead of every
+    call's own products keeping the next one serial."""
+    import numba
+
+    import gpunet
+    from gpunet.kernels.numba_cpu import conv as cpu_conv
+    from gpunet.kernels.shared import cpu_blas, cpu_threads, im2col_gemm
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread here: nothing to split over")
+    monkeypatch.setattr(cpu_blas, "active", lambda: "numpy")  # OpenBLAS's threads spin; MKL's
+    monkeypatch.setattr(cpu_conv, "SPLIT_MIN_MACS", 1)  # are Numba's, and it is not noted
+    monkeypatch.setattr(cpu_conv, "SPLIT_MIN_CHUNK_MACS", 1)
+    monkeypatch.setattr(cpu_threads, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(im2col_gemm.Geometry, "chunk", lambda self, *a: min(1, self.N))
+    used, real = [], cpu_conv._on_one_thread
+    monkeypatch.setattr(
+        cpu_conv, "_on_one_thread", lambda fn, part: used.append(1) or real(fn, part)
+    )
+    rng = numpy.random.default_rng(9)
+    x, w = rng.normal(size=(4, 3, 6, 7)), rng.normal(size=(4, 3, 3, 3))
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        with gpunet.use_cpu_kernels("numba"):
+            assert cpu_threads.get_mode() == "auto"
+            cpu_threads.note_matmul()  # a product just now
+            noted = cpu_threads.last_matmul()
+            first, _ = cpu_conv.conv2d_forward(x, w, (1, 1), (1, 1))
+            assert not used and cpu_threads.last_matmul() == noted  # unsplit, not noted
+            monkeypatch.setattr(cpu_threads, "QUIET_S", 0.0)  # no waiting in a test
+            second, _ = cpu_conv.conv2d_forward(x, w, (1, 1), (1, 1))
+    finally:
+        numba.set_num_threads(old)
+    assert used  # split
+    want = conv_naive(x, w, (1, 1), (1, 1))
+    assert_allclose(first, want, numpy.float64)
+    assert_allclose(second, want, numpy.float64)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_samples_split_over_threads(monkeypatch, dtype):
     """A parallel call splits its samples over threads (kernels/numba_cpu/conv.py's

@@ -308,6 +308,13 @@ def _run_parts(name: str, dtype: object, macs: int, fn: Callable, starts: range)
         n = numba.get_num_threads() if parallel else 1
         n = min(n, len(starts), max(1, macs // SPLIT_MIN_MACS))
         if n <= 1 or macs < SPLIT_MIN_CHUNK_MACS * len(starts):
+            splittable = len(starts) > 1 and macs >= SPLIT_MIN_CHUNK_MACS * len(starts)
+            if not parallel and splittable and cpu_threads.held_by_last_product(macs):
+                # serial only because of a product just before -- maybe this call's own last
+                # time: made on one BLAS thread, these are not noted and the next call splits
+                # (else the 7x7 first layer's forward, called again and again, never split)
+                with cpu_blas.one_thread_per_product():
+                    return [fn(starts)]
             return [fn(starts)]
         bounds = [len(starts) * i // n for i in range(n + 1)]
         parts = [starts[a:b] for a, b in zip(bounds, bounds[1:])]

@@ -141,6 +141,20 @@ def parallel(n_values: int) -> bool:
     return time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
 
 
+def held_by_last_product(n_values: int) -> bool:
+    """Whether ``parallel(n_values)`` says serial only because a matrix product ran in the last
+    QUIET_S (outside a training loop, auto mode, cores not taken): a caller whose own products
+    would keep that true call after call (a split convolution's unsplit path) can make them on
+    one BLAS thread, so that they leave nothing spinning and are not noted."""
+    if get_mode() != "auto" or CONFIG.found.product_loop or n_values < PARALLEL_MIN:
+        return False
+    if time.perf_counter() < watch().serial_until:
+        return False
+    import numba
+
+    return numba.get_num_threads() >= 2 and not parallel(n_values)
+
+
 # ----------------------------------------------------------------------------- OpenMP's spin
 #: GOMP_SPINCOUNT that ``short_openmp_spin`` sets. GNU OpenMP's threads (Numba's parallel
 #: kernels; MKL's products) spin this many turns after a parallel region before they sleep --
