@@ -20,12 +20,19 @@ dU_xi (F, C) = dM_xi^T @ V_xi summed over tiles, then dg = G^T dU G; the input g
 correlation of dY with the filters turned 180 degrees and transposed (C and F swapped), padding
 2 - p: this same forward.
 
-Layouts: x is copied once into a zero-padded NHWC buffer (channels contiguous: the transforms
-run vectorized over channels); V and M hold a chunk of CHUNK_TILES tiles; the output transform
-writes an NHWC buffer of whole tiles, turned into NCHW at the end. Each transform runs in two
-passes of one-dimensional transforms (rows, then columns: L d L^T = (L (L d)^T)^T), each entry a
-loop over the channels that sums at most five rows. Where it runs (kernels/numba_cpu/conv.py):
-3x3 kernels, stride 1, padding 0-2, at least MIN_CHANNELS input and output channels; everything
+Layouts. Outputs of PLANES_MIN_TILES tiles or more per image (32x32 and up with F(4x4)) run
+winograd_planes.py's: NCHW planes read and written where they lie, the transforms vectorized
+over tiles, a block of images per thread with its own products. Smaller maps (16x16, 8x8: too
+few tiles per plane for loops over tiles, while their many channels make long loops over
+channels) run this module's: x is copied once into a zero-padded NHWC buffer (channels
+contiguous: the transforms run vectorized over channels); V and M hold a chunk of CHUNK_TILES
+tiles; the output transform writes an NHWC buffer of whole tiles, turned into NCHW at the end.
+Each transform runs in two passes of one-dimensional transforms (rows, then columns: L d L^T =
+(L (L d)^T)^T), each entry a loop over the channels that sums at most five rows. The a^2
+products of a chunk are called from Numba (blas_call.py), split over Numba's threads with one
+BLAS thread each, where the BLAS allows it (NumPy's OpenBLAS, MKL); else from Python, one at a
+time on the BLAS's threads. Where Winograd runs at all (kernels/numba_cpu/conv.py): 3x3
+kernels, stride 1, padding 0-2, at least MIN_CHANNELS input and output channels; everything
 else (and the first layer of a net, 3 input channels) goes through im2col.
 
 Accuracy: the transforms add inputs with weights up to 8 (F(4x4)'s A) and 1/24 (its G), so
@@ -35,7 +42,11 @@ output's largest magnitude was 3.6e-7 for F(2x2) and 5.8e-6 for F(4x4) (the im2c
 6.0e-7); tests/test_conv.py holds both to float64 sums. F(4x4) is the default for its speed: on
 one core, batch 64, forward / backward ms, 64 channels at 32x32 41-45 / 85-96 with F(2x2) and
 31-34 / 64-71 with F(4x4); 128 at 16x16 27-30 / 57-61 and 21-26 / 44-52; 256 at 16x16 90-97 /
-177-193 and 83-89 / 153-163 (fewer, larger products; the same layout copies).
+177-193 and 83-89 / 153-163 (fewer, larger products; the same layout copies; all in the NHWC
+layout, before the filter transform became one product). The two layouts, F(4x4), same
+machine, bare install, 1 / 2 threads, forward ms: 64 channels at 32x32 28.5 / 21 planes, 42 /
+23 NHWC; 32 at 32x32 10.9 / 6.2 and 17.9 / 15.4; 64 at 16x16 12.0 / 6.2 and 12.0 / 7.2; 128 at
+16x16 32 / 18 and 30 / 19; 256 at 16x16 101 / 56 and 79 / 51; 256 at 8x8 49 / 26 and 30 / 23.
 """
 
 from __future__ import annotations
