@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
 import numpy
 
 from gpunet.types import Array
@@ -55,6 +61,55 @@ def float_inputs(**arrays):
     except TypeError as exc:
         raise TypeError(f"{', '.join(names)}: {exc}") from None
     return xp
+
+
+#: whether Ctrl-C came (set by the command line's handler, ``catch_lost_ctrl_c``)
+_ctrl_c = [False]
+
+
+def _note_ctrl_c(signum: int, frame: object) -> None:
+    _ctrl_c[0] = True
+    signal.default_int_handler(signum, frame)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def catch_lost_ctrl_c() -> Iterator[None]:
+    """Remember every Ctrl-C while it lasts, for ``ctrl_c_came``: the command line runs inside
+    it (never the library alone, whose SIGINT belongs to its program). A KeyboardInterrupt
+    raised while llvmlite calls back into Python from C (its object cache, as Numba compiles a
+    kernel: a first run's cold start) is printed as "Exception ignored" and lost -- a Ctrl-C in
+    the first seconds of a `gpunet train` then let the run go on to its end."""
+    import threading
+
+    mine = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    _ctrl_c[0] = False
+    hook = sys.unraisablehook
+
+    def quiet_ctrl_c(unraisable: Any) -> None:  # the lost one: noted, not printed as a traceback
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _ctrl_c[0] = True
+        else:
+            hook(unraisable)
+
+    if mine:
+        signal.signal(signal.SIGINT, _note_ctrl_c)
+        sys.unraisablehook = quiet_ctrl_c
+    try:
+        yield
+    finally:
+        if mine:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            sys.unraisablehook = hook
+        _ctrl_c[0] = False
+
+
+def ctrl_c_came() -> bool:
+    """Whether a Ctrl-C came since ``catch_lost_ctrl_c`` (loops check it between batches, so
+    that one lost on the way is still obeyed)."""
+    return _ctrl_c[0]
 
 
 def interrupted(exc: BaseException) -> bool:

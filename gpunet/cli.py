@@ -859,6 +859,13 @@ def _kernel_check(cupy: ModuleType):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._checks import catch_lost_ctrl_c
+
+    with catch_lost_ctrl_c():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.command == "info":

@@ -707,6 +707,37 @@ def test_ctrl_c_in_a_serial_search_stops_it_and_the_rerun_retries(tmp_path, caps
     assert code == 0 and stdout.count(" ok ") == 3  # the interrupted ones ran, not skipped
 
 
+def test_a_ctrl_c_lost_in_a_c_callback_still_stops_train(tmp_path, capsys, monkeypatch):
+    """A KeyboardInterrupt raised inside a C callback (llvmlite's object cache, as Numba compiles
+    a kernel on a first run) is handed to sys.unraisablehook and lost; the command line notes it
+    there, prints no traceback, and the loop stops at the next batch: exit 130, one line. The
+    handler and the hook are the old ones again afterwards."""
+    import signal
+    import types
+
+    from gpunet import run as run_mod
+
+    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+    real = run_mod.load_data
+
+    def load_data_after_a_lost_ctrl_c(cfg):
+        sys.unraisablehook(types.SimpleNamespace(
+            exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(), exc_traceback=None,
+            err_msg="Exception ignored on calling ctypes callback function", object=None,
+        ))  # fmt: skip
+        return real(cfg)
+
+    monkeypatch.setattr(run_mod, "load_data", load_data_after_a_lost_ctrl_c)
+    code, _, err = _cli(capsys, "train", *TINY, "--epochs", "3", "--out", str(tmp_path / "r"))
+    assert code == 130, err
+    lines = [line for line in err.splitlines() if not line.startswith("epoch ")]
+    assert len(lines) == 1 and lines[0].startswith("gpunet train: interrupted"), err
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is handler
+    monkeypatch.setattr(run_mod, "load_data", real)  # and the next run is not interrupted
+    code, _, err = _cli(capsys, "train", *TINY, "--epochs", "1", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("delay", [1.0, 2.5])
 def test_sigint_during_train_is_one_line(tmp_path, delay):
     import signal

@@ -32,7 +32,7 @@ import numpy
 from gpunet.types import Array, PathLike
 
 from .. import backend
-from .._checks import interrupted
+from .._checks import ctrl_c_came, interrupted
 from ..backend import fits_on_device, get_array_module, get_xp, to_numpy
 from ..checkpoint import flatten, group, load_checkpoint, save_checkpoint
 from ..datasets import minibatches
@@ -410,6 +410,8 @@ class Trainer:
                 ):  # overflow shows as a non-finite loss: reported below
                     loss, scores = self._step(xb, yb)
                 pending.append(loss)
+                if ctrl_c_came():  # one lost on the way (gpunet._checks.catch_lost_ctrl_c)
+                    raise KeyboardInterrupt
                 iteration = first_iteration + i + 1
                 for cb in self.callbacks:
                     cb.on_batch_end(self, iteration, {"loss": loss})
