@@ -113,7 +113,7 @@ def _fill(
                 E[s, e] = row[col] if 0 <= col < W else 0
 
 
-fill = numba_cache.njit(_fill, inline="always", error_model="numpy")
+fill = numba_cache.njit(_fill, error_model="numpy")
 
 
 def _plane_in(
@@ -174,7 +174,7 @@ def _plane_in(
                     coef[a], count[a], Th * Tw)  # fmt: skip
 
 
-plane_in = numba_cache.njit(_plane_in, inline="always", error_model="numpy", fastmath={"contract"})
+plane_in = numba_cache.njit(_plane_in, error_model="numpy", fastmath={"contract"})
 
 
 def _interleave(
@@ -216,9 +216,7 @@ def _interleave(
                 Y[yo + u64(m) * t + u64(j)] = acc
 
 
-interleave = numba_cache.njit(
-    _interleave, inline="always", error_model="numpy", fastmath={"contract"}
-)
+interleave = numba_cache.njit(_interleave, error_model="numpy", fastmath={"contract"})
 
 
 def _plane_out(
@@ -260,9 +258,7 @@ def _plane_out(
                     row[v] = Y[yo + v]
 
 
-plane_out = numba_cache.njit(
-    _plane_out, inline="always", error_model="numpy", fastmath={"contract"}
-)
+plane_out = numba_cache.njit(_plane_out, error_model="numpy", fastmath={"contract"})
 
 
 def _scratch_in(
