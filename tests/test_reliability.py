@@ -717,7 +717,7 @@ def test_a_ctrl_c_lost_in_a_c_callback_still_stops_train(tmp_path, capsys, monke
 
     from gpunet import run as run_mod
 
-    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGINT)
+    hook = sys.unraisablehook
     real = run_mod.load_data
 
     def load_data_after_a_lost_ctrl_c(cfg):
@@ -728,11 +728,18 @@ def test_a_ctrl_c_lost_in_a_c_callback_still_stops_train(tmp_path, capsys, monke
         return real(cfg)
 
     monkeypatch.setattr(run_mod, "load_data", load_data_after_a_lost_ctrl_c)
-    code, _, err = _cli(capsys, "train", *TINY, "--epochs", "3", "--out", str(tmp_path / "r"))
+    # Python's own SIGINT handler, as a terminal's program has it (a shell's background job
+    # inherits SIGINT ignored, and there is then no Ctrl-C to catch)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = _cli(capsys, "train", *TINY, "--epochs", "3", "--out", str(tmp_path / "r"))
+        restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, handler)
     assert code == 130, err
     lines = [line for line in err.splitlines() if not line.startswith("epoch ")]
     assert len(lines) == 1 and lines[0].startswith("gpunet train: interrupted"), err
-    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is handler
+    assert sys.unraisablehook is hook and restored
     monkeypatch.setattr(run_mod, "load_data", real)  # and the next run is not interrupted
     code, _, err = _cli(capsys, "train", *TINY, "--epochs", "1", "--out", str(tmp_path / "s"))
     assert code == 0, err
@@ -762,6 +769,9 @@ def test_sigint_during_train_is_one_line(tmp_path, delay):
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal delivers it, even where this suite runs as a shell's background
+        # job (which starts with SIGINT ignored: the child would inherit that and never stop)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
