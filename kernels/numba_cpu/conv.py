@@ -304,12 +304,14 @@ def _run_parts(name: str, dtype: object, macs: int, fn: Callable, starts: range)
     9.4 on two."""
     import numba
 
+    # the parts this call could have: one per chunk, per SPLIT_MIN_MACS, none below the chunk size
+    most = 1
+    if macs >= SPLIT_MIN_CHUNK_MACS * len(starts):
+        most = min(len(starts), max(1, macs // SPLIT_MIN_MACS))
     with cpu_threads.choose(cpu_threads.key(name, dtype), macs) as parallel:
-        n = numba.get_num_threads() if parallel else 1
-        n = min(n, len(starts), max(1, macs // SPLIT_MIN_MACS))
-        if n <= 1 or macs < SPLIT_MIN_CHUNK_MACS * len(starts):
-            splittable = len(starts) > 1 and macs >= SPLIT_MIN_CHUNK_MACS * len(starts)
-            if not parallel and splittable and cpu_threads.held_by_last_product(macs):
+        n = min(numba.get_num_threads() if parallel else 1, most)
+        if n <= 1:
+            if not parallel and most > 1 and cpu_threads.held_by_last_product(macs):
                 # serial only because of a product just before -- maybe this call's own last
                 # time: made on one BLAS thread, these are not noted and the next call splits
                 # (else the 7x7 first layer's forward, called again and again, never split)

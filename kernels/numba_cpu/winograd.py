@@ -350,12 +350,12 @@ def _padded(
 
 
 def _each_position(
-    A: Array, B: Array, C: Array, ta: int, M: int, N: int, K: int, beta: float
+    A: Array, B: Array, C: Array, ta: int, M: int, N: int, K: int, beta: float, fn: tuple | None
 ) -> None:
     """C[xi] = op(A[xi]) @ B[xi] + beta C[xi] (``_products``) for the a^2 positions: on Numba's
-    threads, each product on one BLAS thread, where the BLAS's gemm can be called from Numba;
-    else one product at a time from here, each on the BLAS's threads."""
-    fn = blas_call.gemm_function(A.dtype, cpu_blas.active())
+    threads, each product on one BLAS thread, where the BLAS's gemm can be called from Numba
+    (``fn``: blas_call.gemm_function's); else one product at a time from here, each on the
+    BLAS's threads."""
     if fn is not None:  # inside _one_blas_thread
         key = cpu_threads.key("winograd_products", A.dtype)
         with cpu_threads.choose(key, A.shape[0] * M * N * K) as par:
@@ -366,13 +366,13 @@ def _each_position(
         cpu_blas.matmul_into(a, B[xi, :K], C[xi, :M], accumulate=beta != 0)
 
 
-def _one_blas_thread(dtype: numpy.dtype) -> contextlib.AbstractContextManager:
+def _one_blas_thread(fn: tuple | None) -> contextlib.AbstractContextManager:
     """The BLAS on one thread per product while a convolution runs, where its products are made
     on Numba's threads (``_each_position``): the positions' products then split over the cores,
     and no product leaves BLAS threads spinning against the transforms' parallel loops (the
     filter transform's small product did, on two threads, and the stall watch of
     kernels/shared/cpu_threads.py then turned every kernel serial)."""
-    if blas_call.gemm_function(dtype, cpu_blas.active()) is None:
+    if fn is None:
         return contextlib.nullcontext()
     return cpu_blas.one_thread_per_product()
 
@@ -389,22 +389,22 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int = 0) ->
     dtype)`` reusable scratch arrays. (Split over Python threads like im2col's samples, its
     chunks ran slower than on Numba's threads with MKL's: 28 against 19 ms for 64 channels at
     32x32 on two threads -- kernels/numba_cpu/conv.py splits im2col only.)"""
-    with _one_blas_thread(x.dtype):
-        return _forward(x, w, padding, buffer, m or TILE)
+    fn = blas_call.gemm_function(x.dtype, cpu_blas.active())
+    with _one_blas_thread(fn):
+        return _forward(x, w, padding, buffer, m or TILE, fn)
 
 
-def _planes(x_shape: tuple, padding: tuple, m: int, dtype: numpy.dtype) -> tuple | None:
-    """blas_call's gemm (address, ilp64) where the output has PLANES_MIN_TILES tiles or more per
-    image and Numba can call the BLAS: winograd_planes.py's layout; else None."""
+def _planes(x_shape: tuple, padding: tuple, m: int) -> bool:
+    """Whether the output has PLANES_MIN_TILES tiles or more per image: winograd_planes.py's
+    layout, where Numba can call the BLAS."""
     _, _, Th, Tw = _sizes(x_shape, padding, m)
-    if Th * Tw < PLANES_MIN_TILES:
-        return None
-    return blas_call.gemm_function(dtype, cpu_blas.active())
+    return Th * Tw >= PLANES_MIN_TILES
 
 
-def _forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int) -> Array:
-    fn = _planes(x.shape, padding, m, x.dtype)
-    if fn is not None:
+def _forward(
+    x: Array, w: Array, padding: tuple, buffer: Callable, m: int, fn: tuple | None
+) -> Array:
+    if fn is not None and _planes(x.shape, padding, m):
         return winograd_planes.forward(
             x, filter_transform(w, m, "FC"), padding, m, _tables(m, x.dtype), fn, buffer
         )
@@ -427,7 +427,7 @@ def _forward(x: Array, w: Array, padding: tuple, buffer: Callable, m: int) -> Ar
         with cpu_threads.choose(key_in, nt * C) as par:
             PATCH_TRANSFORM[par](xp.reshape(-1, C), Hp, Wp, t0, nt, Th, Tw, m, a, *bt,
                                  V.reshape(-1, C))  # fmt: skip
-        _each_position(V, U, Mt, blas_call.NO_TRANS, nt, F, C, 0.0)
+        _each_position(V, U, Mt, blas_call.NO_TRANS, nt, F, C, 0.0, fn)
         with cpu_threads.choose(key_out, nt * F) as par:
             OUTPUT_TRANSFORM[par](Mt.reshape(-1, F), t0, nt, Th, Tw, *at, y.reshape(-1, F),
                                   m * Th, m * Tw)  # fmt: skip
@@ -447,19 +447,26 @@ def backward(
     m: int = 0,
 ) -> tuple:
     """(dx or None, dw) of forward for the output gradient dout (N, F, Ho, Wo)."""
-    with _one_blas_thread(x.dtype):
-        return _backward(dout, x, w, padding, input_grad, buffer, m or TILE)
+    fn = blas_call.gemm_function(x.dtype, cpu_blas.active())
+    with _one_blas_thread(fn):
+        return _backward(dout, x, w, padding, input_grad, buffer, m or TILE, fn)
 
 
 def _backward(
-    dout: Array, x: Array, w: Array, padding: tuple, input_grad: bool, buffer: Callable, m: int
+    dout: Array,
+    x: Array,
+    w: Array,
+    padding: tuple,
+    input_grad: bool,
+    buffer: Callable,
+    m: int,
+    fn: tuple | None,
 ) -> tuple:
     dout = numpy.ascontiguousarray(dout)
-    fn = _planes(x.shape, padding, m, x.dtype)
-    if fn is not None:
+    if fn is not None and _planes(x.shape, padding, m):
         dU = winograd_planes.weight_grad(dout, x, padding, m, _tables(m, x.dtype), fn, buffer)
     else:
-        dU = _weight_grad_chunks(dout, x, w.shape[0], padding, buffer, m)
+        dU = _weight_grad_chunks(dout, x, w.shape[0], padding, buffer, m, fn)
     dw = filter_gradient(dU, m, x.dtype)
     dx = None
     if input_grad:  # the correlation of dout with the filters turned and transposed
@@ -469,7 +476,7 @@ def _backward(
 
 
 def _weight_grad_chunks(
-    dout: Array, x: Array, F: int, padding: tuple, buffer: Callable, m: int
+    dout: Array, x: Array, F: int, padding: tuple, buffer: Callable, m: int, fn: tuple | None
 ) -> Array:
     """dU (a^2, F, C) = sum over tiles of dM_xi^T V_xi, chunk by chunk in the NHWC layout."""
     a = m + 2
@@ -493,5 +500,5 @@ def _weight_grad_chunks(
             PATCH_TRANSFORM[par](dyp.reshape(-1, F), Hp, Wp, t0, nt, Th, Tw, m, m, *am,
                                  dM.reshape(-1, F))  # fmt: skip
         # dU_xi (F, C) += dM_xi^T (F, nt) @ V_xi (nt, C)
-        _each_position(dM, V, dU, blas_call.TRANS, F, C, nt, 1.0)
+        _each_position(dM, V, dU, blas_call.TRANS, F, C, nt, 1.0, fn)
     return dU

@@ -397,8 +397,15 @@ def _block(N: int, P: int, threads: int) -> int:
     return max(1, min(-(-BLOCK_TILES // P), -(-N // threads)))
 
 
-def _workspace(buffer: object, slot: str, threads: int, size: int, dtype: numpy.dtype) -> Array:
-    return buffer(slot, (threads, size), dtype)  # type: ignore[operator]
+def _workspaces(
+    buffer: object, par: bool, N: int, P: int, C: int, F: int, a: int, dtype: numpy.dtype
+) -> tuple:
+    """(threads, images per block, V's and M's workspaces: a row of each per thread)."""
+    threads = _threads(par)
+    nb = _block(N, P, threads)
+    rows = [buffer(f"winograd_planes_{name}", (threads, n * a * a * nb * P), dtype)  # type: ignore[operator]
+            for name, n in (("v", C), ("m", F))]  # fmt: skip
+    return threads, nb, *rows
 
 
 def forward(
@@ -416,10 +423,7 @@ def forward(
     A = numpy.array(TRANSFORMS[m][2], x.dtype)
     out = numpy.empty((N, F, Ho, Wo), x.dtype)
     with cpu_threads.choose(cpu_threads.key("winograd_planes", x.dtype), x.size) as par:
-        threads = _threads(par)
-        nb = _block(N, Th * Tw, threads)
-        work_v = _workspace(buffer, "winograd_planes_v", threads, C * a * a * nb * Th * Tw, x.dtype)
-        work_m = _workspace(buffer, "winograd_planes_m", threads, F * a * a * nb * Th * Tw, x.dtype)
+        _, nb, work_v, work_m = _workspaces(buffer, par, N, Th * Tw, C, F, a, x.dtype)
         FORWARD_BLOCKS[par](x, Ut, nb, padding[0], padding[1], Th, Tw, *bt, *at, A, out, work_v,
                             work_m, *fn, bool(par))  # fmt: skip
     return out
@@ -437,10 +441,7 @@ def weight_grad(
     _, _, Th, Tw = _sizes(x.shape, padding, m)
     bt, _, am = tables
     with cpu_threads.choose(cpu_threads.key("winograd_planes_dw", x.dtype), x.size) as par:
-        threads = _threads(par)
-        nb = _block(N, Th * Tw, threads)
-        work_v = _workspace(buffer, "winograd_planes_v", threads, C * a * a * nb * Th * Tw, x.dtype)
-        work_m = _workspace(buffer, "winograd_planes_m", threads, F * a * a * nb * Th * Tw, x.dtype)
+        threads, nb, work_v, work_m = _workspaces(buffer, par, N, Th * Tw, C, F, a, x.dtype)
         dU = numpy.zeros((threads, a * a, F, C), x.dtype)
         WEIGHT_GRAD_BLOCKS[par](x, dy, nb, padding[0], padding[1], Th, Tw, *bt, *am, work_v,
                                 work_m, dU, *fn, bool(par))  # fmt: skip
