@@ -434,6 +434,80 @@ def test_winograd_is_only_taken_where_it_applies():
     assert not winograd.eligible((3, 3), (1, 1), (1, 1), 3, 64)  # a first layer: im2col
 
 
+# ------------------------------------------------------------- direct convolution (first layer)
+#: (x shape, filters, kernel, padding): an RGB first layer 3x3 and 7x7 "same" (blocks of 32
+#: columns exactly), one channel at a width of 37 and 10 filters (a short last block of columns
+#: and of channels), no padding, 13 filters at a width of 18, float64's 16-column blocks
+DIRECT_CASES = [
+    ((2, 3, 32, 32), 32, 3, 1),
+    ((2, 3, 20, 32), 32, 7, 3),
+    ((2, 1, 9, 37), 10, 5, 2),
+    ((3, 3, 6, 18), 13, 3, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: f"{c[0]}F{c[1]}k{c[2]}p{c[3]}")
+@pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
+def test_direct_conv_matches_the_sum(path, case, dtype, monkeypatch):
+    """A first layer (C kh kw <= 160, stride 1, Wo >= 16) runs direct_conv.py's microkernel on
+    the CPU (counted; taken here on CPUs without AVX-512 too, where it is slower but the same
+    sums), and agrees with the float64 direct loops; its backward is im2col's."""
+    from gpunet.kernels.numba_cpu import direct_conv
+
+    monkeypatch.setattr(direct_conv, "_AVX512", True)
+    real_builds = direct_conv.FORWARD
+    made = []
+    monkeypatch.setattr(direct_conv, "FORWARD", [
+        lambda *a: made.append(0) or real_builds[0](*a),
+        lambda *a: made.append(1) or real_builds[1](*a),
+    ])  # fmt: skip
+    x_shape, filters, k, p = case
+    rng = numpy.random.default_rng(9)
+    x, w = rng.normal(size=x_shape), rng.normal(size=(filters, x_shape[1], k, k))
+    dout = rng.normal(
+        size=(x_shape[0], filters, x_shape[2] + 2 * p - k + 1, x_shape[3] + 2 * p - k + 1)
+    )
+    out, dx, dw = run(
+        path, _conv, x.astype(dtype), w.astype(dtype), (1, 1), (p, p), dout.astype(dtype)
+    )
+    assert made  # the microkernel made the forward
+    assert out.dtype == dtype
+    want = conv_naive(x, w, (1, 1), (p, p))
+    assert_allclose(out, want, dtype, scale=10 * x_shape[1] * k * k)
+    want_dx, want_dw = _conv_grads_naive(x, w, (p, p), dout)
+    assert_allclose(dx, want_dx, dtype, scale=10 * filters * k * k)
+    assert_allclose(dw, want_dw, dtype, scale=10 * x_shape[0] * x_shape[2] * x_shape[3])
+
+
+def _conv_grads_naive(x, w, padding, dout):
+    """dx, dw of sum(dout * conv(x, w)) at stride 1, by the taps' loops in float64."""
+    (ph, pw), (N, C, H, W), (_, _, kh, kw) = padding, x.shape, w.shape
+    Ho, Wo = dout.shape[2:]
+    dxp = numpy.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp = numpy.zeros_like(dxp)
+    xp[:, :, ph : ph + H, pw : pw + W] = x
+    dw = numpy.zeros(w.shape)
+    for i in range(kh):
+        for j in range(kw):
+            dw[:, :, i, j] = numpy.einsum("nfhw,nchw->fc", dout, xp[:, :, i : i + Ho, j : j + Wo])
+            dxp[:, :, i : i + Ho, j : j + Wo] += numpy.einsum("fc,nfhw->nchw", w[:, :, i, j], dout)
+    return dxp[:, :, ph : ph + H, pw : pw + W], dw
+
+
+def test_direct_conv_is_only_taken_where_it_applies(monkeypatch):
+    from gpunet.kernels.numba_cpu import direct_conv
+
+    monkeypatch.setattr(direct_conv, "_AVX512", True)
+    first = ((64, 3, 32, 32), (32, 3, 7, 7))
+    assert direct_conv.eligible(*first, (1, 1), (3, 3), 32)
+    assert not direct_conv.eligible(*first, (2, 2), (3, 3), 16)  # strided
+    assert not direct_conv.eligible(*first, (1, 1), (3, 3), 8)  # narrow: im2col
+    assert not direct_conv.eligible((64, 4, 32, 32), (32, 4, 7, 7), (1, 1), (3, 3), 32)  # 196 taps
+    monkeypatch.setattr(direct_conv, "_AVX512", False)
+    assert not direct_conv.eligible(*first, (1, 1), (3, 3), 32)  # 16 accumulators would spill
+
+
 def test_a_convolution_kept_serial_by_a_product_splits_next_time(monkeypatch):
     """Right after a product (cpu_threads' quiet rule) a splittable call runs unsplit, its
     products on one BLAS thread and not noted -- so the call after it splits, instead of every

@@ -33,7 +33,7 @@ from gpunet.config import CONFIG
 from gpunet.types import Array
 
 from ..shared import cpu_blas, cpu_threads, im2col_gemm, numba_cache
-from . import winograd
+from . import direct_conv, winograd
 
 
 def _im2col(  # pragma: no cover - Numba
@@ -358,13 +358,20 @@ def _winograd(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
     )
 
 
+def _direct(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
+    out_width = x.shape[3] + 2 * padding[1] - w.shape[3] + 1
+    return x.dtype == w.dtype and direct_conv.eligible(x.shape, w.shape, stride, padding, out_width)
+
+
 def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
     """(out (N, F, Ho, Wo) of x (N, C, H, W) and w (F, C, kh, kw), no bias; kept). 3x3 kernels
-    at stride 1 with 16 or more channels in and out: Winograd F(4x4, 3x3) (winograd.py); the
-    rest im2col."""
+    at stride 1 with 16 or more channels in and out: Winograd F(4x4, 3x3) (winograd.py); a first
+    layer (C kh kw <= 160 taps, stride 1) directly (direct_conv.py, AVX-512); the rest im2col."""
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
         return winograd.forward(x, w, padding, _buffer), None
+    if _direct(x, w, stride, padding):
+        return direct_conv.forward(numpy.ascontiguousarray(x), w, padding, _buffer), None
     return im2col_gemm.conv2d_forward(_kernels("conv2d", x, w), x, w, stride, padding)
 
 
