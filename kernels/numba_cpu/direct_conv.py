@@ -142,7 +142,7 @@ def _rows(
         at = builder.gep(xs.data, [builder.add(x0v, builder.load(builder.gep(ts.data, [t])))])
         xv = [builder.load(vector_at(at, v * n), align=size) for v in range(VECTORS)]
         wrow = builder.gep(ws.data, [builder.add(builder.mul(t, fp), f0v)])
-        new = []
+        new: list[ir.Value] = []
         for k in range(CHANNELS):
             s = builder.load(builder.gep(wrow, [ir.Constant(intp, k)]))
             b = builder.shuffle_vector(
