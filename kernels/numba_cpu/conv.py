@@ -359,7 +359,7 @@ def _winograd(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
 
 
 def _direct(x: Array, w: Array, stride: tuple, padding: tuple) -> bool:
-    out_width = x.shape[3] + 2 * padding[1] - w.shape[3] + 1
+    _, out_width = im2col_gemm.output_size(x.shape[2], x.shape[3], w.shape[2:], stride, padding)
     return x.dtype == w.dtype and direct_conv.eligible(x.shape, w.shape, stride, padding, out_width)
 
 

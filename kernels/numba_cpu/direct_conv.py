@@ -43,7 +43,7 @@ from numba.extending import intrinsic
 from gpunet.types import Array
 
 from ..shared import cpu_threads, numba_cache
-from .vector_math import _prefer_wide_vectors
+from .vector_math import _has_avx512, _prefer_wide_vectors
 from .winograd_planes import _threads
 
 #: output channels per microkernel call (the weights broadcast per tap)
@@ -64,16 +64,12 @@ def lanes(dtype: numpy.dtype) -> int:
     return VECTOR_BYTES // numpy.dtype(dtype).itemsize
 
 
-def _has_avx512() -> bool:
+def _numba_targets_avx512() -> bool:
     """Whether Numba compiles for a CPU with AVX-512 (the host's features, or NUMBA_CPU_FEATURES):
     elsewhere 16 vector accumulators of 64 bytes would spill, and im2col serves the layer."""
-    try:
-        from numba.core.registry import cpu_target
+    from numba.core.registry import cpu_target
 
-        features = cpu_target.target_context.codegen()._tm_features
-        return "+avx512f" in features
-    except Exception:  # pragma: no cover - depends on Numba's internals
-        return False
+    return _has_avx512(cpu_target.target_context)
 
 
 def eligible(x_shape: tuple, w_shape: tuple, stride: tuple, padding: tuple, out_width: int) -> bool:
@@ -115,15 +111,8 @@ def _rows(
         )
         zero = ir.Constant(vec, [0.0] * n)
 
-        def vector_at(
-            base: ir.Value, offset: Any
-        ) -> ir.Value:  # unaligned: align = the item's size
-            return builder.bitcast(
-                builder.gep(
-                    base, [offset if isinstance(offset, ir.Value) else ir.Constant(intp, offset)]
-                ),
-                vec.as_pointer(),
-            )
+        def vector_at(base: ir.Value, offset: ir.Value) -> ir.Value:  # loaded/stored unaligned
+            return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
 
         splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
 
@@ -140,7 +129,8 @@ def _rows(
             phi.add_incoming(zero, entry)
             acc.append(phi)
         at = builder.gep(xs.data, [builder.add(x0v, builder.load(builder.gep(ts.data, [t])))])
-        xv = [builder.load(vector_at(at, v * n), align=size) for v in range(VECTORS)]
+        xv = [builder.load(vector_at(at, ir.Constant(intp, v * n)), align=size)
+              for v in range(VECTORS)]  # fmt: skip
         wrow = builder.gep(ws.data, [builder.add(builder.mul(t, fp), f0v)])
         new: list[ir.Value] = []
         for k in range(CHANNELS):
@@ -202,7 +192,7 @@ def _forward(
 
 
 FORWARD = numba_cache.serial_and_parallel(_forward, error_model="numpy", boundscheck=False)
-_AVX512 = _has_avx512()
+_AVX512 = _numba_targets_avx512()
 
 
 def forward(x: Array, w: Array, padding: tuple, buffer: Any) -> Array:
