@@ -15,6 +15,7 @@ calls), never how fast it runs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 import re
@@ -114,45 +115,50 @@ def cupy_options(arch: str, options: tuple = ("-std=c++14",)) -> tuple:
     return (*options, "-ftz=true", f"-arch={arch}", "--device-as-default-execution-space")
 
 
-def _compile(source: str, options: tuple, name: str = "gpunet.cu") -> tuple:
-    """(program handle, ok, log); the caller destroys the program."""
+@functools.lru_cache(maxsize=64)
+def _compile(source: str, options: tuple) -> tuple:
+    """(ok, log, cubin or None) of one NVRTC compile. Remembered for the process: the static
+    checks and the compile tests read the same units with the same options (each batchnorm
+    compile takes some 10 s)."""
     lib = _nvrtc()
     prog = ctypes.c_void_p()
-    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
+    name = b"gpunet.cu"
+    rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name, 0, None, None)
     if rc != 0:
         raise RuntimeError(f"nvrtcCreateProgram failed ({rc})")
-    opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
-    rc = lib.nvrtcCompileProgram(prog, len(options), opts)
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    return prog, rc == 0, log.value.decode(errors="replace")
+    try:
+        opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+        ok = lib.nvrtcCompileProgram(prog, len(options), opts) == 0
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        cubin = None
+        # a cubin exists where the options name a real architecture (-arch=sm_XX), not compute_XX
+        if ok and lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)) == 0 and size.value:
+            buf = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetCUBIN(prog, buf)
+            cubin = buf.raw
+        return ok, log.value.decode(errors="replace"), cubin
+    finally:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
 def compile_log(source: str, options: tuple) -> tuple:
     """(ok, log) of an NVRTC compile, like ``cupy.RawModule(code=source, options=...)``."""
-    prog, ok, log = _compile(source, options)
-    _nvrtc().nvrtcDestroyProgram(ctypes.byref(prog))
+    ok, log, _ = _compile(source, tuple(options))
     return ok, log
 
 
 def compile_cubin(source: str, arch: str = "sm_90", options: tuple = ("-std=c++14",)) -> bytes:
     """The cubin CuPy would load for ``source`` on an ``arch`` GPU."""
-    lib = _nvrtc()
-    prog, ok, log = _compile(source, cupy_options(arch, options))
-    try:
-        if not ok:
-            raise RuntimeError(f"NVRTC failed for {arch}:\n{log}")
-        size = ctypes.c_size_t()
-        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-        buf = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetCUBIN(prog, buf)
-        return buf.raw
-    finally:
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    ok, log, cubin = _compile(source, cupy_options(arch, tuple(options)))
+    if not ok or cubin is None:
+        raise RuntimeError(f"NVRTC failed for {arch}:\n{log}")
+    return cubin
 
 
+@functools.lru_cache(maxsize=64)
 def _cuobjdump(cubin: bytes, *flags: str) -> str:
     tool = find_tool("cuobjdump")
     if tool is None:
