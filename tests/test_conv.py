@@ -437,12 +437,16 @@ def test_winograd_is_only_taken_where_it_applies():
 # ------------------------------------------------------------- direct convolution (first layer)
 #: (x shape, filters, kernel, padding): an RGB first layer 3x3 and 7x7 "same" (blocks of 32
 #: columns exactly), one channel at a width of 37 and 10 filters (a short last block of columns
-#: and of channels), no padding, 13 filters at a width of 18, float64's 16-column blocks
+#: and of channels), no padding, 13 filters at a width of 18, float64's 16-column blocks; two
+#: channels padded by 2 around a 3x3 kernel (dout's own padding 0); a 1x1 kernel padded by 1
+#: (its backward is im2col's: dout's padding would be -1)
 DIRECT_CASES = [
     ((2, 3, 32, 32), 32, 3, 1),
     ((2, 3, 20, 32), 32, 7, 3),
     ((2, 1, 9, 37), 10, 5, 2),
     ((3, 3, 6, 18), 13, 3, 0),
+    ((2, 2, 17, 19), 5, 3, 2),
+    ((2, 3, 16, 16), 8, 1, 1),
 ]
 
 
@@ -450,34 +454,45 @@ DIRECT_CASES = [
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: f"{c[0]}F{c[1]}k{c[2]}p{c[3]}")
 @pytest.mark.parametrize("path", ["cpu-kernels", "cpu-parallel"])
 def test_direct_conv_matches_the_sum(path, case, dtype, monkeypatch):
-    """A first layer (C kh kw <= 160, stride 1, Wo >= 16) runs direct_conv.py's microkernel on
-    the CPU (counted; taken here on CPUs without AVX-512 too, where it is slower but the same
-    sums), and agrees with the float64 direct loops; its backward is im2col's."""
+    """A first layer (C kh kw <= 160, stride 1, Wo >= 16) runs direct_conv.py's microkernels on
+    the CPU, forward and backward (counted; taken here on CPUs without AVX-512 too, where they
+    are slower but the same sums), and agrees with float64 loops: out, dx and dw, and dw alone
+    (input_grad=False: dout read in place or through a padded copy of its last channels)."""
     from gpunet.kernels.numba_cpu import direct_conv
 
     monkeypatch.setattr(direct_conv, "_AVX512", True)
-    real_builds = direct_conv.FORWARD
     made = []
-    monkeypatch.setattr(direct_conv, "FORWARD", [
-        lambda *a: made.append(0) or real_builds[0](*a),
-        lambda *a: made.append(1) or real_builds[1](*a),
-    ])  # fmt: skip
+    for name in ("FORWARD", "BACKWARD"):
+        real = getattr(direct_conv, name)
+        monkeypatch.setattr(direct_conv, name, [
+            lambda *a, real=real, name=name: made.append(name) or real[0](*a),
+            lambda *a, real=real, name=name: made.append(name) or real[1](*a),
+        ])  # fmt: skip
     x_shape, filters, k, p = case
     rng = numpy.random.default_rng(9)
     x, w = rng.normal(size=x_shape), rng.normal(size=(filters, x_shape[1], k, k))
     dout = rng.normal(
         size=(x_shape[0], filters, x_shape[2] + 2 * p - k + 1, x_shape[3] + 2 * p - k + 1)
     )
-    out, dx, dw = run(
-        path, _conv, x.astype(dtype), w.astype(dtype), (1, 1), (p, p), dout.astype(dtype)
-    )
-    assert made  # the microkernel made the forward
-    assert out.dtype == dtype
+    args = (x.astype(dtype), w.astype(dtype), (1, 1), (p, p), dout.astype(dtype))
+    out, dx, dw = run(path, _conv, *args)
+    (dw_alone,) = run(path, _conv_dw_alone, *args)
+    assert made.count("FORWARD") == 2  # the microkernel made both forwards
+    assert made.count("BACKWARD") == (2 if p < k else 0)  # ... and the backwards where they fit
+    assert out.dtype == dw_alone.dtype == dtype
     want = conv_naive(x, w, (1, 1), (p, p))
     assert_allclose(out, want, dtype, scale=10 * x_shape[1] * k * k)
     want_dx, want_dw = _conv_grads_naive(x, w, (p, p), dout)
     assert_allclose(dx, want_dx, dtype, scale=10 * filters * k * k)
-    assert_allclose(dw, want_dw, dtype, scale=10 * x_shape[0] * x_shape[2] * x_shape[3])
+    for got in (dw, dw_alone):
+        assert_allclose(got, want_dw, dtype, scale=10 * x_shape[0] * x_shape[2] * x_shape[3])
+
+
+def _conv_dw_alone(x, w, stride, padding, dout):
+    out, cache = F.conv2d_forward(x, w, None, stride, padding)
+    dx, dw, _ = F.conv2d_backward(dout, cache, input_grad=False)
+    assert dx is None
+    return (dw,)
 
 
 def _conv_grads_naive(x, w, padding, dout):

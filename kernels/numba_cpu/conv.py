@@ -378,10 +378,14 @@ def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
 def conv2d_backward(
     dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
 ) -> tuple:
-    """(dx or None, dw) for the output gradient dout (N, F, Ho, Wo)."""
+    """(dx or None, dw) for the output gradient dout (N, F, Ho, Wo): Winograd's, the direct
+    first layer's (where its padding is below the kernel size), or im2col's."""
     if _winograd(x, w, stride, padding):
         x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
         return winograd.backward(dout, x, w, padding, input_grad, _buffer)
+    if _direct(x, w, stride, padding) and direct_conv.backward_fits(w.shape[2:], padding):
+        x, w = numpy.ascontiguousarray(x), numpy.ascontiguousarray(w)
+        return direct_conv.backward(dout, x, w, padding, input_grad, _buffer)
     k = _kernels("conv2d'", x, w)
     return im2col_gemm.conv2d_backward(k, dout, x, w, stride, padding, input_grad)
 

@@ -1,32 +1,45 @@
-"""Direct convolution for a net's first layer (few input channels, stride 1) on AVX-512 CPUs.
+"""Direct convolution for a net's first layer (few input channels, stride 1) on AVX-512 CPUs,
+forward and backward.
 
     out[n, f, y, x] = sum over taps t = (c, i, j) of w[f, c, i, j] xp[n, c, y + i, x + j]
+    dw[f, c, i, j]  = sum over n, y, x of dout[n, f, y, x] xp[n, c, y + i, x + j]
+    dx[n, c, r, q]  = sum over f, i, j of w[f, c, i, j] dout[n, f, r + ph - i, q + pw - j]
 
 with xp the zero-padded input. This is the layer im2col serves worst: with C kh kw = 27 (3x3
 taps of an RGB image) or 147 (CS231n's 7x7 first layer) the product per sample is (F x K) @
 (K x Ho Wo) with a small K, where the BLAS runs at half its peak (measured on the 2-vCPU Xeon,
 one core, float32: MKL 35-42 GMAC/s at K = 27, 66-73 at K = 147; NumPy's OpenBLAS 46-61 and
-49-53), before im2col's copy of every tap.
+49-53), before im2col's copy of every tap; its backward's products ran at 25 GMAC/s and, made
+of small Python-driven calls per sample, did not gain from a second thread.
 
-The microkernel (``_rows``, an LLVM intrinsic) keeps 8 output channels x 2 vectors of columns
-of one output row -- 16 accumulators, 8 x 32 outputs in float32 -- in 16 AVX-512 registers
-through all T = C kh kw taps. Per tap it loads the two input vectors at (c, y + i, x0 + j),
-broadcasts the tap's 8 weights and makes 16 fused multiply-adds (two loads per eight FMAs
-besides the broadcasts, which the FMAs take as memory operands): FMA-bound, not load- or
-store-bound. It writes the 8 x 32 outputs once, straight into out's NCHW rows. Numba's loop
-vectorizer cannot produce this: it keeps accumulators in memory across a loop of taps (one
-store per FMA; measured 33-47 GMAC/s for the best loop written that way), hence the intrinsic.
+The microkernels (direct_microkernels.py, LLVM intrinsics) keep 16-24 accumulators in AVX-512
+registers through a whole reduction:
+
+* forward: 8 output channels x 2 vectors of columns of one output row (8 x 32 outputs in
+  float32) through all T = C kh kw taps. Per tap it loads the two input vectors at (c, y + i,
+  x0 + j), broadcasts the tap's 8 weights and makes 16 fused multiply-adds; it writes the 8 x 32
+  outputs once, straight into out's NCHW rows.
+* dw: 8 output channels x 3 taps, the sum over positions in the lanes (8 rows of dout against
+  3 shifted rows of the padded input, 24 FMAs per vector of positions), into a row of
+  accumulators per thread, added up once at the end.
+* dx: the forward's sum over taps on the output gradient padded by kh - 1 - ph rows and
+  kw - 1 - pw columns, with the flipped kernel (taps (f, i', j'), weight w[f, c, kh - 1 - i',
+  kw - 1 - j']), 4 input channels x 4 vectors of flat positions per call.
 
 Each sample (one prange iteration) is copied into a zero-padded flat buffer of its own,
-C (H + 2 ph) (W + 2 pw) values plus one block of slack; a block's loads may run past a row's
-end into the next row (or the slack): those lanes belong to columns >= Wo and are not stored.
-Blocks that would stick out of out (the last columns when Wo is not a multiple of the block,
-the last channels when F is not a multiple of 8) are written to a scratch block and copied.
+C (H + 2 ph) (W + 2 pw) values plus slack; a block's loads may run past a row's end into the
+next row (or the slack): those lanes belong to columns >= Wo and are not stored, or meet zeros
+of the padded output gradient. Blocks that would stick out of out (the last columns when Wo is
+not a multiple of the block, the last channels when F is not a multiple of 8) are written to a
+scratch block and copied. In the backward, dout is read once from memory: in place where dw
+alone is asked for (a first layer's usual case) and its rows are whole vectors, else through a
+zero-padded copy in cache that both sums read.
 
-Measured on the 2-vCPU Intel Xeon development machine (AVX-512, 2.6 GHz), one core, batch 64,
-3 -> 32 channels at 32x32, float32, the kernel alone: 3x3 0.88 ms (64.6 GMAC/s), 7x7 3.87 ms
-(79.6 GMAC/s, ~95 % of two FMA units' peak); torch 2.13 (oneDNN) takes 1.42 and 4.47 ms for
-the whole layer. BENCHMARKS.md has the layer against torch.
+Measured on the 2-vCPU Intel Xeon development machine (AVX-512, 2.6 GHz), batch 64, 3 -> 32
+channels at 32x32, float32, the kernels alone on one core: forward 3x3 0.88 ms (64.6 GMAC/s),
+7x7 3.87 ms (79.6 GMAC/s, ~95 % of two FMA units' peak); dw 3x3 1.2 ms (47 GMAC/s), 7x7 4.8 ms
+(64.5); dx 3x3 1.15 ms. torch 2.13 (oneDNN) takes 1.42 and 4.47 ms for the whole forward
+layer. BENCHMARKS.md has the layers against torch.
 """
 
 from __future__ import annotations
@@ -35,33 +48,24 @@ from typing import Any
 
 import numba
 import numpy
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
 from gpunet.types import Array
 
 from ..shared import cpu_threads, numba_cache
-from .vector_math import _has_avx512, _prefer_wide_vectors
+from .direct_microkernels import VECTOR_BYTES, lanes, position_block, tap_rows
+from .vector_math import _has_avx512
 from .winograd_planes import _threads
 
 #: output channels per microkernel call (the weights broadcast per tap)
 CHANNELS = 8
 #: vectors of columns per output channel (CHANNELS x VECTORS accumulators: 16 of AVX-512's 32)
 VECTORS = 2
-#: bytes per vector register (AVX-512)
-VECTOR_BYTES = 64
 #: where im2col takes over: taps per output (C kh kw) beyond this (3 x 7 x 7 = 147 is the
 #: largest first layer of the CS231n nets; deeper layers go to Winograd or im2col's products)
 MAX_TAPS = 160
 #: narrower outputs waste most of a block of columns (Wo < 16: the digits' 8x8 maps)
 MIN_WIDTH = 16
-
-
-def lanes(dtype: numpy.dtype) -> int:
-    """Values per vector register: 16 float32, 8 float64."""
-    return VECTOR_BYTES // numpy.dtype(dtype).itemsize
 
 
 def _numba_targets_avx512() -> bool:
@@ -80,84 +84,7 @@ def eligible(x_shape: tuple, w_shape: tuple, stride: tuple, padding: tuple, out_
     )
 
 
-@intrinsic
-def _rows(
-    typingctx: Any, x: Any, x0: Any, taps: Any, w: Any, f0: Any, out: Any, o0: Any, ostride: Any
-) -> tuple:  # noqa: ARG001 (Numba's signature)
-    """out[o0 + k ostride + v L + l] = sum over t of w[t, f0 + k] x[x0 + taps[t] + v L + l]
-    for k < CHANNELS, v < VECTORS, l < L (the lanes): one block of a row's outputs. x, taps, w,
-    out are 1-D C arrays (w: (T, Fp) flattened, Fp a multiple of CHANNELS); the indices are not
-    checked (the caller's blocks are in bounds)."""
-    dtype = x.dtype
-    sig = types.void(x, types.intp, taps, w, types.intp, out, types.intp, types.intp)
-
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: tuple) -> Any:
-        _prefer_wide_vectors(builder.function)
-        xa, x0v, ta, wa, f0v, oa, o0v, ostride_v = args
-        arrays = [context.make_array(signature.args[i])(context, builder, v)
-                  for i, v in ((0, xa), (2, ta), (3, wa), (5, oa))]  # fmt: skip
-        xs, ts, ws, os_ = arrays
-        count = builder.extract_value(ts.shape, 0)
-        width = builder.extract_value(ws.shape, 0)
-        fp = builder.sdiv(width, count)  # w's row length
-        scalar = context.get_value_type(dtype)
-        size = numpy.dtype(str(dtype)).itemsize
-        n = lanes(numpy.dtype(str(dtype)))
-        vec = ir.VectorType(scalar, n)
-        intp = ir.IntType(64)
-        suffix = f"v{n}f{scalar.intrinsic_name[1:]}"
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}"
-        )
-        zero = ir.Constant(vec, [0.0] * n)
-
-        def vector_at(base: ir.Value, offset: ir.Value) -> ir.Value:  # loaded/stored unaligned
-            return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
-
-        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
-
-        entry = builder.block
-        loop = builder.append_basic_block("taps")
-        done = builder.append_basic_block("write")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        t = builder.phi(intp)
-        t.add_incoming(ir.Constant(intp, 0), entry)
-        acc = []
-        for _ in range(CHANNELS * VECTORS):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, entry)
-            acc.append(phi)
-        at = builder.gep(xs.data, [builder.add(x0v, builder.load(builder.gep(ts.data, [t])))])
-        xv = [builder.load(vector_at(at, ir.Constant(intp, v * n)), align=size)
-              for v in range(VECTORS)]  # fmt: skip
-        wrow = builder.gep(ws.data, [builder.add(builder.mul(t, fp), f0v)])
-        new: list[ir.Value] = []
-        for k in range(CHANNELS):
-            s = builder.load(builder.gep(wrow, [ir.Constant(intp, k)]))
-            b = builder.shuffle_vector(
-                builder.insert_element(
-                    ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0)
-                ),
-                ir.Constant(vec, ir.Undefined),
-                splat_mask,
-            )
-            new.extend(builder.call(fma, [xv[v], b, acc[k * VECTORS + v]]) for v in range(VECTORS))
-        t_next = builder.add(t, ir.Constant(intp, 1))
-        t.add_incoming(t_next, builder.block)
-        for phi, value in zip(acc, new):
-            phi.add_incoming(value, builder.block)
-        builder.cbranch(builder.icmp_signed("<", t_next, count), loop, done)
-
-        builder.position_at_end(done)
-        for k in range(CHANNELS):
-            row = builder.add(o0v, builder.mul(ir.Constant(intp, k), ostride_v))
-            for v in range(VECTORS):
-                at_v = builder.add(row, ir.Constant(intp, v * n))
-                builder.store(new[k * VECTORS + v], vector_at(os_.data, at_v), align=size)
-        return context.get_dummy_value()
-
-    return sig, codegen
+_ROWS = tap_rows(CHANNELS, VECTORS)
 
 
 def _forward(
@@ -183,9 +110,9 @@ def _forward(
             for y in range(Ho):
                 for c0 in range(0, Wo, block):
                     if f0 + CHANNELS <= F and c0 + block <= Wo:
-                        _rows(xp, y * Wp + c0, taps, wt, f0, on, (f0 * Ho + y) * Wo + c0, Ho * Wo)
+                        _ROWS(xp, y * Wp + c0, taps, wt, f0, on, (f0 * Ho + y) * Wo + c0, Ho * Wo)
                     else:  # the block sticks out of out: write it aside, copy what is inside
-                        _rows(xp, y * Wp + c0, taps, wt, f0, scratch, 0, block)
+                        _ROWS(xp, y * Wp + c0, taps, wt, f0, scratch, 0, block)
                         for k in range(min(CHANNELS, F - f0)):
                             for v in range(min(block, Wo - c0)):
                                 out[n, f0 + k, y, c0 + v] = scratch[k * block + v]
@@ -214,3 +141,162 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Any) -> Array:
         work = buffer("direct_conv", (threads, C * Hp * Wp + block + CHANNELS * block), x.dtype)
         FORWARD[par](x, wt.reshape(-1), taps, ph, pw, out, work, bool(par))
     return out
+
+
+# ----------------------------------------------------------------------------- backward
+#: the input gradient's microkernel: 4 input channels x 4 vectors of positions (a first layer
+#: has 1 to a few input channels; 8 x 2 would compute mostly padding)
+DX_CHANNELS = 4
+DX_VECTORS = 4
+_DX_ROWS = tap_rows(DX_CHANNELS, DX_VECTORS)
+#: the weight gradient's microkernel: 8 output channels x 3 taps (24 accumulators); measured
+#: against 4 x 4, 8 x 2, 6 x 4, 2 x 8 (one core, batch 64, 3 -> 32 at 32x32): the fastest at
+#: 7x7 (64.5 GMAC/s) and level with 4 x 4 at 3x3 (47-49); 24 taps x 8 spills
+DW_CHANNELS = 8
+DW_TAPS = 3
+_DW_BLOCK = position_block(DW_CHANNELS, DW_TAPS)
+
+
+def backward_fits(kernel: tuple, padding: tuple) -> bool:
+    """Whether the direct backward serves a layer the forward took: padding < kernel on each
+    axis (else the output gradient's own padding, kernel - 1 - padding, would be negative)."""
+    return padding[0] < kernel[0] and padding[1] < kernel[1]
+
+
+def _backward(
+    x: Array,
+    dout: Array,
+    taps_x: Array,
+    taps_d: Array,
+    w_dx: Array,
+    sizes: Array,
+    dx: Array,
+    acc: Array,
+    work: Array,
+    threaded: bool,
+    input_grad: bool,
+) -> None:  # pragma: no cover - Numba
+    """dw's sums into acc (threads, Fp, Tp, L) and, with input_grad, dx (N, C, H, W) from x
+    (N, C, H, W) and dout (N, F, Ho, Wo). sizes: ph, pw, kh, kw, Rx (the padded input's row
+    length), Rd and dplane (the padded dout's row length and plane), Cp (dx's channels rounded
+    up to DX_CHANNELS)."""
+    N, C, H, W = x.shape
+    F, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
+    ph, pw, kh, kw = sizes[0], sizes[1], sizes[2], sizes[3]
+    Rx, Rd, dplane, Cp = sizes[4], sizes[5], sizes[6], sizes[7]
+    Fp, Tp, L = acc.shape[1], acc.shape[2], acc.shape[3]
+    xplane = (H + 2 * ph) * Rx
+    xsize = C * xplane + kw + L  # slack: a row's last vector reads up to L past the row
+    steps = -(-Wo // L)  # vectors per output row
+    rd = steps * L  # a row of the channel block's copy
+    bsize = 0 if input_grad else DW_CHANNELS * Ho * rd
+    dsize = Fp * dplane if input_grad else 0
+    block = DX_VECTORS * L
+    oplane = -(-(H * Rd) // block) * block
+    a, b = kh - 1 - ph, kw - 1 - pw  # where dout sits in its zero-padded planes
+    flat = dout.reshape(N * F * Ho * Wo)
+    for n in prange(N):
+        tid = numba.get_thread_id() if threaded else 0
+        xf = work[tid, :xsize]
+        xf[:] = 0
+        for c in range(C):
+            for r in range(H):
+                at = c * xplane + (r + ph) * Rx + pw
+                xf[at : at + W] = x[n, c, r]
+        sums = acc[tid].reshape(Fp * Tp * L)
+        df = work[tid, xsize + bsize : xsize + bsize + dsize]
+        if input_grad:  # dout into zero-padded planes, read by both sums (dout once from memory)
+            df[:] = 0
+            for f in range(F):
+                for y in range(Ho):
+                    at = f * dplane + (y + a) * Rd + b
+                    for q in range(Wo):  # a loop: a slice assignment per row cost ~50 ns more
+                        df[at + q] = dout[n, f, y, q]
+        for f0 in range(0, Fp, DW_CHANNELS):
+            if input_grad:  # past Wo, each row of df reads zeros (Rd >= b + rd)
+                src, s0, sstride, srow = df, f0 * dplane + a * Rd + b, dplane, Rd
+            elif f0 + DW_CHANNELS <= F and rd == Wo:  # whole rows of dout: read in place
+                src, s0, sstride, srow = flat, (n * F + f0) * Ho * Wo, Ho * Wo, Wo
+            else:  # short rows or the last channels: a zero-padded copy
+                src, s0, sstride, srow = work[tid, xsize : xsize + bsize], 0, Ho * rd, rd
+                src[:] = 0
+                for k in range(min(DW_CHANNELS, F - f0)):
+                    for y in range(Ho):
+                        for q in range(Wo):
+                            src[(k * Ho + y) * rd + q] = dout[n, f0 + k, y, q]
+            for t0 in range(0, Tp, DW_TAPS):
+                _DW_BLOCK(
+                    src,
+                    s0,
+                    sstride,
+                    srow,
+                    xf,
+                    taps_x,
+                    t0,
+                    Rx,
+                    Ho,
+                    steps,
+                    sums,
+                    (f0 * Tp + t0) * L,
+                    Tp,
+                )
+        if input_grad:
+            out = work[tid, xsize + bsize + dsize : xsize + bsize + dsize + Cp * oplane]
+            for c0 in range(0, Cp, DX_CHANNELS):
+                for p0 in range(0, H * Rd, block):
+                    _DX_ROWS(df, p0, taps_d, w_dx, c0, out, c0 * oplane + p0, oplane)
+            for c in range(C):
+                for r in range(H):
+                    dx[n, c, r] = out[c * oplane + r * Rd : c * oplane + r * Rd + W]
+
+
+BACKWARD = numba_cache.serial_and_parallel(_backward, error_model="numpy", boundscheck=False)
+
+
+def backward(
+    dout: Array, x: Array, w: Array, padding: tuple, input_grad: bool, buffer: Any
+) -> tuple:
+    """(dx or None, dw) of forward for the output gradient dout (N, F, Ho, Wo) (eligible and
+    backward_fits): the module docstring has the sums and their blocking. Per sample, x goes
+    into zero-padded planes of rows Rx = W + 2 pw long; with input_grad, dout into planes of
+    rows Rd long, padded by kh - 1 - ph rows and kw - 1 - pw columns, whose zeros also fill
+    every column a row's last vector reads past Wo."""
+    dout = numpy.ascontiguousarray(dout)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    ph, pw = padding
+    Ho, Wo = dout.shape[2:]
+    L = lanes(x.dtype)
+    T = C * kh * kw
+    Fp = -(-F // DW_CHANNELS) * DW_CHANNELS
+    Tp = -(-T // DW_TAPS) * DW_TAPS
+    Cp = -(-C // DX_CHANNELS) * DX_CHANNELS
+    block = DX_VECTORS * L
+    Rx = W + 2 * pw
+    # the padded dout: dx's taps read W + kw - 1 columns; dw's rows, whole vectors from column b
+    Rd = max(W + kw - 1, kw - 1 - pw + -(-Wo // L) * L)
+    # ... its planes: H + kh - 1 rows and the slack dx's last block reads past them
+    dplane = -(-((H + kh - 1) * Rd + kw + block) // L) * L
+    c, i, j = numpy.meshgrid(numpy.arange(C), numpy.arange(kh), numpy.arange(kw), indexing="ij")
+    taps_x = numpy.zeros(Tp, numpy.intp)  # the padding taps read plane 0; their sums are dropped
+    taps_x[:T] = (c * (H + 2 * ph) * Rx + i * Rx + j).reshape(-1)
+    f, i, j = numpy.meshgrid(numpy.arange(F), numpy.arange(kh), numpy.arange(kw), indexing="ij")
+    taps_d = (f * dplane + i * Rd + j).reshape(-1).astype(numpy.intp)
+    w_dx = numpy.zeros((F * kh * kw, Cp), x.dtype)
+    w_dx[:, :C] = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(F * kh * kw, C)
+    sizes = numpy.array([ph, pw, kh, kw, Rx, Rd, dplane, Cp], numpy.intp)
+    dx = numpy.empty(x.shape, x.dtype) if input_grad else numpy.empty((1, 1, 1, 1), x.dtype)
+    row = C * (H + 2 * ph) * Rx + kw + L
+    if input_grad:
+        row += Fp * dplane + Cp * -(-(H * Rd) // block) * block
+    else:
+        row += DW_CHANNELS * Ho * -(-Wo // L) * L
+    with cpu_threads.choose(cpu_threads.key("direct_conv'", x.dtype), dout.size * 2) as par:
+        threads = _threads(par)
+        acc = numpy.zeros((threads, Fp, Tp, L), x.dtype)
+        work = buffer("direct_conv'", (threads, row), x.dtype)
+        BACKWARD[par](
+            x, dout, taps_x, taps_d, w_dx.reshape(-1), sizes, dx, acc, work, bool(par), input_grad
+        )
+    dw = acc.sum(axis=(0, 3))[:F, :T].reshape(w.shape)
+    return (dx if input_grad else None), dw
