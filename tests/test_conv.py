@@ -602,3 +602,37 @@ def test_samples_split_over_threads(monkeypatch, dtype):
     assert_allclose(got[0], want, dtype)
     for g, r in zip(got[1:], ref[1:]):
         assert_allclose(g, r, dtype, scale=10)
+
+
+def test_the_stall_watch_is_told_work_not_outputs(monkeypatch):
+    """cpu_threads' stall watch compares one kernel's per-value times across calls: a 7x7 first
+    layer's call must count its multiply-adds, not its outputs (counted by outputs, a 7x7 call
+    after 3x3 ones read as a stall and sent every kernel serial), and Winograd's its filters."""
+    import contextlib
+
+    from gpunet.kernels.numba_cpu import conv as cpu_conv
+    from gpunet.kernels.numba_cpu import direct_conv
+    from gpunet.kernels.shared import cpu_threads
+
+    told = {}
+
+    @contextlib.contextmanager
+    def choose(key, n_values):
+        told.setdefault(key.split("/")[0], []).append(n_values)
+        yield False
+
+    monkeypatch.setattr(cpu_threads, "choose", choose)
+    monkeypatch.setattr(direct_conv, "_AVX512", True)
+    rng = numpy.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 16, 16)).astype(numpy.float32)
+    for k in (3, 7):
+        w = rng.normal(size=(8, 3, k, k)).astype(numpy.float32)
+        out, kept = cpu_conv.conv2d_forward(x, w, (1, 1), (k // 2, k // 2))
+        cpu_conv.conv2d_backward(out, x, w, kept, (1, 1), (k // 2, k // 2), True)
+    assert told["direct_conv"] == [x.size // 3 * 8 * 27, x.size // 3 * 8 * 147]
+    assert told["direct_conv'"] == [2 * x.size // 3 * 8 * 27, 2 * x.size // 3 * 8 * 147]
+    x = rng.normal(size=(2, 16, 32, 32)).astype(numpy.float32)  # Winograd on planes
+    for filters in (16, 32):
+        w = rng.normal(size=(filters, 16, 3, 3)).astype(numpy.float32)
+        cpu_conv.conv2d_forward(x, w, (1, 1), (1, 1))
+    assert told["winograd_planes"] == [x.size * 16, x.size * 32]

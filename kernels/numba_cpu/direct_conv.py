@@ -136,7 +136,9 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Any) -> Array:
     taps = (c * Hp * Wp + i * Wp + j).reshape(-1).astype(numpy.intp)
     block = VECTORS * lanes(x.dtype)
     out = numpy.empty((N, F, Ho, Wo), x.dtype)
-    with cpu_threads.choose(cpu_threads.key("direct_conv", x.dtype), out.size) as par:
+    # the stall watch compares per-value times across calls: count multiply-adds, not outputs
+    # (a 7x7 layer's call takes 5x a 3x3 one's per output)
+    with cpu_threads.choose(cpu_threads.key("direct_conv", x.dtype), out.size * taps.size) as par:
         threads = _threads(par)
         work = buffer("direct_conv", (threads, C * Hp * Wp + block + CHANNELS * block), x.dtype)
         FORWARD[par](x, wt.reshape(-1), taps, ph, pw, out, work, bool(par))
@@ -291,7 +293,8 @@ def backward(
         row += Fp * dplane + Cp * -(-(H * Rd) // block) * block
     else:
         row += DW_CHANNELS * Ho * -(-Wo // L) * L
-    with cpu_threads.choose(cpu_threads.key("direct_conv'", x.dtype), dout.size * 2) as par:
+    macs = dout.size * T * (2 if input_grad else 1)  # counted as the forward's (choose)
+    with cpu_threads.choose(cpu_threads.key("direct_conv'", x.dtype), macs) as par:
         threads = _threads(par)
         acc = numpy.zeros((threads, Fp, Tp, L), x.dtype)
         work = buffer("direct_conv'", (threads, row), x.dtype)

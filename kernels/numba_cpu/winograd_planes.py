@@ -422,7 +422,9 @@ def forward(
     bt, at, _ = tables
     A = numpy.array(TRANSFORMS[m][2], x.dtype)
     out = numpy.empty((N, F, Ho, Wo), x.dtype)
-    with cpu_threads.choose(cpu_threads.key("winograd_planes", x.dtype), x.size) as par:
+    # the stall watch compares per-value times across calls: count work (x.size F: the products'
+    # share), not values -- a 128-filter layer's call takes twice a 64-filter one's per value
+    with cpu_threads.choose(cpu_threads.key("winograd_planes", x.dtype), x.size * F) as par:
         _, nb, work_v, work_m = _workspaces(buffer, par, N, Th * Tw, C, F, a, x.dtype)
         FORWARD_BLOCKS[par](x, Ut, nb, padding[0], padding[1], Th, Tw, *bt, *at, A, out, work_v,
                             work_m, *fn, bool(par))  # fmt: skip
@@ -440,7 +442,7 @@ def weight_grad(
     F = dy.shape[1]
     _, _, Th, Tw = _sizes(x.shape, padding, m)
     bt, _, am = tables
-    with cpu_threads.choose(cpu_threads.key("winograd_planes_dw", x.dtype), x.size) as par:
+    with cpu_threads.choose(cpu_threads.key("winograd_planes_dw", x.dtype), x.size * F) as par:
         threads, nb, work_v, work_m = _workspaces(buffer, par, N, Th * Tw, C, F, a, x.dtype)
         dU = numpy.zeros((threads, a * a, F, C), x.dtype)
         WEIGHT_GRAD_BLOCKS[par](x, dy, nb, padding[0], padding[1], Th, Tw, *bt, *am, work_v,
