@@ -256,8 +256,9 @@ def _bwd_sums_rows(
                     dz = 0.0
                 a0[c] += dz
                 a1[c] += dz * xhat
-        s0[p] = a0
-        s1[p] = a1
+        for c in range(C):  # element by element: an array assigned to a row (s0[p] = a0)
+            s0[p, c] = a0[c]  # compiles Numba's broadcasting setitem, 2.3 s of a first run
+            s1[p, c] = a1[c]
     return _sum_parts(s0), _sum_parts(s1)
 
 

@@ -104,7 +104,9 @@ def _forward(
         xp[:] = 0
         for c in range(C):
             for r in range(H):
-                xp[c * plane + (r + ph) * Wp + pw : c * plane + (r + ph) * Wp + pw + W] = x[n, c, r]
+                at = c * plane + (r + ph) * Wp + pw
+                for q in range(W):  # no array-to-slice assignment: it compiles for 2.3 s
+                    xp[at + q] = x[n, c, r, q]
         on = out[n].reshape(F * Ho * Wo)
         for f0 in range(0, F, CHANNELS):
             for y in range(Ho):
@@ -204,7 +206,8 @@ def _backward(
         for c in range(C):
             for r in range(H):
                 at = c * xplane + (r + ph) * Rx + pw
-                xf[at : at + W] = x[n, c, r]
+                for q in range(W):
+                    xf[at + q] = x[n, c, r, q]
         sums = acc[tid].reshape(Fp * Tp * L)
         df = work[tid, xsize + bsize : xsize + bsize + dsize]
         if input_grad:  # dout into zero-padded planes, read by both sums (dout once from memory)
@@ -212,7 +215,7 @@ def _backward(
             for f in range(F):
                 for y in range(Ho):
                     at = f * dplane + (y + a) * Rd + b
-                    for q in range(Wo):  # a loop: a slice assignment per row cost ~50 ns more
+                    for q in range(Wo):
                         df[at + q] = dout[n, f, y, q]
         for f0 in range(0, Fp, DW_CHANNELS):
             if input_grad:  # past Wo, each row of df reads zeros (Rd >= b + rd)
@@ -249,7 +252,9 @@ def _backward(
                     _DX_ROWS(df, p0, taps_d, w_dx, c0, out, c0 * oplane + p0, oplane)
             for c in range(C):
                 for r in range(H):
-                    dx[n, c, r] = out[c * oplane + r * Rd : c * oplane + r * Rd + W]
+                    at = c * oplane + r * Rd
+                    for q in range(W):
+                        dx[n, c, r, q] = out[at + q]
 
 
 BACKWARD = numba_cache.serial_and_parallel(_backward, error_model="numpy", boundscheck=False)
