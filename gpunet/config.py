@@ -104,6 +104,9 @@ class Found:
     #: the worker threads that split a convolution's samples ((pid, ThreadPoolExecutor);
     #: kernels/numba_cpu/conv.py)
     sample_workers: tuple | None = None
+    #: the helper process compiling a convnet's parallel kernel builds (subprocess.Popen;
+    #: kernels/numba_cpu/warm.py), None when there is none
+    parallel_helper: Any = None
     #: the one-time warnings already given (their names)
     warned: set = dataclasses.field(default_factory=set)
     #: Numba CUDA's stream objects for CuPy's streams, per (device, stream)

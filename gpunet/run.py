@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpunet.types import PathLike
 
@@ -375,17 +376,22 @@ def build(cfg: TrainConfig, names: dict | None = None) -> tuple:
         }
     n_classes = int(max(data["y_train"].max(), data["y_val"].max(), data["y_test"].max())) + 1
     if cfg.model == "convnet":
-        model = nn.convnet(
-            cfg.conv,
-            input_shape=data["X_train"].shape[1:],
-            hidden=cfg.hidden,
-            classes=n_classes,
-            kernel_size=cfg.kernel_size,
-            activation=cfg.activation,
-            batchnorm=cfg.batchnorm,
-            init=cfg.init,
-            dropout=cfg.dropout,
-        )
+        shape: dict[str, Any] = {
+            "channels": list(cfg.conv),
+            "input_shape": list(data["X_train"].shape[1:]),
+            "hidden": list(cfg.hidden),
+            "classes": n_classes,
+            "kernel_size": cfg.kernel_size,
+            "activation": cfg.activation,
+            "batchnorm": cfg.batchnorm,
+        }
+        model = nn.convnet(**shape, init=cfg.init, dropout=cfg.dropout)
+        if backend.get_backend() == "numpy":
+            from .kernels.numba_cpu import warm
+
+            # a first run's parallel kernel builds compile in another process meanwhile
+            spec = {"convnet": shape, "batch": cfg.batch_size, "optimizer": cfg.optimizer}
+            warm.start_parallel(spec)
     else:
         model = nn.mlp(
             [data["X_train"].shape[1], *cfg.hidden, n_classes],

@@ -165,3 +165,55 @@ def test_first_run_compiles_the_backward_kernels_in_a_helper(tmp_path):
         "_sgd",
     ):
         assert name not in line, line
+
+
+def test_a_convnets_parallel_builds_compile_in_a_helper_meanwhile_kernels_run_serially(
+    monkeypatch,
+):
+    """kernels/numba_cpu/warm.py's start_parallel: while its helper runs, the CPU thread policy
+    picks serial builds (so the training process never compiles a parallel build the helper is
+    compiling); once it exits, the policy is as before. warm_parallel compiles the net's parallel
+    builds and writes a marker naming their cache entries: with it in place (and the entries),
+    start_parallel starts nothing; without it, it starts the helper on the spec."""
+    import json
+
+    from gpunet.config import CONFIG
+    from gpunet.kernels.numba_cpu import batchnorm, warm
+    from gpunet.kernels.shared import cpu_threads
+
+    monkeypatch.setattr(CONFIG.found, "parallel_helper", None)
+    monkeypatch.setattr(CONFIG.found, "last_matmul", float("-inf"))
+    n = 1 << 22
+    before = cpu_threads.parallel(n)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        CONFIG.found.parallel_helper = sleeper
+        assert warm.parallel_pending() and not cpu_threads.parallel(n)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert cpu_threads.parallel(n) == before and CONFIG.found.parallel_helper is None
+
+    spec = {
+        "convnet": {"channels": [4], "input_shape": [1, 8, 8], "hidden": [], "classes": 3,
+                    "kernel_size": 3, "activation": "relu", "batchnorm": True},
+        "batch": 4,
+        "optimizer": "sgd",
+    }  # fmt: skip
+    monkeypatch.setenv("GPUNET_PRECOMPILE", "1")
+    started = []
+    monkeypatch.setattr(warm.subprocess, "Popen", lambda args, **kw: started.append(args) or 1)
+    marker = warm._marker(spec)
+    if marker is None:
+        pytest.skip("the kernel cache cannot be written here")
+    try:
+        indexes = warm.warm_parallel(spec)
+        assert warm._index_path(batchnorm._STATS[1]) in indexes  # BatchNorm's parallel stats
+        assert cpu_threads.get_mode() == "auto"  # the block's choice did not outlive it
+        assert warm.start_parallel(spec) is None and not started
+        os.remove(marker)
+        assert warm.start_parallel(spec) == 1 and CONFIG.found.parallel_helper == 1
+        assert started[0][-2:] == ["--parallel", json.dumps(spec)]
+    finally:
+        if os.path.exists(marker):
+            os.remove(marker)

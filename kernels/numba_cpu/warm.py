@@ -15,10 +15,24 @@ kernel. Measured: the first `gpunet train` 4.8-5.3 s wall before, see BENCHMARKS
 
 It does nothing when those kernels are already cached (a warm run must not pay for a process),
 when the cache cannot be written, or with ``GPUNET_PRECOMPILE=0``.
+
+A convnet's first run has more to compile: beside each kernel's serial build, its parallel
+(``prange``) build -- BatchNorm's four, max pooling's two, Winograd's transforms -- some 9 s of
+the digits convnet's 24 s first run, compiled one after the other in the training process.
+``start_parallel(spec)`` (gpunet.run.build, for convnets) launches ``python -m
+gpunet.kernels.numba_cpu.warm --parallel SPEC``: the helper builds the same net and makes one
+training step and one evaluation pass with every kernel's parallel build (into the cache), while
+the training process runs serial builds only (kernels/shared/cpu_threads.py asks
+``parallel_pending()``) until the helper exits; from then on the parallel builds load from the
+cache. The helper then writes a marker (``parallel-<hash of the spec>.json`` beside the cache
+entries) naming the cache indexes it made, so that a later run with the same net and every one
+of those entries in place starts no helper.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +41,15 @@ import numpy
 
 from gpunet.types import DTypeLike
 
-__all__ = ["start", "needed", "warm", "GROUPS"]
+__all__ = [
+    "start",
+    "needed",
+    "warm",
+    "GROUPS",
+    "start_parallel",
+    "parallel_pending",
+    "warm_parallel",
+]
 
 #: the two halves of a first step's compiles: the helper process takes "forward" (BatchNorm's
 #: statistics, finishing and normalizing kernels, the loss), the training process "backward"
@@ -111,5 +133,117 @@ def warm(dtype: DTypeLike = numpy.float32, group: str = "backward") -> None:
     path.sgd(g, p, buf, SGDStep(0.1, 0.9, 0.0, 0.0, False, False))
 
 
+# ----------------------------------------------------------------------------- parallel builds
+def _index_path(dispatcher: object) -> str | None:
+    cache = getattr(dispatcher, "_cache", None)
+    return getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+
+
+def _marker(spec: dict) -> str | None:
+    """The marker file of ``spec``'s parallel builds (beside BatchNorm's cache entries), or None
+    where the kernel cache cannot be written."""
+    from . import batchnorm
+
+    index = _index_path(batchnorm._STATS[1])
+    if index is None:
+        return None
+    folder = os.path.dirname(index)
+    if not os.access(folder if os.path.isdir(folder) else os.path.dirname(folder), os.W_OK):
+        return None
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(folder, f"parallel-{digest}.json")
+
+
+def _parallel_cached(marker: str) -> bool:
+    try:
+        with open(marker) as f:
+            indexes = json.load(f)["indexes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all(isinstance(p, str) and os.path.exists(p) for p in indexes)
+
+
+def start_parallel(spec: dict) -> subprocess.Popen | None:
+    """Launch the helper that compiles the parallel builds of ``spec``'s net (``{"convnet":
+    nn.convnet's keyword arguments, "batch": n, "optimizer": name}``) unless they are cached;
+    the training process runs serial builds until it exits (``parallel_pending``)."""
+    from gpunet.config import CONFIG
+
+    if os.environ.get("GPUNET_PRECOMPILE", "1") == "0":
+        return None
+    marker = _marker(spec)
+    if marker is None or _parallel_cached(marker):
+        return None
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--parallel", json.dumps(spec)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "GPUNET_PRECOMPILE": "0"},
+        )
+    except OSError:  # no process to spare: the parallel builds compile here when first used
+        return None
+    CONFIG.found.parallel_helper = helper
+    return helper
+
+
+def parallel_pending() -> bool:
+    """Whether a helper is compiling the parallel builds now (then kernels run serially)."""
+    from gpunet.config import CONFIG
+
+    helper = CONFIG.found.parallel_helper
+    if helper is None:
+        return False
+    if helper.poll() is None:
+        return True
+    CONFIG.found.parallel_helper = None
+    return False
+
+
+def warm_parallel(spec: dict) -> list:
+    """One training step and one evaluation pass of ``spec``'s net on random data with every
+    CPU kernel's parallel build, then the marker; returns the cache indexes written."""
+    from gpunet import config, nn, optim
+
+    from . import batchnorm, conv, winograd, winograd_planes
+    from . import optim as cpu_optim
+
+    kwargs = dict(spec["convnet"])
+    rng = numpy.random.default_rng(0)
+    with config.using(cpu_kernels="numba-parallel"):
+        model = nn.convnet(**kwargs, init="he_normal")
+        x = rng.normal(size=(spec["batch"], *kwargs["input_shape"])).astype(numpy.float32)
+        y = rng.integers(0, kwargs.get("classes", 10), spec["batch"])
+        model.input_grad = False
+        opt = optim.OPTIMIZERS[spec.get("optimizer", "sgd")](model.parameters(), lr=1e-3)
+        _, dscores = nn.SoftmaxCrossEntropy()(model.forward(x), y, check=False)
+        model.zero_grad()
+        model.backward(dscores)
+        opt.step()
+        model.eval()
+        model.forward(x)
+    dispatchers = [
+        value[1]
+        for module in (batchnorm, conv, cpu_optim, winograd, winograd_planes)
+        for value in vars(module).values()
+        if isinstance(value, tuple) and len(value) == 2 and hasattr(value[1], "overloads")
+    ]
+    dispatchers += [b[1] for b in batchnorm._ROWS.values()]
+    indexes = [
+        p for d in dispatchers if d.overloads and (p := _index_path(d)) and os.path.exists(p)
+    ]
+    marker = _marker(spec)
+    if marker is not None:
+        tmp = f"{marker}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"spec": spec, "indexes": sorted(set(indexes))}, f)
+        os.replace(tmp, marker)
+    return indexes
+
+
 if __name__ == "__main__":
-    warm(sys.argv[1] if len(sys.argv) > 1 else "float32", *sys.argv[2:3])
+    if sys.argv[1:2] == ["--parallel"]:
+        warm_parallel(json.loads(sys.argv[2]))
+    else:
+        warm(sys.argv[1] if len(sys.argv) > 1 else "float32", *sys.argv[2:3])

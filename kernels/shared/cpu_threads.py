@@ -129,6 +129,8 @@ def parallel(n_values: int) -> bool:
         return mode == "parallel"
     if time.perf_counter() < watch().serial_until:  # the cores are taken (stalls, above)
         return False
+    if CONFIG.found.parallel_helper is not None and _parallel_builds_pending():
+        return False  # a helper is compiling the parallel builds (kernels/numba_cpu/warm.py)
     loop = CONFIG.found.product_loop
     if loop == "serial" or n_values < PARALLEL_MIN:
         return False
@@ -139,6 +141,12 @@ def parallel(n_values: int) -> bool:
     if loop:  # inside a training loop: only where nothing else spins (product_loop)
         return loop == "free" or _blas_on_numba_threads()
     return time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
+
+
+def _parallel_builds_pending() -> bool:
+    from ..numba_cpu import warm
+
+    return warm.parallel_pending()
 
 
 def held_by_last_product(n_values: int) -> bool:
