@@ -859,10 +859,27 @@ def _kernel_check(cupy: ModuleType):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``gpunet`` command: ``argv`` (default: the process's own arguments, as the console
+    script and ``python -m gpunet`` call it)."""
     from ._checks import catch_lost_ctrl_c
 
     with catch_lost_ctrl_c():
-        return _main(argv)
+        code = _main(argv)
+    if argv is None:  # the process ends with this command: see _skip_last_collection
+        _skip_last_collection()
+    return code
+
+
+def _skip_last_collection() -> None:
+    """Exempt every object alive now from the interpreter's garbage collection at exit: after a
+    command that compiled or loaded Numba kernels that collection walks Numba's typing and
+    lowering registries, 0.2-0.25 s of a 1.3 s `gpunet train` (measured: a process that only
+    calls one njit function ends 0.25 s sooner). Files are closed by then -- every output is
+    written atomically and closed before the command returns -- so nothing is lost; only a
+    program that goes on after ``main()`` would keep garbage, hence not with an explicit argv."""
+    import gc
+
+    gc.freeze()
 
 
 def _main(argv: list[str] | None) -> int:
