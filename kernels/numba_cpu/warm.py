@@ -78,8 +78,7 @@ def needed(dtype: DTypeLike = numpy.float32) -> bool:
     if os.environ.get("GPUNET_PRECOMPILE", "1") == "0":
         return False
     for d in _dispatchers(dtype):
-        cache = getattr(d, "_cache", None)
-        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        index = _index_path(d)
         if index is None:  # no disk cache for it (not writable): nothing to share
             return False
         if not os.path.exists(index):
@@ -206,7 +205,7 @@ def warm_parallel(spec: dict) -> list:
     CPU kernel's parallel build, then the marker; returns the cache indexes written."""
     from gpunet import config, nn, optim
 
-    from . import batchnorm, conv, winograd, winograd_planes
+    from . import activations, batchnorm, conv, direct_conv, winograd, winograd_planes
     from . import optim as cpu_optim
 
     kwargs = dict(spec["convnet"])
@@ -223,9 +222,10 @@ def warm_parallel(spec: dict) -> list:
         opt.step()
         model.eval()
         model.forward(x)
+    modules = (activations, batchnorm, conv, cpu_optim, direct_conv, winograd, winograd_planes)
     dispatchers = [
         value[1]
-        for module in (batchnorm, conv, cpu_optim, winograd, winograd_planes)
+        for module in modules
         for value in vars(module).values()
         if isinstance(value, tuple) and len(value) == 2 and hasattr(value[1], "overloads")
     ]
