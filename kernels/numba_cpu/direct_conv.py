@@ -87,6 +87,19 @@ def eligible(x_shape: tuple, w_shape: tuple, stride: tuple, padding: tuple, out_
 _ROWS = tap_rows(CHANNELS, VECTORS)
 
 
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _tap_offsets(channels: int, kh: int, kw: int, plane: int, row: int) -> Array:
+    """(channels kh kw,) intp: where tap (c, i, j) starts in planes of ``plane`` values with rows
+    of ``row``: c plane + i row + j."""
+    c, i, j = numpy.meshgrid(
+        numpy.arange(channels), numpy.arange(kh), numpy.arange(kw), indexing="ij"
+    )
+    return (c * plane + i * row + j).reshape(-1).astype(numpy.intp)
+
+
 def _pad_sample(
     src: Array, n: int, dst: Array, plane: int, row: int, top: int, left: int
 ) -> None:  # pragma: no cover - Numba
@@ -144,11 +157,9 @@ def forward(x: Array, w: Array, padding: tuple, buffer: Any) -> Array:
     ph, pw = padding
     Hp, Wp = H + 2 * ph, W + 2 * pw
     Ho, Wo = Hp - kh + 1, Wp - kw + 1
-    Fp = -(-F // CHANNELS) * CHANNELS
-    wt = numpy.zeros((C * kh * kw, Fp), x.dtype)
+    wt = numpy.zeros((C * kh * kw, _round_up(F, CHANNELS)), x.dtype)
     wt[:, :F] = w.reshape(F, -1).T
-    c, i, j = numpy.meshgrid(numpy.arange(C), numpy.arange(kh), numpy.arange(kw), indexing="ij")
-    taps = (c * Hp * Wp + i * Wp + j).reshape(-1).astype(numpy.intp)
+    taps = _tap_offsets(C, kh, kw, Hp * Wp, Wp)
     block = VECTORS * lanes(x.dtype)
     out = numpy.empty((N, F, Ho, Wo), x.dtype)
     # the stall watch compares per-value times across calls: count multiply-adds, not outputs
@@ -194,22 +205,21 @@ def _backward(
     input_grad: bool,
 ) -> None:  # pragma: no cover - Numba
     """dw's sums into acc (threads, Fp, Tp, L) and, with input_grad, dx (N, C, H, W) from x
-    (N, C, H, W) and dout (N, F, Ho, Wo). sizes: ph, pw, kh, kw, Rx (the padded input's row
-    length), Rd and dplane (the padded dout's row length and plane), Cp (dx's channels rounded
-    up to DX_CHANNELS)."""
+    (N, C, H, W) and dout (N, F, Ho, Wo). sizes (_layout): ph, pw, kh, kw, Rx (the padded
+    input's row length), Rd and dplane (the padded dout's row length and plane), Cp (dx's
+    channels rounded up to DX_CHANNELS), then the work row's parts: xsize (the padded input),
+    bsize (a channel block's copy of dout), dsize (the padded dout), oplane (a plane of dx's
+    scratch)."""
     N, C, H, W = x.shape
     F, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
     ph, pw, kh, kw = sizes[0], sizes[1], sizes[2], sizes[3]
     Rx, Rd, dplane, Cp = sizes[4], sizes[5], sizes[6], sizes[7]
+    xsize, bsize, dsize, oplane = sizes[8], sizes[9], sizes[10], sizes[11]
     Fp, Tp, L = acc.shape[1], acc.shape[2], acc.shape[3]
     xplane = (H + 2 * ph) * Rx
-    xsize = C * xplane + kw + L  # slack: a row's last vector reads up to L past the row
     steps = -(-Wo // L)  # vectors per output row
     rd = steps * L  # a row of the channel block's copy
-    bsize = 0 if input_grad else DW_CHANNELS * Ho * rd
-    dsize = Fp * dplane if input_grad else 0
     block = DX_VECTORS * L
-    oplane = -(-(H * Rd) // block) * block
     a, b = kh - 1 - ph, kw - 1 - pw  # where dout sits in its zero-padded planes
     flat = dout.reshape(N * F * Ho * Wo)
     for n in prange(N):
@@ -265,6 +275,32 @@ def _backward(
 BACKWARD = numba_cache.serial_and_parallel(_backward, error_model="numpy", boundscheck=False)
 
 
+def _layout(
+    x_shape: tuple, w_shape: tuple, padding: tuple, Wo: int, dtype: Any, input_grad: bool
+) -> Array:
+    """_backward's ``sizes``: the padded buffers' geometry and the parts of a thread's work
+    row, computed once here."""
+    _, C, H, W = x_shape
+    F, _, kh, kw = w_shape
+    ph, pw = padding
+    L = lanes(dtype)
+    block = DX_VECTORS * L
+    Rx = W + 2 * pw
+    # the padded dout: dx's taps read W + kw - 1 columns; dw's rows, whole vectors from column b
+    Rd = max(W + kw - 1, kw - 1 - pw + _round_up(Wo, L))
+    # ... its planes: H + kh - 1 rows and the slack dx's last block reads past them
+    dplane = _round_up((H + kh - 1) * Rd + kw + block, L)
+    Cp = _round_up(C, DX_CHANNELS)
+    xsize = C * (H + 2 * ph) * Rx + kw + L  # slack: a row's last vector reads up to L past it
+    Ho = H + 2 * ph - kh + 1
+    bsize = 0 if input_grad else DW_CHANNELS * Ho * _round_up(Wo, L)
+    dsize = _round_up(F, DW_CHANNELS) * dplane if input_grad else 0
+    oplane = _round_up(H * Rd, block) if input_grad else 0
+    return numpy.array(
+        [ph, pw, kh, kw, Rx, Rd, dplane, Cp, xsize, bsize, dsize, oplane], numpy.intp
+    )
+
+
 def backward(
     dout: Array, x: Array, w: Array, padding: tuple, input_grad: bool, buffer: Any
 ) -> tuple:
@@ -278,35 +314,21 @@ def backward(
     F, _, kh, kw = w.shape
     ph, pw = padding
     Ho, Wo = dout.shape[2:]
-    L = lanes(x.dtype)
     T = C * kh * kw
-    Fp = -(-F // DW_CHANNELS) * DW_CHANNELS
-    Tp = -(-T // DW_TAPS) * DW_TAPS
-    Cp = -(-C // DX_CHANNELS) * DX_CHANNELS
-    block = DX_VECTORS * L
-    Rx = W + 2 * pw
-    # the padded dout: dx's taps read W + kw - 1 columns; dw's rows, whole vectors from column b
-    Rd = max(W + kw - 1, kw - 1 - pw + -(-Wo // L) * L)
-    # ... its planes: H + kh - 1 rows and the slack dx's last block reads past them
-    dplane = -(-((H + kh - 1) * Rd + kw + block) // L) * L
-    c, i, j = numpy.meshgrid(numpy.arange(C), numpy.arange(kh), numpy.arange(kw), indexing="ij")
+    sizes = _layout(x.shape, w.shape, padding, Wo, x.dtype, input_grad)
+    Rx, Rd, dplane, Cp = sizes[4:8]
+    Fp, Tp = _round_up(F, DW_CHANNELS), _round_up(T, DW_TAPS)
     taps_x = numpy.zeros(Tp, numpy.intp)  # the padding taps read plane 0; their sums are dropped
-    taps_x[:T] = (c * (H + 2 * ph) * Rx + i * Rx + j).reshape(-1)
-    f, i, j = numpy.meshgrid(numpy.arange(F), numpy.arange(kh), numpy.arange(kw), indexing="ij")
-    taps_d = (f * dplane + i * Rd + j).reshape(-1).astype(numpy.intp)
+    taps_x[:T] = _tap_offsets(C, kh, kw, (H + 2 * ph) * Rx, Rx)
+    taps_d = _tap_offsets(F, kh, kw, dplane, Rd)
     w_dx = numpy.zeros((F * kh * kw, Cp), x.dtype)
     w_dx[:, :C] = w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(F * kh * kw, C)
-    sizes = numpy.array([ph, pw, kh, kw, Rx, Rd, dplane, Cp], numpy.intp)
     dx = numpy.empty(x.shape, x.dtype) if input_grad else numpy.empty((1, 1, 1, 1), x.dtype)
-    row = C * (H + 2 * ph) * Rx + kw + L
-    if input_grad:
-        row += Fp * dplane + Cp * -(-(H * Rd) // block) * block
-    else:
-        row += DW_CHANNELS * Ho * -(-Wo // L) * L
+    row = int(sizes[8] + sizes[9] + sizes[10] + Cp * sizes[11])
     macs = dout.size * T * (2 if input_grad else 1)  # counted as the forward's (choose)
     with cpu_threads.choose(cpu_threads.key("direct_conv'", x.dtype), macs) as par:
         threads = _threads(par)
-        acc = numpy.zeros((threads, Fp, Tp, L), x.dtype)
+        acc = numpy.zeros((threads, Fp, Tp, lanes(x.dtype)), x.dtype)
         work = buffer("direct_conv'", (threads, row), x.dtype)
         BACKWARD[par](
             x, dout, taps_x, taps_d, w_dx.reshape(-1), sizes, dx, acc, work, bool(par), input_grad

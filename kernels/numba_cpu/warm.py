@@ -23,10 +23,11 @@ the digits convnet's 24 s first run, compiled one after the other in the trainin
 gpunet.kernels.numba_cpu.warm --parallel SPEC``: the helper builds the same net and makes one
 training step and one evaluation pass with every kernel's parallel build (into the cache), while
 the training process runs serial builds only (kernels/shared/cpu_threads.py asks
-``parallel_pending()``) until the helper exits; from then on the parallel builds load from the
-cache. The helper then writes a marker (``parallel-<hash of the spec>.json`` beside the cache
-entries) naming the cache indexes it made, so that a later run with the same net and every one
-of those entries in place starts no helper.
+``parallel_builds_pending()``, here ``parallel_pending``) until the helper exits; from then on
+the parallel builds load from the cache. The helper then writes a marker
+(``parallel-<hash of the spec>.json`` beside the cache entries) naming the cache indexes it
+made, so that a later run with the same net and every one of those entries in place starts no
+helper.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ import sys
 import numpy
 
 from gpunet.types import DTypeLike
+
+from ..shared.cpu_threads import parallel_builds_pending as parallel_pending
 
 __all__ = [
     "start",
@@ -185,19 +188,6 @@ def start_parallel(spec: dict) -> subprocess.Popen | None:
         return None
     CONFIG.found.parallel_helper = helper
     return helper
-
-
-def parallel_pending() -> bool:
-    """Whether a helper is compiling the parallel builds now (then kernels run serially)."""
-    from gpunet.config import CONFIG
-
-    helper = CONFIG.found.parallel_helper
-    if helper is None:
-        return False
-    if helper.poll() is None:
-        return True
-    CONFIG.found.parallel_helper = None
-    return False
 
 
 def warm_parallel(spec: dict) -> list:

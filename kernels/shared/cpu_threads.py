@@ -129,7 +129,7 @@ def parallel(n_values: int) -> bool:
         return mode == "parallel"
     if time.perf_counter() < watch().serial_until:  # the cores are taken (stalls, above)
         return False
-    if CONFIG.found.parallel_helper is not None and _parallel_builds_pending():
+    if parallel_builds_pending():
         return False  # a helper is compiling the parallel builds (kernels/numba_cpu/warm.py)
     loop = CONFIG.found.product_loop
     if loop == "serial" or n_values < PARALLEL_MIN:
@@ -143,10 +143,16 @@ def parallel(n_values: int) -> bool:
     return time.perf_counter() - CONFIG.found.last_matmul > QUIET_S
 
 
-def _parallel_builds_pending() -> bool:
-    from ..numba_cpu import warm
-
-    return warm.parallel_pending()
+def parallel_builds_pending() -> bool:
+    """Whether a helper (``CONFIG.found.parallel_helper``, kernels/numba_cpu/warm.py) is
+    compiling the parallel builds now; once it has exited, forgotten."""
+    helper = CONFIG.found.parallel_helper
+    if helper is None:
+        return False
+    if helper.poll() is None:
+        return True
+    CONFIG.found.parallel_helper = None
+    return False
 
 
 def held_by_last_product(n_values: int) -> bool:
