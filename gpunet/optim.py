@@ -122,9 +122,10 @@ def _update_kernels(op: str, p: Array, g: Array) -> ModuleType:
 
 def _multi_path(op: str, live: list) -> ModuleType | None:
     """The kernel path module that updates every (parameter, state) of ``live`` in one launch
-    (the CuPy path's ``sgd_many``/``adam_many``: contiguous CuPy arrays of one dtype), else
-    None (one update per parameter)."""
-    if len(live) < 2 or not is_cupy_array(live[0][0].data):
+    (a path's ``sgd_many``/``adam_many``: the CuPy path's for contiguous CuPy arrays of one
+    dtype; the Numba CPU path's for small contiguous ones, MANY a call), else None (one update
+    per parameter)."""
+    if len(live) < 2:
         return None
     p0 = live[0][0]
     module = _update_kernels(op, p0.data, p0.grad)

@@ -11,7 +11,7 @@ import gpunet
 from gpunet import functional as F
 from gpunet import nn, optim
 from gpunet.config import CONFIG
-from gpunet.kernels.shared import cpu_blas
+from gpunet.kernels.shared import cpu_blas, cpu_threads
 
 MKL = cpu_blas.mkl_problem() is None
 LIBRARIES = [
@@ -305,3 +305,27 @@ def test_measure_needs_mkl(monkeypatch):
     monkeypatch.setattr(CONFIG.found, "mkl", None)
     with pytest.raises(RuntimeError, match="MKL: not here"):
         cpu_blas.measure()
+
+
+@pytest.mark.skipif(not MKL, reason=f"MKL: {cpu_blas.mkl_problem()}")
+def test_small_products_go_to_numpy_where_the_blas_has_one_thread(monkeypatch):
+    """Inside ``one_blas_thread`` (a small net's training loop: cpu_threads.blas_threads) no
+    OpenBLAS thread is left spinning, so NumPy makes the products up to
+    SMALL_PRODUCT_ONE_THREAD multiply-adds (MKL's call costs more than they take); larger ones,
+    and those outside the block above SMALL_PRODUCT, go to MKL. Results match float64 anyway."""
+    calls = []
+    gemm = cpu_blas._gemm
+    monkeypatch.setattr(cpu_blas, "_gemm", lambda *a: calls.append(a[2].shape) or gemm(*a))
+    rng = numpy.random.default_rng(3)
+    mid = rng.normal(size=(64, 64)).astype(numpy.float32), rng.normal(size=(64, 128))
+    big = rng.normal(size=(128, 128)).astype(numpy.float32), rng.normal(size=(128, 256))
+    mid, big = (mid[0], mid[1].astype(numpy.float32)), (big[0], big[1].astype(numpy.float32))
+    assert 64 * 64 * 128 <= cpu_blas.SMALL_PRODUCT_ONE_THREAD < 128 * 128 * 256
+    with gpunet.use_cpu_blas("mkl"):
+        with cpu_threads.blas_threads(1):
+            got = [cpu_blas.matmul(*mid), cpu_blas.matmul(*big)]
+        assert calls == [(128, 128)]
+        got.append(cpu_blas.matmul(*mid))
+        assert calls == [(128, 128), (64, 64)]
+    for out, (a, b) in zip(got, [mid, big, mid]):
+        numpy.testing.assert_allclose(out, a.astype(numpy.float64) @ b, rtol=1e-5, atol=1e-4)

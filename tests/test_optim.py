@@ -279,3 +279,61 @@ def test_fused_cpu_updates_equal_the_numpy_expressions(make, dtype):
         numpy.testing.assert_allclose(
             results[build], results["numpy"], rtol=4 * numpy.finfo(dtype).eps, atol=0
         )
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, weight_decay=0.01),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, dampening=0.3),
+        lambda ps: optim.SGD(ps, 0.1, momentum=0.9, nesterov=True),
+        lambda ps: optim.SGD(ps, 0.1),
+        lambda ps: optim.Adam(ps, 0.01, weight_decay=0.1),
+        lambda ps: optim.AdamW(ps, 0.01),
+    ],
+    ids=["momentum-wd", "dampening", "nesterov", "sgd", "adam-l2", "adamw"],
+)
+def test_multi_tensor_cpu_updates_equal_the_numpy_expressions(make, dtype, monkeypatch):
+    """A small net's parameters updated several per call (kernels/numba_cpu/optim.py, MANY a
+    call): eleven of mixed shapes, two of them without a gradient in the first step (their
+    momentum starts a step late), against NumPy's update of each, step by step; and the calls
+    really were shared."""
+    from gpunet.kernels.numba_cpu import optim as cpu_optim
+
+    calls = []
+    for name in ("_SGD_MANY", "_ADAM_MANY"):
+        real = getattr(cpu_optim, name)
+        monkeypatch.setattr(cpu_optim, name, lambda *a, real=real: calls.append(1) or real(*a))
+    shapes = [(64, 32), (32,), (32,), (32, 16), (16,), (16,), (16, 10), (10,), (3,), (5, 7), (1,)]
+    results = {}
+    for choice in ("numpy", "numba"):
+        calls.clear()
+        with gpunet.use_cpu_kernels(choice):
+            rng = numpy.random.default_rng(0)
+            ps = [Parameter(rng.normal(size=s).astype(dtype)) for s in shapes]
+            opt = make(ps)
+            for k in range(4):
+                for i, p in enumerate(ps):
+                    late = k == 0 and i in (2, 9)
+                    p.grad = None if late else numpy.sin(p.data * (k + 1) + i).astype(dtype)
+                opt.step()
+            results[choice] = [p.data for p in ps]
+        assert len(calls) == (0 if choice == "numpy" else 8)  # two a step: 8 parameters, the rest
+    for got, want in zip(results["numba"], results["numpy"], strict=True):
+        assert got.dtype == dtype
+        numpy.testing.assert_allclose(got, want, rtol=4 * numpy.finfo(dtype).eps, atol=0)
+
+
+def test_large_parameters_are_updated_one_call_each():
+    """A parameter of cpu_threads.PARALLEL_MIN values or more keeps its own call (which may use
+    every core): the whole step goes one call per parameter then."""
+    from gpunet.kernels.numba_cpu import optim as cpu_optim
+    from gpunet.kernels.shared import cpu_threads
+
+    small = numpy.ones(10, numpy.float32)
+    large = numpy.ones(cpu_threads.PARALLEL_MIN, numpy.float32)
+    assert cpu_optim.multi_ready(small, small)
+    assert not cpu_optim.multi_ready(small, large)
+    assert not cpu_optim.multi_ready(small, small.astype(numpy.float64))
+    assert not cpu_optim.multi_ready(small, numpy.ones((4, 4), numpy.float32).T)

@@ -71,7 +71,7 @@ def _dispatchers(dtype: DTypeLike) -> list:
         batchnorm._ROWS["bwd_sums"][0],
         batchnorm._ROWS["dx"][0],
         loss._KERNELS[numpy.dtype(dtype)],  # type: ignore[index]
-        optim._SGD[0],
+        optim._SGD_MANY,
     ]
 
 
@@ -112,7 +112,8 @@ def start(dtype: DTypeLike = numpy.float32) -> subprocess.Popen | None:
 
 def warm(dtype: DTypeLike = numpy.float32, group: str = "backward") -> None:
     """Call one half's kernels once on small arrays, as a training step of an ``mlp`` calls them
-    (BatchNorm with its ReLU fused, softmax cross-entropy, SGD with momentum)."""
+    (BatchNorm with its ReLU fused, softmax cross-entropy, SGD with momentum on small
+    parameters, several a call)."""
     from ..interface import BNParams, BNSpec, BNStats, SGDStep
     from . import path
 
@@ -131,8 +132,8 @@ def warm(dtype: DTypeLike = numpy.float32, group: str = "backward") -> None:
     dy3 = rng.normal(size=(N, C, 1)).astype(t)
     stats = BNStats(x3.mean(axis=(0, 2)).astype(t), numpy.ones(C, t))
     path.bn_backward(dy3, x3, stats, params, spec)
-    p, g, buf = numpy.zeros(16, t), numpy.ones(16, t), numpy.zeros(16, t)
-    path.sgd(g, p, buf, SGDStep(0.1, 0.9, 0.0, 0.0, False, False))
+    items = [(numpy.ones(n, t), numpy.zeros(n, t), numpy.zeros(n, t)) for n in (16, 4)]
+    path.sgd_many(items, SGDStep(0.1, 0.9, 0.0, 0.0, False, False), [False, False])
 
 
 # ----------------------------------------------------------------------------- parallel builds

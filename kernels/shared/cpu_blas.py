@@ -78,6 +78,14 @@ CHOICES = config.CHOICES["cpu_blas"]
 #: threads some shapes from here on (64x1024x10 = 655K), and one spinning OpenBLAS thread inside a
 #: step cost 5x (batch 64, 3072-1024-1024-10 with a 1M limit: 38.6 ms against 7.2 ms).
 SMALL_PRODUCT = 1 << 18
+#: Inside a loop whose BLAS runs on one thread (``one_blas_thread``: a training run of a small net,
+#: cpu_threads.blas_threads) no OpenBLAS thread is left spinning, and NumPy's products win up to
+#: a few million multiply-adds: MKL's cblas_sgemm through ctypes costs ~5.5 us per call before
+#: it multiplies (three ``.ctypes.data`` and the foreign call), and its small products run slower
+#: than OpenBLAS's. Measured one thread each, float32, on the development machine (Xeon, AVX-512),
+#: NumPy / MKL us: 64x64x10 2.7 / 12.5, 64x64x128 11.0 / 23.5, 128x128x128 40.5 / 45-66,
+#: 64x256x256 75 / 66-72 (4.2M: even), 256x256x256 231 / 216 (MKL from here on).
+SMALL_PRODUCT_ONE_THREAD = 1 << 21
 #: MKL's product A^T B with few columns (a weight gradient X^T dY of a layer with <= 16 outputs)
 #: runs 2-3x faster computed as (B^T A)^T: (512, 1024)^T-layout x (1024, 10) 185 -> 84 us,
 #: (1024, 256)^T x (256, 10) 97 -> 32 us on the development machine (a skinny product with a
@@ -440,6 +448,24 @@ def _controller() -> Any:
 
 #: how many ``one_thread_per_product`` blocks are open (any thread)
 _one_thread_blocks = [0]
+#: how many ``one_blas_thread`` blocks are open (any thread)
+_one_thread_loops = [0]
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Every BLAS library on one thread while it lasts (a training loop of a small net:
+    cpu_threads.blas_threads), and products up to SMALL_PRODUCT_ONE_THREAD made by NumPy."""
+    # threadpoolctl limits the libraries loaded when it is entered: load the one the products
+    # will use first (MKL is loaded lazily, at the first product, which came after the limit and
+    # kept its own thread count inside it)
+    active()
+    with _controller().limit(limits=1):
+        _one_thread_loops[0] += 1
+        try:
+            yield
+        finally:
+            _one_thread_loops[0] -= 1
 
 
 @contextlib.contextmanager
@@ -518,7 +544,8 @@ def _noted(out: Array) -> Array:
 def matmul(a: Array, b: Array, bias: Array | None = None) -> Array:
     """a @ b for 2-D NumPy arrays a (M, K) and b (K, N), plus ``bias`` (N,) on every row if given
     (a Linear layer's x @ W + b)."""
-    small = a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] <= SMALL_PRODUCT
+    limit = SMALL_PRODUCT_ONE_THREAD if _one_thread_loops[0] else SMALL_PRODUCT
+    small = a.ndim == 2 and b.ndim == 2 and a.shape[0] * a.shape[1] * b.shape[-1] <= limit
     if active() == "mkl":
         if small:
             return _plus(a @ b, bias)  # NumPy's, on this thread (SMALL_PRODUCT)

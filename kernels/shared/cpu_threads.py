@@ -394,12 +394,6 @@ def blas_threads(largest_product: int) -> contextlib.AbstractContextManager:
     ``largest_product`` multiply-adds: one below SINGLE_THREAD_BELOW, else the default."""
     if largest_product >= SINGLE_THREAD_BELOW:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
     from . import cpu_blas
 
-    # threadpoolctl limits the libraries loaded when it is entered: load the one the products
-    # will use first (MKL is loaded lazily, at the first product, which came after the limit and
-    # kept its own thread count inside it)
-    cpu_blas.active()
-    return threadpool_limits(limits=1, user_api="blas")
+    return cpu_blas.one_blas_thread()
