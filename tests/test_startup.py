@@ -157,15 +157,7 @@ def test_first_run_compiles_the_backward_kernels_in_a_helper(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     line = next(v for v in p.stdout.splitlines() if v.startswith("COMPILED"))
-    for name in (
-        "_stats_rows",
-        "_apply_rows",
-        "_softmax_xent",
-        "_bwd_sums_rows",
-        "_dx_rows",
-        "_sgd",
-    ):
-        assert name not in line, line
+    assert line == "COMPILED []"  # every kernel of the run came from the cache
 
 
 def test_a_convnets_parallel_builds_compile_in_a_helper_meanwhile_kernels_run_serially(

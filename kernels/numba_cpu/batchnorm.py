@@ -356,13 +356,18 @@ def _finish(
 
 # A small (N, C) batch -- fewer than cpu_threads.PARALLEL_MIN values, which the thread policy
 # runs serially anyway -- in one call per direction: the forward's statistics, finish and
-# normalization, the backward's sums and dx, the same serial kernels called from one compiled
-# function instead of from Python (each Python-side call cost a few microseconds of argument
-# unboxing, views and thread-policy bookkeeping). The quickstart's MLP (batch 64, 128 channels,
-# ReLU fused, one core of the development machine): this path's forward 13.4 -> 6.4 us, the
-# layer's forward 36 -> 21 us and backward 24-27 -> 16-20 us.
-_STATS_ROWS_SERIAL, _APPLY_ROWS_SERIAL = _ROWS["stats"][0], _ROWS["apply"][0]
-_BWD_SUMS_ROWS_SERIAL, _DX_ROWS_SERIAL = _ROWS["bwd_sums"][0], _ROWS["dx"][0]
+# normalization, the backward's sums and dx, the same kernels' code in one compiled function
+# instead of three calls from Python (each cost a few microseconds of argument unboxing, views
+# and thread-policy bookkeeping). The quickstart's MLP (batch 64, 128 channels, ReLU fused, one
+# core of the development machine): this path's forward 13.4 -> 6.4 us, the layer's forward
+# 36 -> 21 us and backward 24-27 -> 16-20 us. The kernels are inlined (Numba's
+# ``inline="always"``: one function to compile) rather than called as the compiled serial
+# builds: a call links their machine code into the caller, which generates it again, and the
+# first run's compiles took 1.47 + 1.33 s against 1.24 + 0.94 s inlined (1.18 + 0.90 s for
+# the separate kernels).
+_inline = numba.njit(inline="always")
+_STATS_ROWS_INLINED, _APPLY_ROWS_INLINED = _inline(_stats_rows), _inline(_apply_rows)
+_BWD_SUMS_ROWS_INLINED, _DX_ROWS_INLINED = _inline(_bwd_sums_rows), _inline(_dx_rows)
 
 
 @numba_cache.njit(error_model="numpy")
@@ -370,12 +375,12 @@ def _forward_rows_small(x: Array, y: Array, mean: Array, invstd: Array, gamma: A
                         beta: Array, running_mean: Array, running_var: Array, eps: float,
                         factor: float, update: bool, relu: bool) -> None:  # fmt: skip
     """batch_statistics then apply, for (N, C) x with gamma and beta, serially."""
-    mean64, m2, count = _STATS_ROWS_SERIAL(x, 1)
+    mean64, m2, count = _STATS_ROWS_INLINED(x, 1)
     _finish(mean64, m2, count, eps, update, factor, running_mean, running_var, mean, invstd)
     scale = numpy.empty_like(invstd)
     for c in range(scale.shape[0]):
         scale[c] = gamma[c] * invstd[c]
-    _APPLY_ROWS_SERIAL(x, y, mean, scale, beta, relu)
+    _APPLY_ROWS_INLINED(x, y, mean, scale, beta, relu)
 
 
 @numba_cache.njit(error_model="numpy")
@@ -384,11 +389,11 @@ def _backward_rows_small(dy: Array, x: Array, dx: Array, mean: Array, invstd: Ar
                          inv_m: float, dgamma: Array, dbeta: Array) -> None:  # fmt: skip
     """backward's two kernels for (N, C) x with gamma and beta, serially; dgamma and dbeta
     rounded to x's dtype (what ``astype`` does)."""
-    s0, s1 = _BWD_SUMS_ROWS_SERIAL(dy, x, mean, invstd, gamma, beta, relu, 1)
+    s0, s1 = _BWD_SUMS_ROWS_INLINED(dy, x, mean, invstd, gamma, beta, relu, 1)
     for c in range(dbeta.shape[0]):
         dbeta[c] = s0[c]
         dgamma[c] = s1[c]
-    _DX_ROWS_SERIAL(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m)
+    _DX_ROWS_INLINED(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m)
 
 
 def _small(x3: Array, gamma: Array | None, beta: Array | None) -> bool:
