@@ -155,3 +155,42 @@ def test_vs_torch_match_names_an_empty_selection(capsys):
     with pytest.raises(SystemExit):
         main(["vs-torch", "--groups", "act", "--match", "relu,,tanh"])
     assert "non-empty" in capsys.readouterr().err
+
+
+def test_torch_side_names_torchs_own_blas():
+    """torch links its BLAS (MKL in the x86-64 wheels) where threadpoolctl does not see it: the
+    torch side reads it from torch's build configuration, with the CPU kernels it dispatches to
+    and oneDNN; a build text without those says 'unknown' rather than naming NumPy's library."""
+    from types import SimpleNamespace
+
+    from gpunet.bench import torch_side
+
+    def fake(config, capability):
+        def get_cpu_capability():
+            if capability is None:
+                raise AttributeError("older torch")
+            return capability
+
+        return SimpleNamespace(
+            __config__=SimpleNamespace(show=lambda: config),
+            backends=SimpleNamespace(cpu=SimpleNamespace(get_cpu_capability=get_cpu_capability)),
+            get_num_threads=lambda: 3,
+        )
+
+    config = (
+        "  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n"
+        "  - Intel(R) MKL-DNN v3.12.0 (Git Hash 80afa7)\n  - CPU capability usage: AVX2\n"
+        "  - Build settings: BLAS_INFO=mkl, BUILD_TYPE=Release, LAPACK_INFO=mkl\n"
+    )
+    got = torch_side.torch_blas_info(fake(config, "AVX512"))
+    assert got == [
+        {"internal_api": "torch's mkl", "version": "2024.2-Product", "architecture": "AVX512",
+         "num_threads": 3},
+        {"internal_api": "oneDNN", "version": "v3.12.0", "architecture": "AVX512"},
+    ]  # fmt: skip
+    assert torch_side.torch_blas_info(fake(config, None))[0]["architecture"] == "AVX2"
+    bare = torch_side.torch_blas_info(fake("PyTorch built with:\n", None))
+    assert bare == [
+        {"internal_api": "torch's unknown BLAS", "version": None, "architecture": None,
+         "num_threads": 3}
+    ]  # fmt: skip

@@ -63,6 +63,37 @@ def blas_info() -> list:
         return [{"internal_api": f"unknown ({exc})"}]
 
 
+def torch_blas_info(torch: ModuleType) -> list:
+    """The BLAS torch's products run on, from its build configuration: torch links its own
+    (MKL in the x86-64 wheels), which threadpoolctl does not list. ``architecture``: the CPU
+    kernels torch dispatches to (AVX2, AVX512); oneDNN (its convolutions) as a second entry."""
+    import re
+
+    config = torch.__config__.show()
+
+    def found(pattern: str) -> str | None:
+        match = re.search(pattern, config)
+        return match.group(1) if match else None
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # an older torch: from the build text
+        capability = found(r"CPU capability usage: (\S+)")
+    blas = found(r"BLAS_INFO=(\w+)") or "unknown BLAS"
+    out = [
+        {
+            "internal_api": f"torch's {blas}",
+            "version": found(r"Math Kernel Library Version (\S+)"),
+            "architecture": capability,
+            "num_threads": torch.get_num_threads(),
+        }
+    ]
+    onednn = found(r"MKL-DNN (v[\d.]+)")
+    if onednn:
+        out.append({"internal_api": "oneDNN", "version": onednn, "architecture": capability})
+    return out
+
+
 def run_cases(make: Callable, cases: list, repeat: int) -> dict:
     """{name: seconds}; a callable with a ``context`` attribute (gpunet's training step: fit's
     thread policy) is timed inside that context."""
@@ -245,7 +276,7 @@ def main(argv: list) -> None:
     torch.set_num_threads(args["threads"])
     times = run_cases(make, args["cases"], args["repeat"])
     version = "torch " + torch.__version__
-    print(json.dumps({"times": times, "blas": blas_info(), "version": version}))
+    print(json.dumps({"times": times, "blas": torch_blas_info(torch), "version": version}))
 
 
 if __name__ == "__main__":

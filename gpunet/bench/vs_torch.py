@@ -23,9 +23,11 @@ How it measures:
 * every case is warmed up (torch_side.WARM_S) before timing;
 * ``--threads``: torch.set_num_threads on one side; the BLAS (threadpoolctl) and Numba's thread
   count on the other; gpunet's training steps run inside ``fit``'s thread policy;
-* the header names the CPU model, each side's BLAS and its kernel (threadpoolctl's
-  ``internal_api``/``architecture``), and whether OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set
-  (they pin OpenBLAS to one kernel: benchmark commands unset them to measure what users get).
+* the header names the CPU model, each side's BLAS and its kernel (gpunet's: threadpoolctl's
+  ``internal_api``/``architecture``; torch's own MKL and oneDNN, which threadpoolctl cannot
+  see, from its build configuration: torch_side.torch_blas_info), and whether
+  OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set (they pin OpenBLAS to one kernel: benchmark
+  commands unset them to measure what users get).
 
 torch need not be importable here: ``--torch-python`` runs the torch side with another
 interpreter (a venv with torch and NumPy; torch_side.py imports nothing of gpunet).

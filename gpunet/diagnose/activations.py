@@ -116,7 +116,8 @@ def activation_stats(model: nn.Module, X: Array, bins: int = 40) -> list:
     x = asarray(X)
     stats = []
     for name, module in _layers(model):
-        x = module(x)
+        with numpy.errstate(all="ignore"):  # a diverging run's overflow: Inf/NaN in the stats
+            x = module(x)
         stats.append(_stats(name, module, x, bins))
     return stats
 

@@ -367,13 +367,16 @@ class Trainer:
                 epochs,
                 sync_every,
             )
-            logs = {
-                "train_acc": _accuracy(self.model, X, y, max_examples=10000),
-                "lr": self.optimizer.lr,
-                "time": time.perf_counter() - start,
-            }
+            # a diverged model's overflow shows as a non-finite loss, which the divergence stop
+            # reports: no warning from whichever BLAS made the product (MKL never warns, NumPy's
+            # matmul does)
+            with numpy.errstate(all="ignore"):
+                train_acc = _accuracy(self.model, X, y, max_examples=10000)
+            logs = {"train_acc": train_acc, "lr": self.optimizer.lr}
+            logs["time"] = time.perf_counter() - start
         if Xv is not None:
-            logs["val_loss"], logs["val_acc"] = evaluate(self.model, Xv, yv, loss=self.loss)
+            with numpy.errstate(all="ignore"):
+                logs["val_loss"], logs["val_acc"] = evaluate(self.model, Xv, yv, loss=self.loss)
         else:
             logs["val_loss"] = logs["val_acc"] = float("nan")
         if self.lr_schedule is not None:

@@ -38,16 +38,26 @@ class _Lazy:
 
 
 _lazy = _Lazy()
-#: the convolution operations, looked up on this module (``__getattr__``) and taken from conv.py
-_CONV_OPS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward")
 
 
-def __getattr__(name: str) -> object:
-    if name in _CONV_OPS:
-        value = getattr(_lazy.conv, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def conv2d_forward(x: Array, w: Array, stride: tuple, padding: tuple) -> tuple:
+    return _lazy.conv.conv2d_forward(x, w, stride, padding)
+
+
+def conv2d_backward(
+    dout: Array, x: Array, w: Array, kept: object, stride: tuple, padding: tuple, input_grad: bool
+) -> tuple:
+    return _lazy.conv.conv2d_backward(dout, x, w, kept, stride, padding, input_grad)
+
+
+def max_pool2d_forward(x: Array, kernel: tuple, stride: tuple, padding: tuple) -> tuple:
+    return _lazy.conv.max_pool2d_forward(x, kernel, stride, padding)
+
+
+def max_pool2d_backward(
+    dout: Array, arg: Array, x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple
+) -> Array:
+    return _lazy.conv.max_pool2d_backward(dout, arg, x_shape, kernel, stride, padding)
 
 
 NAME = "numba-cpu"
