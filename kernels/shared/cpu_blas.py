@@ -456,16 +456,23 @@ _one_thread_loops = [0]
 def one_blas_thread() -> Iterator[None]:
     """Every BLAS library on one thread while it lasts (a training loop of a small net:
     cpu_threads.blas_threads), and products up to SMALL_PRODUCT_ONE_THREAD made by NumPy."""
+    with _limited_to_one_thread(_one_thread_loops):
+        yield
+
+
+@contextlib.contextmanager
+def _limited_to_one_thread(counter: list) -> Iterator[None]:
+    """Every BLAS library on one thread, and ``counter[0]`` one higher, while it lasts."""
     # threadpoolctl limits the libraries loaded when it is entered: load the one the products
     # will use first (MKL is loaded lazily, at the first product, which came after the limit and
     # kept its own thread count inside it)
     active()
     with _controller().limit(limits=1):
-        _one_thread_loops[0] += 1
+        counter[0] += 1
         try:
             yield
         finally:
-            _one_thread_loops[0] -= 1
+            counter[0] -= 1
 
 
 @contextlib.contextmanager
@@ -476,13 +483,8 @@ def one_thread_per_product() -> Iterator[None]:
     (cpu_threads.note_matmul): no BLAS thread is left spinning after them, and noting them kept
     the next call of a split convolution serial -- on two threads, the 7x7 first layer's
     forward (3 to 32 channels, batch 64) never split: 7.8 ms, 6.2 once it did."""
-    active()
-    with _controller().limit(limits=1):
-        _one_thread_blocks[0] += 1
-        try:
-            yield
-        finally:
-            _one_thread_blocks[0] -= 1
+    with _limited_to_one_thread(_one_thread_blocks):
+        yield
 
 
 def _note() -> None:
