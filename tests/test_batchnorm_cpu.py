@@ -49,37 +49,40 @@ def test_cpu_kernels_match_reference_on_any_shape(shape, act, flip, dtype, seed)
             numpy.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-def test_a_small_batch_in_one_call_equals_the_separate_kernels(monkeypatch):
-    """A small (N, C) training batch runs its forward (statistics, finish, normalize) and its
-    backward (sums, dx) as one compiled call each (numba_cpu/batchnorm.py, ``_small``): the same
-    kernels, so the same bits as calling them one by one from Python -- outputs, statistics,
-    running statistics and gradients, with and without ReLU and the running update."""
+def test_a_serial_batch_in_one_call_equals_the_separate_kernels(monkeypatch):
+    """An (N, C) training batch that runs serially does its forward (statistics, finish,
+    normalize) and its backward (sums, dx) as one compiled call each (numba_cpu/batchnorm.py,
+    ``_one_call``): the same kernels, so the same bits as calling them one by one from Python --
+    outputs, statistics, running statistics and gradients, with and without ReLU and the
+    running update, small batches and one of PARALLEL_MIN values or more; where the parallel
+    builds run, or without affine, the separate kernels."""
     from gpunet.kernels.interface import BNParams, BNSpec, BNStats
     from gpunet.kernels.numba_cpu import batchnorm as B
 
     rng = numpy.random.default_rng(0)
-    for dtype in (numpy.float32, numpy.float64):
-        for relu, update in ((False, False), (True, True), (True, False)):
-            for N, C in ((64, 128), (7, 3), (2, 1000), (5, 1)):
-                x3 = (rng.normal(size=(N, C, 1)) * 3 + 1).astype(dtype)
-                g, b = rng.normal(size=C).astype(dtype), rng.normal(size=C).astype(dtype)
-                rm1, rv1 = rng.normal(size=C).astype(dtype), rng.random(C).astype(dtype)
-                rm2, rv2 = rm1.copy(), rv1.copy()
-                assert B._small(x3, g, b)
-                spec = BNSpec(True, update, 0.1, 1e-5, "relu" if relu else None)
-                one = B.forward_small(x3, BNParams(g, b, rm1, rv1), spec)
-                mean, invstd = B.batch_statistics(x3, 1e-5, rm2, rv2, 0.1, update)
-                apart = (B.apply(x3, mean, invstd, g, b, relu), mean, invstd)
-                dy = rng.normal(size=(N, C, 1)).astype(dtype)
-                stats, params = BNStats(*one[1:]), BNParams(g, b, None, None)
-                one += (rm1, rv1, *B.backward(dy, x3, stats, params, spec))
-                with monkeypatch.context() as m:
-                    m.setattr(B, "_small", lambda *a: False)
-                    apart += (rm2, rv2, *B.backward(dy, x3, stats, params, spec))
-                for got, want in zip(one, apart, strict=True):
-                    assert got.dtype == want.dtype and numpy.array_equal(got, want)
-    large = numpy.zeros((256, 256, 1), numpy.float32)
-    assert not B._small(large, numpy.ones(256, "f4"), numpy.ones(256, "f4"))
-    assert not B._small(numpy.zeros((64, 8, 1), "f4"), None, None)  # no affine: the general path
+    with gpunet.use_cpu_kernels("numba-serial"):
+        for dtype in (numpy.float32, numpy.float64):
+            for relu, update in ((False, False), (True, True), (True, False)):
+                for N, C in ((64, 128), (7, 3), (2, 1000), (5, 1), (256, 1024)):
+                    x3 = (rng.normal(size=(N, C, 1)) * 3 + 1).astype(dtype)
+                    g, b = rng.normal(size=C).astype(dtype), rng.normal(size=C).astype(dtype)
+                    rm1, rv1 = rng.normal(size=C).astype(dtype), rng.random(C).astype(dtype)
+                    rm2, rv2 = rm1.copy(), rv1.copy()
+                    assert B._one_call(x3, g, b)
+                    spec = BNSpec(True, update, 0.1, 1e-5, "relu" if relu else None)
+                    one = B.forward_one_call(x3, BNParams(g, b, rm1, rv1), spec)
+                    mean, invstd = B.batch_statistics(x3, 1e-5, rm2, rv2, 0.1, update)
+                    apart = (B.apply(x3, mean, invstd, g, b, relu), mean, invstd)
+                    dy = rng.normal(size=(N, C, 1)).astype(dtype)
+                    stats, params = BNStats(*one[1:]), BNParams(g, b, None, None)
+                    one += (rm1, rv1, *B.backward(dy, x3, stats, params, spec))
+                    with monkeypatch.context() as m:
+                        m.setattr(B, "_one_call", lambda *a: False)
+                        apart += (rm2, rv2, *B.backward(dy, x3, stats, params, spec))
+                    for got, want in zip(one, apart, strict=True):
+                        assert got.dtype == want.dtype and numpy.array_equal(got, want)
+        assert not B._one_call(numpy.zeros((64, 8, 1), "f4"), None, None)  # no affine
+    large, ones = numpy.zeros((256, 256, 1), "f4"), numpy.ones(256, "f4")
     with gpunet.use_cpu_kernels("numba-parallel"):
-        assert not B._small(numpy.zeros((64, 8, 1), "f4"), numpy.ones(8, "f4"), numpy.ones(8, "f4"))
+        assert not B._one_call(large, ones, ones)
+        assert not B._one_call(large[:64, :8], ones[:8], ones[:8])

@@ -25,7 +25,7 @@ from gpunet.kernels.numba_cpu import activations as cpu_activations
 from gpunet.kernels.numba_cpu import batchnorm as cpu_batchnorm
 dispatchers = [*cpu_activations.loops("gelu", numpy.float32), *cpu_batchnorm._ROWS["stats"],
                *cpu_batchnorm._STATS, *cpu_batchnorm._ROWS["bwd_sums"],
-               cpu_batchnorm._forward_rows_small, cpu_batchnorm._backward_rows_small]
+               cpu_batchnorm._forward_rows_serial, cpu_batchnorm._backward_rows_serial]
 used = [d for d in dispatchers if d.signatures]
 print(sum(sum(d.stats.cache_misses.values()) for d in used),
       sum(sum(d.stats.cache_hits.values()) for d in used), len(used))

@@ -354,24 +354,24 @@ def _finish(
             running_var[c] = (1.0 - factor) * running_var[c] + factor * unbiased
 
 
-# A small (N, C) batch -- fewer than cpu_threads.PARALLEL_MIN values, which the thread policy
-# runs serially anyway -- in one call per direction: the forward's statistics, finish and
-# normalization, the backward's sums and dx, the same kernels' code in one compiled function
-# instead of three calls from Python (each cost a few microseconds of argument unboxing, views
-# and thread-policy bookkeeping). The quickstart's MLP (batch 64, 128 channels, ReLU fused, one
-# core of the development machine): this path's forward 13.4 -> 6.4 us, the layer's forward
-# 36 -> 21 us and backward 24-27 -> 16-20 us. The kernels are inlined (Numba's
-# ``inline="always"``: one function to compile) rather than called as the compiled serial
-# builds: a call links their machine code into the caller, which generates it again, and the
-# first run's compiles took 1.47 + 1.33 s against 1.24 + 0.94 s inlined (1.18 + 0.90 s for
-# the separate kernels).
+# An (N, C) batch that the thread policy runs serially (below cpu_threads.PARALLEL_MIN values,
+# within a training loop's serial stretches, on one thread) in one call per direction: the
+# forward's statistics, finish and normalization, the backward's sums and dx, the same kernels'
+# code in one compiled function instead of three calls from Python (each cost a few microseconds
+# of argument unboxing, views and thread-policy bookkeeping). The quickstart's MLP (batch 64, 128
+# channels, ReLU fused, one core of the development machine): this path's forward 13.4 -> 6.4
+# us, the layer's forward 36 -> 21 us and backward 24-27 -> 16-20 us; (256, 1024) on one thread,
+# see ``_one_call``. The kernels are inlined (Numba's ``inline="always"``: one function to
+# compile) rather than called as the compiled serial builds: a call links their machine code
+# into the caller, which generates it again, and the first run's compiles took 1.47 + 1.33 s
+# against 1.24 + 0.94 s inlined (1.18 + 0.90 s for the separate kernels).
 _inline = numba.njit(inline="always")
 _STATS_ROWS_INLINED, _APPLY_ROWS_INLINED = _inline(_stats_rows), _inline(_apply_rows)
 _BWD_SUMS_ROWS_INLINED, _DX_ROWS_INLINED = _inline(_bwd_sums_rows), _inline(_dx_rows)
 
 
 @numba_cache.njit(error_model="numpy")
-def _forward_rows_small(x: Array, y: Array, mean: Array, invstd: Array, gamma: Array,
+def _forward_rows_serial(x: Array, y: Array, mean: Array, invstd: Array, gamma: Array,
                         beta: Array, running_mean: Array, running_var: Array, eps: float,
                         factor: float, update: bool, relu: bool) -> None:  # fmt: skip
     """batch_statistics then apply, for (N, C) x with gamma and beta, serially."""
@@ -384,7 +384,7 @@ def _forward_rows_small(x: Array, y: Array, mean: Array, invstd: Array, gamma: A
 
 
 @numba_cache.njit(error_model="numpy")
-def _backward_rows_small(dy: Array, x: Array, dx: Array, mean: Array, invstd: Array,
+def _backward_rows_serial(dy: Array, x: Array, dx: Array, mean: Array, invstd: Array,
                          gamma: Array, beta: Array, relu: bool, batch_stats: bool,
                          inv_m: float, dgamma: Array, dbeta: Array) -> None:  # fmt: skip
     """backward's two kernels for (N, C) x with gamma and beta, serially; dgamma and dbeta
@@ -396,20 +396,21 @@ def _backward_rows_small(dy: Array, x: Array, dx: Array, mean: Array, invstd: Ar
     _DX_ROWS_INLINED(dy, x, dx, mean, invstd, gamma, beta, relu, dbeta, dgamma, batch_stats, inv_m)
 
 
-def _small(x3: Array, gamma: Array | None, beta: Array | None) -> bool:
-    """Whether the one-call kernels take x3: (N, C) data below PARALLEL_MIN values, with
-    gamma and beta, unless the parallel builds are asked for (``numba-parallel``)."""
+def _one_call(x3: Array, gamma: Array | None, beta: Array | None) -> bool:
+    """Whether the one-call kernels take x3: (N, C) data with gamma and beta, which the CPU
+    thread policy would run serially now (``cpu_threads.parallel``: below PARALLEL_MIN values,
+    ``numba-serial``, one thread, a training loop's serial stretch). Measured at (256, 1024)
+    float32 on one thread: the forward's kernels 92-95 us as three calls, 83-85 us as one."""
     return (
         x3.shape[2] == 1
-        and x3.size < cpu_threads.PARALLEL_MIN
         and gamma is not None
         and beta is not None
-        and cpu_threads.get_mode() != "parallel"
+        and not cpu_threads.parallel(x3.size)
     )
 
 
-def forward_small(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
-    """(y, mean, invstd) of a training forward where ``_small`` holds (BatchNorm alone or with
+def forward_one_call(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
+    """(y, mean, invstd) of a training forward where ``_one_call`` holds (BatchNorm alone or with
     ReLU): batch_statistics and apply in one call, the same arithmetic."""
     gamma, beta, running_mean, running_var = params
     C = x3.shape[1]
@@ -418,7 +419,7 @@ def forward_small(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
     if not spec.update:
         running_mean = running_var = mean  # not touched: a placeholder of the right type
     rows = x3.shape[:2]
-    _forward_rows_small(x3.reshape(rows), y.reshape(rows), mean, invstd, gamma, beta,
+    _forward_rows_serial(x3.reshape(rows), y.reshape(rows), mean, invstd, gamma, beta,
                         running_mean, running_var, float(spec.eps), float(spec.factor),
                         spec.update, spec.act == "relu")  # fmt: skip
     return y, mean, invstd
@@ -458,10 +459,10 @@ def backward(dy3: Array, x3: Array, stats: BNStats, params: BNParams, spec: BNSp
     relu = spec.act == "relu"
     dt = x3.dtype
     C = x3.shape[1]
-    if _small(x3, gamma, beta) and mean.dtype == dt and invstd.dtype == dt:
+    if _one_call(x3, gamma, beta) and mean.dtype == dt and invstd.dtype == dt:
         dx, dgamma, dbeta = numpy.empty_like(x3), numpy.empty(C, dt), numpy.empty(C, dt)
         rows = x3.shape[:2]
-        _backward_rows_small(dy3.reshape(rows), x3.reshape(rows), dx.reshape(rows), mean,
+        _backward_rows_serial(dy3.reshape(rows), x3.reshape(rows), dx.reshape(rows), mean,
                              invstd, gamma, beta, relu, batch_stats, 1.0 / x3.shape[0], dgamma,
                              dbeta)  # fmt: skip
         return dx, dgamma, dbeta

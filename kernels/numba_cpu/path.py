@@ -74,8 +74,8 @@ def activation_backward(name: str, dy: Array, x: Array, **params: float) -> Arra
 
 def bn_forward(x3: Array, params: BNParams, spec: BNSpec) -> tuple:
     gamma, beta, running_mean, running_var = params
-    if spec.batch_stats and spec.act in (None, "relu") and batchnorm._small(x3, gamma, beta):
-        y, mean, invstd = batchnorm.forward_small(x3, params, spec)
+    if spec.batch_stats and spec.act in (None, "relu") and batchnorm._one_call(x3, gamma, beta):
+        y, mean, invstd = batchnorm.forward_one_call(x3, params, spec)
         return y, BNStats(mean, invstd)
     if spec.batch_stats:
         mean, invstd = batchnorm.batch_statistics(

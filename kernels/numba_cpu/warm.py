@@ -70,9 +70,9 @@ def _dispatchers(dtype: DTypeLike) -> list:
     from . import batchnorm, loss, optim
 
     return [
-        batchnorm._forward_rows_small,
+        batchnorm._forward_rows_serial,
         batchnorm._ROWS["apply"][0],  # an evaluation's forward, with the running statistics
-        batchnorm._backward_rows_small,
+        batchnorm._backward_rows_serial,
         loss._KERNELS[numpy.dtype(dtype)],  # type: ignore[index]
         optim._SGD_MANY,
     ]
