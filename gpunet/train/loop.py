@@ -372,8 +372,11 @@ class Trainer:
             # matmul does)
             with numpy.errstate(all="ignore"):
                 train_acc = _accuracy(self.model, X, y, max_examples=10000)
-            logs = {"train_acc": train_acc, "lr": self.optimizer.lr}
-            logs["time"] = time.perf_counter() - start
+            logs = {
+                "train_acc": train_acc,
+                "lr": self.optimizer.lr,
+                "time": time.perf_counter() - start,
+            }
         if Xv is not None:
             with numpy.errstate(all="ignore"):
                 logs["val_loss"], logs["val_acc"] = evaluate(self.model, Xv, yv, loss=self.loss)

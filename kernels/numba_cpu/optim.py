@@ -90,7 +90,7 @@ _SGD_INLINED, _ADAM_INLINED = (numba.njit(inline="always")(f) for f in (_sgd, _a
 #: Multi-tensor updates: the parameters of a small net in one call, MANY at a time (tuples of MANY
 #: arrays, the unused places an empty array: one compiled signature whatever the net's depth). A
 #: Numba call costs a few microseconds before it computes, and the quickstart's MLP updates 8
-#: parameters of 10 to 8192 values per step: 69-81 us per SGD step one call each, ~15 in one.
+#: parameters of 10 to 8192 values per step: 73 us per SGD step one call each, 31-36 us 8 a call.
 #: Only parameters below cpu_threads.PARALLEL_MIN values join (``multi_ready``): those run
 #: serially anyway; a larger one gets its own call, which may use every core.
 MANY = 8

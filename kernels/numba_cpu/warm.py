@@ -12,7 +12,7 @@ are the ones the step looks up. The training process then finds the helper's hal
 (Numba writes a cache entry whole, then its index, so a half-written one is never read), or
 compiles it itself if it gets there first: a lost race costs a duplicate compile, never a wrong
 kernel. Measured: the first `gpunet train` 4.8-5.3 s wall before, see BENCHMARKS.md after.
-Since 2026-12-06 a small batch's BatchNorm is one kernel per direction and the optimizer
+Since 2026-12-06 a serially run (N, C) BatchNorm is one kernel per direction and the optimizer
 updates several parameters a call: the halves are the forward (BatchNorm in one call, 1.24 s to
 compile; its normalizing kernel alone, which an evaluation calls; the loss, 0.32 s) and the
 backward (BatchNorm in one call, 0.94 s; SGD on several parameters, 0.28 s).
